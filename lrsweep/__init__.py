@@ -1,0 +1,23 @@
+"""lrsweep: learning-rate research at scale in JAX.
+
+Write one config, train a grid of thousands of small students at once (``jit(vmap(scan))``),
+store them as Parquet, and compare them with closed-form learning-rate theory.
+
+    >>> import lrsweep
+    >>> summary = lrsweep.run(lrsweep.load_config("configs/quickstart.yaml"))  # doctest: +SKIP
+    >>> df = lrsweep.load("results/quickstart")                                # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from lrsweep.config import ConfigError, load_config, expand_grid
+from lrsweep.store import load
+
+
+def run(cfg, out="results", **kwargs):
+    """Train every student of ``cfg`` (see :func:`lrsweep.runner.run`)."""
+    from lrsweep.runner import run as _run
+    return _run(cfg, out, **kwargs)
+
+
+__all__ = ["ConfigError", "load_config", "expand_grid", "load", "run", "__version__"]

@@ -1,0 +1,158 @@
+"""``lrsweep`` command line: a thin front end over :mod:`lrsweep.runner` and :mod:`lrsweep.store`."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from lrsweep import config as config_lib
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_bytes(text: str) -> int:
+    """'2GB', '512MiB', '1e9' -> bytes."""
+    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([KMGT]?i?B?)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"--max-memory: expected a size like 2GB or 512MiB, got {text!r}")
+    unit = (m.group(2) or "").upper().replace("I", "").replace("B", "")
+    try:
+        value = float(m.group(1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-memory: expected a size like 2GB, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("--max-memory: must be > 0")
+    return int(value * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lrsweep", description="Learning-rate sweeps of many small students, "
+                                "trained at once with jit(vmap(scan)), stored as Parquet.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="train every student of a config", description=(
+        "Train every student of CONFIG (a YAML path or a name in configs/; default: the built-in quickstart) "
+        "and write results/<name>/<run_id>/."))
+    r.add_argument("config", nargs="?", help="YAML file or built-in name (default: quickstart)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a field, e.g. --set train.steps=16 --set model.width=128 "
+                        "--set grid.lr_total=[10,20] (repeatable)")
+    r.add_argument("--out", default="results", help="results root (default: results)")
+    r.add_argument("--x64", action="store_true", help="train in float64 (default float32)")
+    r.add_argument("--max-memory", type=parse_bytes, default=None,
+                   help="memory budget per chunk, e.g. 2GB (default: half the accelerator, or 1/4 of RAM <= 4GiB)")
+    r.add_argument("--chunk-size", type=_positive_int, default=None, help="cap on students per compiled call")
+    r.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run (reuses its config)")
+    r.add_argument("--dry-run", action="store_true", help="validate and print the plan; train nothing")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ls = sub.add_parser("ls", help="list runs with status and size")
+    ls.add_argument("root", nargs="?", default="results")
+
+    show = sub.add_parser("show", help="summary table of a run")
+    show.add_argument("run", help="run directory")
+
+    sub.add_parser("schema", help="print every config field with its default and allowed values")
+    return p
+
+
+def _print_summary(summary) -> None:
+    import pandas as pd
+    print(f"run directory: {summary.run_dir}")
+    print(f"students: {summary.n_students} in {summary.groups} shape group(s), diverged: {summary.n_diverged}, "
+          f"wall time: {summary.wall_time_s:.1f}s, students/s: {summary.students_per_s:.1f}")
+    if not summary.best.empty:
+        print("best learning rates (lowest final test loss, mean over seeds):")
+        with pd.option_context("display.width", 120, "display.max_columns", 20):
+            print(summary.best.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    print(f"load with: lrsweep.load({str(summary.run_dir)!r})")
+
+
+def cmd_run(args) -> int:
+    from lrsweep import runner
+    if args.resume:
+        cfg = None
+    else:
+        path = runner.resolve_config_path(args.config)
+        cfg = config_lib.load_config(path, args.overrides)
+    if args.dry_run:
+        students, specs = runner.prepare(cfg)
+        print(f"{cfg.name}: {len(students)} students in {len(specs)} shape group(s)")
+        for gid, spec in specs.items():
+            n = int((students["group_id"] == gid).sum())
+            a = spec.arch
+            print(f"  group {gid}: {n} students, {a.parameterization} L={a.n_layers} h={a.width} d={a.input_dim} "
+                  f"n={spec.task.n_train} {a.activation} init={spec.init} steps={spec.steps} "
+                  f"formulation={spec.formulation}")
+        return 0
+    summary = runner.run(cfg, args.out, x64=args.x64, max_memory=args.max_memory, chunk_size=args.chunk_size,
+                         resume=args.resume, progress=not args.quiet)
+    _print_summary(summary)
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from lrsweep import store
+    root = Path(args.root)
+    if not root.exists():
+        print(f"no results under {root}")
+        return 0
+    runs = store.find_runs(root)
+    if not runs:
+        print(f"no runs under {root}")
+        return 0
+    print(f"{'run':60s} {'status':10s} {'students':>9s} {'size':>9s}")
+    for run in runs:
+        meta = store.read_json(run / "meta.json")
+        size = store.run_size(run) / 1e6
+        print(f"{str(run):60s} {meta.get('status', '?'):10s} {meta.get('n_students', 0):9d} {size:8.2f}M")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from lrsweep import runner, store
+    run = Path(args.run)
+    if not store.is_run(run):
+        raise config_lib.ConfigError("run", f"{run} is not a run directory (no meta.json)")
+    meta = store.read_json(run / "meta.json")
+    print(f"status: {meta.get('status')}  jax {meta.get('jax')} on {meta.get('device_count')}x "
+          f"{meta.get('device_kind')}  x64={meta.get('x64')}")
+    _print_summary(runner.summarize(run))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "ls":
+            return cmd_ls(args)
+        if args.command == "show":
+            return cmd_show(args)
+        if args.command == "schema":
+            print(config_lib.describe_schema())
+            return 0
+    except config_lib.ConfigError as e:
+        print(f"lrsweep: config error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FileNotFoundError as e:
+        print(f"lrsweep: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,604 @@
+"""Sweep configs: schema, validation and grid expansion (no jax here).
+
+A config is plain data (a YAML file or a dict). :func:`load_config` validates it against
+:data:`FIELDS` and returns a :class:`SweepConfig`; :func:`expand_grid` turns it into a
+pandas DataFrame with one row per student. Every check happens here, before any compute,
+and raises :class:`ConfigError` naming the field and the allowed values.
+
+Learning rates (seed 000, arXiv 2606.00340, Sec. 5 and App. F) are given per trainable layer
+(``lr_1 .. lr_m``, eta_l), as ``lr_total`` (C = eta_1 + ... + eta_m) times ``lr_1_fraction``
+(eta_1 = f C, the other layers share the rest equally), or as the authors' line grid
+``lr_line`` (see :func:`authors_line_grid`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config field is missing, unknown, of the wrong type or out of range."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+# --------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One scalar config field: dotted path, kind, default, allowed values, doc."""
+    path: str
+    kind: str  # "int" | "float" | "str" | "bool" | "int_list"
+    default: Any
+    doc: str
+    choices: tuple | None = None
+    minimum: float | None = None  # inclusive
+    positive: bool = False  # strictly > 0
+    static: bool = True  # changes the compiled program (shape group) if True
+    nullable: bool = False
+
+
+PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard")
+FIELDS: dict[str, Field] = {f.path: f for f in [
+    Field("name", "str", "sweep", "Sweep name; results go to <out>/<name>/<run_id>/."),
+    Field("seed", "int", 0, "Seed of init, data and teacher (usually a grid axis via `seeds`).",
+          minimum=0, static=False),
+    Field("task.kind", "str", "linear_teacher", "Task family.", choices=("linear_teacher",)),
+    Field("task.input_dim", "int", 64, "Input dimension d.", positive=True),
+    Field("task.n_train", "int", 128, "Number of training samples n.", positive=True),
+    Field("task.design", "str", "gaussian",
+          "Training inputs: X ~ N(0,1) (`gaussian`) or X = sqrt(n) Q so X^T X = n I (`orthogonal`, n >= d).",
+          choices=("gaussian", "orthogonal")),
+    Field("task.target", "str", "gaussian",
+          "Teacher beta: iid N(0, target_std^2) (`gaussian`) or Q / sqrt(d) (`orthonormal`).",
+          choices=("gaussian", "orthonormal")),
+    Field("task.target_std", "float", None,
+          "Std of gaussian teacher entries; null = the authors' choice (paper_2nn 1/d, paper_deep 1/sqrt(h), standard 1/sqrt(d)).",
+          positive=True, static=False, nullable=True),
+    Field("task.teacher_activation", "str", "linear", "y = X beta (`linear`) or y = relu(X beta) (`relu`).",
+          choices=("linear", "relu")),
+    Field("task.noise_std", "float", 0.0, "Label noise std: y = teacher(X) + xi, xi ~ N(0, noise_std^2).",
+          minimum=0.0, static=False),
+    Field("task.n_test", "int", 2048, "Sampled test-set size (only for students without an exact test loss: ReLU).",
+          positive=True),
+    Field("task.test_noise", "bool", False, "Add the label-noise variance to the test loss."),
+    Field("model.parameterization", "str", "paper_deep",
+          "paper_2nn: X W1 W2 / h (identity head); paper_deep: X W1..W_{L-1} a / sqrt(h), fixed head a; "
+          "standard: every layer trained, no extra scaling.", choices=PARAMETERIZATIONS),
+    Field("model.n_layers", "int", 3, "Number of layers L (paper_deep counts its fixed head: L-1 layers train).",
+          positive=True),
+    Field("model.width", "int", 64, "Hidden width h.", positive=True),
+    Field("model.activation", "str", "linear", "Activation between layers.", choices=("linear", "relu")),
+    Field("model.output_dim", "int", 1, "Output dimension (standard only; paper_2nn uses h, paper_deep 1).",
+          positive=True),
+    Field("init", "str", "orthogonal",
+          "orthogonal: QR with sign fix, orthonormal columns (needs fan_in >= fan_out); "
+          "gaussian: W1 ~ N(0,1/d), hidden ~ N(0,1/h).", choices=("orthogonal", "gaussian")),
+    Field("init_scale", "float", 1.0, "Multiplies every trained weight at init.", positive=True, static=False),
+    Field("train.optimizer", "str", "gd", "Full-batch gradient descent.", choices=("gd",)),
+    Field("train.steps", "int", 8, "Number of GD steps.", minimum=0),
+    Field("train.log_every", "int", 1, "Log metrics every k steps (and at the last step).", positive=True),
+    Field("train.log_steps", "int_list", None,
+          "Explicit steps to log (overrides log_every), e.g. [0, 1, 2, 4, 8].", nullable=True),
+    Field("train.gradient", "str", "exact", "Gradient used by the update.", choices=("exact",)),
+    Field("train.formulation", "str", "auto",
+          "How a step is computed: `moments` (linear MSE students, data enter through X^T X/n, X^T y/n), "
+          "`autodiff` (jax.grad on the data), `auto` (moments where it applies).",
+          choices=("auto", "moments", "autodiff")),
+    Field("train.diverge_factor", "float", 1e6,
+          "A student diverges when its train loss is non-finite or exceeds this factor times its initial loss.",
+          positive=True),
+]}
+
+ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers",
+           "activation": "model.activation", "parameterization": "model.parameterization",
+           "output_dim": "model.output_dim", "input_dim": "task.input_dim", "n_train": "task.n_train",
+           "n_test": "task.n_test", "design": "task.design", "target": "task.target",
+           "target_std": "task.target_std", "noise_std": "task.noise_std",
+           "teacher_activation": "task.teacher_activation", "steps": "train.steps",
+           "gradient": "train.gradient", "formulation": "train.formulation"}
+LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line")
+_LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
+TOP_LEVEL = ("name", "seeds", "task", "model", "init", "init_scale", "train", "grid")
+
+
+def register_field(field: Field, choice_for: str | None = None) -> None:
+    """Add a field (or, with ``choice_for``, extend a field's choices) for a new family."""
+    if choice_for is not None:
+        old = FIELDS[choice_for]
+        FIELDS[choice_for] = dataclasses.replace(old, choices=tuple(old.choices) + (field,))
+        return
+    FIELDS[field.path] = field
+
+
+def describe_schema() -> str:
+    """Markdown table of every field (used by the README and ``lrsweep schema``)."""
+    rows = ["| field | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    for f in FIELDS.values():
+        allowed = ", ".join(map(str, f.choices)) if f.choices else (
+            "> 0" if f.positive else f">= {f.minimum:g}" if f.minimum is not None else f.kind)
+        rows.append(f"| `{f.path}` | `{f.default}` | {allowed} | {f.doc} |")
+    return "\n".join(rows)
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def check_value(field: Field, value: Any, where: str) -> Any:
+    """Validate and coerce one value of ``field``; ``where`` names it in the error."""
+    if value is None:
+        if field.nullable:
+            return None
+        raise ConfigError(where, f"must not be null ({_allowed(field)})")
+    kind = field.kind
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or (isinstance(value, float) and not float(value).is_integer()):
+            raise ConfigError(where, f"expected an integer, got {value!r} ({_allowed(field)})")
+        value = int(value)
+    elif kind == "float":
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 as a string
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ConfigError(where, f"expected a number, got {value!r} ({_allowed(field)})")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(where, f"must be finite, got {value!r}")
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(where, f"expected a string, got {value!r} ({_allowed(field)})")
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(where, f"expected true or false, got {value!r}")
+    elif kind == "int_list":
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(where, f"expected a non-empty list of integers, got {value!r}")
+        value = tuple(sorted({check_value(Field(field.path, "int", 0, "", minimum=0), v, where)
+                              for v in value}))
+        return value
+    if field.choices is not None and value not in field.choices:
+        raise ConfigError(where, f"{value!r} is not allowed; allowed values: {', '.join(map(str, field.choices))}"
+                          + (_suggest(value, field.choices) if isinstance(value, str) else ""))
+    if field.positive and value <= 0:
+        raise ConfigError(where, f"must be > 0, got {value!r}")
+    if field.minimum is not None and value < field.minimum:
+        raise ConfigError(where, f"must be >= {field.minimum:g}, got {value!r}")
+    return value
+
+
+def _allowed(field: Field) -> str:
+    if field.choices:
+        return "allowed values: " + ", ".join(map(str, field.choices))
+    if field.positive:
+        return f"a {field.kind} > 0"
+    if field.minimum is not None:
+        return f"a {field.kind} >= {field.minimum:g}"
+    return f"a {field.kind}"
+
+
+# --------------------------------------------------------------------------------------
+# Grid values
+# --------------------------------------------------------------------------------------
+
+def grid_values(spec: Any, where: str) -> list:
+    """Parse one grid axis: a scalar, a list, or {linspace|logspace|geomspace: [a, b, n]},
+    {range: [start, stop, step]} (stop inclusive), {values: [...]}."""
+    if isinstance(spec, dict):
+        if len(spec) != 1:
+            raise ConfigError(where, f"a generated axis has exactly one key of linspace, logspace, geomspace, "
+                                     f"range, values; got {sorted(spec)}")
+        (kind, args), = spec.items()
+        if kind == "values":
+            return grid_values(list(args), where)
+        if kind not in ("linspace", "logspace", "geomspace", "range"):
+            raise ConfigError(where, f"unknown generator '{kind}'; allowed: linspace, logspace, geomspace, range, "
+                                     f"values" + _suggest(kind, ("linspace", "logspace", "geomspace", "range")))
+        if not isinstance(args, (list, tuple)) or len(args) != 3 or any(
+                isinstance(a, bool) or not isinstance(a, (int, float)) for a in args):
+            raise ConfigError(where, f"{kind} takes three numbers [start, stop, num_or_step], got {args!r}")
+        a, b, c = args
+        if kind == "range":
+            if c <= 0 or b < a:
+                raise ConfigError(where, f"range needs step > 0 and stop >= start, got {args!r}")
+            n = int(math.floor((b - a) / c + 1e-9)) + 1
+            vals = [a + i * c for i in range(n)]
+            return [int(v) if all(isinstance(x, int) for x in args) else float(v) for v in vals]
+        if not float(c).is_integer() or c < 1:
+            raise ConfigError(where, f"{kind} needs a positive integer count, got {c!r}")
+        fn = {"linspace": np.linspace, "logspace": np.logspace, "geomspace": np.geomspace}[kind]
+        if kind == "geomspace" and (a <= 0 or b <= 0):
+            raise ConfigError(where, f"geomspace needs positive endpoints, got {args!r}")
+        return [float(v) for v in fn(a, b, int(c))]
+    if isinstance(spec, (list, tuple)):
+        if len(spec) == 0:
+            raise ConfigError(where, "empty axis: give at least one value")
+        return list(spec)
+    return [spec]
+
+
+def authors_line_grid(lr_total: float) -> list[tuple[float, float]]:
+    """The authors' (eta_1, eta_2) points on the line eta_1 + eta_2 = C (seed 000 code).
+
+    step = max(1, C // 20), N = int(C / step), eta_1 = i step, eta_2 = (N - i) step for
+    i = 1 .. N-1. Note eta_1 + eta_2 = N step, which equals C when step divides C.
+    """
+    step = max(1, int(lr_total // 20))
+    n = int(lr_total / step)
+    return [(float(i * step), float((n - i) * step)) for i in range(1, n)]
+
+
+# --------------------------------------------------------------------------------------
+# Config object
+# --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """A validated config: ``base`` maps every field path to its value, ``axes`` the grid."""
+    base: dict
+    axes: tuple  # tuple of (names tuple, list of value tuples); names are field paths or lr keys
+    raw: dict
+
+    @property
+    def name(self) -> str:
+        return self.base["name"]
+
+    def to_dict(self) -> dict:
+        """The resolved config as nested plain data (what is written to config.yaml)."""
+        return self.raw
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and path in ("task", "model", "train"):
+            out.update(_flatten(v, path + "."))
+        else:
+            out[path] = v
+    return out
+
+
+def _set_path(d: dict, path: str, value: Any) -> None:
+    keys = path.split(".")
+    for k in keys[:-1]:
+        if not isinstance(d.get(k), dict):
+            d[k] = {}
+        d = d[k]
+    d[keys[-1]] = value
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """Apply ``--set path=value`` overrides (values parsed as YAML) to raw config data.
+
+    A field that is also a grid axis is removed from the grid (the override wins).
+    """
+    import copy
+    raw = copy.deepcopy(raw)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError("--set", f"expected PATH=VALUE, got {item!r}")
+        path, text = item.split("=", 1)
+        path = path.strip()
+        value = yaml.safe_load(text)
+        if path in ALIASES and path != "seeds":
+            path = ALIASES[path]
+        if path.startswith("grid."):
+            raw.setdefault("grid", {})
+            raw["grid"][path[5:]] = value
+            continue
+        if path == "seeds":
+            raw["seeds"] = value
+            continue
+        _set_path(raw, path, value)
+        grid = raw.get("grid") or {}
+        short = {v: k for k, v in ALIASES.items()}.get(path)
+        for key in (path, short):
+            if key and key in grid:
+                del grid[key]
+    return raw
+
+
+def _axis_name(key: str, where: str) -> str:
+    if key in LR_AXES or _LR_LAYER.match(key):
+        return key
+    path = ALIASES.get(key, key)
+    if path == "seed" or path in FIELDS:
+        if path == "name":
+            raise ConfigError(where, "name cannot be a grid axis")
+        return path
+    options = list(FIELDS) + list(ALIASES) + list(LR_AXES) + ["lr_1", "lr_2", "zip"]
+    raise ConfigError(where, f"unknown grid axis '{key}'{_suggest(key, options)}; axes are config fields "
+                             f"(e.g. width, n_layers, init, noise_std, steps), lr_1..lr_L, lr, lr_total, "
+                             f"lr_1_fraction, lr_line, or zip")
+
+
+def _check_axis_values(name: str, values: list, where: str) -> list:
+    if name in FIELDS or name == "seed":
+        return [check_value(FIELDS[name], v, where) for v in values]
+    # learning-rate axes
+    out = []
+    for v in values:
+        if isinstance(v, str) and _FLOAT_RE.match(v.strip()):
+            v = float(v)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(where, f"learning rates must be finite numbers, got {v!r}")
+        if name == "lr_1_fraction" and not 0.0 <= v <= 1.0:
+            raise ConfigError(where, f"lr_1_fraction must be in [0, 1], got {v!r}")
+        if name != "lr_1_fraction" and v < 0:
+            raise ConfigError(where, f"learning rates must be >= 0, got {v!r}")
+        out.append(float(v))
+    return out
+
+
+def load_config(source: str | Path | dict, overrides: list[str] | None = None) -> SweepConfig:
+    """Read (a YAML path or a dict), apply overrides, validate; raise ConfigError on bad input."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError("config", f"file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError("config", f"{path} is not valid YAML: {e}") from None
+        if raw is None:
+            raw = {}
+    else:
+        raw = source
+    if not isinstance(raw, dict):
+        raise ConfigError("config", f"top level must be a mapping of {', '.join(TOP_LEVEL)}")
+    raw = apply_overrides(raw, overrides)
+    for key in raw:
+        if key not in TOP_LEVEL:
+            raise ConfigError(str(key), f"unknown key{_suggest(str(key), TOP_LEVEL)}; allowed: {', '.join(TOP_LEVEL)}")
+    for section in ("task", "model", "train", "grid"):
+        if section in raw and raw[section] is not None and not isinstance(raw[section], dict):
+            raise ConfigError(section, f"must be a mapping, got {raw[section]!r}")
+
+    flat = _flatten({k: v for k, v in raw.items() if k not in ("grid", "seeds")})
+    base = {}
+    for key, value in flat.items():
+        if key not in FIELDS:
+            section = key.split(".")[0]
+            options = [p for p in FIELDS if p.startswith(section + ".")] or list(FIELDS)
+            raise ConfigError(key, f"unknown field{_suggest(key, options)}; allowed in '{section}': "
+                                   f"{', '.join(p.split('.')[-1] for p in options)}")
+        base[key] = check_value(FIELDS[key], value, key)
+    for path, field in FIELDS.items():
+        base.setdefault(path, field.default)
+
+    axes = []
+    seeds = raw.get("seeds", [base["seed"]])
+    if not isinstance(seeds, (list, tuple, dict, int)) or isinstance(seeds, bool):
+        raise ConfigError("seeds", f"expected a list of non-negative integers, got {seeds!r}")
+    seeds = _check_axis_values("seed", grid_values(seeds, "seeds"), "seeds")
+    axes.append((("seed",), [(s,) for s in seeds]))
+
+    grid = raw.get("grid") or {}
+    for key, spec in grid.items():
+        where = f"grid.{key}"
+        if key == "zip":
+            groups = spec if isinstance(spec, list) else [spec]
+            for gi, group in enumerate(groups):
+                gw = f"{where}[{gi}]"
+                if not isinstance(group, dict) or not group:
+                    raise ConfigError(gw, "zip takes a mapping of axes with equal-length lists")
+                names, columns = [], []
+                for k, v in group.items():
+                    name = _axis_name(k, f"{gw}.{k}")
+                    names.append(name)
+                    columns.append(_check_axis_values(name, grid_values(v, f"{gw}.{k}"), f"{gw}.{k}"))
+                lengths = {len(c) for c in columns}
+                if len(lengths) != 1:
+                    raise ConfigError(gw, f"zip axes must have equal lengths, got "
+                                          f"{dict(zip(group, map(len, columns)))}")
+                axes.append((tuple(names), list(zip(*columns))))
+            continue
+        name = _axis_name(str(key), where)
+        values = _check_axis_values(name, grid_values(spec, where), where)
+        axes.append(((name,), [(v,) for v in values]))
+
+    names = [n for ns, _ in axes for n in ns]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError("grid", f"axis given twice: {', '.join(sorted(dup))}")
+    if "lr_line" in names and any(n in names for n in ("lr_total", "lr_1_fraction", "lr_1", "lr")):
+        raise ConfigError("grid.lr_line", "lr_line sets lr_total and lr_1 itself; do not combine it with "
+                                          "lr, lr_total, lr_1_fraction or lr_1")
+    if "lr_1_fraction" in names and "lr_total" not in names:
+        raise ConfigError("grid.lr_1_fraction", "needs an lr_total axis (eta_1 = fraction * lr_total)")
+    if not any(n in names for n in LR_AXES) and not any(_LR_LAYER.match(n) for n in names):
+        raise ConfigError("grid", "no learning rate given: add lr, lr_1..lr_L, lr_total (with lr_1_fraction) "
+                                  "or lr_line to the grid")
+    resolved = dict(raw)
+    resolved["seeds"] = seeds
+    return SweepConfig(base=base, axes=tuple(axes), raw=resolved)
+
+
+# --------------------------------------------------------------------------------------
+# Students
+# --------------------------------------------------------------------------------------
+
+def n_trainable(parameterization: str, n_layers: int) -> int:
+    """Number of trained weight matrices m (paper_deep's head is fixed)."""
+    return n_layers - 1 if parameterization == "paper_deep" else n_layers
+
+
+def resolve_lrs(point: dict, m: int) -> list[float]:
+    """Per-layer learning rates eta_1..eta_m for one grid point (see module docstring)."""
+    if "lr_line_eta_1" in point:
+        eta_1, rest_total = point["lr_line_eta_1"], point["lr_line_rest"]
+        return [eta_1] + [rest_total / (m - 1)] * (m - 1) if m > 1 else [eta_1]
+    if "lr_total" in point:
+        total = point["lr_total"]
+        if "lr_1_fraction" in point:
+            eta_1 = point["lr_1_fraction"] * total
+            return [eta_1] + [(total - eta_1) / (m - 1)] * (m - 1) if m > 1 else [total]
+        explicit = {int(_LR_LAYER.match(k).group(1)): v for k, v in point.items() if _LR_LAYER.match(k)}
+        if explicit:
+            free = [l for l in range(1, m + 1) if l not in explicit]
+            rest = (total - sum(explicit.values())) / max(len(free), 1)
+            return [explicit.get(l, rest) for l in range(1, m + 1)]
+        return [total / m] * m
+    lrs = []
+    for layer in range(1, m + 1):
+        key = f"lr_{layer}"
+        if key in point:
+            lrs.append(point[key])
+        elif "lr" in point:
+            lrs.append(point["lr"])
+        else:
+            raise ConfigError(f"grid.{key}", f"no learning rate for layer {layer} of {m} trainable layers: "
+                                             f"give {key} or a shared `lr`")
+    return lrs
+
+
+def _check_student_shapes(p: dict, where: str = "config") -> None:
+    """Cross-field checks for one static combination (raise before any compute)."""
+    par, L = p["model.parameterization"], p["model.n_layers"]
+    d, h, n = p["task.input_dim"], p["model.width"], p["task.n_train"]
+    if par == "paper_2nn":
+        if L != 2:
+            raise ConfigError("model.n_layers", f"paper_2nn has exactly 2 trained layers, got n_layers={L}")
+        if p["model.activation"] != "linear":
+            raise ConfigError("model.activation", "paper_2nn is linear only; allowed values: linear")
+    if par == "paper_deep" and L < 2:
+        raise ConfigError("model.n_layers", f"paper_deep counts its fixed head, so n_layers >= 2; got {L}")
+    if p["task.design"] == "orthogonal" and n < d:
+        raise ConfigError("task.design", f"orthogonal design (X^T X = n I) needs n_train >= input_dim; "
+                                         f"got n_train={n} < input_dim={d}")
+    if p["init"] == "orthogonal":
+        shapes = layer_shapes(p)
+        for i, (rows, cols) in enumerate(shapes, 1):
+            if rows < cols:
+                raise ConfigError("init", f"orthogonal init needs fan_in >= fan_out (orthonormal columns) but "
+                                          f"W{i} is {rows} x {cols} (input_dim={d}, width={h}); use init: gaussian "
+                                          f"or input_dim >= width")
+    if p["task.target"] == "orthonormal":
+        out = output_dim(p)
+        if d < out:
+            raise ConfigError("task.target", f"orthonormal target needs input_dim >= output dim; got {d} < {out}")
+    steps = p["train.steps"]
+    if p["train.log_steps"] is not None and max(p["train.log_steps"]) > steps:
+        raise ConfigError("train.log_steps", f"steps to log must be <= train.steps={steps}, got "
+                                             f"{max(p['train.log_steps'])}")
+
+
+def output_dim(p: dict) -> int:
+    par = p["model.parameterization"]
+    return p["model.width"] if par == "paper_2nn" else 1 if par == "paper_deep" else p["model.output_dim"]
+
+
+def layer_shapes(p: dict) -> list[tuple[int, int]]:
+    """Shapes of the trained matrices W_1..W_m."""
+    d, h, L, par = p["task.input_dim"], p["model.width"], p["model.n_layers"], p["model.parameterization"]
+    m = n_trainable(par, L)
+    shapes = [(d, h)] + [(h, h)] * (m - 1)
+    if par == "standard":
+        shapes[-1] = (shapes[-1][0], p["model.output_dim"]) if m > 1 else (d, p["model.output_dim"])
+    return shapes
+
+
+def log_steps(p: dict) -> tuple[int, ...]:
+    """Steps at which metrics are recorded (always includes 0 and the last step)."""
+    steps = p["train.steps"]
+    if p["train.log_steps"] is not None:
+        return tuple(sorted(set(p["train.log_steps"]) | {0, steps}))
+    return tuple(sorted(set(range(0, steps + 1, p["train.log_every"])) | {steps}))
+
+
+def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
+    """One row per student: every field (short column names) plus lr_1..lr_m and lr_total.
+
+    Raises ConfigError for any combination that cannot run; nothing is computed.
+    """
+    rows = []
+    names_all = [n for ns, _ in cfg.axes for n in ns]
+    expanded_axes = []
+    for names, values in cfg.axes:
+        if names == ("lr_line",):
+            vals = []
+            for (c,) in values:
+                pts = authors_line_grid(c)
+                if not pts:
+                    raise ConfigError("grid.lr_line", f"lr_line={c!r} gives no points (needs C >= 2)")
+                vals += [(c, e1, e2) for e1, e2 in pts]
+            expanded_axes.append((("lr_line", "lr_line_eta_1", "lr_line_rest"), vals))
+        else:
+            expanded_axes.append((names, values))
+    combos = itertools.product(*[vals for _, vals in expanded_axes])
+    axis_names = [n for ns, _ in expanded_axes for n in ns]
+    checked: set = set()
+    for combo in combos:
+        point = dict(cfg.base)
+        flat_vals = [v for tup in combo for v in tup]
+        point.update(zip(axis_names, flat_vals))
+        key = tuple(point[f] for f in FIELDS if FIELDS[f].static)
+        if key not in checked:
+            _check_student_shapes(point)
+            checked.add(key)
+        m = n_trainable(point["model.parameterization"], point["model.n_layers"])
+        lrs = resolve_lrs(point, m)
+        row = {_short(k): v for k, v in point.items() if k in FIELDS or k == "seed"}
+        row.update({f"lr_{i}": float(v) for i, v in enumerate(lrs, 1)})
+        row["lr_total"] = float(sum(lrs))
+        if "lr_1_fraction" in point:
+            row["lr_1_fraction"] = float(point["lr_1_fraction"])
+        if "lr_line" in point:
+            row["lr_line"] = float(point["lr_line"])
+        row["n_trainable"] = m
+        if row["target_std"] is None:
+            row["target_std"] = default_target_std(point)
+        rows.append(row)
+    if not rows:
+        raise ConfigError("grid", "the grid is empty")
+    df = pd.DataFrame(rows)
+    if "lr" in names_all:
+        pass
+    df.insert(0, "student_id", np.arange(len(df), dtype=np.int64))
+    return df
+
+
+def default_target_std(p: dict) -> float:
+    """The authors' teacher scale: paper_2nn 1/d, paper_deep 1/sqrt(h), standard 1/sqrt(d)."""
+    par = p["model.parameterization"]
+    if par == "paper_2nn":
+        return 1.0 / p["task.input_dim"]
+    if par == "paper_deep":
+        return 1.0 / math.sqrt(p["model.width"])
+    return 1.0 / math.sqrt(p["task.input_dim"])
+
+
+def _short(path: str) -> str:
+    return path.split(".")[-1]
+
+
+STATIC_COLUMNS = tuple(_short(f.path) for f in FIELDS.values() if f.static and f.path != "name")
+
+
+def static_columns() -> list[str]:
+    """Columns that define a compile group (shapes and categorical choices)."""
+    return [_short(f.path) for f in FIELDS.values() if f.static and f.path != "name"]
+
+
+def row_to_point(row: dict) -> dict:
+    """Inverse of the short column names: a student row back to field paths."""
+    return {p: row[_short(p)] for p in FIELDS if _short(p) in row}

@@ -1,0 +1,285 @@
+"""The engine: one ``jit(vmap(vmap(scan(step))))`` path that trains a whole shape group.
+
+A group shares shapes and categorical choices (:class:`GroupSpec`), so it compiles once. Its
+students are laid out as (instances, points): an *instance* (seed, noise_std, target_std,
+init_scale) owns the initial weights and data, generated on the device from its seed, and
+broadcast (not copied) to the learning-rate *points* that train on it. The grid is cut into
+equal-shape chunks (padded, so no chunk recompiles) that fit a memory budget; the instance
+axis of a chunk is sharded over all devices.
+
+Divergence (seed 003: the divergent phase is physics, not an error): a student whose train
+loss is non-finite or exceeds ``diverge_factor`` times its initial loss is frozen with
+``jnp.where`` (never control flow on batched values), its later metrics are NaN, and
+``diverged_step`` records the first such step. Nothing it does reaches another student.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lrsweep import steps as steps_lib
+from lrsweep.optim import make_optimizer
+from lrsweep.students import Architecture
+from lrsweep.tasks import InstanceHparams, TaskSpec, make_instance, test_loss
+
+INSTANCE_COLUMNS = ("seed", "noise_std", "target_std", "init_scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSpec:
+    """Everything static about a group of students (hashable: keys the compiled program)."""
+    arch: Architecture
+    task: TaskSpec
+    init: str
+    optimizer: str
+    steps: int
+    log_steps: tuple
+    gradient: str
+    formulation: str
+    diverge_factor: float
+
+    @classmethod
+    def from_row(cls, row) -> "GroupSpec":
+        """Build from a student row of :func:`lrsweep.config.expand_grid`."""
+        par = row["parameterization"]
+        out = row["width"] if par == "paper_2nn" else 1 if par == "paper_deep" else row["output_dim"]
+        arch = Architecture(par, int(row["n_layers"]), int(row["width"]), int(row["input_dim"]), int(out),
+                            row["activation"])
+        task = TaskSpec(row["kind"], int(row["input_dim"]), int(row["n_train"]), row["design"], row["target"],
+                        row["teacher_activation"], int(row["n_test"]), bool(row["test_noise"]))
+        steps = int(row["steps"])
+        if row.get("log_steps") is not None and not (isinstance(row["log_steps"], float)):
+            logs = tuple(sorted(set(row["log_steps"]) | {0, steps}))
+        else:
+            logs = tuple(sorted(set(range(0, steps + 1, int(row["log_every"]))) | {steps}))
+        return cls(arch, task, row["init"], row["optimizer"], steps, logs, row["gradient"],
+                   steps_lib.resolve_formulation(row["formulation"], arch), float(row["diverge_factor"]))
+
+    @property
+    def n_logs(self) -> int:
+        return len(self.log_steps)
+
+
+class StudentResult(NamedTuple):
+    """Per-student outputs; leading axes are the batch axes added by vmap."""
+    train_loss: jax.Array     # (..., n_logs)
+    test_loss: jax.Array      # (..., n_logs)
+    diverged: jax.Array       # (...,) bool
+    diverged_step: jax.Array  # (...,) int32, -1 if never
+
+
+def make_train_one(spec: GroupSpec):
+    """``train_one(params0, inst, lr_per_layer) -> StudentResult`` for ONE student (pure)."""
+    loss_and_grads = steps_lib.FORMULATIONS[spec.formulation]
+    log_slot = np.full(spec.steps + 1, -1, np.int32)
+    log_slot[list(spec.log_steps)] = np.arange(spec.n_logs)
+
+    def observe(t, params, inst, loss, w_eff, carry):
+        """Divergence bookkeeping at step t and, if t is logged, write the metrics."""
+        alive, loss0, div_step, train_buf, test_buf = carry
+        loss0 = jnp.where(t == 0, loss, loss0)
+        bad = ~jnp.isfinite(loss) | (loss > spec.diverge_factor * jnp.maximum(loss0, 1e-30))
+        div_step = jnp.where(alive & bad, t, div_step)
+        alive = alive & ~bad
+        slot = log_slot[t] if isinstance(t, int) else jnp.asarray(log_slot)[t]
+
+        def write(bufs):
+            train_b, test_b = bufs
+            nan = jnp.full((), jnp.nan, loss.dtype)
+            test = test_loss(spec.task, spec.arch, params, inst, w_eff)
+            return (train_b.at[slot].set(jnp.where(alive, loss, nan)),
+                    test_b.at[slot].set(jnp.where(alive, test, nan)))
+
+        # `slot` does not depend on the student, so this cond stays a real branch under vmap.
+        train_buf, test_buf = jax.lax.cond(slot >= 0, write, lambda b: b, (train_buf, test_buf))
+        return alive, loss0, div_step, train_buf, test_buf
+
+    def train_one(params0, inst, lr_per_layer) -> StudentResult:
+        dtype = params0[0].dtype
+        tx = make_optimizer(spec.optimizer, lr_per_layer)
+        nan_buf = jnp.full((spec.n_logs,), jnp.nan, dtype)
+        carry = (jnp.array(True), jnp.zeros((), dtype), jnp.array(-1, jnp.int32), nan_buf, nan_buf)
+
+        def body(state, t):
+            params, opt_state, carry = state
+            loss, grads, w_eff = loss_and_grads(spec.arch, params, inst, spec.gradient)
+            carry = observe(t, params, inst, loss, w_eff, carry)
+            updates, new_opt_state = tx.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            alive = carry[0]
+            keep = lambda new, old: jnp.where(alive, new, old)  # freeze diverged students
+            params = jax.tree_util.tree_map(keep, new_params, params)
+            opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
+            return (params, opt_state, carry), None
+
+        state = (params0, tx.init(params0), carry)
+        if spec.steps > 0:
+            state, _ = jax.lax.scan(body, state, jnp.arange(spec.steps, dtype=jnp.int32))
+        params, _, carry = state
+        loss, _, w_eff = loss_and_grads(spec.arch, params, inst, spec.gradient)
+        alive, _, div_step, train_buf, test_buf = observe(spec.steps, params, inst, loss, w_eff, carry)
+        return StudentResult(train_buf, test_buf, ~alive, div_step)
+
+    return train_one
+
+
+def make_chunk_fn(spec: GroupSpec):
+    """Jitted ``(InstanceHparams with (u,) leaves, lrs (u, p, m)) -> StudentResult (u, p, ...)``.
+
+    Instances are built on the device from their seeds (outer vmap); each instance's data are
+    shared by its p learning-rate points (inner vmap, data broadcast with in_axes=None).
+    """
+    train_one = make_train_one(spec)
+    moments = spec.formulation == "moments"
+
+    def per_instance(hp: InstanceHparams, lrs):
+        dtype = jnp.result_type(float)
+        params0, inst = make_instance(spec.task, spec.arch, spec.init, moments, hp, dtype)
+        return jax.vmap(train_one, in_axes=(None, None, 0))(params0, inst, lrs)
+
+    return jax.jit(jax.vmap(per_instance))
+
+
+# --------------------------------------------------------------------------------------
+# Chunking
+# --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """One compiled call: ``instance_rows`` (u,) index instances, ``student_ids`` (u, p) (-1 = pad)."""
+    index: int
+    instance_hp: dict          # column -> (u,) numpy array
+    lrs: np.ndarray            # (u, p, m)
+    student_ids: np.ndarray    # (u, p) int64
+
+
+def bytes_per_student(spec: GroupSpec, dtype_bytes: int) -> int:
+    """Rough peak memory of one student inside a chunk (params, grads, update, temporaries)."""
+    arch, task = spec.arch, spec.task
+    per = 4 * arch.n_params + 2 * spec.n_logs + 16
+    if spec.formulation == "autodiff":
+        n = task.n_train + (0 if arch.is_linear else task.n_test)
+        per += 3 * n * (arch.width * arch.n_trainable + arch.output_dim)
+    else:
+        per += 4 * (arch.width + task.input_dim) * max(arch.output_dim, 1)
+    return per * dtype_bytes
+
+
+def bytes_per_instance(spec: GroupSpec, dtype_bytes: int) -> int:
+    arch, task = spec.arch, spec.task
+    d, n = task.input_dim, task.n_train
+    per = 3 * n * d + d * d + 2 * d * arch.output_dim + arch.n_params + arch.width
+    if not arch.is_linear:
+        per += 2 * task.n_test * (d + arch.output_dim)
+    return per * dtype_bytes
+
+
+def plan_chunks(spec: GroupSpec, students, *, max_memory: int, dtype_bytes: int, n_devices: int = 1,
+                chunk_size: int | None = None) -> tuple[tuple[int, int], list[Chunk]]:
+    """Cut a group's students (a DataFrame) into equal (u, p) chunks.
+
+    Returns ((u, p), chunks). ``chunk_size`` caps students per chunk (u * p), otherwise the
+    memory budget does. u is a multiple of ``n_devices`` (the sharded axis).
+    """
+    inst_key = list(INSTANCE_COLUMNS)
+    inst_ids = students.groupby(inst_key, sort=False).ngroup().to_numpy()
+    n_inst = int(inst_ids.max()) + 1
+    members = [np.flatnonzero(inst_ids == i) for i in range(n_inst)]
+    n_points = max(len(m) for m in members)
+    per_student = bytes_per_student(spec, dtype_bytes)
+    per_inst = bytes_per_instance(spec, dtype_bytes)
+    cap = chunk_size or max(1, max_memory // per_student)
+    p = max(1, min(n_points, cap, max(1, (max_memory - per_inst) // per_student)))
+    u = max(1, min(n_inst, cap // p, max(1, max_memory // (p * per_student + per_inst))))
+    if n_devices > 1:
+        u = n_devices * math.ceil(u / n_devices)
+    lr_cols = [f"lr_{i}" for i in range(1, spec.arch.n_trainable + 1)]
+    lrs_all = students[lr_cols].to_numpy(np.float64)
+    ids_all = students["student_id"].to_numpy(np.int64)
+    inst_first = np.array([m[0] for m in members])
+    hp_all = {c: students[c].to_numpy()[inst_first] for c in inst_key}
+    chunks = []
+    for ib in range(0, n_inst, u):
+        rows = np.arange(ib, ib + u)
+        valid_rows = rows < n_inst
+        rows = np.where(valid_rows, rows, 0)  # pad with instance 0 (results discarded)
+        for pb in range(0, n_points, p):
+            lrs = np.zeros((u, p, len(lr_cols)))
+            ids = np.full((u, p), -1, np.int64)
+            for r, (inst, ok) in enumerate(zip(rows, valid_rows)):
+                if not ok:
+                    continue
+                sel = members[inst][pb:pb + p]
+                lrs[r, :len(sel)] = lrs_all[sel]
+                ids[r, :len(sel)] = ids_all[sel]
+            if (ids >= 0).any():
+                chunks.append(Chunk(len(chunks), {c: v[rows] for c, v in hp_all.items()}, lrs, ids))
+    return (u, p), chunks
+
+
+def run_chunk(chunk_fn, chunk: Chunk, sharding=None) -> dict[str, np.ndarray]:
+    """Run one chunk; return host arrays for its real (non-pad) students, in student_ids order."""
+    dtype = jnp.result_type(float)
+    hp = InstanceHparams(
+        seed=jnp.asarray(chunk.instance_hp["seed"], jnp.uint32),
+        noise_std=jnp.asarray(chunk.instance_hp["noise_std"], dtype),
+        target_std=jnp.asarray(chunk.instance_hp["target_std"], dtype),
+        init_scale=jnp.asarray(chunk.instance_hp["init_scale"], dtype))
+    lrs = jnp.asarray(chunk.lrs, dtype)
+    if sharding is not None:
+        hp, lrs = jax.device_put((hp, lrs), sharding)
+    result = jax.device_get(chunk_fn(hp, lrs))
+    mask = chunk.student_ids >= 0
+    return {"student_id": chunk.student_ids[mask],
+            "train_loss": np.asarray(result.train_loss)[mask],
+            "test_loss": np.asarray(result.test_loss)[mask],
+            "diverged": np.asarray(result.diverged)[mask],
+            "diverged_step": np.asarray(result.diverged_step)[mask]}
+
+
+def instance_sharding(n_devices: int | None = None):
+    """Shard the instance axis over all local devices (None on a single device)."""
+    devices = jax.devices()[: n_devices or None]
+    if len(devices) <= 1:
+        return None
+    mesh = jax.sharding.Mesh(np.array(devices), ("instances",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("instances"))
+
+
+def default_max_memory() -> int:
+    """A safe share of the device: half the accelerator's limit, or 1/4 of host RAM (<= 4 GiB)."""
+    dev = jax.devices()[0]
+    try:
+        stats = dev.memory_stats() or {}
+    except Exception:  # CPU backends may not implement memory_stats
+        stats = {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"] * 0.5)
+    try:
+        import os
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    return int(min(total // 4, 4 << 30))
+
+
+def iter_group(spec: GroupSpec, students, *, max_memory: int | None = None, chunk_size: int | None = None,
+               skip: set | None = None) -> Iterator[tuple[Chunk, dict]]:
+    """Train one group chunk by chunk; yields (chunk, host results). ``skip``: chunk indices done."""
+    dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
+    sharding = instance_sharding()
+    n_dev = jax.device_count() if sharding is not None else 1
+    _, chunks = plan_chunks(spec, students, max_memory=max_memory or default_max_memory(),
+                            dtype_bytes=dtype_bytes, n_devices=n_dev, chunk_size=chunk_size)
+    chunk_fn = make_chunk_fn(spec)
+    for chunk in chunks:
+        if skip and chunk.index in skip:
+            continue
+        yield chunk, run_chunk(chunk_fn, chunk, sharding)

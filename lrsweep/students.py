@@ -1,0 +1,114 @@
+"""Students: parameterizations and init schemes (seed 000, arXiv 2606.00340, Sec. 3 and App. F).
+
+Parameters are a tuple of trained matrices ``(W_1, ..., W_m)``; a fixed head (paper_deep's
+``a``) lives with the data of an instance, never in the trained pytree. Every function here is
+written for ONE student and batched with ``vmap`` by the engine.
+
+- ``paper_2nn``:  f(X) = X W_1 W_2 / h,                 W_1 (d, h), W_2 (h, h), output dim h.
+- ``paper_deep``: f(X) = s(..s(s(X W_1) W_2)..W_m) a / sqrt(h), W_1 (d, h), W_l (h, h), head a (h, 1)
+  fixed, a ~ N(0, 1/h); ``n_layers`` = m + 1 counts the head.
+- ``standard``:   f(X) = s(..s(X W_1)..W_{m-1}) W_m, every layer trained, no extra scaling.
+s is the identity (``linear``) or ReLU, applied after every hidden layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """Static description of a student (hashable: it keys a compiled program)."""
+    parameterization: str
+    n_layers: int
+    width: int
+    input_dim: int
+    output_dim: int
+    activation: str
+
+    @property
+    def n_trainable(self) -> int:
+        return self.n_layers - 1 if self.parameterization == "paper_deep" else self.n_layers
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        d, h, m = self.input_dim, self.width, self.n_trainable
+        shapes = [(d, h)] + [(h, h)] * (m - 1)
+        if self.parameterization == "standard":
+            shapes[-1] = (shapes[-1][0], self.output_dim)
+        return tuple(shapes)
+
+    @property
+    def output_scale(self) -> float:
+        """1/h (paper_2nn), 1/sqrt(h) (paper_deep), 1 (standard)."""
+        return {"paper_2nn": 1.0 / self.width, "paper_deep": 1.0 / math.sqrt(self.width)}.get(
+            self.parameterization, 1.0)
+
+    @property
+    def is_linear(self) -> bool:
+        return self.activation == "linear"
+
+    @property
+    def n_params(self) -> int:
+        return sum(r * c for r, c in self.shapes)
+
+
+def orthogonal(key, shape, dtype):
+    """Matrix with orthonormal columns: QR of a Gaussian matrix, sign of diag(R) fixed (Haar)."""
+    rows, cols = shape
+    q, r = jnp.linalg.qr(jax.random.normal(key, (rows, cols), dtype))
+    return q * jnp.sign(jnp.diagonal(r))[None, :]
+
+
+def init_params(key, arch: Architecture, init: str, scale, dtype) -> tuple:
+    """Trained matrices (W_1..W_m): orthogonal, or gaussian with W ~ N(0, 1/fan_in); times ``scale``."""
+    keys = jax.random.split(key, arch.n_trainable)
+    if init == "orthogonal":
+        mats = [orthogonal(k, s, dtype) for k, s in zip(keys, arch.shapes)]
+    elif init == "gaussian":
+        mats = [jax.random.normal(k, s, dtype) / math.sqrt(s[0]) for k, s in zip(keys, arch.shapes)]
+    else:
+        raise ValueError(f"init: unknown '{init}'; allowed: orthogonal, gaussian")
+    return tuple(scale * w for w in mats)
+
+
+def init_head(key, arch: Architecture, dtype):
+    """paper_deep's fixed head a ~ N(0, 1/h), shape (h, 1); an empty array otherwise."""
+    if arch.parameterization != "paper_deep":
+        return jnp.zeros((0,), dtype)
+    return jax.random.normal(key, (arch.width, 1), dtype) / math.sqrt(arch.width)
+
+
+def _act(arch: Architecture, z):
+    return jax.nn.relu(z) if arch.activation == "relu" else z
+
+
+def predict(arch: Architecture, params: tuple, head, x):
+    """Student output for inputs x (n, d) -> (n, output_dim)."""
+    z = x
+    last = len(params) - 1
+    for i, w in enumerate(params):
+        z = z @ w
+        if arch.parameterization != "standard" or i < last:
+            z = _act(arch, z)
+    if arch.parameterization == "paper_deep":
+        z = z @ head
+    return z * arch.output_scale
+
+
+def effective_weight(arch: Architecture, params: tuple, head):
+    """Linear students: W_eff with f(X) = X W_eff, shape (d, output_dim).
+
+    Multiplied right to left, so with paper_deep's vector head every product is a
+    matrix-vector product: O(m h^2) instead of O(m h^3).
+    """
+    if not arch.is_linear:
+        raise ValueError("effective_weight is defined for linear students only")
+    z = head if arch.parameterization == "paper_deep" else None
+    for w in reversed(params):
+        z = w if z is None else w @ z
+    return z * arch.output_scale

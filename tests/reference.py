@@ -1,0 +1,145 @@
+"""Independent plain-numpy float64 reference trainer for the lrsweep engine tests.
+
+This module deliberately shares NO code with ``lrsweep/``: no jax, no autodiff.
+It trains ONE student at a time with full-batch gradient descent, using
+gradients written out by hand (backprop through a chain of matmuls and ReLU
+masks). The JAX engine is checked against it to ~1e-10 relative, so it is kept
+short and written directly from the spec.
+
+Every model is the same chain, differing only in masks, scale ``c`` and head:
+
+    z_0 = X
+    u_l = z_{l-1} @ W_l,   z_l = act_l(u_l)          for l = 1..m
+    pred = c * z_m @ head   (or c * z_m when there is no head)
+
+    paper_2nn : linear only, m = 2, c = 1/h,       no head
+    paper_deep: act = relu after EVERY layer (if relu), c = 1/sqrt(h), fixed head a
+    standard  : act = relu after layers 1..m-1 (if relu), c = 1, no head
+
+Train loss L = (0.5/n) * sum (pred - y)^2, so dL/dpred = r / n with r = pred - y.
+``gradient="signal_only"`` replaces the residual r by -y (pred treated as zero).
+"""
+import numpy as np
+
+PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard")
+
+
+def _check(params, parameterization, activation, head):
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"unknown parameterization {parameterization!r}")
+    if activation not in ("linear", "relu"):
+        raise ValueError(f"unknown activation {activation!r}")
+    if parameterization == "paper_2nn" and (activation != "linear" or len(params) != 2):
+        raise ValueError("paper_2nn is linear with exactly 2 layers")
+    if parameterization == "paper_deep" and head is None:
+        raise ValueError("paper_deep needs a fixed head")
+    if parameterization != "paper_deep" and head is not None:
+        raise ValueError("only paper_deep has a head")
+
+
+def _scale(params, parameterization):
+    h = params[0].shape[1]
+    return {"paper_2nn": 1.0 / h, "paper_deep": 1.0 / np.sqrt(h), "standard": 1.0}[parameterization]
+
+
+def _relu_after(l, m, parameterization, activation):
+    """Is there a ReLU after trainable layer l (0-based) of m?"""
+    if activation == "linear":
+        return False
+    return parameterization == "paper_deep" or l < m - 1
+
+
+def _forward(params, X, parameterization, activation, head):
+    """Returns pred and the cache (layer inputs z_{l-1}, ReLU masks) for backprop."""
+    _check(params, parameterization, activation, head)
+    m = len(params)
+    z, inputs, masks = np.asarray(X, dtype=np.float64), [], []
+    for l, W in enumerate(params):
+        inputs.append(z)
+        u = z @ W
+        if _relu_after(l, m, parameterization, activation):
+            mask = (u > 0).astype(np.float64)  # relu'(u), taken as 0 at u == 0
+            z = u * mask
+        else:
+            mask = None
+            z = u
+        masks.append(mask)
+    if head is not None:
+        z = z @ head
+    return _scale(params, parameterization) * z, (inputs, masks)
+
+
+def _as_params(params):
+    return [np.array(W, dtype=np.float64, copy=True) for W in params]
+
+
+def predict(params, X, *, parameterization, activation="linear", head=None):
+    params = _as_params(params)
+    head = None if head is None else np.asarray(head, dtype=np.float64)
+    return _forward(params, X, parameterization, activation, head)[0]
+
+
+def effective_weight(params, *, parameterization, head=None):
+    """Linear students only: W_eff such that pred = X @ W_eff."""
+    params = _as_params(params)
+    return predict(params, np.eye(params[0].shape[0]), parameterization=parameterization,
+                   activation="linear", head=head)
+
+
+def loss_and_grads(params, X, y, *, parameterization, activation="linear", head=None,
+                   gradient="exact"):
+    params = _as_params(params)
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    head = None if head is None else np.asarray(head, dtype=np.float64)
+    n = X.shape[0]
+    pred, (inputs, masks) = _forward(params, X, parameterization, activation, head)
+    loss = 0.5 / n * np.sum((pred - y) ** 2)
+    if gradient == "exact":
+        r = pred - y
+    elif gradient == "signal_only":
+        if activation != "linear" or parameterization == "standard":
+            raise ValueError("signal_only is only for linear paper_2nn / paper_deep")
+        r = -y  # target-driven part only: residual as if pred were zero
+    else:
+        raise ValueError(f"unknown gradient {gradient!r}")
+    # g = dL/dz_m: through pred = c * z_m (@ head), with dL/dpred = r / n.
+    g = _scale(params, parameterization) * r / n
+    if head is not None:
+        g = g @ head.T
+    grads = [None] * len(params)
+    for l in reversed(range(len(params))):
+        if masks[l] is not None:
+            g = g * masks[l]               # dL/du_l = dL/dz_l * relu'(u_l)
+        grads[l] = inputs[l].T @ g         # dL/dW_l = z_{l-1}^T dL/du_l
+        g = g @ params[l].T                # dL/dz_{l-1} = dL/du_l W_l^T
+    return float(loss), grads
+
+
+def reference_train(params0, X, y, *, lrs, steps, parameterization, activation="linear",
+                    head=None, beta=None, X_test=None, y_test=None, test_noise_var=0.0,
+                    gradient="exact"):
+    params = _as_params(params0)
+    if len(lrs) != len(params):
+        raise ValueError("need one learning rate per trainable layer")
+    beta = None if beta is None else np.asarray(beta, dtype=np.float64)
+
+    def test_loss(ps):
+        if activation == "linear" and beta is not None:
+            # exact population risk for x ~ N(0, I): ||W_eff - beta||_F^2 + noise
+            W_eff = effective_weight(ps, parameterization=parameterization, head=head)
+            return float(np.sum((W_eff - beta) ** 2)) + float(test_noise_var)
+        if X_test is None or y_test is None:
+            return np.nan
+        pred = predict(ps, X_test, parameterization=parameterization,
+                       activation=activation, head=head)
+        return float(np.mean(np.sum((pred - np.asarray(y_test, dtype=np.float64)) ** 2, axis=1)))
+
+    train, test = np.empty(steps + 1), np.empty(steps + 1)
+    with np.errstate(all="ignore"):  # divergence is allowed: values just become inf/nan
+        for k in range(steps + 1):
+            loss, grads = loss_and_grads(params, X, y, parameterization=parameterization,
+                                         activation=activation, head=head, gradient=gradient)
+            train[k], test[k] = loss, test_loss(params)
+            if k < steps:  # simultaneous update, all layers from the same gradient
+                params = [W - float(lr) * G for W, lr, G in zip(params, lrs, grads)]
+    return {"train_loss": train, "test_loss": test}
