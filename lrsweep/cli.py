@@ -14,7 +14,7 @@ EXIT_BAD_INPUT = 2
 
 def parse_bytes(text: str) -> int:
     """'2GB', '512MiB', '1e9' -> bytes."""
-    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([KMGT]?i?B?)?\s*", text)
+    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([KMGT]?i?B?)?\s*", text, flags=re.IGNORECASE)
     if not m:
         raise argparse.ArgumentTypeError(f"--max-memory: expected a size like 2GB or 512MiB, got {text!r}")
     unit = (m.group(2) or "").upper().replace("I", "").replace("B", "")
@@ -83,7 +83,13 @@ def _print_summary(summary) -> None:
 def cmd_run(args) -> int:
     from lrsweep import runner
     if args.resume:
-        cfg = None
+        from lrsweep import store
+        if args.config is not None or args.overrides:
+            raise config_lib.ConfigError("--resume", "reuses the config stored in the run; do not also give "
+                                                     "CONFIG or --set")
+        if not store.is_run(Path(args.resume)):
+            raise config_lib.ConfigError("--resume", f"{args.resume} is not a run directory (no meta.json)")
+        cfg = config_lib.load_config(Path(args.resume) / "config.yaml")  # for --dry-run; run() reloads it
     else:
         path = runner.resolve_config_path(args.config)
         cfg = config_lib.load_config(path, args.overrides)

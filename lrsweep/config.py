@@ -94,7 +94,9 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
     Field("train.log_every", "int", 1, "Log metrics every k steps (and at the last step).", positive=True),
     Field("train.log_steps", "int_list", None,
           "Explicit steps to log (overrides log_every), e.g. [0, 1, 2, 4, 8].", nullable=True),
-    Field("train.gradient", "str", "exact", "Gradient used by the update.", choices=("exact",)),
+    Field("train.gradient", "str", "exact",
+          "`exact`, or `signal_only`: the residual f(X) - y replaced by -y, the gradient approximation of "
+          "seed 000 Sec. 4 (linear paper_2nn / paper_deep students).", choices=("exact", "signal_only")),
     Field("train.formulation", "str", "auto",
           "How a step is computed: `moments` (linear MSE students, data enter through X^T X/n, X^T y/n), "
           "`autodiff` (jax.grad on the data), `auto` (moments where it applies).",
@@ -113,7 +115,8 @@ ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers"
            "gradient": "train.gradient", "formulation": "train.formulation"}
 LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line")
 _LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
-TOP_LEVEL = ("name", "seeds", "task", "model", "init", "init_scale", "train", "grid")
+TOP_LEVEL = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 
 def register_field(field: Field, choice_for: str | None = None) -> None:
@@ -305,8 +308,11 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
             raw.setdefault("grid", {})
             raw["grid"][path[5:]] = value
             continue
-        if path == "seeds":
+        if path in ("seed", "seeds"):
+            raw.pop("seed", None)
             raw["seeds"] = value
+            for key in ("seed", "seeds"):
+                (raw.get("grid") or {}).pop(key, None)
             continue
         _set_path(raw, path, value)
         grid = raw.get("grid") or {}
@@ -366,9 +372,17 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
     if not isinstance(raw, dict):
         raise ConfigError("config", f"top level must be a mapping of {', '.join(TOP_LEVEL)}")
     raw = apply_overrides(raw, overrides)
+    raw = {k: v for k, v in raw.items() if not (k in ("task", "model", "train") and v is None)}  # `model:` empty
     for key in raw:
         if key not in TOP_LEVEL:
-            raise ConfigError(str(key), f"unknown key{_suggest(str(key), TOP_LEVEL)}; allowed: {', '.join(TOP_LEVEL)}")
+            # a misplaced or misspelt field (`width:` at the top) suggests its full path
+            options = {k: k for k in TOP_LEVEL} | {a: p for a, p in ALIASES.items() if a != "seeds"} | {
+                p.split(".")[-1]: p for p in FIELDS}
+            close = difflib.get_close_matches(str(key), list(options), n=1, cutoff=0.5)
+            hint = f" (did you mean '{options[close[0]]}'?)" if close else ""
+            raise ConfigError(str(key), f"unknown key{hint}; allowed: {', '.join(TOP_LEVEL)}")
+    if "seed" in raw and "seeds" in raw:
+        raise ConfigError("seeds", "give either seed (one value) or seeds (a list), not both")
     for section in ("task", "model", "train", "grid"):
         if section in raw and raw[section] is not None and not isinstance(raw[section], dict):
             raise ConfigError(section, f"must be a mapping, got {raw[section]!r}")
@@ -382,17 +396,24 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
             raise ConfigError(key, f"unknown field{_suggest(key, options)}; allowed in '{section}': "
                                    f"{', '.join(p.split('.')[-1] for p in options)}")
         base[key] = check_value(FIELDS[key], value, key)
+    if "name" in base and (not _NAME_RE.match(base["name"]) or base["name"] in (".", "..")):
+        raise ConfigError("name", f"must be a plain directory name (letters, digits, '.', '_', '-'), "
+                                  f"got {base['name']!r}")
     for path, field in FIELDS.items():
         base.setdefault(path, field.default)
 
     axes = []
-    seeds = raw.get("seeds", [base["seed"]])
-    if not isinstance(seeds, (list, tuple, dict, int)) or isinstance(seeds, bool):
-        raise ConfigError("seeds", f"expected a list of non-negative integers, got {seeds!r}")
-    seeds = _check_axis_values("seed", grid_values(seeds, "seeds"), "seeds")
-    axes.append((("seed",), [(s,) for s in seeds]))
-
     grid = raw.get("grid") or {}
+    zips = grid.get("zip") if isinstance(grid.get("zip"), list) else [grid.get("zip")]
+    grid_keys = list(grid) + [k for z in zips if isinstance(z, dict) for k in z]
+    seeds = None
+    if "seeds" in raw or not any(ALIASES.get(str(k), k) == "seed" for k in grid_keys):  # else a grid axis
+        seeds = raw.get("seeds", [base["seed"]])
+        if not isinstance(seeds, (list, tuple, dict, int)) or isinstance(seeds, bool):
+            raise ConfigError("seeds", f"expected a list of non-negative integers, got {seeds!r}")
+        seeds = _check_axis_values("seed", grid_values(seeds, "seeds"), "seeds")
+        axes.append((("seed",), [(s,) for s in seeds]))
+
     for key, spec in grid.items():
         where = f"grid.{key}"
         if key == "zip":
@@ -420,16 +441,24 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError("grid", f"axis given twice: {', '.join(sorted(dup))}")
-    if "lr_line" in names and any(n in names for n in ("lr_total", "lr_1_fraction", "lr_1", "lr")):
-        raise ConfigError("grid.lr_line", "lr_line sets lr_total and lr_1 itself; do not combine it with "
-                                          "lr, lr_total, lr_1_fraction or lr_1")
+    layer_axes = [n for n in names if _LR_LAYER.match(n)]
+    if "lr_line" in names and (layer_axes or any(n in names for n in ("lr_total", "lr_1_fraction", "lr"))):
+        raise ConfigError("grid.lr_line", "lr_line sets every layer's learning rate itself; do not combine it "
+                                          "with lr, lr_total, lr_1_fraction or lr_1..lr_L")
+    if "lr" in names and "lr_total" in names:
+        raise ConfigError("grid.lr", "give a shared lr or an lr_total, not both")
+    if "lr_1_fraction" in names and layer_axes:
+        raise ConfigError("grid.lr_1_fraction", f"lr_1_fraction sets every layer's learning rate; do not "
+                                                 f"combine it with {', '.join(layer_axes)}")
     if "lr_1_fraction" in names and "lr_total" not in names:
         raise ConfigError("grid.lr_1_fraction", "needs an lr_total axis (eta_1 = fraction * lr_total)")
     if not any(n in names for n in LR_AXES) and not any(_LR_LAYER.match(n) for n in names):
         raise ConfigError("grid", "no learning rate given: add lr, lr_1..lr_L, lr_total (with lr_1_fraction) "
                                   "or lr_line to the grid")
     resolved = dict(raw)
-    resolved["seeds"] = seeds
+    resolved.pop("seed", None)
+    if seeds is not None:
+        resolved["seeds"] = seeds
     return SweepConfig(base=base, axes=tuple(axes), raw=resolved)
 
 
@@ -556,7 +585,15 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
             _check_student_shapes(point)
             checked.add(key)
         m = n_trainable(point["model.parameterization"], point["model.n_layers"])
+        extra = sorted((k for k in point if _LR_LAYER.match(k) and int(k[3:]) > m), key=lambda k: int(k[3:]))
+        if extra:
+            raise ConfigError(f"grid.{extra[0]}", f"the student has only {m} trainable layers "
+                                                  f"(lr_1..lr_{m}); {extra[0]} would be ignored")
         lrs = resolve_lrs(point, m)
+        if min(lrs) < 0 or ("lr_total" in point and not math.isclose(
+                sum(lrs), point["lr_total"], rel_tol=1e-9, abs_tol=1e-12)):
+            raise ConfigError("grid.lr_total", f"lr_total={point['lr_total']!r} cannot be split with the given "
+                                               f"lr_1..lr_{m} into learning rates >= 0 (got {lrs})")
         row = {_short(k): v for k, v in point.items() if k in FIELDS or k == "seed"}
         row.update({f"lr_{i}": float(v) for i, v in enumerate(lrs, 1)})
         row["lr_total"] = float(sum(lrs))
