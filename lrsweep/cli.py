@@ -64,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="summary table of a run")
     show.add_argument("run", help="run directory")
 
+    c = sub.add_parser("compare", help="compare a run with every registered theory that covers its students")
+    c.add_argument("run", help="run directory")
+    c.add_argument("--theory", action="append", default=None, help="only this registry name (repeatable)")
+    c.add_argument("--strict", action="store_true", help="exit 1 when agreement fails the stated tolerance")
+    c.add_argument("--rows", type=_positive_int, default=12, help="table rows to print (default 12)")
+
+    pl = sub.add_parser("plot", help="the papers' figures of a run (PNG and PDF in RUN/plots)")
+    pl.add_argument("run", help="run directory")
+    pl.add_argument("--out", default=None, help="output directory (default RUN/plots)")
+
     sub.add_parser("schema", help="print every config field with its default and allowed values")
     return p
 
@@ -106,6 +116,52 @@ def cmd_run(args) -> int:
     summary = runner.run(cfg, args.out, x64=args.x64, max_memory=args.max_memory, chunk_size=args.chunk_size,
                          resume=args.resume, progress=not args.quiet)
     _print_summary(summary)
+    print_comparison(summary.run_dir, rows=6)
+    return 0
+
+
+def print_comparison(run, theories=None, rows=12) -> bool:
+    """Compare, write comparison.parquet, print a compact table and the verdict; return ok."""
+    import pandas as pd
+    from lrsweep import compare
+    table, lines, verdict = compare.write_comparison(run, theories)
+    if not table.empty:
+        cols = [c for c in ("theory", "gradient", "lr_total", "lr_1", "lr_2", "step", "n_seeds", "mean", "sem",
+                            "prediction", "z", "rel_gap") if c in table]
+        worst = table.reindex(table["z"].abs().sort_values(ascending=False).index).head(rows)
+        with pd.option_context("display.width", 160, "display.max_columns", 20):
+            print(f"largest residuals of {len(table)} compared (point, step) pairs "
+                  f"(full table: {run}/comparison.parquet):")
+            print(worst[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        if not lines.empty:
+            line = "lr_line" if "lr_line" in lines else "lr_total"
+            agree = (lines["balanced_local_min"] == lines["predicted_balanced_local_min"])
+            known = lines["balanced_local_min"].notna()
+            print(f"lines eta_1 + eta_2 = C: balanced split local-min verdict matches theory on "
+                  f"{int(agree[known].sum())}/{int(known.sum())} (line, step) pairs; argmin eta_1 matches on "
+                  f"{int((lines['argmin_eta_1'] == lines['predicted_argmin_eta_1']).sum())}/{len(lines)} "
+                  f"(per-line table: {run}/lines.parquet, by {line})")
+    print("theory verdict:\n  " + verdict.text.replace("\n", "\n  "))
+    return verdict.ok
+
+
+def cmd_compare(args) -> int:
+    from lrsweep import store
+    if not store.is_run(Path(args.run)):
+        raise config_lib.ConfigError("run", f"{args.run} is not a run directory (no meta.json)")
+    ok = print_comparison(args.run, args.theory, args.rows)
+    return 1 if (args.strict and not ok) else 0
+
+
+def cmd_plot(args) -> int:
+    from lrsweep import plot, store
+    if not store.is_run(Path(args.run)):
+        raise config_lib.ConfigError("run", f"{args.run} is not a run directory (no meta.json)")
+    paths = plot.plot_run(args.run, args.out)
+    print(f"wrote {len(paths)} files to {paths[0].parent if paths else args.out}")
+    for p in paths:
+        if p.suffix == ".png":
+            print(f"  {p}")
     return 0
 
 
@@ -148,6 +204,10 @@ def main(argv=None) -> int:
             return cmd_ls(args)
         if args.command == "show":
             return cmd_show(args)
+        if args.command == "compare":
+            return cmd_compare(args)
+        if args.command == "plot":
+            return cmd_plot(args)
         if args.command == "schema":
             print(config_lib.describe_schema())
             return 0
