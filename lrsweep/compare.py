@@ -27,8 +27,8 @@ from lrsweep.theory import THEORIES
 POINT_COLUMNS = ("run_id", "group_id", "parameterization", "n_layers", "width", "input_dim", "n_train", "init",
                  "design", "target", "noise_std", "gradient", "lr_line", "lr_total", "lr_1_fraction")
 
-Z_TOLERANCE = 6.0           # largest |mean - prediction| / standard error allowed where a theory is exact
-EXACT_AGREEMENT = 0.95      # share of exact points that must lie within 3 standard errors
+Z_TOLERANCE = 5.0           # largest |mean - prediction| / standard error allowed where a theory is exact
+EXACT_AGREEMENT = 0.8       # share of exact points within 3 SE (seed means of heavy-tailed losses: SE is itself noisy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +195,7 @@ class Verdict:
 
 
 def verdict(table: pd.DataFrame) -> Verdict:
-    """Overall agreement: where a theory is exact, >= 95% of points within 3 SE and max |z| <= 6.
+    """Overall agreement: where a theory is exact, >= 80% of points within 3 SE and max |z| <= 5.
 
     Where it is an approximation (exact gradient vs the surrogate, leading-order formulas) only the
     relative gap is reported; it never fails the verdict.

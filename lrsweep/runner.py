@@ -70,6 +70,8 @@ def setup_jax(x64: bool, cache_dir: str | None = None) -> None:
     import jax
     jax.config.update("jax_enable_x64", bool(x64))
     cache = cache_dir or os.environ.get("LRSWEEP_CACHE_DIR", str(Path.home() / ".cache" / "lrsweep" / "jax"))
+    if cache.lower() in ("", "off", "none"):
+        return
     try:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

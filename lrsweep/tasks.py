@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lrsweep.students import Architecture, init_head, init_params, orthogonal, predict
+from lrsweep.students import Architecture, effective_weight, init_head, init_params, orthogonal, predict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +105,8 @@ def test_loss(task: TaskSpec, arch: Architecture, params, inst: Instance, w_eff=
     test set.
     """
     if exact_test_loss(task, arch):
+        if w_eff is None:
+            w_eff = effective_weight(arch, params, inst.head)
         return jnp.sum((w_eff - inst.beta) ** 2) + inst.noise_var
     pred = predict(arch, params, inst.head, inst.x_test)
     return jnp.mean(jnp.sum((pred - inst.y_test) ** 2, axis=-1)) + inst.noise_var

@@ -1,6 +1,9 @@
 """Shared fixtures: float64 switch and a helper that trains a config through the engine."""
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("LRSWEEP_CACHE_DIR", "off")  # tests compile fresh: no state shared across runs
 
 import jax
 import numpy as np

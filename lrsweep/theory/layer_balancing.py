@@ -52,7 +52,7 @@ Main findings (see also each function):
   leading order (e.g. ``-8pq/h^5`` instead of ``-4pq/h^5``, ``20 p^2 q^2/h^10`` instead of
   ``4 p^2 q^2/h^10``), because ``beta^T beta`` is Wishart, not ``I/h``.
 * 3-NN: the published formulas are leading order in 1/h; the exact ones carry the factors
-  ``E|a|^{2k} = (h+2)(h+4).../h^k`` and extra ``q`` terms (one step: ``+2q(h+2)/h^4``).
+  ``E|a|^{2k} = (h+2)(h+4)...(h+2k-2)/h^(k-1)`` and extra ``q`` terms (one step: ``+2q(h+2)/h^4``).
 
 References
 ----------
@@ -407,7 +407,7 @@ def two_layer_criterion(h, alpha, form="paper"):
     + 4 h^(a-3) + 4 h^(3a-6) - 2``. Expanded, this is eq. (85) with its ``(1 + o(1))`` made explicit:
     ``(1 + 3x + 11x^2 + x^3) h^(1-a) + 16 h^(a-2) + 2 h^(-a) + 8 h^(a-3) + 6 h^(3a-6) - 2``.
     The ``o(1) = 3x + 11x^2 + x^3`` vanishes as h grows only for ``a < 3/2``; at ``a = 3/2`` (x = 1)
-    the full form is ``32 h^(-1/2) + 16 h^(-3/2) - 2``, negative iff ``h > 256.5`` (the paper's
+    the full form is ``32 h^(-1/2) + 16 h^(-3/2) - 2``, negative iff ``h > 256.997`` (the paper's
     separate Case 1, ``h > 256``), while eq. (85) alone would give ``h* = 74.1``.
 
     Args:
@@ -531,7 +531,7 @@ def balanced_curvature(loss_fn, C, h, half_width=0.5, n_nodes=17, **loss_kwargs)
 
     Returns:
       ``(d1, d2)``, float64 arrays of the broadcast shape of (C, h). Warns (RuntimeWarning) where
-      ``|d2| T^2`` is below 1e-10 of the loss.
+      ``|d2| T^2`` is below 1e-12 of the loss (sign still reliable, value to ~1e-4).
     """
     C, h = np.broadcast_arrays(np.asarray(C, np.float64), np.asarray(h, np.float64))
     k = np.arange(n_nodes)
@@ -543,8 +543,8 @@ def balanced_curvature(loss_fn, C, h, half_width=0.5, n_nodes=17, **loss_kwargs)
     coef = np.polynomial.chebyshev.chebfit(x, L, n_nodes - 1)   # (K, M)
     d1 = np.polynomial.chebyshev.chebval(0.0, np.polynomial.chebyshev.chebder(coef, 1)).reshape(C.shape) / T
     d2 = np.polynomial.chebyshev.chebval(0.0, np.polynomial.chebyshev.chebder(coef, 2)).reshape(C.shape) / T**2
-    if np.any(np.abs(d2) * T**2 < 1e-10 * np.abs(L).max(0).reshape(C.shape)):
-        warnings.warn("balanced_curvature: the curvature's effect over the node interval is below ~1e-10 of "
+    if np.any(np.abs(d2) * T**2 < 1e-12 * np.abs(L).max(0).reshape(C.shape)):
+        warnings.warn("balanced_curvature: the curvature's effect over the node interval is below ~1e-12 of "
                       "the loss; float64 cannot resolve it reliably (widen half_width?)", RuntimeWarning,
                       stacklevel=2)
     return d1, d2

@@ -1,0 +1,341 @@
+"""The `lrsweep` command line: bad input (exit 2, nothing written), run / ls / show / schema /
+--dry-run / --set, and --resume after a simulated crash (bit-identical to a clean run)."""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jaxlib
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+import lrsweep
+from lrsweep import cli, config
+
+LRSWEEP = str(Path(sys.executable).parent / "lrsweep")
+
+TINY = {"name": "tiny", "seeds": [0, 1],
+        "task": {"input_dim": 8, "n_train": 8, "design": "orthogonal"},
+        "model": {"parameterization": "paper_deep", "n_layers": 3, "width": 4},
+        "init": "orthogonal", "train": {"steps": 2},
+        "grid": {"lr_total": [2, 4], "lr_1_fraction": [0.25, 0.75]}}
+N_TINY = 2 * 2 * 2
+
+
+def write_cfg(path: Path, cfg=TINY) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def cli_main(argv):
+    """Run the CLI in-process; return (exit code, stdout, stderr). argparse errors exit via SystemExit."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = cli.main([str(a) for a in argv])
+        except SystemExit as e:
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+def run_dirs(out: Path):
+    return sorted(p.parent for p in out.rglob("meta.json"))
+
+
+def assert_nothing_written(out: Path):
+    assert not out.exists() or not any(out.iterdir()), list(out.rglob("*"))
+
+
+# --------------------------------------------------------------------------------------
+# Bad input: exit code 2, a message naming the field, nothing under --out
+# --------------------------------------------------------------------------------------
+
+def _bad_cases(tmp: Path):
+    good = write_cfg(tmp / "good.yaml")
+    def cfg_with(name, mut, text=None):
+        p = tmp / name
+        if text is not None:
+            p.write_text(text)
+            return p
+        c = yaml.safe_load(good.read_text())
+        mut(c)
+        return write_cfg(p, c)
+    not_a_run = tmp / "not_a_run"
+    not_a_run.mkdir()
+    return {
+        "missing-file": (["run", tmp / "nope.yaml"], "config"),
+        "unknown-field": (["run", cfg_with("a.yaml", lambda c: c["model"].update(widht=4))], "model.widht"),
+        "unknown-top-level": (["run", cfg_with("b.yaml", lambda c: c.update(modle={}))], "modle"),
+        "bad-init": (["run", cfg_with("c.yaml", lambda c: c.update(init="xavier"))], "init"),
+        "bad-type": (["run", cfg_with("d.yaml", lambda c: c["model"].update(width="big"))], "model.width"),
+        "ortho-shapes": (["run", good, "--set", "model.width=16"], "init"),
+        "no-lr": (["run", cfg_with("e.yaml", lambda c: c.update(grid={"width": [4]}))], "grid"),
+        "negative-lr": (["run", good, "--set", "grid.lr_total=[-1]"], "grid.lr_total"),
+        "bad-generator": (["run", good, "--set", "grid.lr_total={linspace: [1, 2]}"], "grid.lr_total"),
+        "set-unknown": (["run", good, "--set", "train.stpes=3"], "train.stpes"),
+        "set-no-equals": (["run", good, "--set", "train.steps"], "--set"),
+        "set-bad-value": (["run", good, "--set", "train.steps=-3"], "train.steps"),
+        "invalid-yaml": (["run", cfg_with("f.yaml", None, text="grid: {lr: [1, 2\n")], "config"),
+        "list-yaml": (["run", cfg_with("g.yaml", None, text="- 1\n- 2\n")], "config"),
+        "empty-yaml": (["run", cfg_with("h.yaml", None, text="")], "grid"),
+        "name-escapes-out": (["run", good, "--set", "name=../../escaped"], "name"),
+        "chunk-size-zero": (["run", good, "--chunk-size", "0"], "--chunk-size"),
+        "max-memory-garbage": (["run", good, "--max-memory", "lots"], "--max-memory"),
+        "resume-not-a-run": (["run", "--resume", not_a_run], "--resume"),
+        "resume-missing": (["run", "--resume", tmp / "missing_run"], "--resume"),
+        "resume-with-config": (["run", good, "--resume", not_a_run], "--resume"),
+        "dry-run-bad": (["run", good, "--dry-run", "--set", "model.n_layers=1"], "model.n_layers"),
+    }
+
+
+BAD_IDS = ["missing-file", "unknown-field", "unknown-top-level", "bad-init", "bad-type", "ortho-shapes", "no-lr",
+           "negative-lr", "bad-generator", "set-unknown", "set-no-equals", "set-bad-value", "invalid-yaml",
+           "list-yaml", "empty-yaml", "name-escapes-out", "chunk-size-zero", "max-memory-garbage",
+           "resume-not-a-run", "resume-missing", "resume-with-config", "dry-run-bad"]
+
+
+@pytest.mark.parametrize("case", BAD_IDS)
+def test_bad_input_exit_2_names_field_writes_nothing(tmp_path, case):
+    argv, field = _bad_cases(tmp_path)[case]
+    out = tmp_path / "out"
+    rc, stdout, stderr = cli_main(argv + ["--out", out, "--quiet"])
+    assert rc == 2, (stdout, stderr)
+    assert field in stderr, stderr
+    assert "Traceback" not in stderr
+    assert_nothing_written(out)
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+def test_bad_cases_cover_the_list(tmp_path):
+    assert sorted(_bad_cases(tmp_path)) == sorted(BAD_IDS)
+
+
+def test_show_bad_run_exit_2(tmp_path):
+    rc, _, err = cli_main(["show", tmp_path])
+    assert rc == 2 and "run" in err and "meta.json" in err
+
+
+def test_no_command_is_usage_error():
+    rc, _, err = cli_main([])
+    assert rc == 2 and "usage" in err
+
+
+def test_subprocess_bad_input(tmp_path):
+    bad = write_cfg(tmp_path / "bad.yaml", {**TINY, "init": "xavier"})
+    out = tmp_path / "out"
+    p = subprocess.run([LRSWEEP, "run", str(bad), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "init" in p.stderr and "orthogonal" in p.stderr and "gaussian" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert_nothing_written(out)
+
+
+def test_subprocess_schema():
+    p = subprocess.run([LRSWEEP, "schema"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0
+    for path in config.FIELDS:
+        assert f"`{path}`" in p.stdout
+
+
+def test_schema_in_process():
+    rc, out, _ = cli_main(["schema"])
+    assert rc == 0
+    for path, field in config.FIELDS.items():
+        assert f"`{path}`" in out
+        for choice in field.choices or ():
+            assert str(choice) in out
+
+
+def test_parse_bytes():
+    assert cli.parse_bytes("2GB") == 2 * 2**30
+    assert cli.parse_bytes("2gb") == 2 * 2**30
+    assert cli.parse_bytes("512MiB") == 512 * 2**20
+    assert cli.parse_bytes("1e9") == 10**9
+    assert cli.parse_bytes("64K") == 65536
+    for bad in ("0", "-1GB", "lots", "2XB"):
+        with pytest.raises(Exception):
+            cli.parse_bytes(bad)
+
+
+# --------------------------------------------------------------------------------------
+# A real run (console script in a subprocess) and the commands that read it
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli_run")
+    cfg = write_cfg(tmp / "tiny.yaml")
+    out = tmp / "results"
+    p = subprocess.run([LRSWEEP, "run", str(cfg), "--out", str(out), "--quiet"], capture_output=True, text=True,
+                       timeout=300, cwd=tmp)
+    assert p.returncode == 0, p.stderr
+    runs = run_dirs(out)
+    assert len(runs) == 1
+    return runs[0], p.stdout, out
+
+
+def test_run_layout(tiny_run):
+    run, stdout, out = tiny_run
+    assert run.parent == out / "tiny"
+    assert str(run) in stdout
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "curves.parquet", "meta.json",
+                                                    "students.parquet"]
+    assert not (run / "parts").exists()
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_run_meta(tiny_run):
+    run, _, _ = tiny_run
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["jax"] == jax.__version__
+    assert meta["jaxlib"] == jaxlib.__version__
+    assert isinstance(meta["device_kind"], str) and meta["device_kind"]
+    assert isinstance(meta["device_count"], int) and meta["device_count"] >= 1
+    assert meta["wall_time_s"] > 0
+    assert meta["students_per_s"] > 0
+    assert meta["n_students"] == N_TINY
+
+
+def test_run_tables(tiny_run):
+    run, _, _ = tiny_run
+    students = pq.read_table(run / "students.parquet").to_pandas()
+    curves = pq.read_table(run / "curves.parquet").to_pandas()
+    assert len(students) == N_TINY and sorted(students["student_id"]) == list(range(N_TINY))
+    assert len(curves) == N_TINY * 3  # steps 0, 1, 2
+    assert sorted(set(curves["step"])) == [0, 1, 2]
+    assert set(students["run_id"]) == set(curves["run_id"]) == {run.name}
+    assert np.isfinite(curves["train_loss"]).all() and np.isfinite(curves["test_loss"]).all()
+    # the stored grid is the config's grid
+    pairs = sorted(zip(students["lr_total"], students["lr_1"], students["lr_2"]))
+    want = sorted((C, f * C, (1 - f) * C) for C in (2.0, 4.0) for f in (0.25, 0.75) for _ in (0, 1))
+    assert pairs == want  # exact: every value is a binary fraction
+    assert sorted(students["seed"]) == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_run_config_yaml_reproduces_grid(tiny_run):
+    run, _, _ = tiny_run
+    stored = config.expand_grid(config.load_config(run / "config.yaml"))
+    fresh = config.expand_grid(config.load_config(TINY))
+    pd.testing.assert_frame_equal(stored, fresh)
+
+
+def test_ls(tiny_run, tmp_path):
+    run, _, out = tiny_run
+    rc, stdout, _ = cli_main(["ls", out])
+    assert rc == 0
+    line = next(l for l in stdout.splitlines() if str(run) in l)
+    assert "complete" in line and str(N_TINY) in line.split()
+    rc, stdout, _ = cli_main(["ls", tmp_path / "nothing"])
+    assert rc == 0 and "no" in stdout
+
+
+def test_show(tiny_run):
+    run, _, _ = tiny_run
+    rc, stdout, _ = cli_main(["show", run])
+    assert rc == 0
+    assert "status: complete" in stdout
+    assert f"students: {N_TINY}" in stdout
+    assert str(run) in stdout
+    assert "lr_1" in stdout and "final_test_loss" in stdout
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    cfg = write_cfg(tmp_path / "tiny.yaml")
+    out = tmp_path / "out"
+    rc, stdout, _ = cli_main(["run", cfg, "--out", out, "--dry-run", "--set", "grid.lr_total=[1,2,3]"])
+    assert rc == 0
+    assert "tiny: 12 students in 1 shape group" in stdout
+    assert "h=4" in stdout and "L=3" in stdout
+    assert not out.exists()
+
+
+def test_run_with_set_in_process(tmp_path):
+    cfg = write_cfg(tmp_path / "tiny.yaml")
+    out = tmp_path / "out"
+    rc, stdout, err = cli_main(["run", cfg, "--out", out, "--quiet", "--set", "train.steps=1",
+                                "--set", "grid.lr_total=[3]", "--set", "name=other"])
+    assert rc == 0, err
+    (run,) = run_dirs(out)
+    assert run.parent.name == "other"
+    students = lrsweep.load(run, table="students")
+    curves = lrsweep.load(run)
+    assert len(students) == 2 * 2 and set(students["lr_total"]) == {3.0}
+    assert set(students["steps"]) == {1} and sorted(set(curves["step"])) == [0, 1]
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    assert stored["train"]["steps"] == 1 and stored["grid"]["lr_total"] == [3]
+
+
+# --------------------------------------------------------------------------------------
+# --resume after a crash
+# --------------------------------------------------------------------------------------
+
+RESUME_CFG = {**TINY, "name": "crash", "seeds": [0, 1, 2]}  # 3 seeds x 4 lr points = 12 students
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_resume_after_crash_matches_clean_run(tmp_path, monkeypatch):
+    from lrsweep import engine
+    cfg = write_cfg(tmp_path / "crash.yaml", RESUME_CFG)
+    real_iter_group = engine.iter_group
+    chunks_seen = []
+
+    def crashing_iter_group(*args, **kwargs):
+        for item in real_iter_group(*args, **kwargs):
+            chunks_seen.append(item[0].index)
+            yield item
+            raise Crash("simulated crash after the first chunk")
+
+    monkeypatch.setattr(engine, "iter_group", crashing_iter_group)
+    out = tmp_path / "out"
+    with pytest.raises(Crash):
+        cli.main(["run", str(cfg), "--out", str(out), "--quiet", "--chunk-size", "4"])
+    monkeypatch.setattr(engine, "iter_group", real_iter_group)
+
+    (run,) = run_dirs(out)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "running"
+    assert not (run / "students.parquet").exists() and not (run / "curves.parquet").exists()
+    parts = sorted(p.name for p in (run / "parts").iterdir())
+    assert len(parts) == 2 and sum(p.endswith(".students.parquet") for p in parts) == 1, parts
+    partial = lrsweep.load(run, table="students")
+    assert len(partial) == 4  # one chunk of --chunk-size 4
+    assert len(lrsweep.load(run)) == 4 * 3
+    rc, stdout, _ = cli_main(["ls", out])
+    assert rc == 0 and "running" in next(l for l in stdout.splitlines() if str(run) in l)
+
+    rc, stdout, err = cli_main(["run", "--resume", run, "--dry-run"])
+    assert rc == 0 and "12 students" in stdout
+    rc, stdout, err = cli_main(["run", "--resume", run, "--quiet"])
+    assert rc == 0, err
+    assert str(run) in stdout
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "complete"
+    assert not (run / "parts").exists()
+
+    clean_out = tmp_path / "clean"
+    rc, _, err = cli_main(["run", cfg, "--out", clean_out, "--quiet", "--chunk-size", "4"])
+    assert rc == 0, err
+    (clean,) = run_dirs(clean_out)
+
+    for table, key in (("students", ["student_id"]), ("curves", ["student_id", "step"])):
+        a = pd.read_parquet(run / f"{table}.parquet").sort_values(key).reset_index(drop=True)
+        b = pd.read_parquet(clean / f"{table}.parquet").sort_values(key).reset_index(drop=True)
+        assert len(a) == len(b) == (12 if table == "students" else 36)
+        assert a["student_id"].tolist() == b["student_id"].tolist()
+        cols = ["final_train_loss", "final_test_loss"] if table == "students" else ["train_loss", "test_loss"]
+        for c in cols:  # bit for bit
+            assert a[c].to_numpy().tobytes() == b[c].to_numpy().tobytes(), c
+        if table == "students":
+            same = [c for c in b.columns if c not in ("run_id",)]
+            pd.testing.assert_frame_equal(a[same], b[same])

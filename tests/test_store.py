@@ -1,0 +1,235 @@
+"""Parquet storage: loading runs and sweeps, schema unification, atomic writes."""
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import lrsweep
+from lrsweep import config, store
+
+CFG = {"name": "st", "seeds": [0, 1],
+       "task": {"input_dim": 8, "n_train": 8, "design": "orthogonal"},
+       "model": {"parameterization": "paper_deep", "n_layers": 3, "width": 4},
+       "init": "orthogonal", "train": {"steps": 2},
+       # lr_total 1e4 diverges (frozen, NaN losses, diverged_step set); 2 does not
+       "grid": {"lr_total": [2, 1e4], "lr_1_fraction": [0.25, 0.75]}}
+N_STUDENTS, N_LOGS = 2 * 2 * 2, 3
+
+REQUIRED = ["run_id", "student_id", "seed", "n_layers", "width", "input_dim", "n_train", "init", "activation",
+            "lr_1", "lr_2", "lr_total", "step", "train_loss", "test_loss", "diverged", "diverged_step"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Two runs of the same sweep (the second with label noise) under one directory."""
+    out = tmp_path_factory.mktemp("store")
+    a = lrsweep.run(config.load_config(CFG), out, progress=False, run_id="a").run_dir
+    b = lrsweep.run(config.load_config(CFG, ["task.noise_std=0.1"]), out, progress=False, run_id="b").run_dir
+    return out / "st", a, b
+
+
+def test_load_curves_has_required_columns(sweep):
+    _, a, _ = sweep
+    df = lrsweep.load(a)
+    missing = [c for c in REQUIRED if c not in df]
+    assert not missing
+    assert len(df) == N_STUDENTS * N_LOGS
+    assert set(df["run_id"]) == {"a"}
+    assert sorted(set(df["step"])) == [0, 1, 2]
+    assert df.groupby("student_id").size().eq(N_LOGS).all()
+
+
+def test_curves_are_joined_with_their_student(sweep):
+    _, a, _ = sweep
+    curves = lrsweep.load(a)
+    students = lrsweep.load(a, table="students").set_index("student_id")
+    for sid, g in curves.groupby("student_id"):
+        for col in ("lr_1", "lr_2", "lr_total", "seed", "width", "diverged"):
+            assert (g[col] == students.loc[sid, col]).all(), (sid, col)
+        last = g.sort_values("step").iloc[-1]
+        np.testing.assert_equal(last["test_loss"], students.loc[sid, "final_test_loss"])
+        np.testing.assert_equal(last["train_loss"], students.loc[sid, "final_train_loss"])
+
+
+def test_divergence_columns(sweep):
+    _, a, _ = sweep
+    s = lrsweep.load(a, table="students")
+    assert s["diverged"].dtype == bool
+    div, ok = s[s["diverged"]], s[~s["diverged"]]
+    assert set(div["lr_total"]) == {1e4} and set(ok["lr_total"]) == {2.0}
+    assert ok["diverged_step"].isna().all()
+    assert div["diverged_step"].notna().all()
+    assert div["diverged_step"].between(0, 2).all()
+    curves = lrsweep.load(a)
+    after = curves[curves["diverged"] & (curves["step"] >= curves["diverged_step"])]
+    assert len(after) > 0 and after["train_loss"].isna().all()
+    assert np.isfinite(curves.loc[~curves["diverged"], "train_loss"]).all()
+
+
+def test_students_table_matches_plain_readers(sweep):
+    _, a, _ = sweep
+    ours = lrsweep.load(a, table="students").sort_values("student_id").reset_index(drop=True)
+    arrow = pq.read_table(a / "students.parquet").to_pandas().sort_values("student_id").reset_index(drop=True)
+    pandas_ = pd.read_parquet(a / "students.parquet").sort_values("student_id").reset_index(drop=True)
+    assert len(ours) == len(arrow) == len(pandas_) == N_STUDENTS
+    assert list(ours.columns) == list(arrow.columns) == list(pandas_.columns)
+    pd.testing.assert_frame_equal(ours, pandas_)
+    # plain arrow has no nullable ints: diverged_step comes back as float with NaN
+    pd.testing.assert_frame_equal(ours.drop(columns="diverged_step"), arrow.drop(columns="diverged_step"))
+    np.testing.assert_array_equal(ours["diverged_step"].astype("float64").to_numpy(),
+                                  arrow["diverged_step"].astype("float64").to_numpy())
+
+
+def test_curves_file_matches_plain_readers(sweep):
+    _, a, _ = sweep
+    ours = lrsweep.load(a).sort_values(["student_id", "step"]).reset_index(drop=True)
+    plain = pq.read_table(a / "curves.parquet").to_pandas().sort_values(["student_id", "step"]).reset_index(drop=True)
+    via_pandas = pd.read_parquet(a / "curves.parquet").sort_values(["student_id", "step"]).reset_index(drop=True)
+    for c in plain.columns:
+        np.testing.assert_array_equal(ours[c].to_numpy(), plain[c].to_numpy(), c)
+        np.testing.assert_array_equal(via_pandas[c].to_numpy(), plain[c].to_numpy(), c)
+    assert plain["student_id"].dtype == np.int64 and plain["step"].dtype == np.int64
+
+
+def test_load_sweep_concatenates_runs(sweep):
+    root, a, b = sweep
+    both = lrsweep.load(root)
+    assert len(both) == 2 * N_STUDENTS * N_LOGS
+    assert both.groupby("run_id").size().to_dict() == {"a": N_STUDENTS * N_LOGS, "b": N_STUDENTS * N_LOGS}
+    assert both.groupby("run_id")["noise_std"].unique().map(list).to_dict() == {"a": [0.0], "b": [0.1]}
+    # the same student ids exist in both runs: the join must not cross runs
+    assert both.groupby(["run_id", "student_id", "step"]).size().eq(1).all()
+    students = lrsweep.load(root, table="students")
+    assert len(students) == 2 * N_STUDENTS
+    # the results root (above the sweep) finds the same runs
+    assert len(lrsweep.load(root.parent, table="students")) == 2 * N_STUDENTS
+    assert store.find_runs(root) == [a, b]
+
+
+def test_load_errors(sweep, tmp_path):
+    _, a, _ = sweep
+    with pytest.raises(ValueError, match="table"):
+        lrsweep.load(a, table="curvez")
+    with pytest.raises(FileNotFoundError):
+        lrsweep.load(tmp_path / "missing")
+    assert lrsweep.load(tmp_path).empty  # no runs below
+
+
+# --------------------------------------------------------------------------------------
+# Schema unification across part files
+# --------------------------------------------------------------------------------------
+
+def _fake_run(tmp_path):
+    run = tmp_path / "sw" / "r1"
+    (run / "parts").mkdir(parents=True)
+    store.write_json({"status": "running", "n_students": 3}, run / "meta.json")
+    s1 = pd.DataFrame({"run_id": "r1", "student_id": [0, 1], "lr_1": [1.0, 2.0], "diverged": [False, True],
+                       "diverged_step": pd.array([pd.NA, 1], dtype="Int64")})
+    s2 = pd.DataFrame({"run_id": "r1", "student_id": [2], "lr_1": [3.0], "diverged": [False],
+                       "diverged_step": pd.array([pd.NA], dtype="Int64"), "lr_2": [0.5], "family": ["relu"]})
+    store.write_table(s1, run / "parts" / "g0-x-c0.students.parquet")
+    store.write_table(s2, run / "parts" / "g1-x-c0.students.parquet")
+    for stem, ids in (("g0-x-c0", [0, 1]), ("g1-x-c0", [2])):
+        c = pd.DataFrame({"run_id": "r1", "student_id": np.repeat(ids, 2), "step": np.tile([0, 1], len(ids)),
+                          "train_loss": 1.0, "test_loss": 2.0})
+        store.write_table(c, run / "parts" / f"{stem}.curves.parquet", store.CURVE_SCHEMA)
+    return run
+
+
+def test_parts_with_extra_column_are_unified(tmp_path):
+    run = _fake_run(tmp_path)
+    s = lrsweep.load(run, table="students").sort_values("student_id").reset_index(drop=True)
+    assert s["student_id"].tolist() == [0, 1, 2]
+    assert s["lr_2"].isna().tolist() == [True, True, False] and s.loc[2, "lr_2"] == 0.5
+    assert s["family"].isna().tolist() == [True, True, False] and s.loc[2, "family"] == "relu"
+    assert s["diverged_step"].isna().tolist() == [True, False, True] and s.loc[1, "diverged_step"] == 1
+    c = lrsweep.load(run)
+    assert len(c) == 6 and c.loc[c["student_id"] == 2, "lr_2"].eq(0.5).all()
+    assert c.loc[c["student_id"] < 2, "family"].isna().all()
+    # the same holds after merging the parts into the final tables
+    store.merge_parts(run)
+    assert not (run / "parts").exists()
+    merged = lrsweep.load(run, table="students")
+    pd.testing.assert_frame_equal(merged.reset_index(drop=True), s)
+    assert set(store.done_student_ids(run).tolist()) == {0, 1, 2}
+
+
+def test_read_table_promotes_types(tmp_path):
+    f1, f2 = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(pa.table({"x": pa.array([1, 2], pa.int64())}), f1)
+    pq.write_table(pa.table({"x": pa.array([0.5], pa.float64()), "y": ["s"]}), f2)
+    df = store.read_table([f1, f2])
+    assert df["x"].tolist() == [1.0, 2.0, 0.5]
+    assert df["y"].isna().tolist() == [True, True, False] and df["y"].iloc[2] == "s"
+    assert store.read_table([]).empty
+
+
+def test_done_student_ids_reads_parts(tmp_path):
+    run = _fake_run(tmp_path)
+    assert sorted(store.done_student_ids(run).tolist()) == [0, 1, 2]
+    assert store.done_student_ids(tmp_path).size == 0
+
+
+def test_write_table_fixes_known_types(tmp_path):
+    df = pd.DataFrame({"student_id": np.array([0, 1], np.int32), "width": [4.0, 8.0], "other": [1, 2]})
+    store.write_table(df, tmp_path / "t.parquet")
+    schema = pq.read_schema(tmp_path / "t.parquet")
+    assert schema.field("student_id").type == pa.int64()
+    assert schema.field("width").type == pa.int64()
+    assert schema.field("other").type == pa.int64()
+
+
+# --------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------
+
+def test_write_table_atomic_success(tmp_path):
+    df = pd.DataFrame({"student_id": [0, 1, 2], "train_loss": [0.5, 0.25, np.nan]})
+    target = tmp_path / "sub" / "t.parquet"
+    store.write_table(df, target)
+    assert [p.name for p in target.parent.iterdir()] == ["t.parquet"]  # no temp file left
+    back = pq.read_table(target).to_pandas()
+    np.testing.assert_array_equal(back["train_loss"].to_numpy(), df["train_loss"].to_numpy())
+    assert back["student_id"].tolist() == [0, 1, 2]
+
+
+def _failing_writer(calls):
+    def write_table(table, where, *args, **kwargs):
+        calls.append(str(where))
+        with open(where, "wb") as fh:  # half a file, then the "crash"
+            fh.write(b"PAR1 partial")
+        raise OSError("disk full (simulated)")
+    return write_table
+
+
+def test_write_table_failure_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pq, "write_table", _failing_writer(calls))
+    target = tmp_path / "t.parquet"
+    with pytest.raises(OSError, match="simulated"):
+        store.write_table(pd.DataFrame({"a": [1]}), target)
+    assert calls and calls[0] != str(target)  # it wrote to a temporary name
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_table_failure_keeps_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "t.parquet"
+    store.write_table(pd.DataFrame({"a": [1, 2]}), target)
+    monkeypatch.setattr(pq, "write_table", _failing_writer([]))
+    with pytest.raises(OSError):
+        store.write_table(pd.DataFrame({"a": [3]}), target)
+    monkeypatch.undo()
+    assert pq.read_table(target).to_pandas()["a"].tolist() == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_write_json_and_yaml_atomic(tmp_path):
+    store.write_json({"status": "complete", "x": np.float64(1.5)}, tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text()) == {"status": "complete", "x": 1.5}
+    store.write_yaml({"name": "s", "grid": {"lr": [1, 2]}}, tmp_path / "c.yaml")
+    assert config.yaml.safe_load((tmp_path / "c.yaml").read_text()) == {"name": "s", "grid": {"lr": [1, 2]}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "m.json"]
