@@ -4,11 +4,14 @@ The formulas of lrsweep.theory are exact expectations of the signal-only surroga
 mean must sit within a few standard errors of them (|z| <= 4 at every point; 64 seeds). The same
 data must reject the leading-order published 3-NN formula, or the test would prove nothing.
 """
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+import yaml
 
-from lrsweep import compare, runner
-from lrsweep.config import load_config
+from lrsweep import compare
 
 
 def _run(tmp_path, name, par, n_layers, h, init, design, target, lr_1, lr_2, steps, seeds=64, d=None, n=None):
@@ -17,9 +20,25 @@ def _run(tmp_path, name, par, n_layers, h, init, design, target, lr_1, lr_2, ste
            "model": {"parameterization": par, "n_layers": n_layers, "width": h},
            "init": init, "train": {"steps": steps, "gradient": "signal_only"},
            "grid": {"lr_1": lr_1, "lr_2": lr_2}}
-    summary = runner.run(load_config(cfg), tmp_path, x64=True, progress=False)
-    return summary.run_dir
+    return _run_in_subprocess(cfg, tmp_path)
 
+
+def _run_in_subprocess(cfg, tmp_path):
+    """Train through the CLI in a fresh process.
+
+    Known issue (open): after several x64 runs in one pytest process, an XLA:CPU execution
+    sometimes never returns (idle, stuck in device_get). A fresh process per run sidesteps it.
+    """
+    path = tmp_path / f"{cfg['name']}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "lrsweep.cli", "run", str(path), "--x64", "--quiet", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = list((tmp_path / "out" / cfg["name"]).iterdir())
+    return run
+
+
+pytestmark = pytest.mark.montecarlo
 
 CASES = [
     # theory name, parameterization, L, init/design, target, eta scale (h^{3/2} for 2-NN, h^{2/3} for 3-NN)
@@ -33,7 +52,7 @@ CASES = [
 
 @pytest.mark.parametrize("h", [16, 32])
 @pytest.mark.parametrize("theory,par,n_layers,init,target,alpha", CASES)
-def test_signal_only_engine_matches_exact_theory(x64, tmp_path, theory, par, n_layers, init, target, alpha, h):
+def test_signal_only_engine_matches_exact_theory(tmp_path, theory, par, n_layers, init, target, alpha, h):
     if par == "paper_deep":
         # The 3-NN loss has heavy tails at small h (q^4 |a|^8 terms): a 64-seed mean and its standard
         # error are only trustworthy from h ~ 32 on, so this family is checked at 2h.
@@ -51,7 +70,7 @@ def test_signal_only_engine_matches_exact_theory(x64, tmp_path, theory, par, n_l
     assert compare.verdict(table).ok
 
 
-def test_same_data_reject_the_leading_order_formula(x64, tmp_path):
+def test_same_data_reject_the_leading_order_formula(tmp_path):
     """At h = 16 the published 3-NN formula (leading order in 1/h) is far outside the error bars."""
     scale = 16 ** (2 / 3)
     run = _run(tmp_path, "mc", "paper_deep", 3, 16, "orthogonal", "orthogonal", "gaussian",
@@ -62,13 +81,13 @@ def test_same_data_reject_the_leading_order_formula(x64, tmp_path):
     assert published["z"].abs().max() > 8.0
 
 
-def test_exact_gradient_students_are_compared_but_not_judged(x64, tmp_path):
+def test_exact_gradient_students_are_compared_but_not_judged(tmp_path):
     """Exact-gradient students get a relative gap to the surrogate; the verdict does not fail on it."""
     cfg = {"name": "gap", "seeds": [0, 1, 2, 3],
            "task": {"input_dim": 32, "n_train": 32, "design": "orthogonal"},
            "model": {"parameterization": "paper_deep", "n_layers": 3, "width": 32},
            "init": "orthogonal", "train": {"steps": 2}, "grid": {"lr_line": [10]}}
-    run = runner.run(load_config(cfg), tmp_path, x64=True, progress=False).run_dir
+    run = _run_in_subprocess(cfg, tmp_path)
     table, lines, verdict = compare.write_comparison(run, ["layer_balancing.three_layer"])
     assert not table["exact"].any() and np.isfinite(table["rel_gap"]).all()
     assert verdict.ok and (run / "comparison.parquet").exists() and (run / "lines.parquet").exists()

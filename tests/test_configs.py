@@ -1,0 +1,36 @@
+"""Every shipped config is valid, and the smallest CPU twins run end to end (run, compare, plot)."""
+from pathlib import Path
+
+import pytest
+
+from lrsweep import cli, config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
+
+
+def test_every_paper_config_has_a_cpu_twin():
+    names = {p.stem for p in CONFIGS}
+    papers = {n for n in names if not n.endswith("_cpu") and n != "quickstart"}
+    assert len(papers) >= 14
+    assert all(f"{n}_cpu" in names for n in papers), sorted(n for n in papers if f"{n}_cpu" not in names)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_is_valid(path):
+    students = config.expand_grid(config.load_config(path))
+    assert len(students) > 0
+    if path.stem.endswith("_cpu"):
+        assert students["width"].max() <= 256
+
+
+@pytest.mark.parametrize("name", ["fig14_4nn_orthogonal_cpu", "fig15_3nn_relu_cpu"])
+def test_smallest_twins_run_compare_plot(tmp_path, name, capsys):
+    path = next(p for p in CONFIGS if p.stem == name)
+    assert cli.main(["run", str(path), "--out", str(tmp_path), "--quiet"]) == 0
+    (run,) = list((tmp_path / name).iterdir())
+    assert (run / "students.parquet").exists() and (run / "curves.parquet").exists()
+    assert cli.main(["compare", str(run)]) == 0
+    assert cli.main(["plot", str(run)]) == 0
+    pngs = list((run / "plots").glob("*.png"))
+    assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
+    assert "theory verdict" in capsys.readouterr().out
