@@ -183,11 +183,14 @@ def two_layer_two_step_published(eta_1, eta_2, h):
     return r**4 / h + 16 * q**2 / h**7 + (2 * p * (q + h**3) / h**5 - 1) ** 2 + r**2 * 8 * q / h**5
 
 
+def _published(one_step, two_step, eta_1, eta_2, h, steps):
+    _check_steps(steps)
+    return (one_step if steps == 1 else two_step)(eta_1, eta_2, h)
+
+
 def two_layer_loss_published(eta_1, eta_2, h, steps=1):
     """Published 2-NN formulas (orthogonal init), dispatching on ``steps`` (1 or 2)."""
-    _check_steps(steps)
-    fn = two_layer_one_step_published if steps == 1 else two_layer_two_step_published
-    return fn(eta_1, eta_2, h)
+    return _published(two_layer_one_step_published, two_layer_two_step_published, eta_1, eta_2, h, steps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,9 +333,7 @@ def three_layer_two_step_published(eta_1, eta_2, h):
 
 def three_layer_loss_published(eta_1, eta_2, h, steps=1):
     """Published 3-NN formulas (orthogonal init), dispatching on ``steps`` (1 or 2)."""
-    _check_steps(steps)
-    fn = three_layer_one_step_published if steps == 1 else three_layer_two_step_published
-    return fn(eta_1, eta_2, h)
+    return _published(three_layer_one_step_published, three_layer_two_step_published, eta_1, eta_2, h, steps)
 
 
 # ----------------------------------------------------------------------------------------------
