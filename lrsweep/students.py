@@ -18,6 +18,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +58,36 @@ class Architecture:
         return sum(r * c for r, c in self.shapes)
 
 
+def _sign_fixed_q(q, r):
+    """Q with the sign of diag(R) folded in, so (Q, R) is unique and Q is Haar distributed."""
+    return q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+
+
+def _orthonormalize_host(g):
+    """QR on the host (numpy LAPACK), batched over leading axes, for the CPU backend.
+
+    XLA:CPU's batched LAPACK QR (jaxlib 0.10) splits the batch over the intra-op thread pool
+    and blocks a pool thread until the pieces finish; when as many QRs run concurrently as the
+    pool has threads (2 on a 2-core machine, e.g. W_1, W_2 and X of a vmapped instance), every
+    thread waits on work no thread is left to run and the program never returns. numpy's QR
+    does not touch that pool. Each matrix is factorized on its own, so the result does not
+    depend on the batch it sits in.
+    """
+    def host(a):
+        a = np.asarray(a)
+        q, r = np.linalg.qr(a)
+        return (q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]).astype(a.dtype)
+    return jax.pure_callback(host, jax.ShapeDtypeStruct(g.shape, g.dtype), g, vmap_method="expand_dims")
+
+
+def _orthonormalize_device(g):
+    return _sign_fixed_q(*jnp.linalg.qr(g))
+
+
 def orthogonal(key, shape, dtype):
     """Matrix with orthonormal columns: QR of a Gaussian matrix, sign of diag(R) fixed (Haar)."""
-    rows, cols = shape
-    q, r = jnp.linalg.qr(jax.random.normal(key, (rows, cols), dtype))
-    return q * jnp.sign(jnp.diagonal(r))[None, :]
+    g = jax.random.normal(key, shape, dtype)
+    return jax.lax.platform_dependent(g, cpu=_orthonormalize_host, default=_orthonormalize_device)
 
 
 def init_params(key, arch: Architecture, init: str, scale, dtype) -> tuple:

@@ -32,6 +32,13 @@ def _entry(fn, *, parameterization, n_layers, init, design, target, steps, exact
     }
 
 
+def _gaussian_init(loss):
+    """``loss(eta_1, eta_2, h, steps, init, n, d)`` with Gaussian init and design, n and d as extra args."""
+    def fn(eta_1, eta_2, h, steps=1, n=None, d=None):
+        return loss(eta_1, eta_2, h, steps, init="gaussian", n=n, d=d)
+    return fn
+
+
 THEORIES = {
     "layer_balancing.two_layer": _entry(
         partial(layer_balancing.two_layer_orthogonal_loss, target="gaussian"),
@@ -49,8 +56,7 @@ THEORIES = {
         target="orthonormal", steps=(1, 2), exact=False,
         reference=f"{_SEED}, Sec. 5, authors' theory code"),
     "layer_balancing.two_layer_gaussian_init": _entry(
-        lambda eta_1, eta_2, h, steps=1, n=None, d=None: layer_balancing.two_layer_loss(
-            eta_1, eta_2, h, steps, init="gaussian", n=n, d=d),
+        _gaussian_init(layer_balancing.two_layer_loss),
         parameterization="paper_2nn", n_layers=2, init="gaussian", design="gaussian",
         target="gaussian", steps=(1,), exact=True, extra=("n", "d"),
         reference=f"{_SEED}, App. E.2.1 (derived here)"),
@@ -65,8 +71,7 @@ THEORIES = {
         target="gaussian", steps=(1, 2), exact=False,
         reference=f"{_SEED}, authors' theory code (leading order in 1/h)"),
     "layer_balancing.three_layer_gaussian_init": _entry(
-        lambda eta_1, eta_2, h, steps=1, n=None, d=None: layer_balancing.three_layer_loss(
-            eta_1, eta_2, h, steps, init="gaussian", n=n, d=d),
+        _gaussian_init(layer_balancing.three_layer_loss),
         parameterization="paper_deep", n_layers=3, init="gaussian", design="gaussian",
         target="gaussian", steps=(1,), exact=True, extra=("n", "d"),
         reference=f"{_SEED}, App. E.2.2 (derived here)"),
