@@ -169,8 +169,84 @@ def _balanced_local_min(eta_1: np.ndarray, loss: np.ndarray, total: float) -> fl
     return float(loss[i] < loss[i - 1] and loss[i] < loss[i + 1])
 
 
-def line_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per theory, line eta_1 + eta_2 = C and step: argmin of eta_1 and balanced local-min verdicts."""
+# --------------------------------------------------------------------------------------
+# Exact answers along a line: the loss restricted to eta_1 + eta_2 = C is a polynomial in eta_1
+# --------------------------------------------------------------------------------------
+
+LINE_NODES = 65          # Chebyshev nodes: interpolation is exact for line polynomials of degree <= 64
+BALANCED_TOL = 0.01      # |stationary point - C/2| <= 1% of C counts as "at the balanced split"
+
+
+def line_polynomial(loss_along: Callable[[np.ndarray], np.ndarray], lo: float, hi: float,
+                    n_nodes: int = LINE_NODES):
+    """The univariate polynomial eta_1 -> loss on [lo, hi], interpolated at Chebyshev points.
+
+    Along a line every loss of a linear student after k GD steps (and every closed form of
+    lrsweep.theory) is a polynomial in eta_1; interpolating it at more Chebyshev points than its
+    degree recovers it exactly up to rounding, in a well-conditioned basis. Returns a
+    ``numpy.polynomial.Chebyshev`` (None if a node value is not finite: a diverged point).
+    """
+    nodes = np.polynomial.chebyshev.chebpts2(n_nodes)
+    eta_1 = lo + (nodes + 1.0) * (hi - lo) / 2.0
+    values = np.asarray(loss_along(eta_1), float)
+    if not np.all(np.isfinite(values)):
+        return None
+    poly = np.polynomial.Chebyshev.fit(eta_1, values, n_nodes - 1, domain=[lo, hi])
+    scale = np.abs(poly.coef).max()
+    return poly.trim(1e-13 * scale) if scale > 0 else poly
+
+
+def line_argmin(poly, lo: float, hi: float, n_scan: int = 4001) -> float:
+    """argmin of the polynomial on [lo, hi]: the root of its derivative next to the best scan point."""
+    x = np.linspace(lo, hi, n_scan)
+    i = int(np.argmin(poly(x)))
+    if i in (0, n_scan - 1):
+        return float(x[i])
+    d1 = poly.deriv()
+    a, b = x[i - 1], x[i + 1]
+    if d1(a) > 0 or d1(b) < 0:  # no sign change: the scan point is as good as it gets
+        return float(x[i])
+    for _ in range(200):  # bisection on p' (monotone bracket), to machine precision
+        mid = 0.5 * (a + b)
+        if d1(mid) > 0:
+            b = mid
+        else:
+            a = mid
+        if b - a <= 1e-15 * max(abs(a), abs(b), 1.0):
+            break
+    return float(0.5 * (a + b))
+
+
+def balanced_analysis(poly, balanced: float, total: float, tol: float = BALANCED_TOL) -> dict:
+    """Slope and curvature at the balanced split; local minimum iff the curvature is positive and
+    the local quadratic's stationary point lies within ``tol * C`` of it (exactly at it for the
+    symmetric theory; seed means are symmetric only up to noise)."""
+    if poly is None:
+        return {"slope": np.nan, "curvature": np.nan, "local_min": np.nan}
+    slope, curvature = float(poly.deriv()(balanced)), float(poly.deriv(2)(balanced))
+    offset = -slope / curvature if curvature != 0 else np.inf
+    return {"slope": slope, "curvature": curvature,
+            "local_min": float(curvature > 0 and abs(offset) <= tol * total)}
+
+
+def _theory_along(theory: Theory, row: pd.Series, step: int, total: float):
+    """eta_1 -> the theory's prediction on the line eta_1 + eta_2 = C through ``row``."""
+    def along(eta_1):
+        frame = pd.DataFrame([row.to_dict()] * len(eta_1))
+        frame["lr_1"], frame["lr_2"] = eta_1, total - eta_1
+        return theory.predict(frame, step)
+    return along
+
+
+def line_summary(table: pd.DataFrame, experiment_along: Callable | None = None) -> pd.DataFrame:
+    """Per theory, line eta_1 + eta_2 = C and step: where the loss is smallest and whether the
+    balanced split eta_1 = eta_2 is a local minimum, for experiment and theory.
+
+    Read off the grid (``argmin_eta_1``, ``balanced_local_min_grid``) and exactly from the line
+    polynomials: the theory's closed form always (``predicted_*``); the experiment's seed mean
+    when ``experiment_along(rows, step, total)`` returns a callable eta_1 -> loss (runs with stored
+    learning-rate polynomials, :mod:`lrsweep.poly`), else the grid answer is used for it.
+    """
     if table.empty:
         return pd.DataFrame()
     line = _line_key(table)
@@ -179,11 +255,28 @@ def line_summary(table: pd.DataFrame) -> pd.DataFrame:
     for key, g in table.groupby(group_keys, sort=True):
         eta_1 = g["lr_1"].to_numpy(float)
         total = float((g["lr_1"] + g["lr_2"]).median())
+        lo, hi, balanced = float(eta_1.min()), float(eta_1.max()), total / 2
         rec = dict(zip(group_keys, key))
+        step = int(rec["step"])
+        grid_local_min = _balanced_local_min(eta_1, g["mean"].to_numpy(), total)
         rec.update(n_points=len(g), argmin_eta_1=eta_1[np.argmin(g["mean"].to_numpy())],
-                   predicted_argmin_eta_1=eta_1[np.argmin(g["prediction"].to_numpy())],
-                   balanced_local_min=_balanced_local_min(eta_1, g["mean"].to_numpy(), total),
-                   predicted_balanced_local_min=_balanced_local_min(eta_1, g["prediction"].to_numpy(), total))
+                   balanced_local_min_grid=grid_local_min)
+        theory_poly = line_polynomial(_theory_along(REGISTRY[rec["theory"]], g.iloc[0], step, total), lo, hi) \
+            if hi > lo else None
+        predicted = balanced_analysis(theory_poly, balanced, total)
+        rec.update(predicted_argmin_eta_1=line_argmin(theory_poly, lo, hi) if theory_poly is not None else np.nan,
+                   predicted_balanced_slope=predicted["slope"], predicted_balanced_curvature=predicted["curvature"],
+                   predicted_balanced_local_min=predicted["local_min"])
+        along = experiment_along(g, step, total) if experiment_along is not None and hi > lo else None
+        exp_poly = line_polynomial(along, lo, hi) if along is not None else None
+        if exp_poly is not None:
+            measured = balanced_analysis(exp_poly, balanced, total)
+            rec.update(exact_argmin_eta_1=line_argmin(exp_poly, lo, hi), balanced_slope=measured["slope"],
+                       balanced_curvature=measured["curvature"], balanced_local_min=measured["local_min"],
+                       line_method="polynomial")
+        else:
+            rec.update(exact_argmin_eta_1=np.nan, balanced_slope=np.nan, balanced_curvature=np.nan,
+                       balanced_local_min=grid_local_min, line_method="grid")
         rows.append(rec)
     return pd.DataFrame(rows)
 

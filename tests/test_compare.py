@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -34,8 +35,6 @@ def _run_in_subprocess(cfg, tmp_path):
     return run
 
 
-pytestmark = pytest.mark.montecarlo
-
 CASES = [
     # theory name, parameterization, L, init/design, target, eta scale (h^{3/2} for 2-NN, h^{2/3} for 3-NN)
     ("layer_balancing.two_layer", "paper_2nn", 2, "orthogonal", "gaussian", 1.5),
@@ -46,6 +45,7 @@ CASES = [
 ]
 
 
+@pytest.mark.montecarlo
 @pytest.mark.parametrize("h", [16, 32])
 @pytest.mark.parametrize("theory,par,n_layers,init,target,alpha", CASES)
 def test_signal_only_engine_matches_exact_theory(tmp_path, theory, par, n_layers, init, target, alpha, h):
@@ -66,6 +66,7 @@ def test_signal_only_engine_matches_exact_theory(tmp_path, theory, par, n_layers
     assert compare.verdict(table).ok
 
 
+@pytest.mark.montecarlo
 def test_same_data_reject_the_leading_order_formula(tmp_path):
     """At h = 16 the published 3-NN formula (leading order in 1/h) is far outside the error bars.
 
@@ -95,3 +96,56 @@ def test_exact_gradient_students_are_compared_but_not_judged(tmp_path):
     # one row per (line, step); the authors' grid on C = 10 has the balanced split eta_1 = 5
     assert len(lines) == 2 and lines["n_points"].eq(9).all()
     assert lines["predicted_balanced_local_min"].notna().all()
+
+
+# --------------------------------------------------------------------------------------
+# Exact line answers (no engine): the loss on a line eta_1 + eta_2 = C is a polynomial in eta_1
+# --------------------------------------------------------------------------------------
+
+def _authors_lines(theory, h, totals, steps=(1, 2)):
+    """A comparison-shaped table on the authors' line grid (seed 000: step = C // 20, N = C / step)."""
+    rows = []
+    for total in totals:
+        step = max(1, total // 20)
+        n = int(total / step)
+        for i in range(1, n):
+            for s in steps:
+                rows.append(dict(theory=theory, width=h, n_train=h, input_dim=h, lr_line=total, lr_1=i * step,
+                                 lr_2=(n - i) * step, step=s, mean=0.0, prediction=0.0))
+    return compare.line_summary(pd.DataFrame(rows))
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_line_polynomial_is_exact_and_argmin_is_the_true_minimum(steps):
+    from lrsweep.theory import layer_balancing as lb
+    h, total = 1000.0, 45000.0
+    along = lambda e: lb.two_layer_orthogonal_loss(e, total - e, h, steps=steps, target="orthonormal")
+    poly = compare.line_polynomial(along, 1000.0, 44000.0)
+    x = np.random.default_rng(0).uniform(1000.0, 44000.0, 200)
+    np.testing.assert_allclose(poly(x), along(x), rtol=1e-11)
+    dense = np.linspace(1000.0, 44000.0, 2_000_001)
+    brute = dense[np.argmin(along(dense))]
+    best = compare.line_argmin(poly, 1000.0, 44000.0)
+    assert abs(best - brute) <= 0.05 or abs(along(best) - along(brute)) <= 1e-14 * abs(along(brute))
+    assert along(best) <= along(brute) * (1 + 1e-14)
+
+
+@pytest.mark.parametrize("theory,h,totals", [
+    ("layer_balancing.two_layer_orthonormal_target", 1000, range(27000, 63001, 2000)),  # Fig. 1
+    ("layer_balancing.three_layer", 1000, range(30, 101, 5)),                          # Fig. 2
+])
+def test_theory_reproduces_the_papers_balanced_verdicts_at_h_1000(theory, h, totals):
+    """Seed 000 (Figs. 1-2, Cor. 5.4 / Thm 5.6): on every line the balanced split is not a local
+    minimum after one step and is one after two."""
+    lines = _authors_lines(theory, h, list(totals))
+    by_step = lines.groupby("step")["predicted_balanced_local_min"]
+    assert (by_step.get_group(1) == 0).all() and (by_step.get_group(2) == 1).all()
+    # the theory is symmetric in (eta_1, eta_2): the balanced split is exactly stationary
+    assert (lines["predicted_balanced_slope"].abs() <= 1e-9 * lines["predicted_balanced_curvature"].abs()
+            * lines["lr_line"]).all()
+
+
+def test_theory_at_h_100_balanced_is_not_a_local_min_on_the_widest_line():
+    """Seed 000 Fig. 13: at h = 100 (below Cor. 5.4's width) the balanced split stops being optimal."""
+    lines = _authors_lines("layer_balancing.two_layer_orthonormal_target", 100, [2000])
+    assert (lines.set_index("step")["predicted_balanced_local_min"] == 0).all()
