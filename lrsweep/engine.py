@@ -16,6 +16,7 @@ loss is non-finite or exceeds ``diverge_factor`` times its initial loss is froze
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Iterator, NamedTuple
 
@@ -130,21 +131,35 @@ def make_train_one(spec: GroupSpec):
     return train_one
 
 
-def make_chunk_fn(spec: GroupSpec):
-    """Jitted ``(InstanceHparams with (u,) leaves, lrs (u, p, m)) -> StudentResult (u, p, ...)``.
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def make_instances(task: TaskSpec, arch: Architecture, init: str, moments: bool, hp: InstanceHparams):
+    """Initial weights and data of a batch of instances (leaves of ``hp`` are (u,)), on the device.
 
-    Instances are built on the device from their seeds (outer vmap); each instance's data are
-    shared by its p learning-rate points (inner vmap, data broadcast with in_axes=None).
+    Compiled once per (task, arch, init, moments): groups that differ only in steps, gradient or
+    learning rates share it. Each instance depends only on its own hyperparameters (vmap).
     """
-    train_one = make_train_one(spec)
-    moments = spec.formulation == "moments"
+    dtype = jnp.result_type(float)
+    return jax.vmap(lambda one: make_instance(task, arch, init, moments, one, dtype))(hp)
 
-    def per_instance(hp: InstanceHparams, lrs):
-        dtype = jnp.result_type(float)
-        params0, inst = make_instance(spec.task, spec.arch, spec.init, moments, hp, dtype)
+
+class ChunkFn(NamedTuple):
+    """A group's compiled training: ``train(params0, inst, lrs (u, p, m)) -> StudentResult (u, p, ...)``."""
+    spec: GroupSpec
+    train: object
+
+    def instances(self, hp: InstanceHparams):
+        return make_instances(self.spec.task, self.spec.arch, self.spec.init, self.spec.formulation == "moments", hp)
+
+
+def make_chunk_fn(spec: GroupSpec) -> ChunkFn:
+    """Jitted training of a chunk: instances on the outer vmap axis, each instance's data shared by
+    its p learning-rate points (inner vmap, broadcast with in_axes=None, never copied)."""
+    train_one = make_train_one(spec)
+
+    def per_instance(params0, inst, lrs):
         return jax.vmap(train_one, in_axes=(None, None, 0))(params0, inst, lrs)
 
-    return jax.jit(jax.vmap(per_instance))
+    return ChunkFn(spec, jax.jit(jax.vmap(per_instance)))
 
 
 # --------------------------------------------------------------------------------------
@@ -224,18 +239,29 @@ def plan_chunks(spec: GroupSpec, students, *, max_memory: int, dtype_bytes: int,
     return (u, p), chunks
 
 
-def run_chunk(chunk_fn, chunk: Chunk, sharding=None) -> dict[str, np.ndarray]:
-    """Run one chunk; return host arrays for its real (non-pad) students, in student_ids order."""
+def chunk_hparams(chunk: Chunk, sharding=None) -> InstanceHparams:
+    """The chunk's instance hyperparameters as device arrays (sharded over the instance axis)."""
     dtype = jnp.result_type(float)
     hp = InstanceHparams(
         seed=jnp.asarray(chunk.instance_hp["seed"], jnp.uint32),
         noise_std=jnp.asarray(chunk.instance_hp["noise_std"], dtype),
         target_std=jnp.asarray(chunk.instance_hp["target_std"], dtype),
         init_scale=jnp.asarray(chunk.instance_hp["init_scale"], dtype))
-    lrs = jnp.asarray(chunk.lrs, dtype)
+    return jax.device_put(hp, sharding) if sharding is not None else hp
+
+
+def run_chunk(chunk_fn: ChunkFn, chunk: Chunk, sharding=None, instances=None) -> dict[str, np.ndarray]:
+    """Run one chunk; return host arrays for its real (non-pad) students, in student_ids order.
+
+    ``instances``: the chunk's (params0, inst) if already built (chunks of the same instances
+    share them: :func:`iter_group` builds them once per instance block).
+    """
+    if instances is None:
+        instances = chunk_fn.instances(chunk_hparams(chunk, sharding))
+    lrs = jnp.asarray(chunk.lrs, jnp.result_type(float))
     if sharding is not None:
-        hp, lrs = jax.device_put((hp, lrs), sharding)
-    result = jax.device_get(chunk_fn(hp, lrs))
+        lrs = jax.device_put(lrs, sharding)
+    result = jax.device_get(chunk_fn.train(*instances, lrs))
     mask = chunk.student_ids >= 0
     return {"student_id": chunk.student_ids[mask],
             "train_loss": np.asarray(result.train_loss)[mask],
@@ -253,8 +279,9 @@ def instance_sharding(n_devices: int | None = None):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("instances"))
 
 
-def default_max_memory() -> int:
-    """A safe share of the device: half the accelerator's limit; 64 MiB chunks on the CPU."""
+def default_max_memory(spec: GroupSpec | None = None) -> int:
+    """A safe share of the device: half the accelerator's limit; on the CPU, 64 MiB chunks for
+    small students and room for 32 students (up to 1/8 of RAM) for large ones."""
     dev = jax.devices()[0]
     try:
         stats = dev.memory_stats() or {}
@@ -262,29 +289,42 @@ def default_max_memory() -> int:
         stats = {}
     if "bytes_limit" in stats:
         return int(stats["bytes_limit"] * 0.5)
-    if dev.platform == "cpu":
-        # On the CPU each step streams every weight of the chunk: chunks that stay near the cache
-        # run up to 2x faster than one huge chunk (scripts/bench_engine.py); a student larger than
-        # this still gets a chunk of its own.
-        return 64 << 20
     try:
         import os
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         total = 8 << 30
+    if dev.platform == "cpu":
+        # On the CPU each step streams every weight of the chunk: chunks that stay near the cache
+        # run up to 2x faster than one huge chunk (scripts/bench_engine.py). Large students are
+        # matrix-matrix bound instead; a few dozen per chunk keeps dispatch and file counts low.
+        budget = 64 << 20
+        if spec is not None:
+            itemsize = jnp.dtype(jnp.result_type(float)).itemsize
+            budget = max(budget, min(32 * bytes_per_student(spec, itemsize) + bytes_per_instance(spec, itemsize),
+                                     total // 8))
+        return budget
     return int(min(total // 4, 4 << 30))
 
 
 def iter_group(spec: GroupSpec, students, *, max_memory: int | None = None, chunk_size: int | None = None,
                skip: set | None = None) -> Iterator[tuple[Chunk, dict]]:
-    """Train one group chunk by chunk; yields (chunk, host results). ``skip``: chunk indices done."""
+    """Train one group chunk by chunk; yields (chunk, host results). ``skip``: chunk indices done.
+
+    Consecutive chunks of the same instances (a grid larger than one chunk per seed) reuse the
+    instances built for the first of them.
+    """
     dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
     sharding = instance_sharding()
     n_dev = jax.device_count() if sharding is not None else 1
-    _, chunks = plan_chunks(spec, students, max_memory=max_memory or default_max_memory(),
+    _, chunks = plan_chunks(spec, students, max_memory=max_memory or default_max_memory(spec),
                             dtype_bytes=dtype_bytes, n_devices=n_dev, chunk_size=chunk_size)
     chunk_fn = make_chunk_fn(spec)
+    built, instances = None, None
     for chunk in chunks:
         if skip and chunk.index in skip:
             continue
-        yield chunk, run_chunk(chunk_fn, chunk, sharding)
+        key = tuple(np.asarray(chunk.instance_hp[c]).tobytes() for c in INSTANCE_COLUMNS)
+        if key != built:
+            instances, built = chunk_fn.instances(chunk_hparams(chunk, sharding)), key
+        yield chunk, run_chunk(chunk_fn, chunk, sharding, instances)

@@ -199,7 +199,7 @@ def test_one_compile_per_group(x64):
     assert len(chunks) > 3
     for chunk in chunks:
         engine.run_chunk(fn, chunk)
-    assert fn._cache_size() == 1
+    assert fn.train._cache_size() == 1
 
 
 def test_log_steps_subset_equals_dense_curve(x64):
