@@ -20,4 +20,12 @@ def run(cfg, out="results", **kwargs):
     return _run(cfg, out, **kwargs)
 
 
-__all__ = ["ConfigError", "load_config", "expand_grid", "load", "run", "__version__"]
+def __getattr__(name):
+    """``lrsweep.poly`` (exact learning-rate polynomials, e.g. ``lrsweep.poly.evaluate``) imported on first use."""
+    if name == "poly":
+        import importlib
+        return importlib.import_module("lrsweep.poly")
+    raise AttributeError(f"module 'lrsweep' has no attribute {name!r}")
+
+
+__all__ = ["ConfigError", "load_config", "expand_grid", "load", "run", "poly", "__version__"]

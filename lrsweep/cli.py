@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-memory", type=parse_bytes, default=None,
                    help="memory budget per chunk, e.g. 2GB (default: half the accelerator, or 1/4 of RAM <= 4GiB)")
     r.add_argument("--chunk-size", type=_positive_int, default=None, help="cap on students per compiled call")
+    r.add_argument("--mode", choices=("auto", "grid", "poly"), default=None,
+                   help="override train.mode: grid trains every student, poly evaluates exact loss polynomials "
+                        "in the learning rates (linear students, gd), auto picks the cheaper where poly applies")
     r.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run (reuses its config)")
     r.add_argument("--dry-run", action="store_true", help="validate and print the plan; train nothing")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -73,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="the papers' figures of a run (PNG and PDF in RUN/plots)")
     pl.add_argument("run", help="run directory")
     pl.add_argument("--out", default=None, help="output directory (default RUN/plots)")
+    pl.add_argument("--dense", type=int, default=400, metavar="N",
+                    help="N x N heat map over (eta_1, eta_2) from the stored learning-rate polynomials of "
+                         "poly-mode groups, no training (default 400; 0: off)")
 
     sub.add_parser("schema", help="print every config field with its default and allowed values")
     return p
@@ -94,24 +100,28 @@ def cmd_run(args) -> int:
     from lrsweep import runner
     if args.resume:
         from lrsweep import store
-        if args.config is not None or args.overrides:
+        if args.config is not None or args.overrides or args.mode is not None:
             raise config_lib.ConfigError("--resume", "reuses the config stored in the run; do not also give "
-                                                     "CONFIG or --set")
+                                                     "CONFIG, --set or --mode")
         if not store.is_run(Path(args.resume)):
             raise config_lib.ConfigError("--resume", f"{args.resume} is not a run directory (no meta.json)")
         cfg = config_lib.load_config(Path(args.resume) / "config.yaml")  # for --dry-run; run() reloads it
+        args.x64 = bool(store.read_json(Path(args.resume) / "meta.json").get("x64", False))
     else:
         path = runner.resolve_config_path(args.config)
-        cfg = config_lib.load_config(path, args.overrides)
+        overrides = args.overrides + ([f"train.mode={args.mode}"] if args.mode else [])
+        cfg = config_lib.load_config(path, overrides)
     if args.dry_run:
         students, specs = runner.prepare(cfg)
+        runner.setup_jax(args.x64)
+        modes = runner.choose_modes(cfg, students, specs)
         print(f"{cfg.name}: {len(students)} students in {len(specs)} shape group(s)")
         for gid, spec in specs.items():
             n = int((students["group_id"] == gid).sum())
             a = spec.arch
             print(f"  group {gid}: {n} students, {a.parameterization} L={a.n_layers} h={a.width} d={a.input_dim} "
                   f"n={spec.task.n_train} {a.activation} init={spec.init} steps={spec.steps} "
-                  f"formulation={spec.formulation}")
+                  f"formulation={spec.formulation} mode={modes[gid]['mode']} ({modes[gid]['reason']})")
         return 0
     summary = runner.run(cfg, args.out, x64=args.x64, max_memory=args.max_memory, chunk_size=args.chunk_size,
                          resume=args.resume, progress=not args.quiet)
@@ -137,9 +147,10 @@ def print_comparison(run, theories=None, rows=12) -> bool:
             line = "lr_line" if "lr_line" in lines else "lr_total"
             agree = (lines["balanced_local_min"] == lines["predicted_balanced_local_min"])
             known = lines["balanced_local_min"].notna()
-            print(f"lines eta_1 + eta_2 = C: balanced split local-min verdict matches theory on "
+            how = "exact line polynomials" if (lines.get("line_method") == "polynomial").all() else "the grid"
+            print(f"lines eta_1 + eta_2 = C ({how}): balanced split local-min verdict matches theory on "
                   f"{int(agree[known].sum())}/{int(known.sum())} (line, step) pairs; argmin eta_1 matches on "
-                  f"{int((lines['argmin_eta_1'] == lines['predicted_argmin_eta_1']).sum())}/{len(lines)} "
+                  f"{int((lines['argmin_matches'] == 1).sum())}/{int(lines['argmin_matches'].notna().sum())} "
                   f"(per-line table: {run}/lines.parquet, by {line})")
     print("theory verdict:\n  " + verdict.text.replace("\n", "\n  "))
     return verdict.ok
@@ -157,7 +168,7 @@ def cmd_plot(args) -> int:
     from lrsweep import plot, store
     if not store.is_run(Path(args.run)):
         raise config_lib.ConfigError("run", f"{args.run} is not a run directory (no meta.json)")
-    paths = plot.plot_run(args.run, args.out)
+    paths = plot.plot_run(args.run, args.out, dense=args.dense)
     print(f"wrote {len(paths)} files to {paths[0].parent if paths else args.out}")
     for p in paths:
         if p.suffix == ".png":

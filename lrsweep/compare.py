@@ -264,6 +264,11 @@ def line_summary(table: pd.DataFrame, experiment_along: Callable | None = None) 
         theory_poly = line_polynomial(_theory_along(REGISTRY[rec["theory"]], g.iloc[0], step, total), lo, hi) \
             if hi > lo else None
         predicted = balanced_analysis(theory_poly, balanced, total)
+        grid_argmin = rec["argmin_eta_1"]
+        # the experiment's grid argmin is the theory's best grid point (ties: symmetric lines)
+        on_grid = theory_poly(np.sort(eta_1)) if theory_poly is not None else None
+        rec["argmin_matches"] = (float(theory_poly(grid_argmin) <= on_grid.min() + 1e-9 * abs(on_grid.min()))
+                                 if theory_poly is not None else np.nan)
         rec.update(predicted_argmin_eta_1=line_argmin(theory_poly, lo, hi) if theory_poly is not None else np.nan,
                    predicted_balanced_slope=predicted["slope"], predicted_balanced_curvature=predicted["curvature"],
                    predicted_balanced_local_min=predicted["local_min"])
@@ -316,11 +321,38 @@ def verdict(table: pd.DataFrame) -> Verdict:
     return Verdict(ok, "\n".join(lines))
 
 
+def polynomial_lines(run: str | Path) -> Callable | None:
+    """``experiment_along`` for :func:`line_summary` from a run's stored learning-rate polynomials.
+
+    The seed mean of the test loss on a line is the mean of the instances' polynomials
+    (:func:`lrsweep.poly.evaluate`), so its argmin and the derivatives at the balanced split are
+    exact. None when the run stored no coefficients (grid mode).
+    """
+    from lrsweep import poly
+    run = Path(run)
+    if not store.is_run(run) or not store.marked_parts(run, "poly"):
+        return None
+
+    def along(rows: pd.DataFrame, step: int, total: float):
+        if "group_id" not in rows or rows["group_id"].nunique() != 1 or "lr_3" in rows and rows["lr_3"].notna().any():
+            return None
+        gid = int(rows["group_id"].iloc[0])
+
+        def loss(eta_1):
+            values = poly.evaluate(run, step=step, lr_1=eta_1, lr_2=total - eta_1)
+            values = values[values["group_id"] == gid]
+            if values.empty:
+                return np.full(len(eta_1), np.nan)
+            return values.groupby("point")["test_loss"].mean().to_numpy()
+        return loss
+    return along
+
+
 def write_comparison(run: str | Path, theories: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Verdict]:
     """Compare a run and write ``comparison.parquet`` and ``lines.parquet`` into it."""
     run = Path(run)
     table = compare(run, theories)
-    lines = line_summary(table)
+    lines = line_summary(table, polynomial_lines(run))
     if not table.empty and store.is_run(run):
         store.write_table(table, run / "comparison.parquet")
         store.write_table(lines, run / "lines.parquet")

@@ -50,6 +50,7 @@ class Field:
     positive: bool = False  # strictly > 0
     static: bool = True  # changes the compiled program (shape group) if True
     nullable: bool = False
+    axis: bool = True  # may be a grid axis
 
 
 PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard")
@@ -101,6 +102,11 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "How a step is computed: `moments` (linear MSE students, data enter through X^T X/n, X^T y/n), "
           "`autodiff` (jax.grad on the data), `auto` (moments where it applies).",
           choices=("auto", "moments", "autodiff")),
+    Field("train.mode", "str", "auto",
+          "How a group is computed: `grid` (train every student, lrsweep.engine), `poly` (linear students under "
+          "gd: exact loss polynomials in the learning rates, one coefficient computation per seed, "
+          "lrsweep.poly), `auto` (poly where it applies and needs fewer FLOPs). Same numbers either way; "
+          "not a grid axis.", choices=("auto", "grid", "poly"), static=False, axis=False),
     Field("train.diverge_factor", "float", 1e6,
           "A student diverges when its train loss is non-finite or exceeds this factor times its initial loss.",
           positive=True),
@@ -112,7 +118,7 @@ ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers"
            "n_test": "task.n_test", "design": "task.design", "target": "task.target",
            "target_std": "task.target_std", "noise_std": "task.noise_std",
            "teacher_activation": "task.teacher_activation", "steps": "train.steps",
-           "gradient": "train.gradient", "formulation": "train.formulation"}
+           "gradient": "train.gradient", "formulation": "train.formulation", "mode": "train.mode"}
 LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line")
 _LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
 TOP_LEVEL = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid")
@@ -330,6 +336,9 @@ def _axis_name(key: str, where: str) -> str:
     if path == "seed" or path in FIELDS:
         if path == "name":
             raise ConfigError(where, "name cannot be a grid axis")
+        if path in FIELDS and not FIELDS[path].axis:
+            raise ConfigError(where, f"{path} cannot be a grid axis (it does not change the results); set it "
+                                     f"once" + (" (train.mode or `lrsweep run --mode`)" if path == "train.mode" else ""))
         return path
     options = list(FIELDS) + list(ALIASES) + list(LR_AXES) + ["lr_1", "lr_2", "zip"]
     raise ConfigError(where, f"unknown grid axis '{key}'{_suggest(key, options)}; axes are config fields "

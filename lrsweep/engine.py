@@ -279,22 +279,28 @@ def instance_sharding(n_devices: int | None = None):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("instances"))
 
 
+def memory_limits() -> tuple[int | None, int]:
+    """(the accelerator's bytes_limit, or None on a backend without one; the host's RAM in bytes)."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # CPU backends may not implement memory_stats
+        stats = {}
+    try:
+        import os
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    limit = stats.get("bytes_limit")
+    return (int(limit) if limit else None), int(ram)
+
+
 def default_max_memory(spec: GroupSpec | None = None) -> int:
     """A safe share of the device: half the accelerator's limit; on the CPU, 64 MiB chunks for
     small students and room for 32 students (up to 1/8 of RAM) for large ones."""
-    dev = jax.devices()[0]
-    try:
-        stats = dev.memory_stats() or {}
-    except Exception:  # CPU backends may not implement memory_stats
-        stats = {}
-    if "bytes_limit" in stats:
-        return int(stats["bytes_limit"] * 0.5)
-    try:
-        import os
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 8 << 30
-    if dev.platform == "cpu":
+    limit, ram = memory_limits()
+    if limit is not None:
+        return int(limit * 0.5)
+    if jax.devices()[0].platform == "cpu":
         # On the CPU each step streams every weight of the chunk: chunks that stay near the cache
         # run up to 2x faster than one huge chunk (scripts/bench_engine.py). Large students are
         # matrix-matrix bound instead; a few dozen per chunk keeps dispatch and file counts low.
@@ -302,9 +308,9 @@ def default_max_memory(spec: GroupSpec | None = None) -> int:
         if spec is not None:
             itemsize = jnp.dtype(jnp.result_type(float)).itemsize
             budget = max(budget, min(32 * bytes_per_student(spec, itemsize) + bytes_per_instance(spec, itemsize),
-                                     total // 8))
+                                     ram // 8))
         return budget
-    return int(min(total // 4, 4 << 30))
+    return int(min(ram // 4, 4 << 30))
 
 
 def iter_group(spec: GroupSpec, students, *, max_memory: int | None = None, chunk_size: int | None = None,

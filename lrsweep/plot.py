@@ -113,6 +113,51 @@ def plot_heatmap(table: pd.DataFrame, out: Path, value: str = "mean", title: str
     return paths
 
 
+def dense_heatmaps(run: Path, curves: pd.DataFrame, out_dir: Path, n: int = 400) -> list[Path]:
+    """n x n seed-mean test loss over (eta_1, eta_2) per poly-mode group, one panel per logged step.
+
+    Evaluated from the run's stored learning-rate polynomials (:func:`lrsweep.poly.evaluate`):
+    exact losses at n^2 new points without training. The box is the group's trained grid.
+    """
+    from lrsweep import poly, store
+    if n <= 0 or not store.marked_parts(run, "poly") or "lr_2" not in curves:
+        return []
+    from matplotlib import colors
+    plt = _pyplot()
+    paths = []
+    coef_groups = set(store.read_table(store.marked_parts(run, "poly"))["group_id"].unique())
+    for gid, g in curves.groupby("group_id"):
+        if gid not in coef_groups or ("lr_3" in g and g["lr_3"].notna().any()):
+            continue
+        steps = sorted(int(t) for t in g["step"].unique() if t > 0)
+        e1 = np.linspace(g["lr_1"].min(), g["lr_1"].max(), n)
+        e2 = np.linspace(g["lr_2"].min(), g["lr_2"].max(), n)
+        grid_1, grid_2 = np.meshgrid(e1, e2)
+        values = poly.evaluate(run, step=steps, lr_1=grid_1.ravel(), lr_2=grid_2.ravel())
+        values = values[values["group_id"] == gid]
+        fig, axes = plt.subplots(1, len(steps), figsize=(5.4 * len(steps), 4.2), squeeze=False, layout="constrained")
+        for ax, step in zip(axes[0], steps):
+            mean = values[values["step"] == step].groupby("point")["test_loss"].mean().to_numpy().reshape(n, n)
+            finite = mean[np.isfinite(mean) & (mean > 0)]
+            wide = len(finite) and finite.max() > 20 * finite.min()
+            norm = colors.LogNorm(finite.min(), finite.max()) if wide else None
+            im = ax.pcolormesh(grid_1, grid_2, np.ma.masked_invalid(mean), cmap="magma", norm=norm, shading="auto")
+            ax.plot(e1, e1, color="white", lw=0.6, ls=":", label=r"$\eta_1 = \eta_2$")
+            ax.set_xlim(e1[0], e1[-1])
+            ax.set_ylim(e2[0], e2[-1])
+            ax.set_title(f"step {step}", fontsize=9)
+            ax.set_xlabel(r"$\eta_1$")
+            ax.set_ylabel(r"$\eta_2$")
+            fig.colorbar(im, ax=ax, label="mean test loss")
+        row = g.iloc[0]
+        fig.suptitle(f"{n}x{n} points from the learning-rate polynomials, group {gid}: h={row['width']}, "
+                     f"L={row['n_layers']}, {row.get('gradient', '')}, {g['seed'].nunique()} seeds "
+                     f"(white = diverged)", fontsize=9)
+        paths += _save(fig, out_dir / f"heatmap_dense_g{gid:04d}")
+        plt.close(fig)
+    return paths
+
+
 def empirical_means(curves: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard error over seeds per (point, step) for a run without a matching theory."""
     keys = [c for c in ("width", "n_layers", "gradient", "lr_line", "lr_total", "lr_1", "lr_2", "step")
@@ -123,8 +168,9 @@ def empirical_means(curves: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Every figure of a run: per theory (and per gradient / width) the line figure and heat map.
+def plot_run(run: str | Path, out_dir: str | Path | None = None, dense: int = 400) -> list[Path]:
+    """Every figure of a run: per theory (and per gradient / width) the line figure and heat map,
+    and for poly-mode groups a ``dense`` x ``dense`` heat map from the stored polynomials.
 
     Students no theory covers get the experiment-only figures. Written to ``<run>/plots/``.
     """
@@ -152,4 +198,5 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
         if table.empty:
             paths += plot_lines(g, out_dir / f"lines_{stem}", title)
         paths += plot_heatmap(g, out_dir / f"heatmap_{stem}", title=title)
+    paths += dense_heatmaps(run, curves, out_dir, dense)
     return paths

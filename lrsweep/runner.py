@@ -66,6 +66,28 @@ def prepare(cfg: config_lib.SweepConfig):
     return students, specs
 
 
+def choose_modes(cfg: config_lib.SweepConfig, students: pd.DataFrame, specs: dict) -> dict:
+    """Per group: grid (the engine) or poly (:mod:`lrsweep.poly`), from ``train.mode`` (after :func:`setup_jax`).
+
+    Decided on the whole group (not what is left to train), so a resumed run decides the same.
+    Raises ConfigError("train.mode") where poly is asked for but cannot run; computes nothing.
+    """
+    import jax.numpy as jnp
+
+    from lrsweep import poly
+    requested = cfg.base.get("train.mode", "auto")
+    dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
+    reports = {}
+    for gid, spec in specs.items():
+        group = students[students["group_id"] == gid]
+        n_inst = int(group.groupby(list(poly.INSTANCE_COLUMNS), sort=False).ngroups)
+        rep = poly.mode_report(spec, len(group), n_inst, requested, dtype_bytes=dtype_bytes)
+        if rep["mode"] == "poly":
+            rep["lr_scale"] = poly.group_scale(group, spec.arch.n_trainable)
+        reports[gid] = rep
+    return reports
+
+
 def setup_jax(x64: bool, cache_dir: str | None = None) -> None:
     import jax
     jax.config.update("jax_enable_x64", bool(x64))
@@ -124,14 +146,15 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
         x64, max_memory, chunk_size = meta["x64"], meta["max_memory"], meta["chunk_size"]
     students, specs = prepare(cfg)  # all validation happens here, before any directory exists
     setup_jax(x64)
-    from lrsweep import engine
-    max_memory = max_memory or engine.default_max_memory()
+    from lrsweep import engine, poly
+    modes = choose_modes(cfg, students, specs)  # ConfigError for an impossible train.mode: poly
     if resume is None:
         run_dir = Path(out) / cfg.name / (run_id or new_run_id())
         run_dir.mkdir(parents=True, exist_ok=False)
         store.write_yaml(cfg.to_dict(), run_dir / "config.yaml")
         meta = _meta(cfg, students, specs, x64, max_memory, chunk_size)
-        store.write_json(meta, run_dir / "meta.json")
+    meta["groups"] = {str(gid): _jsonable(rep) for gid, rep in modes.items()}
+    store.write_json(meta, run_dir / "meta.json")
     done = set(store.done_student_ids(run_dir).tolist())
     todo = students[~students["student_id"].isin(done)]
     attempt = uuid.uuid4().hex[:6]
@@ -145,30 +168,48 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
                 continue
             bar.set_description(f"group {gid + 1}/{len(specs)} h={spec.arch.width} L={spec.arch.n_layers} "
                                 f"T={spec.steps}")
-            for chunk, result in engine.iter_group(spec, group, max_memory=max_memory, chunk_size=chunk_size):
+            mode = modes[gid]["mode"]
+            if mode == "poly":
+                chunks = poly.iter_group(spec, group, max_memory=max_memory, chunk_size=chunk_size,
+                                         scale=modes[gid]["lr_scale"])
+            else:
+                chunks = engine.iter_group(spec, group, max_memory=max_memory, chunk_size=chunk_size)
+            for chunk, result in chunks:
+                extra = {}
+                if isinstance(chunk, poly.PolyChunk):
+                    extra["poly"] = (poly.coefficient_table(chunk, run_dir.name, gid),
+                                     poly.coefficient_schema(spec.arch.n_trainable))
                 _write_chunk(run_dir, f"g{gid:04d}-{attempt}-c{chunk.index:06d}", spec, students, result,
-                             run_dir.name)
+                             run_dir.name, mode=mode, extra=extra)
                 trained += len(result["student_id"])
                 bar.update(len(result["student_id"]))
-                bar.set_postfix(students_per_s=f"{trained / (time.perf_counter() - start):.0f}")
+                bar.set_postfix(students_per_s=f"{trained / (time.perf_counter() - start):.3g}")
     finally:
         bar.close()
     wall = time.perf_counter() - start
     if (run_dir / "parts").exists():
         store.merge_parts(run_dir)
     meta.update(status="complete", wall_time_s=round(wall + meta.get("wall_time_s", 0.0), 3),
-                students_per_s=round(trained / wall, 2) if wall > 0 else None,
+                students_per_s=round(trained / wall, 2) if wall > 0 and trained else meta.get("students_per_s"),
                 finished=_dt.datetime.now().isoformat(timespec="seconds"))
     store.write_json(meta, run_dir / "meta.json")
     return summarize(run_dir, wall=wall, trained=trained, groups=len(specs))
 
 
-def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, result: dict, run_id: str) -> None:
+def _jsonable(rep: dict) -> dict:
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in rep.items()}
+
+
+def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, result: dict, run_id: str,
+                 mode: str = "grid", extra: dict | None = None) -> None:
+    """Write one chunk's parts: curves, then ``extra`` tables ({name: (DataFrame, schema)}), then the
+    students part, the marker that the chunk is done. ``result["mode"]`` (per student) overrides ``mode``."""
     ids = result["student_id"]
     rows = students.set_index("student_id").loc[ids].reset_index()
     rows.insert(0, "run_id", run_id)
     rows["log_steps"] = rows["log_steps"].map(lambda v: None if v is None or v != v else ",".join(map(str, v)))
     rows["formulation"] = spec.formulation
+    rows["mode"] = result["mode"] if "mode" in result else mode
     rows["final_train_loss"] = result["train_loss"][:, -1]
     rows["final_test_loss"] = result["test_loss"][:, -1]
     rows["diverged"] = result["diverged"]
@@ -182,6 +223,8 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, result:
                            "test_loss": result["test_loss"].reshape(-1).astype(np.float64)})
     # curves first: a students row is the marker that the student is done (see done_student_ids)
     store.write_table(curves, run_dir / "parts" / f"{stem}.curves.parquet", store.CURVE_SCHEMA)
+    for name, (table, schema) in (extra or {}).items():
+        store.write_table(table, run_dir / "parts" / f"{stem}.{name}.parquet", schema)
     store.write_table(rows, run_dir / "parts" / f"{stem}.students.parquet")
 
 

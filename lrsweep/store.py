@@ -6,8 +6,9 @@ Layout of a run (``results/<name>/<run_id>/``)::
     meta.json          versions, device, status (running | complete), wall time, students/s
     students.parquet   one row per student (hyperparameters, final metrics, divergence)
     curves.parquet     one row per student per logged step
-    parts/             while running: one students/curves file pair per chunk (crash-safe);
-                       merged into the two tables above when the run completes
+    poly.parquet       loss-polynomial coefficients of the groups run in poly mode (lrsweep.poly)
+    parts/             while running: one students/curves file pair per chunk (crash-safe; plus a
+                       poly file for poly chunks); merged into the tables above at completion
 
 Every file is written to a temporary name in the same directory and renamed, so a killed run
 never leaves a truncated file. Readers unify the schemas of all files, so columns added by a
@@ -30,7 +31,7 @@ import yaml
 CURVE_SCHEMA = pa.schema([("run_id", pa.string()), ("student_id", pa.int64()), ("step", pa.int64()),
                           ("train_loss", pa.float64()), ("test_loss", pa.float64())])
 # Columns with a fixed type whatever the data (the rest are inferred and unified on read).
-STUDENT_TYPES = {"run_id": pa.string(), "student_id": pa.int64(), "group_id": pa.int64(),
+STUDENT_TYPES = {"run_id": pa.string(), "mode": pa.string(), "student_id": pa.int64(), "group_id": pa.int64(),
                  "seed": pa.int64(), "n_layers": pa.int64(), "width": pa.int64(), "input_dim": pa.int64(),
                  "n_train": pa.int64(), "steps": pa.int64(), "init": pa.string(), "activation": pa.string(),
                  "lr_total": pa.float64(), "final_train_loss": pa.float64(), "final_test_loss": pa.float64(),
@@ -95,6 +96,19 @@ def _table_files(run: Path, table: str) -> list[Path]:
     return sorted((run / "parts").glob(f"*.{table}.parquet"))
 
 
+def marked_parts(run: Path, table: str) -> list[Path]:
+    """Files of ``table``: the merged table, or the parts whose chunk finished (its students part exists).
+
+    A part written before the crash of its chunk (no students part, the done marker) is left out,
+    so a resumed chunk is never counted twice.
+    """
+    run = Path(run)
+    files = _table_files(run, table)
+    if table == "students" or (run / f"{table}.parquet").exists():
+        return files
+    return [f for f in files if f.with_name(f.name[: -len(f".{table}.parquet")] + ".students.parquet").exists()]
+
+
 def read_table(files: list[Path]) -> pd.DataFrame:
     """Read Parquet files with one unified schema (columns missing in some files become null)."""
     files = [str(f) for f in files]
@@ -142,7 +156,7 @@ def load(path: str | Path, table: str = "curves") -> pd.DataFrame:
         if table == "students" or students.empty:
             frames.append(students)
             continue
-        curves = read_table(_table_files(run, "curves"))
+        curves = read_table(marked_parts(run, "curves"))
         frames.append(curves.merge(students, on=["run_id", "student_id"], how="left"))
     frames = [f for f in frames if not f.empty]
     if not frames:
@@ -151,15 +165,27 @@ def load(path: str | Path, table: str = "curves") -> pd.DataFrame:
 
 
 def merge_parts(run: Path) -> None:
-    """Fold the per-chunk parts into students.parquet / curves.parquet, then remove them."""
+    """Fold the per-chunk parts into students.parquet / curves.parquet (and poly.parquet, the
+    coefficients of poly-mode groups, where there are any), then remove them."""
     for table in ("students", "curves"):
-        parts = sorted((run / "parts").glob(f"*.{table}.parquet"))
+        parts = marked_parts(run, table)  # a curves part whose chunk crashed before its students part: dropped
         df = read_table(parts)
         if table == "students" and not df.empty:
             df = df.sort_values("student_id", kind="stable")
         elif not df.empty:
             df = df.sort_values(["student_id", "step"], kind="stable")
         write_table(df, run / f"{table}.parquet", CURVE_SCHEMA if table == "curves" else None)
+    poly_parts = marked_parts(run, "poly")
+    if poly_parts:
+        schema = pa.unify_schemas([pq.read_schema(f) for f in poly_parts], promote_options="permissive")
+        df = read_table(poly_parts)
+        # a resumed instance is recomputed whole: keep one copy of each (instance, step, monomial)
+        key = [c for c in df.columns if c not in ("run_id", "lr_scale", "train_coef", "test_coef")]
+        df = df.drop_duplicates(subset=key, keep="last").sort_values(key, kind="stable")
+        for f in schema:
+            if pa.types.is_integer(f.type):  # e_k of groups with fewer layers are null
+                df[f.name] = df[f.name].astype("Int64")
+        write_table(df, run / "poly.parquet", schema)
     for f in (run / "parts").glob("*.parquet"):
         f.unlink()
     (run / "parts").rmdir()

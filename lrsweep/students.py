@@ -14,6 +14,7 @@ s is the identity (``linear``) or ReLU, applied after every hidden layer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -63,6 +64,16 @@ def _sign_fixed_q(q, r):
     return q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
 
 
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    import threadpoolctl
+    return threadpoolctl.ThreadpoolController()
+
+
+def _one_blas_thread():
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
 def _orthonormalize_host(g):
     """QR on the host (numpy LAPACK), batched over leading axes, for the CPU backend.
 
@@ -75,7 +86,8 @@ def _orthonormalize_host(g):
     """
     def host(a):
         a = np.asarray(a)
-        q, r = np.linalg.qr(a)
+        with _one_blas_thread():  # XLA's threads own the cores; BLAS threads would oversubscribe them
+            q, r = np.linalg.qr(a)
         return (q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]).astype(a.dtype)
     return jax.pure_callback(host, jax.ShapeDtypeStruct(g.shape, g.dtype), g, vmap_method="expand_dims")
 

@@ -32,3 +32,18 @@ def train_config(cfg: dict, chunk_size=None, max_memory=None):
             for i, sid in enumerate(res["student_id"]):
                 out[int(sid)] = {k: np.asarray(v[i]) for k, v in res.items() if k != "student_id"}
     return students, out
+
+
+def cli_main(argv):
+    """Run the CLI in-process; return (exit code, stdout, stderr). argparse errors exit via SystemExit."""
+    import contextlib
+    import io
+
+    from lrsweep import cli
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = cli.main([str(a) for a in argv])
+        except SystemExit as e:
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()

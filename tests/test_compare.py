@@ -149,3 +149,29 @@ def test_theory_at_h_100_balanced_is_not_a_local_min_on_the_widest_line():
     """Seed 000 Fig. 13: at h = 100 (below Cor. 5.4's width) the balanced split stops being optimal."""
     lines = _authors_lines("layer_balancing.two_layer_orthonormal_target", 100, [2000])
     assert (lines.set_index("step")["predicted_balanced_local_min"] == 0).all()
+
+
+def test_poly_run_gives_exact_line_answers_and_dense_heatmap(tmp_path):
+    """A poly-mode run: the experiment's line polynomial goes through the trained seed means, its
+    argmin is no worse than any grid point, and `lrsweep plot` draws the dense heat map from it."""
+    cfg = {"name": "polylines", "seeds": [0, 1, 2],
+           "task": {"input_dim": 16, "n_train": 16, "design": "orthogonal", "target": "orthonormal"},
+           "model": {"parameterization": "paper_2nn", "n_layers": 2, "width": 16},
+           "init": "orthogonal", "train": {"steps": 2, "mode": "poly"}, "grid": {"lr_line": [60, 100]}}
+    run = _run_in_subprocess(cfg, tmp_path)
+    table, lines, _ = compare.write_comparison(run, ["layer_balancing.two_layer_orthonormal_target"])
+    assert (lines["line_method"] == "polynomial").all() and len(lines) == 4
+    along = compare.polynomial_lines(run)
+    for _, line in lines.iterrows():
+        g = table[(table["lr_line"] == line["lr_line"]) & (table["step"] == line["step"])]
+        total = float((g["lr_1"] + g["lr_2"]).iloc[0])
+        loss = along(g, int(line["step"]), total)
+        np.testing.assert_allclose(loss(g["lr_1"].to_numpy(float)), g["mean"].to_numpy(), rtol=1e-9)
+        assert loss(np.array([line["exact_argmin_eta_1"]]))[0] <= g["mean"].min() * (1 + 1e-12)
+        grid_verdict = line["balanced_local_min_grid"]
+        if grid_verdict == grid_verdict and abs(line["balanced_curvature"]) > 1e-6:
+            assert grid_verdict == line["balanced_local_min"]
+    proc = subprocess.run([sys.executable, "-m", "lrsweep.cli", "plot", str(run), "--dense", "50"],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run / "plots" / "heatmap_dense_g0000.png").stat().st_size > 10_000

@@ -188,7 +188,8 @@ def test_zip_list_of_groups_and_lr_zip():
     assert sorted(set(lr_pairs(df, 2))) == [(1.0, 4.0), (2.0, 5.0), (3.0, 6.0)]
 
 
-@pytest.mark.parametrize("path", [p for p, f in config.FIELDS.items() if p != "name" and f.default is not None])
+@pytest.mark.parametrize("path", [p for p, f in config.FIELDS.items()
+                                  if p != "name" and f.default is not None and f.axis])
 def test_every_scalar_field_can_be_an_axis(path):
     field = config.FIELDS[path]
     cfg = base(**{path: [field.default], "lr": [1.0]})
