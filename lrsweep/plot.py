@@ -141,7 +141,8 @@ def dense_heatmaps(run: Path, curves: pd.DataFrame, out_dir: Path, n: int = 400)
             finite = mean[np.isfinite(mean) & (mean > 0)]
             wide = len(finite) and finite.max() > 20 * finite.min()
             norm = colors.LogNorm(finite.min(), finite.max()) if wide else None
-            im = ax.pcolormesh(grid_1, grid_2, np.ma.masked_invalid(mean), cmap="magma", norm=norm, shading="auto")
+            im = ax.pcolormesh(grid_1, grid_2, np.ma.masked_invalid(mean), cmap="magma", norm=norm, shading="auto",
+                               rasterized=True)
             ax.plot(e1, e1, color="white", lw=0.6, ls=":", label=r"$\eta_1 = \eta_2$")
             ax.set_xlim(e1[0], e1[-1])
             ax.set_ylim(e2[0], e2[-1])
