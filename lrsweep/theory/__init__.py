@@ -39,42 +39,31 @@ def _gaussian_init(loss):
     return fn
 
 
+_LB = layer_balancing
+# name: (fn, parameterization, n_layers, init (= design), target, steps, exact, extra args, reference)
+_TABLE = {
+    "two_layer": (partial(_LB.two_layer_orthogonal_loss, target="gaussian"), "paper_2nn", 2, "orthogonal",
+                  "gaussian", (1, 2), True, (), "Sec. 5 (derived here for the Gaussian target)"),
+    "two_layer_orthonormal_target": (partial(_LB.two_layer_orthogonal_loss, target="orthonormal"), "paper_2nn", 2,
+                                     "orthogonal", "orthonormal", (1, 2), True, (),
+                                     "Sec. 5 (authors' experiment target Q/sqrt(d))"),
+    "two_layer_published": (_LB.two_layer_loss_published, "paper_2nn", 2, "orthogonal", "orthonormal", (1, 2),
+                            False, (), "Sec. 5, authors' theory code"),
+    "two_layer_gaussian_init": (_gaussian_init(_LB.two_layer_loss), "paper_2nn", 2, "gaussian", "gaussian", (1,),
+                                True, ("n", "d"), "App. E.2.1 (derived here)"),
+    "three_layer": (_LB.three_layer_orthogonal_loss, "paper_deep", 3, "orthogonal", "gaussian", (1, 2), True, (),
+                    "Sec. 5 three-layer theorems (exact in h, derived here)"),
+    "three_layer_published": (_LB.three_layer_loss_published, "paper_deep", 3, "orthogonal", "gaussian", (1, 2),
+                              False, (), "authors' theory code (leading order in 1/h)"),
+    "three_layer_gaussian_init": (_gaussian_init(_LB.three_layer_loss), "paper_deep", 3, "gaussian", "gaussian",
+                                  (1,), True, ("n", "d"), "App. E.2.2 (derived here)"),
+}
+
 THEORIES = {
-    "layer_balancing.two_layer": _entry(
-        partial(layer_balancing.two_layer_orthogonal_loss, target="gaussian"),
-        parameterization="paper_2nn", n_layers=2, init="orthogonal", design="orthogonal",
-        target="gaussian", steps=(1, 2), exact=True,
-        reference=f"{_SEED}, Sec. 5 (derived here for the Gaussian target)"),
-    "layer_balancing.two_layer_orthonormal_target": _entry(
-        partial(layer_balancing.two_layer_orthogonal_loss, target="orthonormal"),
-        parameterization="paper_2nn", n_layers=2, init="orthogonal", design="orthogonal",
-        target="orthonormal", steps=(1, 2), exact=True,
-        reference=f"{_SEED}, Sec. 5 (authors' experiment target Q/sqrt(d))"),
-    "layer_balancing.two_layer_published": _entry(
-        layer_balancing.two_layer_loss_published,
-        parameterization="paper_2nn", n_layers=2, init="orthogonal", design="orthogonal",
-        target="orthonormal", steps=(1, 2), exact=False,
-        reference=f"{_SEED}, Sec. 5, authors' theory code"),
-    "layer_balancing.two_layer_gaussian_init": _entry(
-        _gaussian_init(layer_balancing.two_layer_loss),
-        parameterization="paper_2nn", n_layers=2, init="gaussian", design="gaussian",
-        target="gaussian", steps=(1,), exact=True, extra=("n", "d"),
-        reference=f"{_SEED}, App. E.2.1 (derived here)"),
-    "layer_balancing.three_layer": _entry(
-        layer_balancing.three_layer_orthogonal_loss,
-        parameterization="paper_deep", n_layers=3, init="orthogonal", design="orthogonal",
-        target="gaussian", steps=(1, 2), exact=True,
-        reference=f"{_SEED}, Sec. 5 three-layer theorems (exact in h, derived here)"),
-    "layer_balancing.three_layer_published": _entry(
-        layer_balancing.three_layer_loss_published,
-        parameterization="paper_deep", n_layers=3, init="orthogonal", design="orthogonal",
-        target="gaussian", steps=(1, 2), exact=False,
-        reference=f"{_SEED}, authors' theory code (leading order in 1/h)"),
-    "layer_balancing.three_layer_gaussian_init": _entry(
-        _gaussian_init(layer_balancing.three_layer_loss),
-        parameterization="paper_deep", n_layers=3, init="gaussian", design="gaussian",
-        target="gaussian", steps=(1,), exact=True, extra=("n", "d"),
-        reference=f"{_SEED}, App. E.2.2 (derived here)"),
+    f"layer_balancing.{name}": _entry(fn, parameterization=par, n_layers=n_layers, init=init, design=init,
+                                      target=target, steps=steps, exact=exact, extra=extra,
+                                      reference=f"{_SEED}, {ref}")
+    for name, (fn, par, n_layers, init, target, steps, exact, extra, ref) in _TABLE.items()
 }
 
 __all__ = ["THEORIES", "layer_balancing"]

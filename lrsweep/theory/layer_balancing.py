@@ -197,6 +197,15 @@ def two_layer_loss_published(eta_1, eta_2, h, steps=1):
 # 2-NN, Gaussian init (App. E)
 # ----------------------------------------------------------------------------------------------
 
+def _gaussian_args(eta_1, eta_2, h, n, d):
+    """Broadcast float64 (eta_1, eta_2, h, n, d) with n, d defaulting to h, and m = d + n + 1
+    (the Wishart moment factor E (X^T X)^2 = n m I of the Gaussian design, App. E)."""
+    n = h if n is None else n
+    d = h if d is None else d
+    e1, e2, h, n, d = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (eta_1, eta_2, h, n, d)))
+    return e1, e2, h, n, d, d + n + 1
+
+
 def two_layer_gaussian_init_loss(eta_1, eta_2, h, n=None, d=None):
     r"""Exact expected test loss after ONE signal-only step, 2-NN, Gaussian init and Gaussian design.
 
@@ -229,10 +238,7 @@ def two_layer_gaussian_init_loss(eta_1, eta_2, h, n=None, d=None):
     Returns:
       float64 array (exact in n, d, h).
     """
-    n = h if n is None else n
-    d = h if d is None else d
-    e1, e2, h, n, d = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (eta_1, eta_2, h, n, d)))
-    m = d + n + 1
+    e1, e2, h, n, d, m = _gaussian_args(eta_1, eta_2, h, n, d)
     K = (h * (d**3 * n + 2 * d**2 * n**2 + 2 * d**2 * n + 8 * d**2 + d * n**3 + 2 * d * n**2
               + 21 * d * n + 20 * d + 8 * n**2 + 20 * n + 20)
          + 2 * (d**3 + 6 * d**2 * n + 6 * d**2 + 6 * d * n**2 + 17 * d * n + 21 * d + n**3
@@ -365,10 +371,7 @@ def three_layer_gaussian_init_loss(eta_1, eta_2, h, n=None, d=None):
     Returns:
       float64 array (exact in n, d, h).
     """
-    n = h if n is None else n
-    d = h if d is None else d
-    e1, e2, h, n, d = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (eta_1, eta_2, h, n, d)))
-    m = d + n + 1
+    e1, e2, h, n, d, m = _gaussian_args(eta_1, eta_2, h, n, d)
     return ((d + 1) / h - 2 * e2 / h - 2 * d * e1 / h**2
             + e1**2 * d * (h + 2) ** 2 * m / (h**5 * n)
             + e2**2 * (h + 2) * (d + h + 1) * m / (d * h**3 * n)
