@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="results", help="results root (default: results)")
     r.add_argument("--x64", action="store_true", help="train in float64 (default float32)")
     r.add_argument("--max-memory", type=parse_bytes, default=None,
-                   help="memory budget per chunk, e.g. 2GB (default: half the accelerator, or 1/4 of RAM <= 4GiB)")
+                   help="memory budget per chunk, e.g. 2GB (default: half the accelerator; on the CPU 64 MiB, "
+                        "or room for 32 students up to 1/8 of RAM when students are large)")
     r.add_argument("--chunk-size", type=_positive_int, default=None, help="cap on students per compiled call")
     r.add_argument("--mode", choices=("auto", "grid", "poly"), default=None,
                    help="override train.mode: grid trains every student, poly evaluates exact loss polynomials "
