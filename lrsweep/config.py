@@ -100,8 +100,11 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "seed 000 Sec. 4 (linear paper_2nn / paper_deep students).", choices=("exact", "signal_only")),
     Field("train.formulation", "str", "auto",
           "How a step is computed: `moments` (linear MSE students, data enter through X^T X/n, X^T y/n), "
-          "`autodiff` (jax.grad on the data), `auto` (moments where it applies).",
-          choices=("auto", "moments", "autodiff")),
+          "`lowrank` (moments, and the weights kept as the instance's initial weights plus one rank-one "
+          "update per step: linear students with one output under gd), `autodiff` (jax.grad on the data), "
+          "`auto` (lowrank where it applies and T (rows + columns) < rows x columns, else moments for linear "
+          "students, else autodiff). Same numbers either way.",
+          choices=("auto", "moments", "lowrank", "autodiff")),
     Field("train.mode", "str", "auto",
           "How a group is computed: `grid` (train every student, lrsweep.engine), `poly` (linear students under "
           "gd: exact loss polynomials in the learning rates, one coefficient computation per seed, "

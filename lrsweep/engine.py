@@ -23,7 +23,6 @@ from typing import Iterator, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from lrsweep import steps as steps_lib
 from lrsweep.optim import make_optimizer
@@ -60,8 +59,10 @@ class GroupSpec:
             logs = tuple(sorted(set(row["log_steps"]) | {0, steps}))
         else:
             logs = tuple(sorted(set(range(0, steps + 1, int(row["log_every"]))) | {steps}))
-        return cls(arch, task, row["init"], row["optimizer"], steps, logs, row["gradient"],
-                   steps_lib.resolve_formulation(row["formulation"], arch), float(row["diverge_factor"]))
+        formulation = steps_lib.resolve_formulation(row["formulation"], arch, row["optimizer"], steps,
+                                                    row["teacher_activation"])
+        return cls(arch, task, row["init"], row["optimizer"], steps, logs, row["gradient"], formulation,
+                   float(row["diverge_factor"]))
 
     @property
     def n_logs(self) -> int:
@@ -77,8 +78,12 @@ class StudentResult(NamedTuple):
 
 
 def make_train_one(spec: GroupSpec):
-    """``train_one(params0, inst, lr_per_layer) -> StudentResult`` for ONE student (pure)."""
-    loss_and_grads = steps_lib.FORMULATIONS[spec.formulation]
+    """``train_one(params0, inst, lr_per_layer) -> StudentResult`` for ONE student (pure).
+
+    ``params0`` are the instance's initial weights; the trained state starts from them
+    (:class:`lrsweep.steps.Formulation`: the weights themselves, or low-rank corrections to them).
+    """
+    form = steps_lib.FORMULATIONS[spec.formulation]
     log_slot = np.full(spec.steps + 1, -1, np.int32)
     log_slot[list(spec.log_steps)] = np.arange(spec.n_logs)
 
@@ -107,24 +112,26 @@ def make_train_one(spec: GroupSpec):
         tx = make_optimizer(spec.optimizer, lr_per_layer)
         nan_buf = jnp.full((spec.n_logs,), jnp.nan, dtype)
         carry = (jnp.array(True), jnp.zeros((), dtype), jnp.array(-1, jnp.int32), nan_buf, nan_buf)
+        loss_and_grads = lambda params: form.loss_and_grads(spec.arch, params0, params, inst, spec.gradient)
 
         def body(state, t):
             params, opt_state, carry = state
-            loss, grads, w_eff = loss_and_grads(spec.arch, params, inst, spec.gradient)
+            loss, grads, w_eff, aux = loss_and_grads(params)
             carry = observe(t, params, inst, loss, w_eff, carry)
             updates, new_opt_state = tx.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
+            new_params = form.apply(params, updates, aux, t)
             alive = carry[0]
             keep = lambda new, old: jnp.where(alive, new, old)  # freeze diverged students
             params = jax.tree_util.tree_map(keep, new_params, params)
             opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
             return (params, opt_state, carry), None
 
-        state = (params0, tx.init(params0), carry)
+        params = form.init(spec.arch, params0, spec.steps)
+        state = (params, tx.init(params), carry)
         if spec.steps > 0:
             state, _ = jax.lax.scan(body, state, jnp.arange(spec.steps, dtype=jnp.int32))
         params, _, carry = state
-        loss, _, w_eff = loss_and_grads(spec.arch, params, inst, spec.gradient)
+        loss, _, w_eff, _ = loss_and_grads(params)
         alive, _, div_step, train_buf, test_buf = observe(spec.steps, params, inst, loss, w_eff, carry)
         return StudentResult(train_buf, test_buf, ~alive, div_step)
 
@@ -148,7 +155,7 @@ class ChunkFn(NamedTuple):
     train: object
 
     def instances(self, hp: InstanceHparams):
-        return make_instances(self.spec.task, self.spec.arch, self.spec.init, self.spec.formulation == "moments", hp)
+        return make_instances(self.spec.task, self.spec.arch, self.spec.init, self.spec.formulation != "autodiff", hp)
 
 
 def make_chunk_fn(spec: GroupSpec) -> ChunkFn:
@@ -178,7 +185,10 @@ class Chunk:
 def bytes_per_student(spec: GroupSpec, dtype_bytes: int) -> int:
     """Rough peak memory of one student inside a chunk (params, grads, update, temporaries)."""
     arch, task = spec.arch, spec.task
-    per = 4 * arch.n_params + 2 * spec.n_logs + 16
+    state = arch.n_params
+    if spec.formulation == "lowrank":
+        state = max(spec.steps, 1) * sum(r + c for r, c in arch.shapes)
+    per = 4 * state + 2 * spec.n_logs + 16
     if spec.formulation == "autodiff":
         n = task.n_train + (0 if arch.is_linear else task.n_test)
         per += 3 * n * (arch.width * arch.n_trainable + arch.output_dim)
@@ -212,7 +222,9 @@ def plan_chunks(spec: GroupSpec, students, *, max_memory: int, dtype_bytes: int,
     per_inst = bytes_per_instance(spec, dtype_bytes)
     cap = chunk_size or max(1, max_memory // per_student)
     p = max(1, min(n_points, cap, max(1, (max_memory - per_inst) // per_student)))
+    p = math.ceil(n_points / math.ceil(n_points / p))  # as many chunks, evenly filled: less padding
     u = max(1, min(n_inst, cap // p, max(1, max_memory // (p * per_student + per_inst))))
+    u = math.ceil(n_inst / math.ceil(n_inst / u))
     if n_devices > 1:
         u = n_devices * math.ceil(u / n_devices)
     lr_cols = [f"lr_{i}" for i in range(1, spec.arch.n_trainable + 1)]

@@ -347,8 +347,8 @@ def qualifies(spec) -> str | None:
         return f"the teacher is not linear (task.teacher_activation: {spec.task.teacher_activation})"
     if spec.optimizer != "gd":
         return f"train.optimizer is {spec.optimizer}, not gd"
-    if spec.formulation != "moments":
-        return f"train.formulation is {spec.formulation} (poly mode is the moments formulation)"
+    if spec.formulation == "autodiff":
+        return "train.formulation is autodiff (poly mode works on the data moments)"
     return None
 
 

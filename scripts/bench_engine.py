@@ -4,9 +4,13 @@ For each case (parameterization, activation, formulation) x width h x n_layers L
 measured in one run on jax.devices()[0]:
   - engine student-steps/s (all chunks of a group, timed after a warm-up call, compile excluded)
     versus a careful per-student loop (one jitted optax step, Python loop over students x steps);
-  - for matrix-matrix-bound students: useful GFLOP/s versus a measured square jnp.matmul;
+  - for matrix-matrix-bound students: useful GFLOP/s versus a measured large square jnp.matmul
+    (%peak) and versus a batched matmul of the students' own shape (%bmm: what small matmuls
+    reach on this device);
   - for matrix-vector students (paper_deep linear, moments): GB/s versus a measured array read
-    (jnp.sum; an x * 1.5 copy is printed too).
+    (jnp.sum; an x * 1.5 copy is printed too);
+  - the same students in the ``lowrank`` formulation (shared initial weights, rank-one updates:
+    matrix-matrix products per instance), GFLOP/s versus matmul; its loop is the dense moments loop.
 
     python scripts/bench_engine.py            # GPU sizes
     python scripts/bench_engine.py --quick    # < 2 min smoke run on a small CPU
@@ -28,7 +32,7 @@ from lrsweep.tasks import InstanceHparams, make_instance
 # (parameterization, activation, formulation, bound): "flop" = matrix-matrix, "bytes" = matrix-vector.
 CASES = [("paper_2nn", "linear", "moments", "flop"), ("paper_2nn", "linear", "autodiff", "flop"),
          ("paper_deep", "relu", "autodiff", "flop"), ("standard", "relu", "autodiff", "flop"),
-         ("paper_deep", "linear", "moments", "bytes")]
+         ("paper_deep", "linear", "moments", "bytes"), ("paper_deep", "linear", "lowrank", "flop")]
 
 
 def timed(fn, repeats: int) -> float:
@@ -58,6 +62,20 @@ def device_peaks(n_mm: int, n_words: int, dtype, repeats: int) -> tuple[float, f
     return tuple(rates)
 
 
+_BATCHED = {}
+
+
+def batched_matmul_peak(batch: int, h: int, dtype, repeats: int) -> float:
+    """FLOP/s of jnp.matmul on (batch, h, h) x (batch, h, h): the students' own matmul shape, the
+    ceiling for matrix-matrix students of width h batched `batch` at a time on this device."""
+    if (batch, h) not in _BATCHED:
+        a = jax.random.normal(jax.random.PRNGKey(1), (batch, h, h), dtype)
+        fn = jax.jit(jnp.matmul)
+        jax.block_until_ready(fn(a, a))
+        _BATCHED[batch, h] = 2.0 * batch * h ** 3 / timed(lambda: jax.block_until_ready(fn(a, a)), repeats)
+    return _BATCHED[batch, h]
+
+
 def make_students(par, act, form, h, L, n_students, n_inst, steps, n_factor):
     """Config dict -> load_config -> expand_grid: n_inst seeds x (n_students / n_inst) learning rates."""
     n = n_factor * h
@@ -83,6 +101,13 @@ def useful_flops(spec: engine.GroupSpec) -> float:
     Metrics (loss at log steps, sampled test loss) and instance generation are not counted.
     """
     arch, n = spec.arch, spec.task.n_train
+    if spec.formulation == "lowrank":
+        # shared W^0 products: m forward, m - 1 backward (2 r c each) and S w (2 d^2); each of the
+        # 2m - 1 applications of a low-rank correction L^T (R x) costs 2 T (r + c) (T = steps rows).
+        T, m = spec.steps, arch.n_trainable
+        fwd = sum(2.0 * r * c + 2.0 * T * (r + c) for r, c in arch.shapes)
+        bwd = sum(2.0 * r * c + 2.0 * T * (r + c) for r, c in arch.shapes[:-1])
+        return fwd + bwd + 2.0 * arch.input_dim ** 2
     if spec.formulation == "moments":
         assert arch.parameterization == "paper_2nn", "moments is counted in bytes for vector heads"
         d, h = arch.input_dim, arch.width
@@ -106,8 +131,10 @@ def bytes_moved(spec: engine.GroupSpec, points: int, itemsize: int) -> float:
 
 
 def bench_engine(spec, students, max_memory, repeats) -> tuple[float, int]:
-    """Student-steps/s of the engine over all chunks of the group, and the chunk's points p."""
+    """Student-steps/s of the engine over all chunks of the group, the chunk's points p and its
+    students u * p."""
     itemsize = jnp.dtype(jnp.result_type(float)).itemsize
+    max_memory = max_memory or engine.default_max_memory(spec)  # the runner's default
     (u, p), chunks = engine.plan_chunks(spec, students, max_memory=max_memory, dtype_bytes=itemsize)
     chunk_fn = engine.make_chunk_fn(spec)
     # Instances (initial weights, data moments) are built before the clock starts, as for the loop:
@@ -119,17 +146,22 @@ def bench_engine(spec, students, max_memory, repeats) -> tuple[float, int]:
             instances[key(c)] = jax.block_until_ready(chunk_fn.instances(engine.chunk_hparams(c)))
     engine.run_chunk(chunk_fn, chunks[0], instances=instances[key(chunks[0])])  # warm-up: compile
     t = timed(lambda: [engine.run_chunk(chunk_fn, c, instances=instances[key(c)]) for c in chunks], repeats)
-    return len(students) * spec.steps / t, p
+    return len(students) * spec.steps / t, p, u * p
 
 
 def bench_loop(spec, students, n_loop, repeats) -> float:
-    """Student-steps/s of the per-student loop: one jitted step, Python loop over students and steps."""
+    """Student-steps/s of the per-student loop: one jitted step, Python loop over students and steps.
+
+    The loop trains the dense weights (moments for linear students, autodiff otherwise): what a
+    careful user writes by hand. The engine's lowrank case is measured against that same loop.
+    """
     dtype = jnp.result_type(float)
-    loss_and_grads = steps_lib.FORMULATIONS[spec.formulation]
+    dense = "autodiff" if spec.formulation == "autodiff" else "moments"
+    loss_and_grads = steps_lib.FORMULATIONS[dense].loss_and_grads
 
     @jax.jit
     def step(params, inst, lrs):
-        loss, grads, _ = loss_and_grads(spec.arch, params, inst, spec.gradient)
+        loss, grads, _, _ = loss_and_grads(spec.arch, None, params, inst, spec.gradient)
         updates, _ = make_optimizer(spec.optimizer, lrs).update(grads, optax.EmptyState())
         return optax.apply_updates(params, updates), loss
 
@@ -139,7 +171,7 @@ def bench_loop(spec, students, n_loop, repeats) -> float:
     for _, row in rows.iterrows():  # the same initial weights and data as the engine's students
         hp = InstanceHparams(jnp.asarray(row["seed"], jnp.uint32), *(jnp.asarray(row[c], dtype) for c in
                                                                     ("noise_std", "target_std", "init_scale")))
-        params0, inst = make_instance(spec.task, spec.arch, spec.init, spec.formulation == "moments", hp, dtype)
+        params0, inst = make_instance(spec.task, spec.arch, spec.init, dense == "moments", hp, dtype)
         setups.append((params0, inst, jnp.asarray(row[lr_cols].to_numpy(np.float64), dtype)))
     jax.block_until_ready(step(*setups[0]))  # compile
 
@@ -159,16 +191,20 @@ def run_case(case, h, L, args, peaks):
     n_students = args.students or max(args.min_students, args.student_budget // h ** 3)
     students = make_students(par, act, form, h, L, n_students, args.instances, args.steps, args.n_factor)
     spec = engine.GroupSpec.from_row(students.iloc[0].to_dict())
-    eng, p = bench_engine(spec, students, args.max_memory, args.repeats)
+    eng, p, per_chunk = bench_engine(spec, students, args.max_memory, args.repeats)
     loop = bench_loop(spec, students, min(args.loop_students, len(students)), args.repeats)
     itemsize = jnp.dtype(jnp.result_type(float)).itemsize
+    bmm = ""
     if bound == "flop":
         rate, peak, unit = eng * useful_flops(spec), peaks[0], "GFLOP/s"
+        if form != "lowrank":
+            ceiling = batched_matmul_peak(min(per_chunk, 64), h, jnp.result_type(float), args.repeats)
+            bmm = f"{100 * rate / ceiling:>6.1f}%"
     else:
         rate, peak, unit = eng * bytes_moved(spec, p, itemsize), peaks[1], "GB/s"
     line = (f"{par:<10} {act:<6} {form:<8} {h:>5} {L:>2} {len(students):>6} {spec.steps:>3} {eng:>12.4g} "
             f"{loop:>10.4g} {eng / loop:>7.1f}x {rate / 1e9:>9.3g} {unit:<7} {peak / 1e9:>8.3g} "
-            f"{100 * rate / peak:>6.1f}%")
+            f"{100 * rate / peak:>6.1f}% {bmm:>7}")
     return line, eng / loop, len(students)
 
 
@@ -188,7 +224,7 @@ def parse_args():
     ap.add_argument("--n-factor", type=int, default=2, help="n_train = n_factor * width (input_dim = width)")
     ap.add_argument("--loop-students", type=int, default=None, help="students in the loop (default 32; quick 8)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats, best kept (default 3; quick 2)")
-    ap.add_argument("--max-memory", type=int, default=None, help="engine chunk budget, bytes")
+    ap.add_argument("--max-memory", type=int, default=None, help="engine chunk budget, bytes (default: the runner's, per case)")
     ap.add_argument("--x64", action="store_true", help="float64")
     args = ap.parse_args()
     q = args.quick
@@ -204,7 +240,6 @@ def parse_args():
 def main():
     args = parse_args()
     jax.config.update("jax_enable_x64", args.x64)
-    args.max_memory = args.max_memory or engine.default_max_memory()
     dtype = jnp.result_type(float)
     dev = jax.devices()[0]
     t_start = time.perf_counter()
@@ -214,9 +249,9 @@ def main():
           f"dtype {jnp.dtype(dtype).name}")
     print(f"peaks: matmul {args.mm_size}^2 {mm / 1e9:.3g} GFLOP/s | {args.copy_size * jnp.dtype(dtype).itemsize >> 20}"
           f" MiB: sum (read) {read / 1e9:.3g} GB/s, x*1.5 (read + write) {copy / 1e9:.3g} GB/s; %peak uses "
-          f"matmul, or the sum")
+          f"matmul, or the sum; %bmm: of a batched (students per chunk, h, h) matmul, the same-shape ceiling")
     print(f"{'param':<10} {'act':<6} {'form':<8} {'h':>5} {'L':>2} {'stud':>6} {'stp':>3} {'engine st/s':>12} "
-          f"{'loop st/s':>10} {'ratio':>8} {'engine':>9} {'unit':<7} {'peak':>8} {'%peak':>7}")
+          f"{'loop st/s':>10} {'ratio':>8} {'engine':>9} {'unit':<7} {'peak':>8} {'%peak':>7} {'%bmm':>7}")
     wanted = set(args.cases) if args.cases else None
     target = []
     for h in args.widths:

@@ -3,6 +3,7 @@
 Tolerances: 1e-10 relative in float64 (the two sides sum in different orders, and the moments
 path forms X^T X first; observed gaps are ~1e-14).
 """
+import math
 import os
 import subprocess
 import sys
@@ -32,7 +33,12 @@ CASES = [  # each a tuple
     ("standard", 3, "linear", [0.1, 0.05, 0.15], "autodiff"),
     ("paper_deep", 3, "relu", [1.5, 1.0], "autodiff"),
     ("standard", 3, "relu", [0.2, 0.1, 0.3], "autodiff"),
+    ("paper_deep", 3, "linear", [1.0, 0.5], "lowrank"),
+    ("paper_deep", 2, "linear", [1.0], "lowrank"),
+    ("paper_deep", 4, "linear", [0.75, 0.5, 0.25], "lowrank"),
+    ("standard", 3, "linear", [0.1, 0.05, 0.15], "lowrank"),  # output_dim 1 (lowrank needs one output)
 ]
+FULL_PAIRS = (0, 3, 4, 10)  # cases run with every init x design pair
 
 
 def make_cfg(par, n_layers, act, lrs, formulation, init="orthogonal", design="gaussian", steps=5,
@@ -40,7 +46,7 @@ def make_cfg(par, n_layers, act, lrs, formulation, init="orthogonal", design="ga
     cfg = {"name": "t", "seeds": list(seeds),
            "task": {"input_dim": D, "n_train": N, "design": design, "n_test": 64, **task},
            "model": {"parameterization": par, "n_layers": n_layers, "width": H, "activation": act,
-                     "output_dim": 2},
+                     "output_dim": 1 if formulation == "lowrank" else 2},
            "init": init, "train": {"steps": steps, "formulation": formulation, "gradient": gradient},
            "grid": {f"lr_{i}": [v, 0.5 * v] if i == 1 else v for i, v in enumerate(lrs, 1)}}
     return cfg
@@ -62,7 +68,7 @@ INITS_DESIGNS = [(i, d) for i in ("orthogonal", "gaussian") for d in ("gaussian"
 # Every init x design for the 2-NN and the 3-NN (both formulations); one pair each for the rest,
 # cycling so that every pair meets every parameterization family (keeps CI under its budget).
 REFERENCE_CASES = [case + pair for k, case in enumerate(CASES)
-                   for pair in (INITS_DESIGNS if k in (0, 3, 4) else [INITS_DESIGNS[k % 4]])]
+                   for pair in (INITS_DESIGNS if k in FULL_PAIRS else [INITS_DESIGNS[k % 4]])]
 
 
 @pytest.mark.parametrize("par,n_layers,act,lrs,formulation,init,design", REFERENCE_CASES)
@@ -86,8 +92,10 @@ def test_engine_matches_numpy_reference(x64, par, n_layers, act, lrs, formulatio
 
 
 @pytest.mark.parametrize("par,n_layers,lrs", [("paper_2nn", 2, [5.0, 3.0]), ("paper_deep", 3, [1.0, 0.5])])
-@pytest.mark.parametrize("formulation", ["moments", "autodiff"])
+@pytest.mark.parametrize("formulation", ["moments", "autodiff", "lowrank"])
 def test_signal_only_gradient_matches_reference(x64, par, n_layers, lrs, formulation):
+    if formulation == "lowrank" and par == "paper_2nn":
+        pytest.skip("lowrank needs one output; paper_2nn has h")
     cfg = make_cfg(par, n_layers, "linear", lrs, formulation, design="orthogonal", gradient="signal_only")
     students, results = train_config(cfg)
     for sid, got in results.items():
@@ -119,10 +127,10 @@ def test_init_and_design_distributions(x64):
         assert abs(arr.var() - var) < 5 * se, (arr.shape, arr.var(), var)
 
 
-def _grid_cfg(n_fracs=25, seeds=(0, 1, 2, 3), totals=(1.0, 3.0), steps=6):
+def _grid_cfg(n_fracs=25, seeds=(0, 1, 2, 3), totals=(1.0, 3.0), steps=6, formulation="auto"):
     return {"name": "g", "seeds": list(seeds), "task": {"input_dim": D, "n_train": N},
             "model": {"parameterization": "paper_deep", "n_layers": 3, "width": H},
-            "train": {"steps": steps},
+            "train": {"steps": steps, "formulation": formulation},
             "grid": {"lr_total": list(totals), "lr_1_fraction": {"linspace": [0.0, 1.0, n_fracs]}}}
 
 
@@ -131,7 +139,7 @@ def _by_hparams(students, results):
     return {key(r): results[int(r["student_id"])] for r in students.to_dict("records")}
 
 
-@pytest.mark.parametrize("formulation", ["moments", "autodiff"])
+@pytest.mark.parametrize("formulation", ["moments", "autodiff", "lowrank"])
 def test_batch_and_chunk_independence(x64, formulation):
     """A student's curve does not depend on its neighbours, its place in the grid or the chunk size.
 
@@ -139,8 +147,7 @@ def test_batch_and_chunk_independence(x64, formulation):
     chunk of one point per instance is a matrix-vector product, a larger one a batched matmul),
     and the kernels sum in different orders, so the last bit can differ (seen: 1 ulp).
     """
-    cfg = _grid_cfg()
-    cfg["train"]["formulation"] = formulation
+    cfg = _grid_cfg(formulation=formulation)
     students, full = train_config(cfg)
     assert len(students) == 200
     full = _by_hparams(students, full)
@@ -149,7 +156,7 @@ def test_batch_and_chunk_independence(x64, formulation):
         for key, res in _by_hparams(s2, r2).items():
             np.testing.assert_allclose(res["test_loss"], full[key]["test_loss"], rtol=1e-12, atol=0)
     # one student alone, with a different seed list and grid around it
-    alone = _grid_cfg(n_fracs=1, seeds=[2], totals=[3.0])
+    alone = _grid_cfg(n_fracs=1, seeds=[2], totals=[3.0], formulation=formulation)
     alone["grid"] = {"lr_1": 0.75, "lr_2": 2.25}
     s3, r3 = train_config(alone)
     (key, res), = _by_hparams(s3, r3).items()
@@ -157,9 +164,10 @@ def test_batch_and_chunk_independence(x64, formulation):
     np.testing.assert_allclose(res["test_loss"], full[(2, 0.75, 2.25)]["test_loss"], rtol=1e-12, atol=0)
 
 
-def test_divergence_isolated(x64):
+@pytest.mark.parametrize("formulation", ["moments", "lowrank"])
+def test_divergence_isolated(x64, formulation):
     """Half the grid diverges: the other half is bit-identical to a run without them."""
-    cfg = _grid_cfg(n_fracs=5, totals=(1.0, 2.0, 400.0, 800.0), steps=8)
+    cfg = _grid_cfg(n_fracs=5, totals=(1.0, 2.0, 400.0, 800.0), steps=8, formulation=formulation)
     students, res = train_config(cfg, chunk_size=5)  # same (u, p) chunk shape in both runs
     big = students["lr_total"] > 100
     div = {int(s): res[int(s)]["diverged"] for s in students["student_id"]}
@@ -170,16 +178,17 @@ def test_divergence_isolated(x64):
         k = int(r["diverged_step"])
         assert 0 <= k <= 8
         assert np.all(np.isnan(r["test_loss"][k:])) and np.all(np.isfinite(r["test_loss"][:k]))
-    clean = _grid_cfg(n_fracs=5, totals=(1.0, 2.0), steps=8)
+    clean = _grid_cfg(n_fracs=5, totals=(1.0, 2.0), steps=8, formulation=formulation)
     s2, r2 = train_config(clean, chunk_size=5)
     full = _by_hparams(students, res)
     for key, r in _by_hparams(s2, r2).items():
         np.testing.assert_array_equal(r["test_loss"], full[key]["test_loss"])
 
 
-def test_float32_divergence_does_not_warn_or_poison(recwarn):
+@pytest.mark.parametrize("formulation", ["moments", "lowrank"])
+def test_float32_divergence_does_not_warn_or_poison(recwarn, formulation):
     """Default float32: inf/NaN students are recorded quietly and finite ones stay finite."""
-    cfg = _grid_cfg(n_fracs=3, totals=(1.0, 1e5), steps=4)
+    cfg = _grid_cfg(n_fracs=3, totals=(1.0, 1e5), steps=4, formulation=formulation)
     students, res = train_config(cfg)
     for s in students.to_dict("records"):
         r = res[int(s["student_id"])]
@@ -212,7 +221,8 @@ def test_log_steps_subset_equals_dense_curve(x64):
 
 
 def test_multi_device_sharding_matches_single_device(tmp_path):
-    """8 simulated CPU devices (instance axis sharded) give the same curves as one device."""
+    """8 simulated CPU devices (instance axis sharded) give the same curves as one device (dense
+    and low-rank formulations)."""
     script = textwrap.dedent(f"""
         import json, sys
         import jax
@@ -220,9 +230,11 @@ def test_multi_device_sharding_matches_single_device(tmp_path):
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
         from conftest import train_config
         from test_engine import _grid_cfg
-        students, res = train_config(_grid_cfg(n_fracs=5, seeds=list(range(6))))
-        print(json.dumps({{"n_dev": jax.device_count(),
-                          "curves": {{str(k): v["test_loss"].tolist() for k, v in res.items()}}}}))
+        curves = {{}}
+        for form in ("moments", "lowrank"):
+            students, res = train_config(_grid_cfg(n_fracs=5, seeds=list(range(6)), formulation=form))
+            curves.update({{f"{{form}}{{k}}": v["test_loss"].tolist() for k, v in res.items()}})
+        print(json.dumps({{"n_dev": jax.device_count(), "curves": curves}}))
     """)
     out = {}
     for n_dev in (1, 8):
@@ -236,3 +248,42 @@ def test_multi_device_sharding_matches_single_device(tmp_path):
     assert out[1]["curves"].keys() == out[8]["curves"].keys()
     for k, v in out[1]["curves"].items():
         np.testing.assert_allclose(out[8]["curves"][k], v, rtol=1e-12)
+
+
+def test_auto_formulation_and_lowrank_rejections():
+    """auto picks lowrank exactly where its T (r + c) rows per layer are smaller than the weights;
+    an explicit lowrank where it cannot apply is a config error naming the field and the choices."""
+    from lrsweep.steps import lowrank_cheaper, resolve_formulation
+    from lrsweep.students import Architecture
+    deep = Architecture("paper_deep", 3, 64, 64, 1, "linear")  # 2 layers of 64 x 64: 8192 weights
+    assert resolve_formulation("auto", deep, "gd", 31) == "lowrank"   # 31 * 256 = 7936 < 8192
+    assert resolve_formulation("auto", deep, "gd", 32) == "moments"   # 32 * 256 = 8192
+    assert lowrank_cheaper(deep, 31) and not lowrank_cheaper(deep, 32)
+    assert resolve_formulation("auto", deep, "gd", 8, "relu") == "moments"
+    assert resolve_formulation("auto", Architecture("paper_2nn", 2, 64, 64, 64, "linear"), "gd", 2) == "moments"
+    assert resolve_formulation("auto", Architecture("paper_deep", 3, 64, 64, 1, "relu"), "gd", 2) == "autodiff"
+    for par, act, out in [("paper_2nn", "linear", 2), ("paper_deep", "relu", 1), ("standard", "linear", 3)]:
+        cfg = make_cfg(par, 2, act, [1.0, 1.0] if par != "paper_deep" else [1.0], "lowrank")
+        cfg["model"]["output_dim"] = out
+        with pytest.raises(config.ConfigError, match="train.formulation") as err:
+            runner.prepare(config.load_config(cfg))
+        assert "lowrank" in str(err.value) and "allowed" in str(err.value)
+
+
+@pytest.mark.parametrize("n_seeds,n_fracs,chunk_size", [(4, 5, 12), (5, 7, 6), (7, 3, 5), (3, 25, 64), (1, 9, 4)])
+def test_plan_chunks_covers_each_student_once_with_balanced_chunks(n_seeds, n_fracs, chunk_size):
+    """Each student is in exactly one chunk; the chunks are as few as the cap allows and evenly
+    filled (a 4-seed grid under a 3-instance cap runs as 2 + 2 seeds, not 3 + 1 and 2 pad slots)."""
+    cfg = _grid_cfg(n_fracs=n_fracs, seeds=range(n_seeds), totals=(1.0,))
+    students, specs = runner.prepare(config.load_config(cfg))
+    (spec,) = specs.values()
+    (u, p), chunks = engine.plan_chunks(spec, students, max_memory=1 << 30, dtype_bytes=8, chunk_size=chunk_size)
+    ids = np.concatenate([c.student_ids[c.student_ids >= 0] for c in chunks])
+    assert sorted(ids.tolist()) == sorted(students["student_id"].tolist())
+    assert u * p <= chunk_size
+    p_max = min(n_fracs, chunk_size)
+    u_max = min(n_seeds, chunk_size // p_max)
+    u_blocks, p_blocks = math.ceil(n_seeds / u_max), math.ceil(n_fracs / p_max)
+    assert len(chunks) == u_blocks * p_blocks
+    # evenly filled: each axis pads less than one slot per block
+    assert u_blocks * u - n_seeds < u_blocks and p_blocks * p - n_fracs < p_blocks
