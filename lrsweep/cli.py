@@ -37,6 +37,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {v}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lrsweep", description="Learning-rate sweeps of many small students, "
                                 "trained at once with jit(vmap(scan)), stored as Parquet.")
@@ -59,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override train.mode: grid trains every student, poly evaluates exact loss polynomials "
                         "in the learning rates (linear students, gd), auto picks the cheaper where poly applies")
     r.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run (reuses its config)")
+    r.add_argument("--checkpoint-every", type=_seconds, default=600.0, metavar="SECONDS",
+                   help="save the state of a chunk of more than 1024 steps at most this often, so --resume "
+                        "continues inside it (default 600; 0: never)")
     r.add_argument("--dry-run", action="store_true", help="validate and print the plan; train nothing")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -125,7 +138,7 @@ def cmd_run(args) -> int:
                   f"formulation={spec.formulation} mode={modes[gid]['mode']} ({modes[gid]['reason']})")
         return 0
     summary = runner.run(cfg, args.out, x64=args.x64, max_memory=args.max_memory, chunk_size=args.chunk_size,
-                         resume=args.resume, progress=not args.quiet)
+                         resume=args.resume, progress=not args.quiet, checkpoint_every=args.checkpoint_every)
     _print_summary(summary)
     print_comparison(summary.run_dir, rows=6)
     return 0

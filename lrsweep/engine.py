@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from typing import Iterator, NamedTuple
 
 import jax
@@ -77,8 +78,21 @@ class StudentResult(NamedTuple):
     diverged_step: jax.Array  # (...,) int32, -1 if never
 
 
-def make_train_one(spec: GroupSpec):
-    """``train_one(params0, inst, lr_per_layer) -> StudentResult`` for ONE student (pure).
+class StudentFns(NamedTuple):
+    """One student's training, whole (``train``) or in pieces that a checkpoint can sit between.
+
+    ``state = start(params0, inst, lrs)``; ``state = advance(state, params0, inst, lrs, ts)``
+    trains the steps ``ts`` (consecutive ints); ``finish(state, params0, inst, lrs)`` observes
+    the last step. ``train(params0, inst, lrs)`` is the three in a row over every step.
+    """
+    start: object
+    advance: object
+    finish: object
+    train: object
+
+
+def make_student_fns(spec: GroupSpec) -> StudentFns:
+    """The pure per-student functions of a group (the engine vmaps them over a chunk).
 
     ``params0`` are the instance's initial weights; the trained state starts from them
     (:class:`lrsweep.steps.Formulation`: the weights themselves, or low-rank corrections to them).
@@ -107,16 +121,22 @@ def make_train_one(spec: GroupSpec):
         train_buf, test_buf = jax.lax.cond(slot >= 0, write, lambda b: b, (train_buf, test_buf))
         return alive, loss0, div_step, train_buf, test_buf
 
-    def train_one(params0, inst, lr_per_layer) -> StudentResult:
+    def loss_and_grads(params0, params, inst):
+        return form.loss_and_grads(spec.arch, params0, params, inst, spec.gradient)
+
+    def start(params0, inst, lr_per_layer):
         dtype = params0[0].dtype
-        tx = make_optimizer(spec.optimizer, lr_per_layer)
         nan_buf = jnp.full((spec.n_logs,), jnp.nan, dtype)
         carry = (jnp.array(True), jnp.zeros((), dtype), jnp.array(-1, jnp.int32), nan_buf, nan_buf)
-        loss_and_grads = lambda params: form.loss_and_grads(spec.arch, params0, params, inst, spec.gradient)
+        params = form.init(spec.arch, params0, spec.steps)
+        return params, make_optimizer(spec.optimizer, lr_per_layer).init(params), carry
+
+    def advance(state, params0, inst, lr_per_layer, ts):
+        tx = make_optimizer(spec.optimizer, lr_per_layer)
 
         def body(state, t):
             params, opt_state, carry = state
-            loss, grads, w_eff, aux = loss_and_grads(params)
+            loss, grads, w_eff, aux = loss_and_grads(params0, params, inst)
             carry = observe(t, params, inst, loss, w_eff, carry)
             updates, new_opt_state = tx.update(grads, opt_state, params)
             new_params = form.apply(params, updates, aux, t)
@@ -126,16 +146,28 @@ def make_train_one(spec: GroupSpec):
             opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
             return (params, opt_state, carry), None
 
-        params = form.init(spec.arch, params0, spec.steps)
-        state = (params, tx.init(params), carry)
-        if spec.steps > 0:
-            state, _ = jax.lax.scan(body, state, jnp.arange(spec.steps, dtype=jnp.int32))
+        state, _ = jax.lax.scan(body, state, ts)
+        return state
+
+    def finish(state, params0, inst, lr_per_layer) -> StudentResult:
+        del lr_per_layer
         params, _, carry = state
-        loss, _, w_eff, _ = loss_and_grads(params)
+        loss, _, w_eff, _ = loss_and_grads(params0, params, inst)
         alive, _, div_step, train_buf, test_buf = observe(spec.steps, params, inst, loss, w_eff, carry)
         return StudentResult(train_buf, test_buf, ~alive, div_step)
 
-    return train_one
+    def train(params0, inst, lr_per_layer) -> StudentResult:
+        state = start(params0, inst, lr_per_layer)
+        if spec.steps > 0:
+            state = advance(state, params0, inst, lr_per_layer, jnp.arange(spec.steps, dtype=jnp.int32))
+        return finish(state, params0, inst, lr_per_layer)
+
+    return StudentFns(start, advance, finish, train)
+
+
+def make_train_one(spec: GroupSpec):
+    """``train_one(params0, inst, lr_per_layer) -> StudentResult`` for ONE student (pure)."""
+    return make_student_fns(spec).train
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
@@ -150,9 +182,14 @@ def make_instances(task: TaskSpec, arch: Architecture, init: str, moments: bool,
 
 
 class ChunkFn(NamedTuple):
-    """A group's compiled training: ``train(params0, inst, lrs (u, p, m)) -> StudentResult (u, p, ...)``."""
+    """A group's compiled training: ``train(params0, inst, lrs (u, p, m)) -> StudentResult (u, p, ...)``,
+    and its pieces ``start``, ``advance(state, params0, inst, lrs, ts)``, ``finish`` (see
+    :class:`StudentFns`) for chunks trained in checkpointed segments."""
     spec: GroupSpec
     train: object
+    start: object = None
+    advance: object = None
+    finish: object = None
 
     def instances(self, hp: InstanceHparams):
         return make_instances(self.spec.task, self.spec.arch, self.spec.init, self.spec.formulation != "autodiff", hp)
@@ -161,12 +198,16 @@ class ChunkFn(NamedTuple):
 def make_chunk_fn(spec: GroupSpec) -> ChunkFn:
     """Jitted training of a chunk: instances on the outer vmap axis, each instance's data shared by
     its p learning-rate points (inner vmap, broadcast with in_axes=None, never copied)."""
-    train_one = make_train_one(spec)
+    fns = make_student_fns(spec)
 
-    def per_instance(params0, inst, lrs):
-        return jax.vmap(train_one, in_axes=(None, None, 0))(params0, inst, lrs)
+    def batched(fn, state_axis: bool, ts: bool = False):
+        """vmap over points (instance data broadcast), then over instances; ``ts`` unbatched."""
+        inner = (0,) * state_axis + (None, None, 0) + (None,) * ts
+        outer = (0,) * (state_axis + 3) + (None,) * ts
+        return jax.jit(jax.vmap(jax.vmap(fn, in_axes=inner), in_axes=outer))
 
-    return ChunkFn(spec, jax.jit(jax.vmap(per_instance)))
+    return ChunkFn(spec, batched(fns.train, False), batched(fns.start, False),
+                   batched(fns.advance, True, ts=True), batched(fns.finish, True))
 
 
 # --------------------------------------------------------------------------------------
@@ -185,10 +226,7 @@ class Chunk:
 def bytes_per_student(spec: GroupSpec, dtype_bytes: int) -> int:
     """Rough peak memory of one student inside a chunk (params, grads, update, temporaries)."""
     arch, task = spec.arch, spec.task
-    state = arch.n_params
-    if spec.formulation == "lowrank":
-        state = max(spec.steps, 1) * sum(r + c for r, c in arch.shapes)
-    per = 4 * state + 2 * spec.n_logs + 16
+    per = 4 * steps_lib.state_size(arch, spec.formulation, spec.steps) + 2 * spec.n_logs + 16
     if spec.formulation == "autodiff":
         n = task.n_train + (0 if arch.is_linear else task.n_test)
         per += 3 * n * (arch.width * arch.n_trainable + arch.output_dim)
@@ -262,24 +300,58 @@ def chunk_hparams(chunk: Chunk, sharding=None) -> InstanceHparams:
     return jax.device_put(hp, sharding) if sharding is not None else hp
 
 
-def run_chunk(chunk_fn: ChunkFn, chunk: Chunk, sharding=None, instances=None) -> dict[str, np.ndarray]:
+def run_chunk(chunk_fn: ChunkFn, chunk: Chunk, sharding=None, instances=None,
+              checkpoints=None) -> dict[str, np.ndarray]:
     """Run one chunk; return host arrays for its real (non-pad) students, in student_ids order.
 
     ``instances``: the chunk's (params0, inst) if already built (chunks of the same instances
-    share them: :func:`iter_group` builds them once per instance block).
+    share them: :func:`iter_group` builds them once per instance block). ``checkpoints``: a
+    :class:`lrsweep.checkpoint.ChunkCheckpoints`; a chunk of more steps than its segment length
+    is then trained segment by segment, resumed from a saved state if one exists.
     """
     if instances is None:
         instances = chunk_fn.instances(chunk_hparams(chunk, sharding))
     lrs = jnp.asarray(chunk.lrs, jnp.result_type(float))
     if sharding is not None:
         lrs = jax.device_put(lrs, sharding)
-    result = jax.device_get(chunk_fn.train(*instances, lrs))
+    if checkpoints is not None and checkpoints.enabled and chunk_fn.spec.steps > checkpoints.segment_steps:
+        result = _train_in_segments(chunk_fn, chunk, instances, lrs, sharding, checkpoints)
+    else:
+        result = chunk_fn.train(*instances, lrs)
+    result = jax.device_get(result)
     mask = chunk.student_ids >= 0
     return {"student_id": chunk.student_ids[mask],
             "train_loss": np.asarray(result.train_loss)[mask],
             "test_loss": np.asarray(result.test_loss)[mask],
             "diverged": np.asarray(result.diverged)[mask],
             "diverged_step": np.asarray(result.diverged_step)[mask]}
+
+
+def _train_in_segments(chunk_fn: ChunkFn, chunk: Chunk, instances, lrs, sharding, checkpoints) -> StudentResult:
+    """Train ``segment_steps`` at a time; save the state at most every ``every_s`` seconds.
+
+    The same per-step function as one scan over every step (tested equal), so a resumed chunk
+    gives the numbers an uninterrupted one does.
+    """
+    params0, inst = instances
+    steps, seg = chunk_fn.spec.steps, checkpoints.segment_steps
+    like, treedef = jax.tree_util.tree_flatten(jax.eval_shape(chunk_fn.start, params0, inst, lrs))
+    restored = checkpoints.restore(chunk.student_ids, like)
+    if restored is None:
+        t, state = 0, chunk_fn.start(params0, inst, lrs)
+    else:
+        t, leaves = restored
+        put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
+        state = jax.tree_util.tree_unflatten(treedef, [put(x) for x in leaves])
+    last_save = time.monotonic()
+    while t < steps:
+        n = min(seg, steps - t)
+        state = jax.block_until_ready(chunk_fn.advance(state, params0, inst, lrs, jnp.arange(t, t + n, dtype=jnp.int32)))
+        t += n
+        if t < steps and time.monotonic() - last_save >= checkpoints.every_s:
+            checkpoints.save(chunk.student_ids, t, jax.device_get(jax.tree_util.tree_leaves(state)))
+            last_save = time.monotonic()
+    return chunk_fn.finish(state, params0, inst, lrs)
 
 
 def instance_sharding(n_devices: int | None = None):
@@ -326,11 +398,14 @@ def default_max_memory(spec: GroupSpec | None = None) -> int:
 
 
 def iter_group(spec: GroupSpec, students, *, max_memory: int | None = None, chunk_size: int | None = None,
-               skip: set | None = None) -> Iterator[tuple[Chunk, dict]]:
-    """Train one group chunk by chunk; yields (chunk, host results). ``skip``: chunk indices done.
+               done: set | None = None, checkpoints=None) -> Iterator[tuple[Chunk, dict]]:
+    """Train one group chunk by chunk; yields (chunk, host results).
 
-    Consecutive chunks of the same instances (a grid larger than one chunk per seed) reuse the
-    instances built for the first of them.
+    ``done``: student ids that already have results. Chunks are planned over all of ``students``
+    (so a resumed run cuts the same chunks, and finds their checkpoints); a chunk whose students
+    are all done is skipped, and results of done students are left out. Consecutive chunks of
+    the same instances reuse the instances built for the first of them. ``checkpoints``: see
+    :func:`run_chunk`.
     """
     dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
     sharding = instance_sharding()
@@ -339,10 +414,16 @@ def iter_group(spec: GroupSpec, students, *, max_memory: int | None = None, chun
                             dtype_bytes=dtype_bytes, n_devices=n_dev, chunk_size=chunk_size)
     chunk_fn = make_chunk_fn(spec)
     built, instances = None, None
+    done_ids = np.fromiter(done, np.int64) if done else np.zeros(0, np.int64)
     for chunk in chunks:
-        if skip and chunk.index in skip:
+        real = chunk.student_ids[chunk.student_ids >= 0]
+        if np.isin(real, done_ids).all() and len(done_ids):
             continue
         key = tuple(np.asarray(chunk.instance_hp[c]).tobytes() for c in INSTANCE_COLUMNS)
         if key != built:
             instances, built = chunk_fn.instances(chunk_hparams(chunk, sharding)), key
-        yield chunk, run_chunk(chunk_fn, chunk, sharding, instances)
+        result = run_chunk(chunk_fn, chunk, sharding, instances, checkpoints)
+        new = ~np.isin(result["student_id"], done_ids)
+        if not new.all():
+            result = {k: v[new] for k, v in result.items()}
+        yield chunk, result

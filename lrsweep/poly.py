@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 
 from lrsweep import engine
+from lrsweep import steps as steps_lib
 from lrsweep.config import ConfigError
 from lrsweep.engine import INSTANCE_COLUMNS, make_instances
 from lrsweep.tasks import InstanceHparams
@@ -333,9 +334,10 @@ MACHINE_BALANCE = 8.0  # FLOPs per byte moved at which a device is as busy compu
 
 def grid_cost_per_student(spec, dtype_bytes: int = 8) -> float:
     """Grid mode's cost of one student in FLOP-equivalents: its FLOPs, or, for students whose steps are
-    matrix-vector products (paper_deep), the weights each step streams (read, update, write: 4 |W|
-    words, as in scripts/bench_engine.py) times :data:`MACHINE_BALANCE`, whichever is larger."""
-    streamed = spec.steps * 4.0 * spec.arch.n_params * dtype_bytes
+    matrix-vector products (paper_deep), the state each step streams (read, update, write: 4 words
+    per weight, as in scripts/bench_engine.py; the low-rank rows for ``lowrank``) times
+    :data:`MACHINE_BALANCE`, whichever is larger."""
+    streamed = spec.steps * 4.0 * steps_lib.state_size(spec.arch, spec.formulation, spec.steps) * dtype_bytes
     return max(grid_flops_per_student(spec), MACHINE_BALANCE * streamed)
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from lrsweep import config as config_lib
 from lrsweep import store
+from lrsweep.checkpoint import EVERY_S, SEGMENT_STEPS, ChunkCheckpoints
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
 
@@ -131,11 +132,15 @@ def new_run_id() -> str:
 
 def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", *, x64: bool = False,
         max_memory: int | None = None, chunk_size: int | None = None, resume: str | Path | None = None,
-        progress: bool = True, run_id: str | None = None) -> RunSummary:
+        progress: bool = True, run_id: str | None = None, checkpoint_every: float | None = None,
+        segment_steps: int | None = None) -> RunSummary:
     """Train every student of ``cfg``; write ``<out>/<name>/<run_id>/``; return a summary.
 
     With ``resume=RUN_DIR`` the config, precision and budget stored in that run are reused and
-    only students without results are trained.
+    only students without results are trained. ``checkpoint_every`` (seconds, default
+    :data:`lrsweep.checkpoint.EVERY_S`; 0 disables) and ``segment_steps``: chunks of more steps
+    are trained in segments and their state saved under ``RUN_DIR/checkpoints`` (orbax), so a
+    resumed run continues inside them.
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -169,11 +174,15 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
             bar.set_description(f"group {gid + 1}/{len(specs)} h={spec.arch.width} L={spec.arch.n_layers} "
                                 f"T={spec.steps}")
             mode = modes[gid]["mode"]
+            ckpts = ChunkCheckpoints(run_dir / "checkpoints" / f"g{gid:04d}",
+                                     EVERY_S if checkpoint_every is None else checkpoint_every,
+                                     segment_steps or SEGMENT_STEPS)
             if mode == "poly":
                 chunks = poly.iter_group(spec, group, max_memory=max_memory, chunk_size=chunk_size,
                                          scale=modes[gid]["lr_scale"])
-            else:
-                chunks = engine.iter_group(spec, group, max_memory=max_memory, chunk_size=chunk_size)
+            else:  # planned over the whole group: a resumed run cuts the same chunks (and finds their checkpoints)
+                chunks = engine.iter_group(spec, students[students["group_id"] == gid], max_memory=max_memory,
+                                           chunk_size=chunk_size, done=done, checkpoints=ckpts)
             for chunk, result in chunks:
                 extra = {}
                 if isinstance(chunk, poly.PolyChunk):
@@ -181,12 +190,16 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
                                      poly.coefficient_schema(spec.arch.n_trainable))
                 _write_chunk(run_dir, f"g{gid:04d}-{attempt}-c{chunk.index:06d}", spec, students, result,
                              run_dir.name, mode=mode, extra=extra)
+                if mode != "poly":
+                    ckpts.remove(chunk.student_ids)
                 trained += len(result["student_id"])
                 bar.update(len(result["student_id"]))
                 bar.set_postfix(students_per_s=f"{trained / (time.perf_counter() - start):.3g}")
     finally:
         bar.close()
     wall = time.perf_counter() - start
+    if (run_dir / "checkpoints").exists() and not any((run_dir / "checkpoints").iterdir()):
+        (run_dir / "checkpoints").rmdir()
     if (run_dir / "parts").exists():
         store.merge_parts(run_dir)
     meta.update(status="complete", wall_time_s=round(wall + meta.get("wall_time_s", 0.0), 3),

@@ -145,9 +145,16 @@ def lowrank_blocker(arch: Architecture, optimizer: str, teacher_activation: str)
     return None
 
 
+def state_size(arch: Architecture, formulation: str, steps: int) -> int:
+    """Words of one student's trained state: the weights, or T rows of (r_k + c_k) per layer (lowrank)."""
+    if formulation == "lowrank":
+        return max(steps, 1) * sum(r + c for r, c in arch.shapes)
+    return arch.n_params
+
+
 def lowrank_cheaper(arch: Architecture, steps: int) -> bool:
     """Whether T rank-one rows per layer take less state than the dense weights: sum_k T (r_k + c_k) < sum_k r_k c_k."""
-    return steps * sum(r + c for r, c in arch.shapes) < arch.n_params
+    return state_size(arch, "lowrank", steps) < arch.n_params
 
 
 def resolve_formulation(requested: str, arch: Architecture, optimizer: str = "gd", steps: int = 0,

@@ -79,6 +79,7 @@ def _bad_cases(tmp: Path):
         "name-escapes-out": (["run", good, "--set", "name=../../escaped"], "name"),
         "chunk-size-zero": (["run", good, "--chunk-size", "0"], "--chunk-size"),
         "max-memory-garbage": (["run", good, "--max-memory", "lots"], "--max-memory"),
+        "checkpoint-every-negative": (["run", good, "--checkpoint-every", "-5"], "--checkpoint-every"),
         "resume-not-a-run": (["run", "--resume", not_a_run], "--resume"),
         "resume-missing": (["run", "--resume", tmp / "missing_run"], "--resume"),
         "resume-with-config": (["run", good, "--resume", not_a_run], "--resume"),
@@ -89,6 +90,7 @@ def _bad_cases(tmp: Path):
 BAD_IDS = ["missing-file", "unknown-field", "unknown-top-level", "bad-init", "bad-type", "ortho-shapes", "no-lr",
            "negative-lr", "bad-generator", "set-unknown", "set-no-equals", "set-bad-value", "invalid-yaml",
            "list-yaml", "empty-yaml", "name-escapes-out", "chunk-size-zero", "max-memory-garbage",
+           "checkpoint-every-negative",
            "resume-not-a-run", "resume-missing", "resume-with-config", "dry-run-bad"]
 
 
