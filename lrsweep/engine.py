@@ -300,6 +300,18 @@ def chunk_hparams(chunk: Chunk, sharding=None) -> InstanceHparams:
     return jax.device_put(hp, sharding) if sharding is not None else hp
 
 
+def build_instances(chunk_fn: ChunkFn, chunk: Chunk, sharding=None):
+    """The chunk's (params0, inst), laid out over the devices like its instance axis.
+
+    On the CPU the orthogonal init's QR runs on the host (:func:`lrsweep.students.orthogonal`),
+    which XLA's SPMD partitioner can only replicate (with a warning per array): there the
+    instances are built unsharded and then distributed. Elsewhere each device builds its own.
+    """
+    if sharding is not None and jax.devices()[0].platform == "cpu":
+        return jax.device_put(chunk_fn.instances(chunk_hparams(chunk)), sharding)
+    return chunk_fn.instances(chunk_hparams(chunk, sharding))
+
+
 def run_chunk(chunk_fn: ChunkFn, chunk: Chunk, sharding=None, instances=None,
               checkpoints=None) -> dict[str, np.ndarray]:
     """Run one chunk; return host arrays for its real (non-pad) students, in student_ids order.
@@ -310,7 +322,7 @@ def run_chunk(chunk_fn: ChunkFn, chunk: Chunk, sharding=None, instances=None,
     is then trained segment by segment, resumed from a saved state if one exists.
     """
     if instances is None:
-        instances = chunk_fn.instances(chunk_hparams(chunk, sharding))
+        instances = build_instances(chunk_fn, chunk, sharding)
     lrs = jnp.asarray(chunk.lrs, jnp.result_type(float))
     if sharding is not None:
         lrs = jax.device_put(lrs, sharding)
@@ -421,7 +433,7 @@ def iter_group(spec: GroupSpec, students, *, max_memory: int | None = None, chun
             continue
         key = tuple(np.asarray(chunk.instance_hp[c]).tobytes() for c in INSTANCE_COLUMNS)
         if key != built:
-            instances, built = chunk_fn.instances(chunk_hparams(chunk, sharding)), key
+            instances, built = build_instances(chunk_fn, chunk, sharding), key
         result = run_chunk(chunk_fn, chunk, sharding, instances, checkpoints)
         new = ~np.isin(result["student_id"], done_ids)
         if not new.all():
