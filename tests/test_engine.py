@@ -287,3 +287,25 @@ def test_plan_chunks_covers_each_student_once_with_balanced_chunks(n_seeds, n_fr
     assert len(chunks) == u_blocks * p_blocks
     # evenly filled: each axis pads less than one slot per block
     assert u_blocks * u - n_seeds < u_blocks and p_blocks * p - n_fracs < p_blocks
+
+
+@pytest.mark.parametrize("n_layers,init", [(8, "orthogonal"), (5, "gaussian")])
+def test_lowrank_equals_dense_paths_deep(x64, n_layers, init):
+    """The lowrank formulation equals moments and autodiff for deep students (up to the 8-NN of
+    seed 000), with a grid that includes diverging students."""
+    cfg = _grid_cfg(n_fracs=4, seeds=(0, 1), totals=(0.5, 2.0, 400.0), steps=5)
+    cfg["model"]["n_layers"], cfg["init"] = n_layers, init
+    cfg["task"]["input_dim"] = H
+    out = {}
+    for form in ("lowrank", "moments", "autodiff"):
+        cfg["train"]["formulation"] = form
+        students, res = train_config(cfg)
+        out[form] = _by_hparams(students, res)
+    assert any(r["diverged"] for r in out["moments"].values())
+    assert not all(r["diverged"] for r in out["moments"].values())
+    for form in ("moments", "autodiff"):
+        for key, ref in out[form].items():
+            got = out["lowrank"][key]
+            assert bool(got["diverged"]) == bool(ref["diverged"]) and int(got["diverged_step"]) == int(ref["diverged_step"])
+            np.testing.assert_allclose(got["test_loss"], ref["test_loss"], rtol=1e-10, atol=0)
+            np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-10, atol=0)
