@@ -90,7 +90,10 @@ class ChunkCheckpoints:
         return int(tree["step"]), [np.asarray(x) for x in tree["leaves"]]
 
     def remove(self, student_ids) -> None:
-        for p in self._paths(student_ids):
+        """Delete every checkpoint of these students, half-written ones included."""
+        if not self.directory.exists():
+            return
+        for p in self.directory.glob(f"{self.key(student_ids)}-t*"):
             shutil.rmtree(p, ignore_errors=True)
         if self.directory.exists() and not any(self.directory.iterdir()):
             self.directory.rmdir()

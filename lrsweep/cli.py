@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import signal
 import sys
 from pathlib import Path
 
 from lrsweep import config as config_lib
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def parse_bytes(text: str) -> int:
@@ -110,6 +113,22 @@ def _print_summary(summary) -> None:
     print(f"load with: lrsweep.load({str(summary.run_dir)!r})")
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler's preemption) stops a run like Ctrl-C: finished chunks stay, status says so."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def cmd_run(args) -> int:
     from lrsweep import runner
     if args.resume:
@@ -137,8 +156,14 @@ def cmd_run(args) -> int:
                   f"n={spec.task.n_train} {a.activation} init={spec.init} steps={spec.steps} "
                   f"formulation={spec.formulation} mode={modes[gid]['mode']} ({modes[gid]['reason']})")
         return 0
-    summary = runner.run(cfg, args.out, x64=args.x64, max_memory=args.max_memory, chunk_size=args.chunk_size,
-                         resume=args.resume, progress=not args.quiet, checkpoint_every=args.checkpoint_every)
+    try:
+        with _sigterm_as_interrupt():
+            summary = runner.run(cfg, args.out, x64=args.x64, max_memory=args.max_memory,
+                                 chunk_size=args.chunk_size, resume=args.resume, progress=not args.quiet,
+                                 checkpoint_every=args.checkpoint_every)
+    except runner.RunInterrupted as e:
+        print(f"lrsweep: interrupted; {e}. Finish it with: lrsweep run --resume {e.run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     _print_summary(summary)
     print_comparison(summary.run_dir, rows=6)
     return 0
@@ -200,11 +225,11 @@ def cmd_ls(args) -> int:
     if not runs:
         print(f"no runs under {root}")
         return 0
-    print(f"{'run':60s} {'status':10s} {'students':>9s} {'size':>9s}")
+    print(f"{'run':60s} {'status':12s} {'students':>9s} {'size':>9s}")
     for run in runs:
         meta = store.read_json(run / "meta.json")
         size = store.run_size(run) / 1e6
-        print(f"{str(run):60s} {meta.get('status', '?'):10s} {meta.get('n_students', 0):9d} {size:8.2f}M")
+        print(f"{str(run):60s} {meta.get('status', '?'):12s} {meta.get('n_students', 0):9d} {size:8.2f}M")
     return 0
 
 

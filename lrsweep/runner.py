@@ -25,6 +25,14 @@ from lrsweep.checkpoint import EVERY_S, SEGMENT_STEPS, ChunkCheckpoints
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM: every finished chunk is stored; ``--resume`` finishes it."""
+
+    def __init__(self, run_dir: Path, n_done: int, n_total: int):
+        super().__init__(f"{n_done} of {n_total} students have results in {run_dir}")
+        self.run_dir, self.n_done, self.n_total = run_dir, n_done, n_total
+
+
 @dataclasses.dataclass
 class RunSummary:
     run_dir: Path
@@ -159,6 +167,7 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
         store.write_yaml(cfg.to_dict(), run_dir / "config.yaml")
         meta = _meta(cfg, students, specs, x64, max_memory, chunk_size)
     meta["groups"] = {str(gid): _jsonable(rep) for gid, rep in modes.items()}
+    meta["status"] = "running"
     store.write_json(meta, run_dir / "meta.json")
     done = set(store.done_student_ids(run_dir).tolist())
     todo = students[~students["student_id"].isin(done)]
@@ -195,6 +204,11 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
                 trained += len(result["student_id"])
                 bar.update(len(result["student_id"]))
                 bar.set_postfix(students_per_s=f"{trained / (time.perf_counter() - start):.3g}")
+    except KeyboardInterrupt:
+        bar.close()
+        meta.update(status="interrupted", wall_time_s=round(time.perf_counter() - start + meta.get("wall_time_s", 0.0), 3))
+        store.write_json(meta, run_dir / "meta.json")
+        raise RunInterrupted(run_dir, len(done) + trained, len(students)) from None
     finally:
         bar.close()
     wall = time.perf_counter() - start

@@ -3,7 +3,7 @@
 Layout of a run (``results/<name>/<run_id>/``)::
 
     config.yaml        the resolved config
-    meta.json          versions, device, status (running | complete), wall time, students/s
+    meta.json          versions, device, status (running | interrupted | complete), wall time, students/s
     students.parquet   one row per student (hyperparameters, final metrics, divergence)
     curves.parquet     one row per student per logged step
     poly.parquet       loss-polynomial coefficients of the groups run in poly mode (lrsweep.poly)

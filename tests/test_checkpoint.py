@@ -77,6 +77,7 @@ def test_checkpoint_store_roundtrip_and_mismatch(tmp_path):
     assert ck.restore(ids, like)[0] == 8
     ck.remove(ids)
     assert ck.restore(ids, like) is None
+    assert not (tmp_path / "ck").exists()  # half-written ones removed too, then the empty directory
 
 
 class Crash(Exception):

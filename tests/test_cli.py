@@ -336,3 +336,51 @@ def test_resume_after_crash_matches_clean_run(tmp_path, monkeypatch):
         if table == "students":
             same = [c for c in b.columns if c not in ("run_id",)]
             pd.testing.assert_frame_equal(a[same], b[same])
+
+
+def test_ctrl_c_marks_run_interrupted_and_says_how_to_resume(tmp_path, monkeypatch):
+    from lrsweep import engine
+    cfg = write_cfg(tmp_path / "crash.yaml", RESUME_CFG)
+    real_iter_group = engine.iter_group
+
+    def interrupted_iter_group(*args, **kwargs):
+        for item in real_iter_group(*args, **kwargs):
+            yield item
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "iter_group", interrupted_iter_group)
+    out = tmp_path / "out"
+    rc, stdout, stderr = cli_main(["run", cfg, "--out", out, "--quiet", "--chunk-size", "4"])
+    (run,) = run_dirs(out)
+    assert rc == 130
+    assert "4 of 12 students" in stderr and f"lrsweep run --resume {run}" in stderr and "Traceback" not in stderr
+    assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
+    rc, stdout, _ = cli_main(["ls", out])
+    assert "interrupted" in next(line for line in stdout.splitlines() if str(run) in line)
+    monkeypatch.setattr(engine, "iter_group", real_iter_group)
+    rc, _, err = cli_main(["run", "--resume", run, "--quiet"])
+    assert rc == 0, err
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "complete" and len(lrsweep.load(run, table="students")) == 12
+
+
+def test_sigterm_stops_a_run_cleanly(tmp_path):
+    """A scheduler's SIGTERM: exit 130, finished chunks kept, status interrupted, no traceback."""
+    import signal
+    import time
+    cfg = {**TINY, "name": "term", "seeds": list(range(40)), "train": {"steps": 200}}
+    path = write_cfg(tmp_path / "term.yaml", cfg)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([LRSWEEP, "run", str(path), "--out", str(out), "--quiet", "--chunk-size", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.rglob("*.students.parquet")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    (run,) = run_dirs(out)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "--resume" in stderr and "Traceback" not in stderr
+    assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
+    n_done = len(lrsweep.load(run, table="students"))
+    assert 1 <= n_done < 160
