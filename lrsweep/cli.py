@@ -154,7 +154,9 @@ def cmd_run(args) -> int:
             a = spec.arch
             print(f"  group {gid}: {n} students, {a.parameterization} L={a.n_layers} h={a.width} d={a.input_dim} "
                   f"n={spec.task.n_train} {a.activation} init={spec.init} steps={spec.steps} "
-                  f"formulation={spec.formulation} mode={modes[gid]['mode']} ({modes[gid]['reason']})")
+                  f"formulation={spec.formulation}"
+                  + ("" if spec.constant_rates else f" schedule={spec.schedule} warmup={spec.warmup_steps}")
+                  + f" mode={modes[gid]['mode']} ({modes[gid]['reason']})")
         return 0
     try:
         with _sigterm_as_interrupt():

@@ -83,6 +83,8 @@ def theory_from_setting(name: str, entry: dict) -> Theory:
         mask &= (_col(df, "teacher_activation", "linear") == "linear").to_numpy()
         mask &= (_col(df, "activation", "linear") == "linear").to_numpy()
         mask &= (_col(df, "init_scale", 1.0) == 1.0).to_numpy()
+        mask &= (_col(df, "schedule", "constant") == "constant").to_numpy()  # constant rates at every step
+        mask &= (_col(df, "warmup_steps", 0) == 0).to_numpy()
         if "target_std" in df and setting.get("task.target") == "gaussian":
             default = np.where(df["parameterization"] == "paper_2nn", 1.0 / df["input_dim"],
                                1.0 / np.sqrt(df["width"]))

@@ -92,6 +92,16 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
     Field("init_scale", "float", 1.0, "Multiplies every trained weight at init.", positive=True, static=False),
     Field("train.optimizer", "str", "gd", "Full-batch gradient descent.", choices=("gd",)),
     Field("train.steps", "int", 8, "Number of GD steps.", minimum=0),
+    Field("train.schedule", "str", "constant",
+          "Learning-rate schedule s(t), t = 0..T-1, multiplying every layer's rate (seed 004): `constant`; "
+          "`polynomial` (1 - t/T)^delta; `wsd` 1 until t_s = stable_fraction T, then ((1 - t/T)/(1 - t_s/T))^delta "
+          "(eq. 82); `power` (1 + t)^(-chi).", choices=("constant", "polynomial", "wsd", "power")),
+    Field("train.schedule_exponent", "float", 1.0, "delta of `polynomial` / `wsd`, chi of `power` (traced: a grid "
+          "axis never recompiles).", minimum=0.0, static=False),
+    Field("train.stable_fraction", "float", 0.8, "t_s / T of `wsd`: the fraction of steps at the full rate, in "
+          "[0, 1] (traced).", minimum=0.0, static=False),
+    Field("train.warmup_steps", "int", 0, "Linear warmup: the rate is multiplied by min(1, (t + 1) / w) over the "
+          "first w steps (0: none; at most train.steps).", minimum=0),
     Field("train.log_every", "int", 1, "Log metrics every k steps (and at the last step).", positive=True),
     Field("train.log_steps", "int_list", None,
           "Explicit steps to log (overrides log_every), e.g. [0, 1, 2, 4, 8].", nullable=True),
@@ -121,7 +131,9 @@ ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers"
            "n_test": "task.n_test", "design": "task.design", "target": "task.target",
            "target_std": "task.target_std", "noise_std": "task.noise_std",
            "teacher_activation": "task.teacher_activation", "steps": "train.steps",
-           "gradient": "train.gradient", "formulation": "train.formulation", "mode": "train.mode"}
+           "gradient": "train.gradient", "formulation": "train.formulation", "mode": "train.mode",
+           "schedule": "train.schedule", "schedule_exponent": "train.schedule_exponent",
+           "stable_fraction": "train.stable_fraction", "warmup_steps": "train.warmup_steps"}
 LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line")
 _LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
 TOP_LEVEL = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid")
@@ -538,6 +550,8 @@ def _check_student_shapes(p: dict, where: str = "config") -> None:
         if d < out:
             raise ConfigError("task.target", f"orthonormal target needs input_dim >= output dim; got {d} < {out}")
     steps = p["train.steps"]
+    if p["train.warmup_steps"] > steps:
+        raise ConfigError("train.warmup_steps", f"must be <= train.steps={steps}, got {p['train.warmup_steps']}")
     if p["train.log_steps"] is not None and max(p["train.log_steps"]) > steps:
         raise ConfigError("train.log_steps", f"steps to log must be <= train.steps={steps}, got "
                                              f"{max(p['train.log_steps'])}")
@@ -601,6 +615,8 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
         if extra:
             raise ConfigError(f"grid.{extra[0]}", f"the student has only {m} trainable layers "
                                                   f"(lr_1..lr_{m}); {extra[0]} would be ignored")
+        if point["train.stable_fraction"] > 1.0:
+            raise ConfigError("train.stable_fraction", f"must be in [0, 1], got {point['train.stable_fraction']!r}")
         lrs = resolve_lrs(point, m)
         if min(lrs) < 0 or ("lr_total" in point and not math.isclose(
                 sum(lrs), point["lr_total"], rel_tol=1e-9, abs_tol=1e-12)):

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrsweep import steps as steps_lib
-from lrsweep.optim import make_optimizer
+from lrsweep.optim import SCHEDULE_COLUMNS, Schedule, make_optimizer
 from lrsweep.students import Architecture
 from lrsweep.tasks import InstanceHparams, TaskSpec, make_instance, test_loss
 
@@ -45,6 +45,8 @@ class GroupSpec:
     gradient: str
     formulation: str
     diverge_factor: float
+    schedule: str = "constant"
+    warmup_steps: int = 0
 
     @classmethod
     def from_row(cls, row) -> "GroupSpec":
@@ -63,11 +65,31 @@ class GroupSpec:
         formulation = steps_lib.resolve_formulation(row["formulation"], arch, row["optimizer"], steps,
                                                     row["teacher_activation"])
         return cls(arch, task, row["init"], row["optimizer"], steps, logs, row["gradient"], formulation,
-                   float(row["diverge_factor"]))
+                   float(row["diverge_factor"]), row.get("schedule", "constant"), int(row.get("warmup_steps", 0)))
 
     @property
     def n_logs(self) -> int:
         return len(self.log_steps)
+
+    @property
+    def constant_rates(self) -> bool:
+        """Whether every step uses the same learning rates (no schedule, no warmup)."""
+        return self.schedule == "constant" and self.warmup_steps == 0
+
+    @property
+    def hparam_columns(self) -> list[str]:
+        """A student's traced numbers, in the order of its vector in the chunk: eta_1..eta_m, then the
+        schedule's parameters (:data:`lrsweep.optim.SCHEDULE_COLUMNS`) if the rates change over time."""
+        cols = [f"lr_{i}" for i in range(1, self.arch.n_trainable + 1)]
+        return cols if self.constant_rates else cols + list(SCHEDULE_COLUMNS)
+
+    def optimizer_for(self, hparams: jax.Array):
+        """The optax transform of one student from its vector of :attr:`hparam_columns`."""
+        m = self.arch.n_trainable
+        schedule = None
+        if not self.constant_rates:
+            schedule = Schedule(self.schedule, self.steps, self.warmup_steps, hparams[m], hparams[m + 1])
+        return make_optimizer(self.optimizer, hparams[:m], schedule)
 
 
 class StudentResult(NamedTuple):
@@ -124,15 +146,15 @@ def make_student_fns(spec: GroupSpec) -> StudentFns:
     def loss_and_grads(params0, params, inst):
         return form.loss_and_grads(spec.arch, params0, params, inst, spec.gradient)
 
-    def start(params0, inst, lr_per_layer):
+    def start(params0, inst, hparams):
         dtype = params0[0].dtype
         nan_buf = jnp.full((spec.n_logs,), jnp.nan, dtype)
         carry = (jnp.array(True), jnp.zeros((), dtype), jnp.array(-1, jnp.int32), nan_buf, nan_buf)
         params = form.init(spec.arch, params0, spec.steps)
-        return params, make_optimizer(spec.optimizer, lr_per_layer).init(params), carry
+        return params, spec.optimizer_for(hparams).init(params), carry
 
-    def advance(state, params0, inst, lr_per_layer, ts):
-        tx = make_optimizer(spec.optimizer, lr_per_layer)
+    def advance(state, params0, inst, hparams, ts):
+        tx = spec.optimizer_for(hparams)
 
         def body(state, t):
             params, opt_state, carry = state
@@ -149,24 +171,25 @@ def make_student_fns(spec: GroupSpec) -> StudentFns:
         state, _ = jax.lax.scan(body, state, ts)
         return state
 
-    def finish(state, params0, inst, lr_per_layer) -> StudentResult:
-        del lr_per_layer
+    def finish(state, params0, inst, hparams) -> StudentResult:
+        del hparams
         params, _, carry = state
         loss, _, w_eff, _ = loss_and_grads(params0, params, inst)
         alive, _, div_step, train_buf, test_buf = observe(spec.steps, params, inst, loss, w_eff, carry)
         return StudentResult(train_buf, test_buf, ~alive, div_step)
 
-    def train(params0, inst, lr_per_layer) -> StudentResult:
-        state = start(params0, inst, lr_per_layer)
+    def train(params0, inst, hparams) -> StudentResult:
+        state = start(params0, inst, hparams)
         if spec.steps > 0:
-            state = advance(state, params0, inst, lr_per_layer, jnp.arange(spec.steps, dtype=jnp.int32))
-        return finish(state, params0, inst, lr_per_layer)
+            state = advance(state, params0, inst, hparams, jnp.arange(spec.steps, dtype=jnp.int32))
+        return finish(state, params0, inst, hparams)
 
     return StudentFns(start, advance, finish, train)
 
 
 def make_train_one(spec: GroupSpec):
-    """``train_one(params0, inst, lr_per_layer) -> StudentResult`` for ONE student (pure)."""
+    """``train_one(params0, inst, hparams) -> StudentResult`` for ONE student (pure); ``hparams`` are
+    its :attr:`GroupSpec.hparam_columns` (eta_1..eta_m for constant rates)."""
     return make_student_fns(spec).train
 
 
@@ -219,7 +242,7 @@ class Chunk:
     """One compiled call: ``instance_rows`` (u,) index instances, ``student_ids`` (u, p) (-1 = pad)."""
     index: int
     instance_hp: dict          # column -> (u,) numpy array
-    lrs: np.ndarray            # (u, p, m)
+    lrs: np.ndarray            # (u, p, k): each student's GroupSpec.hparam_columns (eta_1..eta_m [, schedule])
     student_ids: np.ndarray    # (u, p) int64
 
 
@@ -265,7 +288,7 @@ def plan_chunks(spec: GroupSpec, students, *, max_memory: int, dtype_bytes: int,
     u = math.ceil(n_inst / math.ceil(n_inst / u))
     if n_devices > 1:
         u = n_devices * math.ceil(u / n_devices)
-    lr_cols = [f"lr_{i}" for i in range(1, spec.arch.n_trainable + 1)]
+    lr_cols = spec.hparam_columns
     lrs_all = students[lr_cols].to_numpy(np.float64)
     ids_all = students["student_id"].to_numpy(np.int64)
     inst_first = np.array([m[0] for m in members])

@@ -349,6 +349,9 @@ def qualifies(spec) -> str | None:
         return f"the teacher is not linear (task.teacher_activation: {spec.task.teacher_activation})"
     if spec.optimizer != "gd":
         return f"train.optimizer is {spec.optimizer}, not gd"
+    if not spec.constant_rates:
+        return (f"the learning rates change over the steps (train.schedule: {spec.schedule}, "
+                f"train.warmup_steps: {spec.warmup_steps})")
     if spec.formulation == "autodiff":
         return "train.formulation is autodiff (poly mode works on the data moments)"
     return None

@@ -117,7 +117,8 @@ def loss_and_grads(params, X, y, *, parameterization, activation="linear", head=
 
 def reference_train(params0, X, y, *, lrs, steps, parameterization, activation="linear",
                     head=None, beta=None, X_test=None, y_test=None, test_noise_var=0.0,
-                    gradient="exact"):
+                    gradient="exact", lr_multipliers=None):
+    """Plain GD, one student; ``lr_multipliers``: a factor per step t = 0..steps-1 on every rate (a schedule)."""
     params = _as_params(params0)
     if len(lrs) != len(params):
         raise ValueError("need one learning rate per trainable layer")
@@ -141,5 +142,6 @@ def reference_train(params0, X, y, *, lrs, steps, parameterization, activation="
                                          activation=activation, head=head, gradient=gradient)
             train[k], test[k] = loss, test_loss(params)
             if k < steps:  # simultaneous update, all layers from the same gradient
-                params = [W - float(lr) * G for W, lr, G in zip(params, lrs, grads)]
+                factor = 1.0 if lr_multipliers is None else float(lr_multipliers[k])
+                params = [W - float(lr) * factor * G for W, lr, G in zip(params, lrs, grads)]
     return {"train_loss": train, "test_loss": test}

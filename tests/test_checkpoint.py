@@ -20,9 +20,10 @@ LONG = {"name": "long", "seeds": [0, 1, 2],
         "grid": {"lr_total": [0.5, 2.0, 400.0], "lr_1_fraction": [0.25, 0.75]}}
 
 
-def _cfg(formulation="auto", **model):
+def _cfg(formulation="auto", schedule="constant", **model):
     cfg = json.loads(json.dumps(LONG))
     cfg["train"]["formulation"] = formulation
+    cfg["train"]["schedule"] = schedule
     cfg["model"].update(model)
     return cfg
 
@@ -37,12 +38,13 @@ def _train(cfg, checkpoints=None, chunk_size=5):
     return students, out
 
 
-@pytest.mark.parametrize("formulation,activation", [("moments", "linear"), ("lowrank", "linear"),
-                                                    ("autodiff", "relu")])
-def test_segments_equal_one_scan(x64, tmp_path, formulation, activation):
+@pytest.mark.parametrize("formulation,activation,schedule", [
+    ("moments", "linear", "constant"), ("lowrank", "linear", "constant"), ("autodiff", "relu", "constant"),
+    ("lowrank", "linear", "wsd")])
+def test_segments_equal_one_scan(x64, tmp_path, formulation, activation, schedule):
     """Segments of 3 steps (saving after every one) == one scan over all 11 steps, bit for bit,
-    diverging students (lr_total 400) included."""
-    cfg = _cfg(formulation, activation=activation)
+    diverging students (lr_total 400) included; a schedule continues at the right step."""
+    cfg = _cfg(formulation, schedule, activation=activation)
     _, whole = _train(cfg)
     ck = ChunkCheckpoints(tmp_path / "ck", every_s=1e-9, segment_steps=3)
     saved = []
