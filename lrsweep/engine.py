@@ -7,6 +7,11 @@ broadcast (not copied) to the learning-rate *points* that train on it. The grid 
 equal-shape chunks (padded, so no chunk recompiles) that fit a memory budget; the instance
 axis of a chunk is sharded over all devices.
 
+A student's trained state and its step are a :class:`lrsweep.steps.Formulation` (dense weights,
+or low-rank corrections to the shared initial weights); its rates and schedule parameters are a
+vector in the vmapped axis (:attr:`GroupSpec.hparam_columns`). Chunks of many steps can be
+trained in segments with checkpoints in between (:mod:`lrsweep.checkpoint`).
+
 Divergence (seed 003: the divergent phase is physics, not an error): a student whose train
 loss is non-finite or exceeds ``diverge_factor`` times its initial loss is frozen with
 ``jnp.where`` (never control flow on batched values), its later metrics are NaN, and
@@ -210,9 +215,9 @@ class ChunkFn(NamedTuple):
     :class:`StudentFns`) for chunks trained in checkpointed segments."""
     spec: GroupSpec
     train: object
-    start: object = None
-    advance: object = None
-    finish: object = None
+    start: object
+    advance: object
+    finish: object
 
     def instances(self, hp: InstanceHparams):
         return make_instances(self.spec.task, self.spec.arch, self.spec.init, self.spec.formulation != "autodiff", hp)
