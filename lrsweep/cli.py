@@ -227,11 +227,17 @@ def cmd_ls(args) -> int:
     if not runs:
         print(f"no runs under {root}")
         return 0
-    print(f"{'run':60s} {'status':12s} {'students':>9s} {'size':>9s}")
+    print(f"{'run':60s} {'status':12s} {'students':>15s} {'size':>9s}  checkpoints")
     for run in runs:
         meta = store.read_json(run / "meta.json")
         size = store.run_size(run) / 1e6
-        print(f"{str(run):60s} {meta.get('status', '?'):12s} {meta.get('n_students', 0):9d} {size:8.2f}M")
+        total = int(meta.get("n_students", 0))
+        status = meta.get("status", "?")
+        # unfinished runs: how many students have results, and chunks with a saved mid-chunk state
+        done = total if status == "complete" else len(set(store.done_student_ids(run).tolist()))
+        ckpts = len([p for p in (run / "checkpoints").glob("*/*-t*") if p.name.split("-t")[-1].isdigit()]) \
+            if (run / "checkpoints").exists() else 0
+        print(f"{str(run):60s} {status:12s} {f'{done}/{total}':>15s} {size:8.2f}M  {ckpts or ''}")
     return 0
 
 

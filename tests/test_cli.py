@@ -225,7 +225,7 @@ def test_ls(tiny_run, tmp_path):
     rc, stdout, _ = cli_main(["ls", out])
     assert rc == 0
     line = next(l for l in stdout.splitlines() if str(run) in l)
-    assert "complete" in line and str(N_TINY) in line.split()
+    assert "complete" in line and f"{N_TINY}/{N_TINY}" in line.split()
     rc, stdout, _ = cli_main(["ls", tmp_path / "nothing"])
     assert rc == 0 and "no" in stdout
 
@@ -309,7 +309,8 @@ def test_resume_after_crash_matches_clean_run(tmp_path, monkeypatch):
     assert len(partial) == 4  # one chunk of --chunk-size 4
     assert len(lrsweep.load(run)) == 4 * 3
     rc, stdout, _ = cli_main(["ls", out])
-    assert rc == 0 and "running" in next(l for l in stdout.splitlines() if str(run) in l)
+    line = next(l for l in stdout.splitlines() if str(run) in l)
+    assert rc == 0 and "running" in line and " 4/12 " in line  # one chunk of 4 has results
 
     rc, stdout, err = cli_main(["run", "--resume", run, "--dry-run"])
     assert rc == 0 and "12 students" in stdout
@@ -356,7 +357,8 @@ def test_ctrl_c_marks_run_interrupted_and_says_how_to_resume(tmp_path, monkeypat
     assert "4 of 12 students" in stderr and f"lrsweep run --resume {run}" in stderr and "Traceback" not in stderr
     assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
     rc, stdout, _ = cli_main(["ls", out])
-    assert "interrupted" in next(line for line in stdout.splitlines() if str(run) in line)
+    line = next(line for line in stdout.splitlines() if str(run) in line)
+    assert "interrupted" in line and " 4/12 " in line
     monkeypatch.setattr(engine, "iter_group", real_iter_group)
     rc, _, err = cli_main(["run", "--resume", run, "--quiet"])
     assert rc == 0, err
