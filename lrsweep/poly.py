@@ -343,12 +343,9 @@ def grid_cost_per_student(spec, dtype_bytes: int = 8) -> float:
 
 def qualifies(spec) -> str | None:
     """None if poly mode applies to the group, else the reason (linear student and teacher, gd, moments)."""
-    if not spec.arch.is_linear:
-        return f"the student is not linear (model.activation: {spec.arch.activation})"
-    if spec.task.teacher_activation != "linear":
-        return f"the teacher is not linear (task.teacher_activation: {spec.task.teacher_activation})"
-    if spec.optimizer != "gd":
-        return f"train.optimizer is {spec.optimizer}, not gd"
+    why = steps_lib.linear_gd_blocker(spec.arch, spec.optimizer, spec.task.teacher_activation)
+    if why is not None:
+        return why
     if not spec.constant_rates:
         return (f"the learning rates change over the steps (train.schedule: {spec.schedule}, "
                 f"train.warmup_steps: {spec.warmup_steps})")

@@ -132,17 +132,22 @@ FORMULATIONS = {"moments": _dense(moments_loss_and_grads), "autodiff": _dense(au
                 "lowrank": Formulation(lowrank_init, lowrank_loss_and_grads, lowrank_apply)}
 
 
-def lowrank_blocker(arch: Architecture, optimizer: str, teacher_activation: str) -> str | None:
-    """None if the ``lowrank`` formulation applies, else why not."""
+def linear_gd_blocker(arch: Architecture, optimizer: str, teacher_activation: str) -> str | None:
+    """None for a linear student and teacher under gd (what the exact fast paths need), else why not."""
     if not arch.is_linear:
         return f"the student is not linear (model.activation: {arch.activation})"
-    if arch.output_dim != 1:
-        return f"the student has {arch.output_dim} outputs (needs 1: paper_deep, or standard with output_dim 1)"
-    if optimizer != "gd":
-        return f"train.optimizer is {optimizer} (needs gd: rank-one updates)"
     if teacher_activation != "linear":
         return f"the teacher is not linear (task.teacher_activation: {teacher_activation})"
+    if optimizer != "gd":
+        return f"train.optimizer is {optimizer}, not gd"
     return None
+
+
+def lowrank_blocker(arch: Architecture, optimizer: str, teacher_activation: str) -> str | None:
+    """None if the ``lowrank`` formulation applies (rank-one updates), else why not."""
+    if arch.is_linear and arch.output_dim != 1:
+        return f"the student has {arch.output_dim} outputs (needs 1: paper_deep, or standard with output_dim 1)"
+    return linear_gd_blocker(arch, optimizer, teacher_activation)
 
 
 def state_size(arch: Architecture, formulation: str, steps: int) -> int:
