@@ -16,12 +16,21 @@ Every model is the same chain, differing only in masks, scale ``c`` and head:
     paper_deep: act = relu after EVERY layer (if relu), c = 1/sqrt(h), fixed head a
     standard  : act = relu after layers 1..m-1 (if relu), c = 1, no head
 
-Train loss L = (0.5/n) * sum (pred - y)^2, so dL/dpred = r / n with r = pred - y.
-``gradient="signal_only"`` replaces the residual r by -y (pred treated as zero).
+Losses (``loss=``), n training points, all means over points (see ``loss_and_dpred``):
+
+    mse        : L = (0.5/n) sum_i ||pred_i - y_i||^2,   dL/dpred_i = (pred_i - y_i) / n
+    logistic   : L = (1/n) sum_i log(1 + exp(-m_i)),     dL/dpred_i = -(y_i/n) sigmoid(-m_i)
+    exponential: L = (1/n) sum_i exp(-m_i),              dL/dpred_i = -(y_i/n) exp(-m_i)
+
+with margin m_i = y_i pred_i. The two classification losses need labels y_i in {-1, +1} and one
+output (pred of shape (n, 1)); logistic is computed stably (finite at |m| = 1e4), exponential may
+overflow to inf (allowed: divergence), without raising.
+``gradient="signal_only"`` (mse only) replaces the residual pred - y by -y (pred treated as zero).
 """
 import numpy as np
 
 PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard")
+LOSSES = ("mse", "logistic", "exponential")
 
 
 def _check(params, parameterization, activation, head):
@@ -86,24 +95,46 @@ def effective_weight(params, *, parameterization, head=None):
                    activation="linear", head=head)
 
 
+def loss_and_dpred(pred, y, loss="mse"):
+    """The train loss (a mean over the n rows) and dL/dpred, for predictions ``pred`` (n, k)."""
+    pred, y = np.asarray(pred, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    n = pred.shape[0]
+    if loss == "mse":
+        return float(0.5 / n * np.sum((pred - y) ** 2)), (pred - y) / n
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}")
+    if pred.ndim != 2 or pred.shape[1] != 1:
+        raise ValueError(f"{loss} loss needs one output, pred of shape (n, 1)")
+    y = y.reshape(pred.shape)
+    if not np.all(np.abs(y) == 1):
+        raise ValueError(f"{loss} loss needs labels in {{-1, +1}}")
+    m = y * pred
+    with np.errstate(over="ignore", under="ignore"):
+        if loss == "logistic":
+            # log(1 + e^-m) = logaddexp(0, -m);  sigmoid(-m) = 1 / (1 + e^m) = exp(-logaddexp(0, m))
+            return float(np.sum(np.logaddexp(0.0, -m)) / n), -y / n * np.exp(-np.logaddexp(0.0, m))
+        e = np.exp(-m)  # exponential: may be inf for very negative margins
+        return float(np.sum(e) / n), -y / n * e
+
+
 def loss_and_grads(params, X, y, *, parameterization, activation="linear", head=None,
-                   gradient="exact"):
+                   gradient="exact", loss="mse"):
+    """Train loss and [dL/dW_l] for the trainable layers (the module docstring has the conventions)."""
     params = _as_params(params)
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
     head = None if head is None else np.asarray(head, dtype=np.float64)
-    n = X.shape[0]
     pred, (inputs, masks) = _forward(params, X, parameterization, activation, head)
-    loss = 0.5 / n * np.sum((pred - y) ** 2)
-    if gradient == "exact":
-        r = pred - y
-    elif gradient == "signal_only":
+    value, dpred = loss_and_dpred(pred, y, loss)
+    if gradient == "signal_only":
+        if loss != "mse":
+            raise ValueError("signal_only is only defined for the mse loss")
         if activation != "linear" or parameterization == "standard":
             raise ValueError("signal_only is only for linear paper_2nn / paper_deep")
-        r = -y  # target-driven part only: residual as if pred were zero
-    else:
+        dpred = -y / X.shape[0]  # target-driven part only: residual as if pred were zero
+    elif gradient != "exact":
         raise ValueError(f"unknown gradient {gradient!r}")
-    # g = dL/dz_m: through pred = c * z_m (@ head), with dL/dpred = r / n.
-    g = _scale(params, parameterization) * r / n
+    # g = dL/dz_m: through pred = c * z_m (@ head).
+    g = _scale(params, parameterization) * dpred
     if head is not None:
         g = g @ head.T
     grads = [None] * len(params)
@@ -112,17 +143,38 @@ def loss_and_grads(params, X, y, *, parameterization, activation="linear", head=
             g = g * masks[l]               # dL/du_l = dL/dz_l * relu'(u_l)
         grads[l] = inputs[l].T @ g         # dL/dW_l = z_{l-1}^T dL/du_l
         g = g @ params[l].T                # dL/dz_{l-1} = dL/du_l W_l^T
-    return float(loss), grads
+    return value, grads
 
 
 def reference_train(params0, X, y, *, lrs, steps, parameterization, activation="linear",
                     head=None, beta=None, X_test=None, y_test=None, test_noise_var=0.0,
-                    gradient="exact", lr_multipliers=None):
-    """Plain GD, one student; ``lr_multipliers``: a factor per step t = 0..steps-1 on every rate (a schedule)."""
+                    gradient="exact", lr_multipliers=None, loss="mse", weight_norms=False):
+    """Plain GD, one student. Returns arrays over steps k = 0..steps (weights after k updates):
+
+    "train_loss", "test_loss" always. mse: test_loss is the exact population risk
+    ||W_eff - beta||_F^2 + test_noise_var when linear with ``beta``, else the mean over test rows of
+    ||pred - y||^2 (NOT halved), else nan. logistic / exponential: test_loss is the same loss as the
+    train loss (mean over test rows), and also "train_error", "test_error": the 0-1 error
+    mean(sign(pred) != y) on each set (pred == 0 or nan counts as an error); test_* are nan
+    without X_test, y_test; ``beta`` is refused (no closed form).
+    ``weight_norms=True`` adds "weight_norm", shape (steps + 1, m): the Frobenius norm of each
+    trainable layer (the head is not trained and not included).
+    ``lr_multipliers``: a factor per step t = 0..steps-1 on every rate (a schedule).
+    """
     params = _as_params(params0)
     if len(lrs) != len(params):
         raise ValueError("need one learning rate per trainable layer")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}")
+    classify = loss != "mse"
+    if classify and beta is not None:
+        raise ValueError("beta (exact population risk) is only for the mse loss")
     beta = None if beta is None else np.asarray(beta, dtype=np.float64)
+    kw = dict(parameterization=parameterization, activation=activation, head=head)
+
+    def error(ps, X_, y_):  # 0-1 error; sign(0) = 0 and sign(nan) = nan never equal a label
+        pred = predict(ps, X_, **kw)
+        return float(np.mean(np.sign(pred) != np.asarray(y_, dtype=np.float64).reshape(pred.shape)))
 
     def test_loss(ps):
         if activation == "linear" and beta is not None:
@@ -131,17 +183,27 @@ def reference_train(params0, X, y, *, lrs, steps, parameterization, activation="
             return float(np.sum((W_eff - beta) ** 2)) + float(test_noise_var)
         if X_test is None or y_test is None:
             return np.nan
-        pred = predict(ps, X_test, parameterization=parameterization,
-                       activation=activation, head=head)
+        pred = predict(ps, X_test, **kw)
+        if classify:
+            return loss_and_dpred(pred, y_test, loss)[0]
         return float(np.mean(np.sum((pred - np.asarray(y_test, dtype=np.float64)) ** 2, axis=1)))
 
-    train, test = np.empty(steps + 1), np.empty(steps + 1)
+    out = {"train_loss": np.empty(steps + 1), "test_loss": np.empty(steps + 1)}
+    if classify:
+        out["train_error"], out["test_error"] = np.empty(steps + 1), np.full(steps + 1, np.nan)
+    if weight_norms:
+        out["weight_norm"] = np.empty((steps + 1, len(params)))
     with np.errstate(all="ignore"):  # divergence is allowed: values just become inf/nan
         for k in range(steps + 1):
-            loss, grads = loss_and_grads(params, X, y, parameterization=parameterization,
-                                         activation=activation, head=head, gradient=gradient)
-            train[k], test[k] = loss, test_loss(params)
+            value, grads = loss_and_grads(params, X, y, gradient=gradient, loss=loss, **kw)
+            out["train_loss"][k], out["test_loss"][k] = value, test_loss(params)
+            if classify:
+                out["train_error"][k] = error(params, X, y)
+                if X_test is not None and y_test is not None:
+                    out["test_error"][k] = error(params, X_test, y_test)
+            if weight_norms:
+                out["weight_norm"][k] = [np.sqrt(np.sum(W ** 2)) for W in params]
             if k < steps:  # simultaneous update, all layers from the same gradient
                 factor = 1.0 if lr_multipliers is None else float(lr_multipliers[k])
                 params = [W - float(lr) * factor * G for W, lr, G in zip(params, lrs, grads)]
-    return {"train_loss": train, "test_loss": test}
+    return out
