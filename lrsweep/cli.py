@@ -154,7 +154,7 @@ def cmd_run(args) -> int:
             a = spec.arch
             print(f"  group {gid}: {n} students, {a.parameterization} L={a.n_layers} h={a.width} d={a.input_dim} "
                   f"n={spec.task.n_train} {a.activation} init={spec.init} steps={spec.steps} "
-                  f"formulation={spec.formulation}"
+                  f"loss={spec.loss} formulation={spec.formulation}"
                   + ("" if spec.constant_rates else f" schedule={spec.schedule} warmup={spec.warmup_steps}")
                   + f" mode={modes[gid]['mode']} ({modes[gid]['reason']})")
         return 0

@@ -1,8 +1,10 @@
 """Comparison: join stored runs with registered theory, through the stored results only.
 
 A :class:`Theory` says which students it covers (``matches``) and what it predicts for them at a
-logged step (``predict``). :func:`register` adds one; :data:`REGISTRY` starts with every entry of
-:data:`lrsweep.theory.THEORIES`. :func:`compare` never changes when a family registers a theory.
+logged step (``predict``). :func:`register` adds one; each family's adapter beside its theory
+module registers its own (:mod:`lrsweep.theory.layer_balancing_compare`), with optional
+per-family summaries (:func:`register_summary`, written as ``<name>.parquet``). :func:`compare`
+never changes when a family registers a theory.
 
 Per grid point and step (a point = a student's hyperparameters without the seed) the table holds
 the empirical mean and standard error over seeds, the prediction, the residual in standard errors
@@ -13,19 +15,14 @@ empirical and predicted argmin of eta_1, and whether the balanced split is a loc
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from lrsweep import config as config_lib
 from lrsweep import store
-from lrsweep.theory import THEORIES
-
-# Columns that identify a grid point (everything but the seed), when present in the run.
-POINT_COLUMNS = ("run_id", "group_id", "parameterization", "n_layers", "width", "input_dim", "n_train", "init",
-                 "design", "target", "noise_std", "gradient", "lr_line", "lr_total", "lr_1_fraction")
 
 Z_TOLERANCE = 5.0           # largest |mean - prediction| / standard error allowed where a theory is exact
 EXACT_AGREEMENT = 0.8       # share of exact points within 3 SE (seed means of heavy-tailed losses: SE is itself noisy)
@@ -54,60 +51,49 @@ class Theory:
 
 
 REGISTRY: dict[str, Theory] = {}
+SUMMARIES: dict[str, Callable] = {}  # table name -> fn(comparison table, run) -> DataFrame
 
 
 def register(theory: Theory) -> Theory:
-    """Add a theory (a family's module calls this at import); returns it."""
+    """Add a theory (a family's adapter calls this at import); returns it."""
     REGISTRY[theory.name] = theory
     return theory
 
 
-def _col(df: pd.DataFrame, name: str, default=None) -> pd.Series:
-    return df[name] if name in df else pd.Series(default, index=df.index)
+def register_summary(name: str, fn: Callable) -> None:
+    """Add a per-family summary of the comparison table, written to ``<run>/<name>.parquet``."""
+    SUMMARIES[name] = fn
 
 
-def theory_from_setting(name: str, entry: dict) -> Theory:
-    """Adapt a :data:`lrsweep.theory.THEORIES` entry (setting in config vocabulary, fn(eta_1, eta_2, h, steps))."""
-    setting = entry["setting"]
-    fields = {"model.parameterization": "parameterization", "model.n_layers": "n_layers", "init": "init",
-              "task.design": "design", "task.target": "target", "task.noise_std": "noise_std"}
-
-    def matches(df):
-        mask = np.ones(len(df), bool)
-        for path, col in fields.items():
-            if path in setting:
-                mask &= (_col(df, col) == setting[path]).to_numpy()
-        if setting.get("init") == "orthogonal":  # h = n = d
-            mask &= ((df["width"] == df["input_dim"]) & (df["width"] == df["n_train"])).to_numpy()
-        mask &= _col(df, "lr_3").isna().to_numpy() if "lr_3" in df else True
-        mask &= (_col(df, "teacher_activation", "linear") == "linear").to_numpy()
-        mask &= (_col(df, "activation", "linear") == "linear").to_numpy()
-        mask &= (_col(df, "init_scale", 1.0) == 1.0).to_numpy()
-        mask &= (_col(df, "schedule", "constant") == "constant").to_numpy()  # constant rates at every step
-        mask &= (_col(df, "warmup_steps", 0) == 0).to_numpy()
-        if "target_std" in df and setting.get("task.target") == "gaussian":
-            default = np.where(df["parameterization"] == "paper_2nn", 1.0 / df["input_dim"],
-                               1.0 / np.sqrt(df["width"]))
-            mask &= np.isclose(df["target_std"].to_numpy(float), default, rtol=1e-9)
-        return mask
-
-    extra = entry.get("extra_args", ())
-
-    def predict(df, step):
-        kwargs = {"n": df["n_train"].to_numpy(float), "d": df["input_dim"].to_numpy(float)}
-        kwargs = {k: v for k, v in kwargs.items() if k in extra}
-        return np.asarray(entry["fn"](df["lr_1"].to_numpy(float), df["lr_2"].to_numpy(float),
-                                      df["width"].to_numpy(float), steps=int(step), **kwargs), float)
-
-    def exact_for(df):
-        exact = entry.get("exact", False)
-        return np.asarray((_col(df, "gradient") == "signal_only").to_numpy() & exact, bool)
-
-    return Theory(name, matches, predict, tuple(entry["steps"]), exact_for, entry.get("reference", ""))
+def point_columns(df: pd.DataFrame) -> list[str]:
+    """Columns that identify a grid point: every config column but the seed, and the learning-rate
+    axes (derived from the field table; only those present and not constant-null)."""
+    fields = [c for role in ("static", "instance", "traced") for c in config_lib.columns(role) if c != "seed"]
+    lr_axes = ["lr_line", "lr_total", "lr_1_fraction"]
+    return [c for c in ["run_id", "group_id", *fields, *lr_axes] if c in df and df[c].notna().any()]
 
 
-for _name, _entry in THEORIES.items():
-    register(theory_from_setting(_name, _entry))
+def matches_setting(df: pd.DataFrame, setting: dict, free: tuple = ()) -> np.ndarray:
+    """Students whose every config field equals the theory's ``setting`` (field path -> value) or, for
+    fields the setting does not name, the field's default; ``free`` paths are not checked. A column
+    a run lacks (written before the field existed) counts as its default. A whitelist: a field
+    added later (a loss, a task) excludes a student unless the theory names it."""
+    mask = np.ones(len(df), bool)
+    for path, field in config_lib.FIELDS.items():
+        col = path.split(".")[-1]
+        if field.role == "run" or path in free or col not in df:
+            continue
+        want = setting.get(path, field.default)
+        if path == "task.target_std" and want is None:  # the authors' default for the student
+            want = np.array([config_lib.default_target_std(r) for r in df.to_dict("records")])
+            mask &= np.isclose(df[col].to_numpy(float), want, rtol=1e-9)
+        elif want is None or (isinstance(want, tuple) and not want):
+            mask &= df[col].map(lambda v: v is None or v != v or v == "" or v == ()).to_numpy(bool)
+        elif field.kind == "float":
+            mask &= np.isclose(df[col].to_numpy(float), float(want), rtol=1e-12)
+        else:
+            mask &= (df[col] == want).to_numpy(bool)
+    return mask
 
 
 def compare(run: str | Path, theories: list[str] | None = None) -> pd.DataFrame:
@@ -137,7 +123,7 @@ def compare(run: str | Path, theories: list[str] | None = None) -> pd.DataFrame:
         sub = sub[sub["step"].isin(theory.steps)]
         if sub.empty:
             continue
-        keys = [c for c in POINT_COLUMNS if c in sub and sub[c].notna().any()] + lr_cols + ["step"]
+        keys = point_columns(sub) + lr_cols + ["step"]
         keys = [k for k in keys if sub[k].notna().all()]
         grouped = sub.groupby(keys, sort=True)["test_loss"]
         agg = grouped.agg(n_seeds="count", mean="mean", std="std").reset_index()
@@ -152,140 +138,6 @@ def compare(run: str | Path, theories: list[str] | None = None) -> pd.DataFrame:
         agg.insert(0, "theory", name)
         frames.append(agg)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _line_key(df: pd.DataFrame) -> str:
-    return "lr_line" if "lr_line" in df and df["lr_line"].notna().all() else "lr_total"
-
-
-def _balanced_local_min(eta_1: np.ndarray, loss: np.ndarray, total: float) -> float:
-    """On a grid along one line: is the point nearest eta_1 = total/2 below both neighbours?
-
-    Returns NaN when the nearest point is not the balanced split itself or lies at an end.
-    """
-    order = np.argsort(eta_1)
-    eta_1, loss = eta_1[order], loss[order]
-    i = int(np.argmin(np.abs(eta_1 - total / 2)))
-    if not math.isclose(eta_1[i], total / 2, rel_tol=1e-9) or i == 0 or i == len(eta_1) - 1:
-        return float("nan")
-    return float(loss[i] < loss[i - 1] and loss[i] < loss[i + 1])
-
-
-# --------------------------------------------------------------------------------------
-# Exact answers along a line: the loss restricted to eta_1 + eta_2 = C is a polynomial in eta_1
-# --------------------------------------------------------------------------------------
-
-LINE_NODES = 65          # Chebyshev nodes: interpolation is exact for line polynomials of degree <= 64
-BALANCED_TOL = 0.01      # |stationary point - C/2| <= 1% of C counts as "at the balanced split"
-
-
-def line_polynomial(loss_along: Callable[[np.ndarray], np.ndarray], lo: float, hi: float,
-                    n_nodes: int = LINE_NODES):
-    """The univariate polynomial eta_1 -> loss on [lo, hi], interpolated at Chebyshev points.
-
-    Along a line every loss of a linear student after k GD steps (and every closed form of
-    lrsweep.theory) is a polynomial in eta_1; interpolating it at more Chebyshev points than its
-    degree recovers it exactly up to rounding, in a well-conditioned basis. Returns a
-    ``numpy.polynomial.Chebyshev`` (None if a node value is not finite: a diverged point).
-    """
-    nodes = np.polynomial.chebyshev.chebpts2(n_nodes)
-    eta_1 = lo + (nodes + 1.0) * (hi - lo) / 2.0
-    values = np.asarray(loss_along(eta_1), float)
-    if not np.all(np.isfinite(values)):
-        return None
-    poly = np.polynomial.Chebyshev.fit(eta_1, values, n_nodes - 1, domain=[lo, hi])
-    scale = np.abs(poly.coef).max()
-    return poly.trim(1e-13 * scale) if scale > 0 else poly
-
-
-def line_argmin(poly, lo: float, hi: float, n_scan: int = 4001) -> float:
-    """argmin of the polynomial on [lo, hi]: the root of its derivative next to the best scan point."""
-    x = np.linspace(lo, hi, n_scan)
-    i = int(np.argmin(poly(x)))
-    if i in (0, n_scan - 1):
-        return float(x[i])
-    d1 = poly.deriv()
-    a, b = x[i - 1], x[i + 1]
-    if d1(a) > 0 or d1(b) < 0:  # no sign change: the scan point is as good as it gets
-        return float(x[i])
-    for _ in range(200):  # bisection on p' (monotone bracket), to machine precision
-        mid = 0.5 * (a + b)
-        if d1(mid) > 0:
-            b = mid
-        else:
-            a = mid
-        if b - a <= 1e-15 * max(abs(a), abs(b), 1.0):
-            break
-    return float(0.5 * (a + b))
-
-
-def balanced_analysis(poly, balanced: float, total: float, tol: float = BALANCED_TOL) -> dict:
-    """Slope and curvature at the balanced split; local minimum iff the curvature is positive and
-    the local quadratic's stationary point lies within ``tol * C`` of it (exactly at it for the
-    symmetric theory; seed means are symmetric only up to noise)."""
-    if poly is None:
-        return {"slope": np.nan, "curvature": np.nan, "local_min": np.nan}
-    slope, curvature = float(poly.deriv()(balanced)), float(poly.deriv(2)(balanced))
-    offset = -slope / curvature if curvature != 0 else np.inf
-    return {"slope": slope, "curvature": curvature,
-            "local_min": float(curvature > 0 and abs(offset) <= tol * total)}
-
-
-def _theory_along(theory: Theory, row: pd.Series, step: int, total: float):
-    """eta_1 -> the theory's prediction on the line eta_1 + eta_2 = C through ``row``."""
-    def along(eta_1):
-        frame = pd.DataFrame([row.to_dict()] * len(eta_1))
-        frame["lr_1"], frame["lr_2"] = eta_1, total - eta_1
-        return theory.predict(frame, step)
-    return along
-
-
-def line_summary(table: pd.DataFrame, experiment_along: Callable | None = None) -> pd.DataFrame:
-    """Per theory, line eta_1 + eta_2 = C and step: where the loss is smallest and whether the
-    balanced split eta_1 = eta_2 is a local minimum, for experiment and theory.
-
-    Read off the grid (``argmin_eta_1``, ``balanced_local_min_grid``) and exactly from the line
-    polynomials: the theory's closed form always (``predicted_*``); the experiment's seed mean
-    when ``experiment_along(rows, step, total)`` returns a callable eta_1 -> loss (runs with stored
-    learning-rate polynomials, :mod:`lrsweep.poly`), else the grid answer is used for it.
-    """
-    if table.empty:
-        return pd.DataFrame()
-    line = _line_key(table)
-    group_keys = [c for c in ("theory", "run_id", "width", "n_layers", "gradient", line, "step") if c in table]
-    rows = []
-    for key, g in table.groupby(group_keys, sort=True):
-        eta_1 = g["lr_1"].to_numpy(float)
-        total = float((g["lr_1"] + g["lr_2"]).median())
-        lo, hi, balanced = float(eta_1.min()), float(eta_1.max()), total / 2
-        rec = dict(zip(group_keys, key))
-        step = int(rec["step"])
-        grid_local_min = _balanced_local_min(eta_1, g["mean"].to_numpy(), total)
-        rec.update(n_points=len(g), argmin_eta_1=eta_1[np.argmin(g["mean"].to_numpy())],
-                   balanced_local_min_grid=grid_local_min)
-        theory_poly = line_polynomial(_theory_along(REGISTRY[rec["theory"]], g.iloc[0], step, total), lo, hi) \
-            if hi > lo else None
-        predicted = balanced_analysis(theory_poly, balanced, total)
-        grid_argmin = rec["argmin_eta_1"]
-        # the experiment's grid argmin is the theory's best grid point (ties: symmetric lines)
-        on_grid = theory_poly(np.sort(eta_1)) if theory_poly is not None else None
-        rec["argmin_matches"] = (float(theory_poly(grid_argmin) <= on_grid.min() + 1e-9 * abs(on_grid.min()))
-                                 if theory_poly is not None else np.nan)
-        rec.update(predicted_argmin_eta_1=line_argmin(theory_poly, lo, hi) if theory_poly is not None else np.nan,
-                   predicted_balanced_slope=predicted["slope"], predicted_balanced_curvature=predicted["curvature"],
-                   predicted_balanced_local_min=predicted["local_min"])
-        along = experiment_along(g, step, total) if experiment_along is not None and hi > lo else None
-        exp_poly = line_polynomial(along, lo, hi) if along is not None else None
-        if exp_poly is not None:
-            measured = balanced_analysis(exp_poly, balanced, total)
-            rec.update(exact_argmin_eta_1=line_argmin(exp_poly, lo, hi), balanced_slope=measured["slope"],
-                       balanced_curvature=measured["curvature"], balanced_local_min=measured["local_min"],
-                       line_method="polynomial")
-        else:
-            rec.update(exact_argmin_eta_1=np.nan, balanced_slope=np.nan, balanced_curvature=np.nan,
-                       balanced_local_min=grid_local_min, line_method="grid")
-        rows.append(rec)
-    return pd.DataFrame(rows)
 
 
 @dataclasses.dataclass
@@ -323,39 +175,17 @@ def verdict(table: pd.DataFrame) -> Verdict:
     return Verdict(ok, "\n".join(lines))
 
 
-def polynomial_lines(run: str | Path) -> Callable | None:
-    """``experiment_along`` for :func:`line_summary` from a run's stored learning-rate polynomials.
-
-    The seed mean of the test loss on a line is the mean of the instances' polynomials
-    (:func:`lrsweep.poly.evaluate`), so its argmin and the derivatives at the balanced split are
-    exact. None when the run stored no coefficients (grid mode).
-    """
-    from lrsweep import poly
-    run = Path(run)
-    if not store.is_run(run) or not store.marked_parts(run, "poly"):
-        return None
-
-    def along(rows: pd.DataFrame, step: int, total: float):
-        if "group_id" not in rows or rows["group_id"].nunique() != 1 or "lr_3" in rows and rows["lr_3"].notna().any():
-            return None
-        gid = int(rows["group_id"].iloc[0])
-
-        def loss(eta_1):
-            values = poly.evaluate(run, step=step, lr_1=eta_1, lr_2=total - eta_1)
-            values = values[values["group_id"] == gid]
-            if values.empty:
-                return np.full(len(eta_1), np.nan)
-            return values.groupby("point")["test_loss"].mean().to_numpy()
-        return loss
-    return along
-
-
 def write_comparison(run: str | Path, theories: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Verdict]:
     """Compare a run and write ``comparison.parquet`` and ``lines.parquet`` into it."""
     run = Path(run)
     table = compare(run, theories)
-    lines = line_summary(table, polynomial_lines(run))
+    summaries = {name: fn(table, run) for name, fn in SUMMARIES.items()}
     if not table.empty and store.is_run(run):
         store.write_table(table, run / "comparison.parquet")
-        store.write_table(lines, run / "lines.parquet")
-    return table, lines, verdict(table)
+        for name, frame in summaries.items():
+            if not frame.empty:
+                store.write_table(frame, run / f"{name}.parquet")
+    return table, summaries.get("lines", pd.DataFrame()), verdict(table)
+
+
+from lrsweep.theory import layer_balancing_compare  # noqa: E402,F401  (registers the seed 000 theories)

@@ -19,11 +19,13 @@ import itertools
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
+
+from lrsweep.architecture import PARAMETERIZATIONS, Architecture
 
 
 class ConfigError(ValueError):
@@ -48,17 +50,27 @@ class Field:
     choices: tuple | None = None
     minimum: float | None = None  # inclusive
     positive: bool = False  # strictly > 0
-    static: bool = True  # changes the compiled program (shape group) if True
+    role: str = "static"  # see ROLES
     nullable: bool = False
     axis: bool = True  # may be a grid axis
+    maximum: float | None = None  # inclusive
 
 
-PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard")
+# What a field is to the engine, declared once per field; every column list derives from it:
+#   static    shapes and categorical choices: splits shape groups, keys the compiled program;
+#   instance  generates an instance's weights and data (traced, vmapped over the instance axis);
+#   traced    a per-student number in the vmapped student axis, read by name (like lr_1 .. lr_m);
+#   run       how a run is executed or named; never a column of the compiled program.
+ROLES = ("static", "instance", "traced", "run")
+
+
 FIELDS: dict[str, Field] = {f.path: f for f in [
-    Field("name", "str", "sweep", "Sweep name; results go to <out>/<name>/<run_id>/."),
+    Field("name", "str", "sweep", "Sweep name; results go to <out>/<name>/<run_id>/.", role="run"),
     Field("seed", "int", 0, "Seed of init, data and teacher (usually a grid axis via `seeds`).",
-          minimum=0, static=False),
-    Field("task.kind", "str", "linear_teacher", "Task family.", choices=("linear_teacher",)),
+          minimum=0, role="instance"),
+    Field("task.kind", "str", "linear_teacher",
+          "Task (lrsweep.tasks): `linear_teacher` (regression y = teacher(X beta) + xi, seed 000).",
+          choices=("linear_teacher",)),
     Field("task.input_dim", "int", 64, "Input dimension d.", positive=True),
     Field("task.n_train", "int", 128, "Number of training samples n.", positive=True),
     Field("task.design", "str", "gaussian",
@@ -69,11 +81,11 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           choices=("gaussian", "orthonormal")),
     Field("task.target_std", "float", None,
           "Std of gaussian teacher entries; null = the authors' choice (paper_2nn 1/d, paper_deep 1/sqrt(h), standard 1/sqrt(d)).",
-          positive=True, static=False, nullable=True),
+          positive=True, role="instance", nullable=True),
     Field("task.teacher_activation", "str", "linear", "y = X beta (`linear`) or y = relu(X beta) (`relu`).",
           choices=("linear", "relu")),
     Field("task.noise_std", "float", 0.0, "Label noise std: y = teacher(X) + xi, xi ~ N(0, noise_std^2).",
-          minimum=0.0, static=False),
+          minimum=0.0, role="instance"),
     Field("task.n_test", "int", 2048, "Sampled test-set size (only for students without an exact test loss: ReLU).",
           positive=True),
     Field("task.test_noise", "bool", False, "Add the label-noise variance to the test loss."),
@@ -89,7 +101,13 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
     Field("init", "str", "orthogonal",
           "orthogonal: QR with sign fix, orthonormal columns (needs fan_in >= fan_out); "
           "gaussian: W1 ~ N(0,1/d), hidden ~ N(0,1/h).", choices=("orthogonal", "gaussian")),
-    Field("init_scale", "float", 1.0, "Multiplies every trained weight at init.", positive=True, static=False),
+    Field("init_scale", "float", 1.0, "Multiplies every trained weight at init.", positive=True, role="instance"),
+    Field("train.loss", "str", "mse",
+          "Training loss (lrsweep.losses): `mse` (0.5/n) sum ||f(x) - y||^2; `logistic` (1/n) sum log(1 + "
+          "exp(-y f(x))) and `exponential` (1/n) sum exp(-y f(x)) for labels in {-1, +1} (one output).",
+          choices=("mse", "logistic", "exponential")),
+    Field("train.metrics", "str_list", (), "Extra metrics at logged steps (lrsweep.metrics).", choices=(),
+          axis=False),
     Field("train.optimizer", "str", "gd", "Full-batch gradient descent.", choices=("gd",)),
     Field("train.steps", "int", 8, "Number of GD steps.", minimum=0),
     Field("train.schedule", "str", "constant",
@@ -97,9 +115,9 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "`polynomial` (1 - t/T)^delta; `wsd` 1 until t_s = stable_fraction T, then ((1 - t/T)/(1 - t_s/T))^delta "
           "(eq. 82); `power` (1 + t)^(-chi).", choices=("constant", "polynomial", "wsd", "power")),
     Field("train.schedule_exponent", "float", 1.0, "delta of `polynomial` / `wsd`, chi of `power` (traced: a grid "
-          "axis never recompiles).", minimum=0.0, static=False),
+          "axis never recompiles).", minimum=0.0, role="traced"),
     Field("train.stable_fraction", "float", 0.8, "t_s / T of `wsd`: the fraction of steps at the full rate, in "
-          "[0, 1] (traced).", minimum=0.0, static=False),
+          "[0, 1] (traced).", minimum=0.0, role="traced"),
     Field("train.warmup_steps", "int", 0, "Linear warmup: the rate is multiplied by min(1, (t + 1) / w) over the "
           "first w steps (0: none; at most train.steps).", minimum=0),
     Field("train.log_every", "int", 1, "Log metrics every k steps (and at the last step).", positive=True),
@@ -119,11 +137,22 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "How a group is computed: `grid` (train every student, lrsweep.engine), `poly` (linear students under "
           "gd: exact loss polynomials in the learning rates, one coefficient computation per seed, "
           "lrsweep.poly), `auto` (poly where it applies and needs fewer FLOPs). Same numbers either way; "
-          "not a grid axis.", choices=("auto", "grid", "poly"), static=False, axis=False),
+          "not a grid axis.", choices=("auto", "grid", "poly"), role="run", axis=False),
     Field("train.diverge_factor", "float", 1e6,
           "A student diverges when its train loss is non-finite or exceeds this factor times its initial loss.",
           positive=True),
 ]}
+
+def columns(role: str) -> tuple[str, ...]:
+    """Student-table columns of the fields with this role (short names, in FIELDS order)."""
+    assert role in ROLES, role
+    return tuple(_short(f.path) for f in FIELDS.values() if f.role == role)
+
+
+def lr_columns(n_trainable: int) -> list[str]:
+    """``lr_1 .. lr_m``: the per-layer rates, traced like the ``traced`` fields."""
+    return [f"lr_{i}" for i in range(1, n_trainable + 1)]
+
 
 ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers",
            "activation": "model.activation", "parameterization": "model.parameterization",
@@ -133,20 +162,12 @@ ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers"
            "teacher_activation": "task.teacher_activation", "steps": "train.steps",
            "gradient": "train.gradient", "formulation": "train.formulation", "mode": "train.mode",
            "schedule": "train.schedule", "schedule_exponent": "train.schedule_exponent",
-           "stable_fraction": "train.stable_fraction", "warmup_steps": "train.warmup_steps"}
+           "stable_fraction": "train.stable_fraction", "warmup_steps": "train.warmup_steps",
+           "loss": "train.loss"}
 LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line")
 _LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
 TOP_LEVEL = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-
-
-def register_field(field: Field, choice_for: str | None = None) -> None:
-    """Add a field (or, with ``choice_for``, extend a field's choices) for a new family."""
-    if choice_for is not None:
-        old = FIELDS[choice_for]
-        FIELDS[choice_for] = dataclasses.replace(old, choices=tuple(old.choices) + (field,))
-        return
-    FIELDS[field.path] = field
 
 
 def describe_schema() -> str:
@@ -154,7 +175,8 @@ def describe_schema() -> str:
     rows = ["| field | default | allowed | meaning |", "| --- | --- | --- | --- |"]
     for f in FIELDS.values():
         allowed = ", ".join(map(str, f.choices)) if f.choices else (
-            "> 0" if f.positive else f">= {f.minimum:g}" if f.minimum is not None else f.kind)
+            "> 0" if f.positive else f"[{f.minimum:g}, {f.maximum:g}]" if f.maximum is not None else
+            f">= {f.minimum:g}" if f.minimum is not None else f.kind)
         rows.append(f"| `{f.path}` | `{f.default}` | {allowed} | {f.doc} |")
     return "\n".join(rows)
 
@@ -193,6 +215,18 @@ def check_value(field: Field, value: Any, where: str) -> Any:
     elif kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(where, f"expected true or false, got {value!r}")
+    elif kind == "str_list":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(where, f"expected a list of names, got {value!r} ({_allowed(field)})")
+        for v in value:
+            if v not in field.choices:
+                raise ConfigError(where, f"{v!r} is not allowed; allowed values: {', '.join(field.choices)}"
+                                  + _suggest(v, field.choices))
+        if len(set(value)) != len(value):
+            raise ConfigError(where, f"{value!r} names a metric twice")
+        return tuple(value)
     elif kind == "int_list":
         if not isinstance(value, (list, tuple)) or not value:
             raise ConfigError(where, f"expected a non-empty list of integers, got {value!r}")
@@ -206,6 +240,8 @@ def check_value(field: Field, value: Any, where: str) -> Any:
         raise ConfigError(where, f"must be > 0, got {value!r}")
     if field.minimum is not None and value < field.minimum:
         raise ConfigError(where, f"must be >= {field.minimum:g}, got {value!r}")
+    if field.maximum is not None and value > field.maximum:
+        raise ConfigError(where, f"must be <= {field.maximum:g}, got {value!r} ({_allowed(field)})")
     return value
 
 
@@ -214,6 +250,8 @@ def _allowed(field: Field) -> str:
         return "allowed values: " + ", ".join(map(str, field.choices))
     if field.positive:
         return f"a {field.kind} > 0"
+    if field.minimum is not None and field.maximum is not None:
+        return f"a {field.kind} in [{field.minimum:g}, {field.maximum:g}]"
     if field.minimum is not None:
         return f"a {field.kind} >= {field.minimum:g}"
     return f"a {field.kind}"
@@ -490,11 +528,6 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
 # Students
 # --------------------------------------------------------------------------------------
 
-def n_trainable(parameterization: str, n_layers: int) -> int:
-    """Number of trained weight matrices m (paper_deep's head is fixed)."""
-    return n_layers - 1 if parameterization == "paper_deep" else n_layers
-
-
 def resolve_lrs(point: dict, m: int) -> list[float]:
     """Per-layer learning rates eta_1..eta_m for one grid point (see module docstring)."""
     if "lr_line_eta_1" in point:
@@ -524,7 +557,7 @@ def resolve_lrs(point: dict, m: int) -> list[float]:
     return lrs
 
 
-def _check_student_shapes(p: dict, where: str = "config") -> None:
+def _check_student_shapes(p: dict) -> None:
     """Cross-field checks for one static combination (raise before any compute)."""
     par, L = p["model.parameterization"], p["model.n_layers"]
     d, h, n = p["task.input_dim"], p["model.width"], p["task.n_train"]
@@ -535,20 +568,23 @@ def _check_student_shapes(p: dict, where: str = "config") -> None:
             raise ConfigError("model.activation", "paper_2nn is linear only; allowed values: linear")
     if par == "paper_deep" and L < 2:
         raise ConfigError("model.n_layers", f"paper_deep counts its fixed head, so n_layers >= 2; got {L}")
-    if p["task.design"] == "orthogonal" and n < d:
-        raise ConfigError("task.design", f"orthogonal design (X^T X = n I) needs n_train >= input_dim; "
-                                         f"got n_train={n} < input_dim={d}")
+    arch = Architecture.from_fields(p)
+    if p["task.kind"] == "linear_teacher":
+        if p["task.design"] == "orthogonal" and n < d:
+            raise ConfigError("task.design", f"orthogonal design (X^T X = n I) needs n_train >= input_dim; "
+                                             f"got n_train={n} < input_dim={d}")
+        if p["task.target"] == "orthonormal" and d < arch.output_dim:
+            raise ConfigError("task.target", f"orthonormal target needs input_dim >= output dim; got {d} < "
+                                             f"{arch.output_dim}")
+    if p["train.loss"] != "mse" and p["task.kind"] != "classification":
+        raise ConfigError("train.loss", f"{p['train.loss']} needs labels in {{-1, +1}} (task.kind: "
+                                        f"classification); allowed for task.kind {p['task.kind']}: mse")
     if p["init"] == "orthogonal":
-        shapes = layer_shapes(p)
-        for i, (rows, cols) in enumerate(shapes, 1):
+        for i, (rows, cols) in enumerate(arch.shapes, 1):
             if rows < cols:
                 raise ConfigError("init", f"orthogonal init needs fan_in >= fan_out (orthonormal columns) but "
                                           f"W{i} is {rows} x {cols} (input_dim={d}, width={h}); use init: gaussian "
                                           f"or input_dim >= width")
-    if p["task.target"] == "orthonormal":
-        out = output_dim(p)
-        if d < out:
-            raise ConfigError("task.target", f"orthonormal target needs input_dim >= output dim; got {d} < {out}")
     steps = p["train.steps"]
     if p["train.warmup_steps"] > steps:
         raise ConfigError("train.warmup_steps", f"must be <= train.steps={steps}, got {p['train.warmup_steps']}")
@@ -557,27 +593,13 @@ def _check_student_shapes(p: dict, where: str = "config") -> None:
                                              f"{max(p['train.log_steps'])}")
 
 
-def output_dim(p: dict) -> int:
-    par = p["model.parameterization"]
-    return p["model.width"] if par == "paper_2nn" else 1 if par == "paper_deep" else p["model.output_dim"]
-
-
-def layer_shapes(p: dict) -> list[tuple[int, int]]:
-    """Shapes of the trained matrices W_1..W_m."""
-    d, h, L, par = p["task.input_dim"], p["model.width"], p["model.n_layers"], p["model.parameterization"]
-    m = n_trainable(par, L)
-    shapes = [(d, h)] + [(h, h)] * (m - 1)
-    if par == "standard":
-        shapes[-1] = (shapes[-1][0], p["model.output_dim"]) if m > 1 else (d, p["model.output_dim"])
-    return shapes
-
-
 def log_steps(p: dict) -> tuple[int, ...]:
-    """Steps at which metrics are recorded (always includes 0 and the last step)."""
-    steps = p["train.steps"]
-    if p["train.log_steps"] is not None:
-        return tuple(sorted(set(p["train.log_steps"]) | {0, steps}))
-    return tuple(sorted(set(range(0, steps + 1, p["train.log_every"])) | {steps}))
+    """Steps at which metrics are recorded (always includes 0 and the last step); short or dotted keys."""
+    get = lambda path: p[path] if path in p else p[_short(path)]
+    steps, explicit = get("train.steps"), get("train.log_steps")
+    if explicit is not None and not isinstance(explicit, float):  # NaN: a column of a frame without it
+        return tuple(sorted(set(explicit) | {0, steps}))
+    return tuple(sorted(set(range(0, steps + 1, get("train.log_every"))) | {steps}))
 
 
 def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
@@ -586,7 +608,6 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     Raises ConfigError for any combination that cannot run; nothing is computed.
     """
     rows = []
-    names_all = [n for ns, _ in cfg.axes for n in ns]
     expanded_axes = []
     for names, values in cfg.axes:
         if names == ("lr_line",):
@@ -606,11 +627,11 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
         point = dict(cfg.base)
         flat_vals = [v for tup in combo for v in tup]
         point.update(zip(axis_names, flat_vals))
-        key = tuple(point[f] for f in FIELDS if FIELDS[f].static)
+        key = tuple(point[f] for f in FIELDS if FIELDS[f].role == "static")
         if key not in checked:
             _check_student_shapes(point)
             checked.add(key)
-        m = n_trainable(point["model.parameterization"], point["model.n_layers"])
+        m = Architecture.from_fields(point).n_trainable
         extra = sorted((k for k in point if _LR_LAYER.match(k) and int(k[3:]) > m), key=lambda k: int(k[3:]))
         if extra:
             raise ConfigError(f"grid.{extra[0]}", f"the student has only {m} trainable layers "
@@ -636,34 +657,26 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     if not rows:
         raise ConfigError("grid", "the grid is empty")
     df = pd.DataFrame(rows)
-    if "lr" in names_all:
-        pass
     df.insert(0, "student_id", np.arange(len(df), dtype=np.int64))
     return df
 
 
 def default_target_std(p: dict) -> float:
-    """The authors' teacher scale: paper_2nn 1/d, paper_deep 1/sqrt(h), standard 1/sqrt(d)."""
-    par = p["model.parameterization"]
+    """The authors' teacher scale: paper_2nn 1/d, paper_deep 1/sqrt(h), standard 1/sqrt(d) (``p`` keyed
+    by field path or short column name)."""
+    get = lambda path: p[path] if path in p else p[_short(path)]
+    par = get("model.parameterization")
     if par == "paper_2nn":
-        return 1.0 / p["task.input_dim"]
+        return 1.0 / get("task.input_dim")
     if par == "paper_deep":
-        return 1.0 / math.sqrt(p["model.width"])
-    return 1.0 / math.sqrt(p["task.input_dim"])
+        return 1.0 / math.sqrt(get("model.width"))
+    return 1.0 / math.sqrt(get("task.input_dim"))
 
 
 def _short(path: str) -> str:
     return path.split(".")[-1]
 
 
-STATIC_COLUMNS = tuple(_short(f.path) for f in FIELDS.values() if f.static and f.path != "name")
-
-
 def static_columns() -> list[str]:
     """Columns that define a compile group (shapes and categorical choices)."""
-    return [_short(f.path) for f in FIELDS.values() if f.static and f.path != "name"]
-
-
-def row_to_point(row: dict) -> dict:
-    """Inverse of the short column names: a student row back to field paths."""
-    return {p: row[_short(p)] for p in FIELDS if _short(p) in row}
+    return list(columns("static"))

@@ -1,4 +1,4 @@
-"""Optimizers as optax transforms whose hyperparameters are traced arrays.
+"""Optimizers as optax transforms whose hyperparameters are traced arrays, read by name.
 
 A learning rate passed as a Python float would be baked into the compiled program; here every
 rate, and every schedule parameter, is an array in the vmapped student axis, so one compiled
@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("constant", "polynomial", "wsd", "power")
-SCHEDULE_COLUMNS = ("schedule_exponent", "stable_fraction")  # traced, one value per student
 
 
 class Schedule(NamedTuple):
@@ -58,32 +57,49 @@ def schedule_multiplier(schedule: Schedule, t) -> jax.Array:
     return s
 
 
-def scale_by_layer(lr_per_layer: jax.Array, schedule: Schedule | None = None) -> optax.GradientTransformation:
-    """Multiply the l-th leaf of the update by -eta_l (per-layer GD, seed 000 eq. for W_l^{t+1}),
-    times s(t) if a schedule is given (its state then counts the steps taken).
+def per_layer_rates(rates: dict, multipliers: dict | None = None) -> optax.GradientTransformation:
+    """update_l = -eta_l m_l(t) g_l for the layer named l (per-layer GD, seed 000 Sec. 3).
 
     Args:
-      lr_per_layer: (m,) array, eta_1..eta_m, one per leaf of the params tuple (in order).
+      rates: layer name -> eta_l (a traced scalar), e.g. ``{"W1": hparams["lr_1"], ...}``.
+      multipliers: layer name -> ``fn(t)``, a schedule multiplier per layer (None: constant rates;
+        the state then counts the steps taken). Layers are matched by name, never by position.
     """
     def init_fn(params):
         del params
-        return optax.EmptyState() if schedule is None else optax.ScaleByScheduleState(jnp.zeros([], jnp.int32))
+        return optax.EmptyState() if multipliers is None else optax.ScaleByScheduleState(jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         del params
-        leaves, treedef = jax.tree_util.tree_flatten(updates)
-        rates, new_state = lr_per_layer, state
-        if schedule is not None:
-            rates = lr_per_layer * schedule_multiplier(schedule, state.count)
-            new_state = optax.ScaleByScheduleState(state.count + 1)
-        scaled = [-rates[i].astype(g.dtype) * g for i, g in enumerate(leaves)]
-        return jax.tree_util.tree_unflatten(treedef, scaled), new_state
+        if multipliers is None:
+            return {name: -rates[name].astype(g.dtype) * g for name, g in updates.items()}, state
+        scaled = {name: -(rates[name] * multipliers[name](state.count)).astype(g.dtype) * g
+                  for name, g in updates.items()}
+        return scaled, optax.ScaleByScheduleState(state.count + 1)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(name: str, lr_per_layer: jax.Array, schedule: Schedule | None = None) -> optax.GradientTransformation:
-    """The update rule named by ``train.optimizer`` with per-layer rates (and schedule) as data."""
-    if name == "gd":
-        return scale_by_layer(lr_per_layer, schedule)
-    raise ValueError(f"train.optimizer: unknown '{name}'; allowed: gd")
+def schedule_of(spec, hparams: dict) -> Schedule | None:
+    """The group's schedule with this student's traced parameters (None for constant rates)."""
+    if spec.schedule == "constant" and spec.warmup_steps == 0:
+        return None
+    return Schedule(spec.schedule, spec.steps, spec.warmup_steps, hparams["schedule_exponent"],
+                    hparams["stable_fraction"])
+
+
+def gd(spec, hparams: dict) -> optax.GradientTransformation:
+    """Full-batch GD with per-layer rates ``lr_l`` and the group's schedule on every layer."""
+    names = spec.arch.layer_names
+    rates = {name: hparams[f"lr_{l}"] for l, name in enumerate(names, 1)}
+    schedule = schedule_of(spec, hparams)
+    multipliers = None if schedule is None else {name: (lambda t: schedule_multiplier(schedule, t)) for name in names}
+    return per_layer_rates(rates, multipliers)
+
+
+OPTIMIZERS = {"gd": gd}
+
+
+def make_optimizer(spec, hparams: dict) -> optax.GradientTransformation:
+    """The optax transform of ``train.optimizer`` for one student, from its traced hyperparameters by name."""
+    return OPTIMIZERS[spec.optimizer](spec, hparams)

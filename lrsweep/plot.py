@@ -21,10 +21,6 @@ def _pyplot():
     return plt
 
 
-def _line_col(df: pd.DataFrame) -> str:
-    return "lr_line" if "lr_line" in df and df["lr_line"].notna().all() else "lr_total"
-
-
 def _save(fig, path: Path) -> list[Path]:
     out = []
     for ext in (".png", ".pdf"):
@@ -44,7 +40,8 @@ def plot_lines(table: pd.DataFrame, out: Path, title: str = "") -> list[Path]:
     """
     plt = _pyplot()
     from matplotlib import cm, colors
-    line = _line_col(table)
+    from lrsweep.theory.layer_balancing_compare import line_key
+    line = line_key(table)
     steps = sorted(table["step"].unique())
     has_theory = "prediction" in table and table["prediction"].notna().any()
     kinds = (["prediction", "mean"] if has_theory else ["mean"])

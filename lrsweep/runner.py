@@ -61,40 +61,25 @@ def resolve_config_path(name: str | Path | None) -> Path:
 
 def prepare(cfg: config_lib.SweepConfig):
     """Expand the grid and build every group's static spec. Raises ConfigError; computes nothing."""
-    from lrsweep.engine import GroupSpec
+    from lrsweep.spec import GroupSpec
     students = config_lib.expand_grid(cfg)
     static = [c for c in config_lib.static_columns() if c in students]
     key = [repr(t) for t in zip(*(students[c].tolist() for c in static))]
     students.insert(1, "group_id", pd.factorize(np.array(key, dtype=object))[0].astype(np.int64))
-    specs = {}
-    for gid, rows in students.groupby("group_id", sort=True):
-        try:
-            specs[gid] = GroupSpec.from_row(rows.iloc[0].to_dict())
-        except ValueError as e:  # e.g. moments formulation with a ReLU student
-            raise config_lib.ConfigError("train.formulation", str(e).split(": ", 1)[-1]) from None
+    specs = {gid: GroupSpec.from_row(rows.iloc[0].to_dict()) for gid, rows in students.groupby("group_id", sort=True)}
     return students, specs
 
 
 def choose_modes(cfg: config_lib.SweepConfig, students: pd.DataFrame, specs: dict) -> dict:
-    """Per group: grid (the engine) or poly (:mod:`lrsweep.poly`), from ``train.mode`` (after :func:`setup_jax`).
-
-    Decided on the whole group (not what is left to train), so a resumed run decides the same.
-    Raises ConfigError("train.mode") where poly is asked for but cannot run; computes nothing.
-    """
+    """Per group: which driver runs it (:func:`lrsweep.drivers.plan_mode`), from ``train.mode`` (after
+    :func:`setup_jax`). Raises ConfigError("train.mode") where poly is asked for but cannot run."""
     import jax.numpy as jnp
 
-    from lrsweep import poly
+    from lrsweep import drivers
     requested = cfg.base.get("train.mode", "auto")
     dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
-    reports = {}
-    for gid, spec in specs.items():
-        group = students[students["group_id"] == gid]
-        n_inst = int(group.groupby(list(poly.INSTANCE_COLUMNS), sort=False).ngroups)
-        rep = poly.mode_report(spec, len(group), n_inst, requested, dtype_bytes=dtype_bytes)
-        if rep["mode"] == "poly":
-            rep["lr_scale"] = poly.group_scale(group, spec.arch.n_trainable)
-        reports[gid] = rep
-    return reports
+    return {gid: drivers.plan_mode(spec, students[students["group_id"] == gid], requested, dtype_bytes=dtype_bytes)
+            for gid, spec in specs.items()}
 
 
 def setup_jax(x64: bool, cache_dir: str | None = None) -> None:
@@ -159,7 +144,7 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
         x64, max_memory, chunk_size = meta["x64"], meta["max_memory"], meta["chunk_size"]
     students, specs = prepare(cfg)  # all validation happens here, before any directory exists
     setup_jax(x64)
-    from lrsweep import engine, poly
+    from lrsweep import drivers
     modes = choose_modes(cfg, students, specs)  # ConfigError for an impossible train.mode: poly
     if resume is None:
         run_dir = Path(out) / cfg.name / (run_id or new_run_id())
@@ -170,15 +155,15 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
     meta["status"] = "running"
     store.write_json(meta, run_dir / "meta.json")
     done = set(store.done_student_ids(run_dir).tolist())
-    todo = students[~students["student_id"].isin(done)]
     attempt = uuid.uuid4().hex[:6]
     bar = _progress(len(students), initial=len(done), enabled=progress)
     start = time.perf_counter()
     trained = 0
+    registry = drivers.drivers()
     try:
         for gid, spec in specs.items():
-            group = todo[todo["group_id"] == gid]
-            if group.empty:
+            group = students[students["group_id"] == gid]
+            if group["student_id"].isin(done).all():
                 continue
             bar.set_description(f"group {gid + 1}/{len(specs)} h={spec.arch.width} L={spec.arch.n_layers} "
                                 f"T={spec.steps}")
@@ -186,23 +171,14 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
             ckpts = ChunkCheckpoints(run_dir / "checkpoints" / f"g{gid:04d}",
                                      EVERY_S if checkpoint_every is None else checkpoint_every,
                                      segment_steps or SEGMENT_STEPS)
-            if mode == "poly":
-                chunks = poly.iter_group(spec, group, max_memory=max_memory, chunk_size=chunk_size,
-                                         scale=modes[gid]["lr_scale"])
-            else:  # planned over the whole group: a resumed run cuts the same chunks (and finds their checkpoints)
-                chunks = engine.iter_group(spec, students[students["group_id"] == gid], max_memory=max_memory,
-                                           chunk_size=chunk_size, done=done, checkpoints=ckpts)
-            for chunk, result in chunks:
-                extra = {}
-                if isinstance(chunk, poly.PolyChunk):
-                    extra["poly"] = (poly.coefficient_table(chunk, run_dir.name, gid),
-                                     poly.coefficient_schema(spec.arch.n_trainable))
-                _write_chunk(run_dir, f"g{gid:04d}-{attempt}-c{chunk.index:06d}", spec, students, result,
-                             run_dir.name, mode=mode, extra=extra)
-                if mode != "poly":
-                    ckpts.remove(chunk.student_ids)
-                trained += len(result["student_id"])
-                bar.update(len(result["student_id"]))
+            ctx = drivers.GroupContext(done, max_memory, chunk_size, ckpts, run_dir.name, gid, modes[gid])
+            for out in registry[mode].iter_group(spec, group, ctx):
+                _write_chunk(run_dir, f"g{gid:04d}-{attempt}-c{out.index:06d}", spec, students, out, run_dir.name,
+                             mode)
+                ckpts.remove(out.student_ids)
+                n = len(out.result["student_id"])
+                trained += n
+                bar.update(n)
                 bar.set_postfix(students_per_s=f"{trained / (time.perf_counter() - start):.3g}")
     except KeyboardInterrupt:
         bar.close()
@@ -227,18 +203,24 @@ def _jsonable(rep: dict) -> dict:
     return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in rep.items()}
 
 
-def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, result: dict, run_id: str,
-                 mode: str = "grid", extra: dict | None = None) -> None:
-    """Write one chunk's parts: curves, then ``extra`` tables ({name: (DataFrame, schema)}), then the
-    students part, the marker that the chunk is done. ``result["mode"]`` (per student) overrides ``mode``."""
+def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, out, run_id: str, mode: str) -> None:
+    """Write one chunk's parts: curves, then the driver's extra tables, then the students part, the
+    marker that the chunk is done. Columns follow the results: one curves column per logged metric,
+    ``final_<metric>`` and the running reductions in students. ``result["mode"]`` (per student)
+    overrides ``mode``."""
+    result = out.result
     ids = result["student_id"]
     rows = students.set_index("student_id").loc[ids].reset_index()
     rows.insert(0, "run_id", run_id)
-    rows["log_steps"] = rows["log_steps"].map(lambda v: None if v is None or v != v else ",".join(map(str, v)))
+    for col in rows.columns:  # list-valued fields (log_steps, metrics, points) as text
+        if rows[col].map(lambda v: isinstance(v, (list, tuple))).any():
+            rows[col] = rows[col].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else None)
     rows["formulation"] = spec.formulation
     rows["mode"] = result["mode"] if "mode" in result else mode
-    rows["final_train_loss"] = result["train_loss"][:, -1]
-    rows["final_test_loss"] = result["test_loss"][:, -1]
+    for name, values in result["curves"].items():
+        rows[f"final_{name}"] = values[:, -1]
+    for name, values in result["reductions"].items():
+        rows[name] = values
     rows["diverged"] = result["diverged"]
     diverged_step = pd.array(result["diverged_step"].astype(np.int64), dtype="Int64")
     diverged_step[~result["diverged"]] = pd.NA
@@ -246,11 +228,10 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, result:
     k = len(spec.log_steps)
     curves = pd.DataFrame({"run_id": run_id, "student_id": np.repeat(ids, k),
                            "step": np.tile(np.asarray(spec.log_steps, np.int64), len(ids)),
-                           "train_loss": result["train_loss"].reshape(-1).astype(np.float64),
-                           "test_loss": result["test_loss"].reshape(-1).astype(np.float64)})
+                           **{name: v.reshape(-1).astype(np.float64) for name, v in result["curves"].items()}})
     # curves first: a students row is the marker that the student is done (see done_student_ids)
-    store.write_table(curves, run_dir / "parts" / f"{stem}.curves.parquet", store.CURVE_SCHEMA)
-    for name, (table, schema) in (extra or {}).items():
+    store.write_table(curves, run_dir / "parts" / f"{stem}.curves.parquet")
+    for name, (table, schema) in out.tables.items():
         store.write_table(table, run_dir / "parts" / f"{stem}.{name}.parquet", schema)
     store.write_table(rows, run_dir / "parts" / f"{stem}.students.parquet")
 

@@ -20,9 +20,11 @@
 ``gradient="signal_only"`` keeps only the target-driven part of the gradient (the residual
 f(X) - y replaced by -y): the paper's gradient approximation (seed 000, Sec. 4, "signal" term).
 
-Each formulation is a :class:`Formulation`: ``init`` builds a student's trained state from the
-instance's initial weights, ``loss_and_grads`` returns ``(train_loss, grads, w_eff, aux)``
-(``w_eff`` None where the step did not form it) and ``apply`` adds the optimizer's updates.
+Each formulation is a :class:`Formulation`: ``requires`` says what it needs of a group (or why it
+cannot run it), ``init`` builds a student's trained state from the instance's initial weights,
+``loss_and_grads`` returns ``(train_loss, grads, w_eff, aux)`` (grads by layer name; ``w_eff`` None
+where the step did not form it), ``apply`` adds the optimizer's updates, ``post_update`` runs after
+each update (identity here; a best-response head goes there), ``dense`` gives the weights.
 """
 
 from __future__ import annotations
@@ -33,37 +35,40 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lrsweep.students import Architecture, effective_weight, predict
-from lrsweep.tasks import Instance
+from lrsweep.losses import LOSSES
+from lrsweep.students import effective_weight, predict
+from lrsweep.tasks import TASKS
 
 
-def moments_loss_and_grads(arch: Architecture, params, inst: Instance, gradient: str = "exact"):
-    w_eff, pullback = jax.vjp(lambda p: effective_weight(arch, p, inst.head), params)
-    sw = inst.xx @ w_eff
-    loss = 0.5 * (jnp.sum(w_eff * sw) - 2.0 * jnp.sum(w_eff * inst.xy) + inst.yy)
-    cotangent = sw - inst.xy if gradient == "exact" else -inst.xy
+def moments_loss_and_grads(spec, params0, params, inst, ctx):
+    del params0, ctx
+    w_eff, pullback = jax.vjp(lambda p: effective_weight(spec.arch, p, inst["head"]), params)
+    sw = inst["xx"] @ w_eff
+    loss = 0.5 * (jnp.sum(w_eff * sw) - 2.0 * jnp.sum(w_eff * inst["xy"]) + inst["yy"])
+    cotangent = sw - inst["xy"] if spec.gradient == "exact" else -inst["xy"]
     (grads,) = pullback(cotangent)
-    return loss, grads, w_eff
+    return loss, grads, w_eff, None
 
 
-def autodiff_loss_and_grads(arch: Architecture, params, inst: Instance, gradient: str = "exact"):
-    n = inst.x.shape[0]
-    pred, pullback = jax.vjp(lambda p: predict(arch, p, inst.head, inst.x), params)
-    residual = pred - inst.y
-    loss = 0.5 * jnp.sum(residual * residual) / n
-    cotangent = residual if gradient == "exact" else -inst.y
-    (grads,) = pullback(cotangent / n)
-    return loss, grads, None  # the test loss forms W_eff itself, only at logged steps
+def autodiff_loss_and_grads(spec, params0, params, inst, ctx):
+    del params0
+    x, y = TASKS[spec.task.kind].batch(spec, inst, ctx)
+    pred, pullback = jax.vjp(lambda p: predict(spec.arch, p, inst["head"], x), params)
+    loss, cotangent = LOSSES[spec.loss].value_and_cotangent(pred, y)
+    if spec.gradient == "signal_only":
+        cotangent = -y / x.shape[0]
+    (grads,) = pullback(cotangent)
+    return loss, grads, None, None  # the test loss forms W_eff itself, only at logged steps
 
 
 class LowRank(NamedTuple):
-    """Trained state of the ``lowrank`` formulation: W_k = W_k^0 + left[k]^T right[k].
+    """Trained state of the ``lowrank`` formulation: W_k = W_k^0 + left[k]^T right[k] (by layer name).
 
     left[k] (T, rows of W_k), right[k] (T, columns of W_k): row t is step t's update
     -eta_k c q_k and s_{k+1} (zero rows for steps not taken yet, or taken by a frozen student).
     """
-    left: tuple
-    right: tuple
+    left: dict
+    right: dict
 
 
 def _times(w0, left, right, x):
@@ -76,106 +81,123 @@ def _times_transposed(w0, left, right, q):
     return q @ w0 + right.T @ (left @ q)
 
 
-def lowrank_loss_and_grads(arch: Architecture, params0, state: LowRank, inst: Instance, gradient: str = "exact"):
+def lowrank_loss_and_grads(spec, params0, state: LowRank, inst, ctx):
     """Loss, per-layer left gradient factors c q_k (right factors s_{k+1} in aux) and w = W_eff."""
+    del ctx
+    arch = spec.arch
+    names = arch.layer_names
     m = arch.n_trainable
     s = [None] * (m + 2)  # s[k] = W_k .. W_m a (1-based), s[m + 1] = a (or 1: standard's last layer)
-    s[m + 1] = inst.head[:, 0] if arch.parameterization == "paper_deep" else jnp.ones((1,), inst.xx.dtype)
+    s[m + 1] = inst["head"][:, 0] if arch.has_head else jnp.ones((1,), inst["xx"].dtype)
     for k in range(m, 0, -1):
-        s[k] = _times(params0[k - 1], state.left[k - 1], state.right[k - 1], s[k + 1])
+        name = names[k - 1]
+        s[k] = _times(params0[name], state.left[name], state.right[name], s[k + 1])
     w = arch.output_scale * s[1]
-    sw = inst.xx @ w
-    b = inst.xy[:, 0]
-    loss = 0.5 * (w @ sw - 2.0 * (w @ b) + inst.yy)
-    q = sw - b if gradient == "exact" else -b
-    lefts = []
+    sw = inst["xx"] @ w
+    b = inst["xy"][:, 0]
+    loss = 0.5 * (w @ sw - 2.0 * (w @ b) + inst["yy"])
+    q = sw - b if spec.gradient == "exact" else -b
+    lefts = {}
     for k in range(1, m + 1):
-        lefts.append(arch.output_scale * q)
+        lefts[names[k - 1]] = arch.output_scale * q
         if k < m:
-            q = _times_transposed(params0[k - 1], state.left[k - 1], state.right[k - 1], q)
-    return loss, tuple(lefts), w[:, None], tuple(s[2:])
+            name = names[k - 1]
+            q = _times_transposed(params0[name], state.left[name], state.right[name], q)
+    return loss, lefts, w[:, None], dict(zip(names, s[2:]))
 
 
-def lowrank_init(arch: Architecture, params0, steps: int) -> LowRank:
-    rows = max(steps, 1)
-    return LowRank(tuple(jnp.zeros((rows, w.shape[0]), w.dtype) for w in params0),
-                   tuple(jnp.zeros((rows, w.shape[1]), w.dtype) for w in params0))
+def lowrank_init(spec, params0) -> LowRank:
+    rows = max(spec.steps, 1)
+    return LowRank({k: jnp.zeros((rows, w.shape[0]), w.dtype) for k, w in params0.items()},
+                   {k: jnp.zeros((rows, w.shape[1]), w.dtype) for k, w in params0.items()})
 
 
 def lowrank_apply(state: LowRank, updates, rights, t) -> LowRank:
-    return LowRank(tuple(l.at[t].set(u) for l, u in zip(state.left, updates)),
-                   tuple(r.at[t].set(v) for r, v in zip(state.right, rights)))
+    return LowRank({k: l.at[t].set(updates[k]) for k, l in state.left.items()},
+                   {k: r.at[t].set(rights[k]) for k, r in state.right.items()})
+
+
+def lowrank_dense(spec, params0, state: LowRank) -> dict:
+    return {k: params0[k] + state.left[k].T @ state.right[k] for k in params0}
 
 
 class Formulation(NamedTuple):
     """How one student's step is computed; the engine's scan body is written against this.
 
-    init(arch, params0, steps) -> state; loss_and_grads(arch, params0, state, inst, gradient) ->
-    (loss, grads, w_eff, aux); apply(state, updates, aux, t) -> state. ``grads`` has one leaf per
-    trained layer (what the optax transform scales by eta_l).
+    requires(spec) -> None or why it cannot run the group; init(spec, params0) -> state;
+    loss_and_grads(spec, params0, state, inst, ctx) -> (loss, grads {layer: array}, w_eff, aux);
+    apply(state, updates, aux, t) -> state; post_update(spec, state, inst, ctx) -> state (after
+    every update; identity by default); dense(spec, params0, state) -> weights {layer: matrix}.
     """
+    requires: Callable
     init: Callable
     loss_and_grads: Callable
     apply: Callable
+    dense: Callable
+    post_update: Callable = lambda spec, state, inst, ctx: state
 
 
-def _dense(loss_and_grads) -> Formulation:
-    """A formulation whose state is the dense weights (W_1, ..., W_m) themselves."""
-    def with_aux(arch, params0, params, inst, gradient):
-        del params0
-        return (*loss_and_grads(arch, params, inst, gradient), None)
-    return Formulation(lambda arch, params0, steps: params0, with_aux,
-                       lambda params, updates, aux, t: optax.apply_updates(params, updates))
-
-
-FORMULATIONS = {"moments": _dense(moments_loss_and_grads), "autodiff": _dense(autodiff_loss_and_grads),
-                "lowrank": Formulation(lowrank_init, lowrank_loss_and_grads, lowrank_apply)}
-
-
-def linear_gd_blocker(arch: Architecture, optimizer: str, teacher_activation: str) -> str | None:
-    """None for a linear student and teacher under gd (what the exact fast paths need), else why not."""
-    if not arch.is_linear:
-        return f"the student is not linear (model.activation: {arch.activation})"
-    if teacher_activation != "linear":
-        return f"the teacher is not linear (task.teacher_activation: {teacher_activation})"
-    if optimizer != "gd":
-        return f"train.optimizer is {optimizer}, not gd"
+def moments_blocker(spec) -> str | None:
+    """None where the data enter only through their moments: a linear student under the squared
+    loss, trained on the whole (fixed) training set."""
+    if not spec.arch.is_linear:
+        return f"the student is not linear (model.activation: {spec.arch.activation})"
+    if not LOSSES[spec.loss].quadratic:
+        return f"the loss is not quadratic (train.loss: {spec.loss}; needs mse)"
     return None
 
 
-def lowrank_blocker(arch: Architecture, optimizer: str, teacher_activation: str) -> str | None:
-    """None if the ``lowrank`` formulation applies (rank-one updates), else why not."""
-    if arch.is_linear and arch.output_dim != 1:
-        return f"the student has {arch.output_dim} outputs (needs 1: paper_deep, or standard with output_dim 1)"
-    return linear_gd_blocker(arch, optimizer, teacher_activation)
+def lowrank_blocker(spec) -> str | None:
+    """None if the ``lowrank`` formulation applies (rank-one updates of plain gd, one output)."""
+    why = moments_blocker(spec)
+    if why is not None:
+        return why
+    if spec.arch.output_dim != 1:
+        return (f"the student has {spec.arch.output_dim} outputs (needs 1: paper_deep, or standard with "
+                f"output_dim 1)")
+    if not TASKS[spec.task.kind].exact_linear_risk(spec):
+        return f"the teacher is not linear (task.teacher_activation: {spec.task.teacher_activation})"
+    if spec.optimizer != "gd":
+        return f"train.optimizer is {spec.optimizer}, not gd"
+    return None
 
 
-def state_size(arch: Architecture, formulation: str, steps: int) -> int:
+def _dense(loss_and_grads, requires) -> Formulation:
+    """A formulation whose state is the dense weights themselves."""
+    return Formulation(requires, lambda spec, params0: params0, loss_and_grads,
+                       lambda params, updates, aux, t: optax.apply_updates(params, updates),
+                       lambda spec, params0, params: params)
+
+
+FORMULATIONS = {"moments": _dense(moments_loss_and_grads, moments_blocker),
+                "autodiff": _dense(autodiff_loss_and_grads, lambda spec: None),
+                "lowrank": Formulation(lowrank_blocker, lowrank_init, lowrank_loss_and_grads, lowrank_apply,
+                                       lowrank_dense)}
+
+
+def state_size(arch, formulation: str, steps: int) -> int:
     """Words of one student's trained state: the weights, or T rows of (r_k + c_k) per layer (lowrank)."""
     if formulation == "lowrank":
         return max(steps, 1) * sum(r + c for r, c in arch.shapes)
     return arch.n_params
 
 
-def lowrank_cheaper(arch: Architecture, steps: int) -> bool:
+def lowrank_cheaper(arch, steps: int) -> bool:
     """Whether T rank-one rows per layer take less state than the dense weights: sum_k T (r_k + c_k) < sum_k r_k c_k."""
     return state_size(arch, "lowrank", steps) < arch.n_params
 
 
-def resolve_formulation(requested: str, arch: Architecture, optimizer: str = "gd", steps: int = 0,
-                        teacher_activation: str = "linear") -> str:
-    """``auto``: ``lowrank`` where it applies and its state is smaller than the weights, else
-    ``moments`` for linear students (MSE), ``autodiff`` otherwise."""
+def resolve_formulation(spec) -> str:
+    """``spec.formulation`` checked against its requirements, or for ``auto``: ``lowrank`` where it
+    applies and its state is smaller than the weights, else ``moments`` where it applies, else
+    ``autodiff``. Raises ValueError naming what the requested formulation needs."""
+    requested = spec.formulation
     if requested == "auto":
-        if lowrank_blocker(arch, optimizer, teacher_activation) is None and lowrank_cheaper(arch, steps):
+        if lowrank_blocker(spec) is None and lowrank_cheaper(spec.arch, spec.steps):
             return "lowrank"
-        return "moments" if arch.is_linear else "autodiff"
-    if requested == "moments" and not arch.is_linear:
-        raise ValueError("train.formulation: `moments` needs a linear student (model.activation: linear); "
-                         "allowed for ReLU students: auto, autodiff")
-    if requested == "lowrank":
-        why = lowrank_blocker(arch, optimizer, teacher_activation)
-        if why is not None:
-            raise ValueError(f"train.formulation: `lowrank` does not apply: {why}; allowed here: auto, "
-                             + ("moments, autodiff" if arch.is_linear else "autodiff"))
+        return "moments" if moments_blocker(spec) is None else "autodiff"
+    why = FORMULATIONS[requested].requires(spec)
+    if why is not None:
+        allowed = ["auto"] + [k for k in ("moments", "lowrank", "autodiff") if FORMULATIONS[k].requires(spec) is None]
+        raise ValueError(f"`{requested}` does not apply: {why}; allowed here: {', '.join(allowed)}")
     return requested

@@ -28,15 +28,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-CURVE_SCHEMA = pa.schema([("run_id", pa.string()), ("student_id", pa.int64()), ("step", pa.int64()),
-                          ("train_loss", pa.float64()), ("test_loss", pa.float64())])
-# Columns with a fixed type whatever the data (the rest are inferred and unified on read).
-STUDENT_TYPES = {"run_id": pa.string(), "mode": pa.string(), "student_id": pa.int64(), "group_id": pa.int64(),
-                 "seed": pa.int64(), "n_layers": pa.int64(), "width": pa.int64(), "input_dim": pa.int64(),
-                 "n_train": pa.int64(), "steps": pa.int64(), "init": pa.string(), "activation": pa.string(),
-                 "lr_total": pa.float64(), "final_train_loss": pa.float64(), "final_test_loss": pa.float64(),
-                 "diverged": pa.bool_(), "diverged_step": pa.int64(), "target_std": pa.float64(),
-                 "noise_std": pa.float64(), "log_steps": pa.string()}
+# Columns with a fixed type whatever the data (the rest are inferred, and unified on read): a table's
+# schema comes from its columns, so a metric a family adds is stored as it is.
+COLUMN_TYPES = {"run_id": pa.string(), "mode": pa.string(), "student_id": pa.int64(), "group_id": pa.int64(),
+                "step": pa.int64(), "seed": pa.int64(), "n_layers": pa.int64(), "width": pa.int64(),
+                "input_dim": pa.int64(), "n_train": pa.int64(), "steps": pa.int64(), "init": pa.string(),
+                "activation": pa.string(), "lr_total": pa.float64(), "train_loss": pa.float64(),
+                "test_loss": pa.float64(), "final_train_loss": pa.float64(), "final_test_loss": pa.float64(),
+                "diverged": pa.bool_(), "diverged_step": pa.int64(), "target_std": pa.float64(),
+                "noise_std": pa.float64(), "log_steps": pa.string()}
 
 
 def _atomic(path: Path, write) -> None:
@@ -57,7 +57,7 @@ def write_table(df: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -
         fields = []
         inferred = pa.Schema.from_pandas(df, preserve_index=False)
         for f in inferred:
-            fields.append(pa.field(f.name, STUDENT_TYPES.get(f.name, f.type)))
+            fields.append(pa.field(f.name, COLUMN_TYPES.get(f.name, f.type)))
         schema = pa.schema(fields)
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     _atomic(path, lambda tmp: pq.write_table(table, tmp))
@@ -174,7 +174,7 @@ def merge_parts(run: Path) -> None:
             df = df.sort_values("student_id", kind="stable")
         elif not df.empty:
             df = df.sort_values(["student_id", "step"], kind="stable")
-        write_table(df, run / f"{table}.parquet", CURVE_SCHEMA if table == "curves" else None)
+        write_table(df, run / f"{table}.parquet")
     poly_parts = marked_parts(run, "poly")
     if poly_parts:
         schema = pa.unify_schemas([pq.read_schema(f) for f in poly_parts], promote_options="permissive")

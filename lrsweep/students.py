@@ -1,8 +1,9 @@
 """Students: parameterizations and init schemes (seed 000, arXiv 2606.00340, Sec. 3 and App. F).
 
-Parameters are a tuple of trained matrices ``(W_1, ..., W_m)``; a fixed head (paper_deep's
-``a``) lives with the data of an instance, never in the trained pytree. Every function here is
-written for ONE student and batched with ``vmap`` by the engine.
+Parameters are a dict of trained matrices ``{"W1": W_1, ..., "Wm": W_m}`` (names and shapes from
+:class:`lrsweep.architecture.Architecture`); a fixed head (paper_deep's ``a``) lives with the data
+of an instance, never in the trained pytree. Every function here is written for ONE student and
+batched with ``vmap`` by the engine.
 
 - ``paper_2nn``:  f(X) = X W_1 W_2 / h,                 W_1 (d, h), W_2 (h, h), output dim h.
 - ``paper_deep``: f(X) = s(..s(s(X W_1) W_2)..W_m) a / sqrt(h), W_1 (d, h), W_l (h, h), head a (h, 1)
@@ -13,7 +14,6 @@ s is the identity (``linear``) or ReLU, applied after every hidden layer.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -21,42 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-@dataclasses.dataclass(frozen=True)
-class Architecture:
-    """Static description of a student (hashable: it keys a compiled program)."""
-    parameterization: str
-    n_layers: int
-    width: int
-    input_dim: int
-    output_dim: int
-    activation: str
-
-    @property
-    def n_trainable(self) -> int:
-        return self.n_layers - 1 if self.parameterization == "paper_deep" else self.n_layers
-
-    @property
-    def shapes(self) -> tuple[tuple[int, int], ...]:
-        d, h, m = self.input_dim, self.width, self.n_trainable
-        shapes = [(d, h)] + [(h, h)] * (m - 1)
-        if self.parameterization == "standard":
-            shapes[-1] = (shapes[-1][0], self.output_dim)
-        return tuple(shapes)
-
-    @property
-    def output_scale(self) -> float:
-        """1/h (paper_2nn), 1/sqrt(h) (paper_deep), 1 (standard)."""
-        return {"paper_2nn": 1.0 / self.width, "paper_deep": 1.0 / math.sqrt(self.width)}.get(
-            self.parameterization, 1.0)
-
-    @property
-    def is_linear(self) -> bool:
-        return self.activation == "linear"
-
-    @property
-    def n_params(self) -> int:
-        return sum(r * c for r, c in self.shapes)
+from lrsweep.architecture import Architecture
 
 
 def _sign_fixed_q(q, r):
@@ -102,8 +67,8 @@ def orthogonal(key, shape, dtype):
     return jax.lax.platform_dependent(g, cpu=_orthonormalize_host, default=_orthonormalize_device)
 
 
-def init_params(key, arch: Architecture, init: str, scale, dtype) -> tuple:
-    """Trained matrices (W_1..W_m): orthogonal, or gaussian with W ~ N(0, 1/fan_in); times ``scale``."""
+def init_params(key, arch: Architecture, init: str, scale, dtype) -> dict:
+    """Trained matrices {W1..Wm}: orthogonal, or gaussian with W ~ N(0, 1/fan_in); times ``scale``."""
     keys = jax.random.split(key, arch.n_trainable)
     if init == "orthogonal":
         mats = [orthogonal(k, s, dtype) for k, s in zip(keys, arch.shapes)]
@@ -111,12 +76,17 @@ def init_params(key, arch: Architecture, init: str, scale, dtype) -> tuple:
         mats = [jax.random.normal(k, s, dtype) / math.sqrt(s[0]) for k, s in zip(keys, arch.shapes)]
     else:
         raise ValueError(f"init: unknown '{init}'; allowed: orthogonal, gaussian")
-    return tuple(scale * w for w in mats)
+    return {name: scale * w for name, w in zip(arch.layer_names, mats)}
+
+
+def layers(arch: Architecture, params: dict) -> list:
+    """The trained matrices in order W1 .. Wm."""
+    return [params[name] for name in arch.layer_names]
 
 
 def init_head(key, arch: Architecture, dtype):
     """paper_deep's fixed head a ~ N(0, 1/h), shape (h, 1); an empty array otherwise."""
-    if arch.parameterization != "paper_deep":
+    if not arch.has_head:
         return jnp.zeros((0,), dtype)
     return jax.random.normal(key, (arch.width, 1), dtype) / math.sqrt(arch.width)
 
@@ -125,20 +95,21 @@ def _act(arch: Architecture, z):
     return jax.nn.relu(z) if arch.activation == "relu" else z
 
 
-def predict(arch: Architecture, params: tuple, head, x):
+def predict(arch: Architecture, params: dict, head, x):
     """Student output for inputs x (n, d) -> (n, output_dim)."""
     z = x
-    last = len(params) - 1
-    for i, w in enumerate(params):
+    mats = layers(arch, params)
+    last = len(mats) - 1
+    for i, w in enumerate(mats):
         z = z @ w
         if arch.parameterization != "standard" or i < last:
             z = _act(arch, z)
-    if arch.parameterization == "paper_deep":
+    if arch.has_head:
         z = z @ head
     return z * arch.output_scale
 
 
-def effective_weight(arch: Architecture, params: tuple, head):
+def effective_weight(arch: Architecture, params: dict, head):
     """Linear students: W_eff with f(X) = X W_eff, shape (d, output_dim).
 
     Multiplied right to left, so with paper_deep's vector head every product is a
@@ -146,7 +117,7 @@ def effective_weight(arch: Architecture, params: tuple, head):
     """
     if not arch.is_linear:
         raise ValueError("effective_weight is defined for linear students only")
-    z = head if arch.parameterization == "paper_deep" else None
-    for w in reversed(params):
+    z = head if arch.has_head else None
+    for w in reversed(layers(arch, params)):
         z = w if z is None else w @ z
     return z * arch.output_scale

@@ -18,6 +18,7 @@ measured in one run on jax.devices()[0]:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import jax
@@ -27,7 +28,8 @@ import optax
 
 from lrsweep import config, engine, steps as steps_lib
 from lrsweep.optim import make_optimizer
-from lrsweep.tasks import InstanceHparams, make_instance
+from lrsweep.spec import GroupSpec
+from lrsweep.tasks import make_instance, step_context
 
 # (parameterization, activation, formulation, bound): "flop" = matrix-matrix, "bytes" = matrix-vector.
 CASES = [("paper_2nn", "linear", "moments", "flop"), ("paper_2nn", "linear", "autodiff", "flop"),
@@ -89,7 +91,7 @@ def make_students(par, act, form, h, L, n_students, n_inst, steps, n_factor):
     return config.expand_grid(config.load_config(cfg))
 
 
-def useful_flops(spec: engine.GroupSpec) -> float:
+def useful_flops(spec: GroupSpec) -> float:
     """Matmul FLOPs of one training step (forward + backward), counted analytically.
 
     autodiff, n samples, each layer z_out = z_in @ W with W (r, c): forward 2 n r c; backward
@@ -118,7 +120,7 @@ def useful_flops(spec: engine.GroupSpec) -> float:
     return sum(2.0 * n * r * c * (1 + trained + (i > 0)) for i, (r, c, trained) in enumerate(layers))
 
 
-def bytes_moved(spec: engine.GroupSpec, points: int, itemsize: int) -> float:
+def bytes_moved(spec: GroupSpec, points: int, itemsize: int) -> float:
     """Bytes per student-step of the matrix-vector (moments, vector head) path.
 
     Model: every trained W_l is read 3 times (forward matvec for W_eff, backward dz = W^T g, the
@@ -139,11 +141,11 @@ def bench_engine(spec, students, max_memory, repeats) -> tuple[float, int]:
     chunk_fn = engine.make_chunk_fn(spec)
     # Instances (initial weights, data moments) are built before the clock starts, as for the loop:
     # both sides time training steps only (engine.iter_group builds each instance block once too).
-    key = lambda c: tuple(np.asarray(c.instance_hp[k]).tobytes() for k in engine.INSTANCE_COLUMNS)
+    key = lambda c: tuple(np.asarray(c.instance_hp[k]).tobytes() for k in spec.instance_columns)
     instances = {}
     for c in chunks:
         if key(c) not in instances:
-            instances[key(c)] = jax.block_until_ready(chunk_fn.instances(engine.chunk_hparams(c)))
+            instances[key(c)] = jax.block_until_ready(chunk_fn.instances(engine.instance_hparams(spec, c.instance_hp)))
     engine.run_chunk(chunk_fn, chunks[0], instances=instances[key(chunks[0])])  # warm-up: compile
     t = timed(lambda: [engine.run_chunk(chunk_fn, c, instances=instances[key(c)]) for c in chunks], repeats)
     return len(students) * spec.steps / t, p, u * p
@@ -156,23 +158,21 @@ def bench_loop(spec, students, n_loop, repeats) -> float:
     careful user writes by hand. The engine's lowrank case is measured against that same loop.
     """
     dtype = jnp.result_type(float)
-    dense = "autodiff" if spec.formulation == "autodiff" else "moments"
-    loss_and_grads = steps_lib.FORMULATIONS[dense].loss_and_grads
+    dense = dataclasses.replace(spec, formulation="autodiff" if spec.formulation == "autodiff" else "moments")
+    loss_and_grads = steps_lib.FORMULATIONS[dense.formulation].loss_and_grads
 
     @jax.jit
-    def step(params, inst, lrs):
-        loss, grads, _, _ = loss_and_grads(spec.arch, None, params, inst, spec.gradient)
-        updates, _ = make_optimizer(spec.optimizer, lrs).update(grads, optax.EmptyState())
+    def step(params, inst, hparams):
+        loss, grads, _, _ = loss_and_grads(dense, params, params, inst, step_context(inst, 0))
+        updates, _ = make_optimizer(dense, hparams).update(grads, optax.EmptyState())
         return optax.apply_updates(params, updates), loss
 
     rows = students.iloc[:n_loop]
-    lr_cols = [f"lr_{i}" for i in range(1, spec.arch.n_trainable + 1)]
     setups = []
     for _, row in rows.iterrows():  # the same initial weights and data as the engine's students
-        hp = InstanceHparams(jnp.asarray(row["seed"], jnp.uint32), *(jnp.asarray(row[c], dtype) for c in
-                                                                    ("noise_std", "target_std", "init_scale")))
-        params0, inst = make_instance(spec.task, spec.arch, spec.init, dense == "moments", hp, dtype)
-        setups.append((params0, inst, jnp.asarray(row[lr_cols].to_numpy(np.float64), dtype)))
+        hp = {c: jnp.asarray(row[c], jnp.uint32 if c == "seed" else dtype) for c in spec.instance_columns}
+        params0, inst = make_instance(dense, hp, dtype, dense.formulation == "moments")
+        setups.append((params0, inst, {c: jnp.asarray(row[c], dtype) for c in spec.traced_columns}))
     jax.block_until_ready(step(*setups[0]))  # compile
 
     def run():
@@ -190,7 +190,7 @@ def run_case(case, h, L, args, peaks):
     par, act, form, bound = case
     n_students = args.students or max(args.min_students, args.student_budget // h ** 3)
     students = make_students(par, act, form, h, L, n_students, args.instances, args.steps, args.n_factor)
-    spec = engine.GroupSpec.from_row(students.iloc[0].to_dict())
+    spec = GroupSpec.from_row(students.iloc[0].to_dict())
     eng, p, per_chunk = bench_engine(spec, students, args.max_memory, args.repeats)
     loop = bench_loop(spec, students, min(args.loop_students, len(students)), args.repeats)
     itemsize = jnp.dtype(jnp.result_type(float)).itemsize

@@ -49,10 +49,13 @@ def fig1_config(h: int, seeds: int, steps: int) -> dict:
 
 
 def collect(chunks) -> dict:
+    """{student_id: {train_loss, test_loss, diverged, diverged_step}} from (chunk, result) pairs or ChunkOutputs."""
     out = {}
-    for _, res in chunks:
+    for item in chunks:
+        res = item.result if hasattr(item, "result") else item[1]
+        flat = {**res["curves"], "diverged": res["diverged"], "diverged_step": res["diverged_step"]}
         for i, sid in enumerate(res["student_id"]):
-            out[int(sid)] = {k: np.asarray(v[i]) for k, v in res.items() if k != "student_id"}
+            out[int(sid)] = {k: np.asarray(v[i]) for k, v in flat.items()}
     return out
 
 
@@ -77,7 +80,8 @@ def main():
         print("note: OPENBLAS_NUM_THREADS is not 1; on a small CPU, concurrent host QRs of instance generation "
               "(lrsweep.students) can stall ~1 s per program call, in both modes")
     jax.config.update("jax_enable_x64", True)
-    from lrsweep import config, engine, poly, runner
+    from lrsweep import config, drivers, engine, poly, runner
+    from lrsweep.drivers import poly as poly_driver
 
     h = args.width
     cfg = config.load_config(fig1_config(h, args.seeds, args.steps))
@@ -95,14 +99,13 @@ def main():
     print(f"auto mode picks: {poly.choose_mode(spec, len(students), n_inst)}")
 
     t0 = time.perf_counter()
-    got_poly = collect(poly.iter_group(spec, students, max_memory=args.max_memory))
+    got_poly = collect(poly_driver.iter_group(spec, students, drivers.GroupContext(max_memory=args.max_memory)))
     t_poly = time.perf_counter() - t0
     # the coefficient part alone, compiled (a second call): seconds per FLOP of poly mode
-    hp_cols = students.drop_duplicates(list(poly.INSTANCE_COLUMNS))
-    hp = poly.InstanceHparams(*(jax.numpy.asarray(hp_cols[c].to_numpy(), jax.numpy.uint32 if c == "seed" else None)
-                                for c in poly.INSTANCE_COLUMNS))
+    hp_cols = students.drop_duplicates(list(spec.instance_columns))
+    hp = engine.instance_hparams(spec, {c: hp_cols[c].to_numpy() for c in spec.instance_columns})
     fn = poly.make_coefficient_fn(spec, plan)
-    params0, inst = engine.make_instances(spec.task, spec.arch, spec.init, True, hp)
+    params0, inst = engine.make_instances(spec, True, hp)
     jax.block_until_ready(fn(params0, inst, 1.0))
     t0 = time.perf_counter()
     jax.block_until_ready(fn(params0, inst, 1.0))

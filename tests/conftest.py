@@ -30,8 +30,14 @@ def train_config(cfg: dict, chunk_size=None, max_memory=None):
         group = students[students["group_id"] == gid]
         for _, res in engine.iter_group(spec, group, chunk_size=chunk_size, max_memory=max_memory):
             for i, sid in enumerate(res["student_id"]):
-                out[int(sid)] = {k: np.asarray(v[i]) for k, v in res.items() if k != "student_id"}
+                out[int(sid)] = flat_result(res, i)
     return students, out
+
+
+def flat_result(res: dict, i: int) -> dict:
+    """Student i of a host result, its curves and reductions at the top level: {"test_loss": ..., ...}."""
+    flat = {**res["curves"], **res["reductions"], "diverged": res["diverged"], "diverged_step": res["diverged_step"]}
+    return {k: np.asarray(v[i]) for k, v in flat.items()}
 
 
 def cli_main(argv):
@@ -47,3 +53,18 @@ def cli_main(argv):
         except SystemExit as e:
             rc = e.code
     return rc, out.getvalue(), err.getvalue()
+
+
+def numpy_instance(students, sid):
+    """The engine's initial weights and data of one student, float64 numpy: (spec, row, [W1..Wm], inst)."""
+    import jax.numpy as jnp
+
+    from lrsweep.spec import GroupSpec
+    from lrsweep.tasks import make_instance
+    row = students.set_index("student_id").loc[sid].to_dict()
+    row["student_id"] = sid
+    spec = GroupSpec.from_row(row)
+    hp = {c: jnp.asarray(row[c], jnp.uint32 if c == "seed" else jnp.float64) for c in spec.instance_columns}
+    params0, inst = make_instance(spec, hp, jnp.float64, moments=False)
+    to_np = lambda a: np.asarray(a, np.float64)
+    return spec, row, [to_np(params0[k]) for k in spec.arch.layer_names], {k: to_np(v) for k, v in inst.items()}

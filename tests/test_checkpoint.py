@@ -6,6 +6,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conftest import flat_result
 import pandas as pd
 import pytest
 
@@ -34,7 +35,7 @@ def _train(cfg, checkpoints=None, chunk_size=5):
     out = {}
     for _, res in engine.iter_group(spec, students, chunk_size=chunk_size, checkpoints=checkpoints):
         for i, sid in enumerate(res["student_id"]):
-            out[int(sid)] = {k: np.asarray(v[i]) for k, v in res.items() if k != "student_id"}
+            out[int(sid)] = flat_result(res, i)
     return students, out
 
 

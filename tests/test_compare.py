@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from lrsweep import compare
+from lrsweep.theory import layer_balancing_compare as lb_compare
 
 
 def _run(tmp_path, name, par, n_layers, h, init, design, target, lr_1, lr_2, steps, seeds=64, d=None, n=None):
@@ -112,7 +113,7 @@ def _authors_lines(theory, h, totals, steps=(1, 2)):
             for s in steps:
                 rows.append(dict(theory=theory, width=h, n_train=h, input_dim=h, lr_line=total, lr_1=i * step,
                                  lr_2=(n - i) * step, step=s, mean=0.0, prediction=0.0))
-    return compare.line_summary(pd.DataFrame(rows))
+    return lb_compare.line_summary(pd.DataFrame(rows))
 
 
 @pytest.mark.parametrize("steps", [1, 2])
@@ -120,12 +121,12 @@ def test_line_polynomial_is_exact_and_argmin_is_the_true_minimum(steps):
     from lrsweep.theory import layer_balancing as lb
     h, total = 1000.0, 45000.0
     along = lambda e: lb.two_layer_orthogonal_loss(e, total - e, h, steps=steps, target="orthonormal")
-    poly = compare.line_polynomial(along, 1000.0, 44000.0)
+    poly = lb_compare.line_polynomial(along, 1000.0, 44000.0)
     x = np.random.default_rng(0).uniform(1000.0, 44000.0, 200)
     np.testing.assert_allclose(poly(x), along(x), rtol=1e-11)
     dense = np.linspace(1000.0, 44000.0, 2_000_001)
     brute = dense[np.argmin(along(dense))]
-    best = compare.line_argmin(poly, 1000.0, 44000.0)
+    best = lb_compare.line_argmin(poly, 1000.0, 44000.0)
     assert abs(best - brute) <= 0.05 or abs(along(best) - along(brute)) <= 1e-14 * abs(along(brute))
     assert along(best) <= along(brute) * (1 + 1e-14)
 
@@ -161,7 +162,7 @@ def test_poly_run_gives_exact_line_answers_and_dense_heatmap(tmp_path):
     run = _run_in_subprocess(cfg, tmp_path)
     table, lines, _ = compare.write_comparison(run, ["layer_balancing.two_layer_orthonormal_target"])
     assert (lines["line_method"] == "polynomial").all() and len(lines) == 4
-    along = compare.polynomial_lines(run)
+    along = lb_compare.polynomial_lines(run)
     for _, line in lines.iterrows():
         g = table[(table["lr_line"] == line["lr_line"]) & (table["step"] == line["step"])]
         total = float((g["lr_1"] + g["lr_2"]).iloc[0])

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import cli_main
+from conftest import cli_main, flat_result
 
 import lrsweep
-from lrsweep import cli, config, engine, poly, runner, steps
-from lrsweep.tasks import Instance, InstanceHparams
+from lrsweep import cli, config, drivers, engine, poly, runner, steps
+from lrsweep.drivers import poly as poly_driver
 
 D, H, N = 8, 6, 10
 
@@ -60,19 +60,26 @@ NEW_LR_1 = 2000.0  # a value between the grid's
 
 def by_student(chunks):
     out, coef = {}, []
-    for chunk, res in chunks:
+    for item in chunks:
+        chunk, res = (item.chunk, item.result) if isinstance(item, drivers.ChunkOutput) else item
         if isinstance(chunk, poly.PolyChunk):
             coef.append(chunk)
         for i, sid in enumerate(res["student_id"]):
-            out[int(sid)] = {k: v[i] for k, v in res.items() if k != "student_id"}
+            out[int(sid)] = flat_result(res, i)
+            if "mode" in res:
+                out[int(sid)]["mode"] = res["mode"][i]
     return out, coef
+
+
+def poly_iter(spec, students, **ctx):
+    return poly_driver.iter_group(spec, students, drivers.GroupContext(**ctx))
 
 
 def both_modes(cfg):
     students, specs = runner.prepare(config.load_config(cfg))
     (spec,) = specs.values()
     grid, _ = by_student(engine.iter_group(spec, students))
-    got, chunks = by_student(poly.iter_group(spec, students))
+    got, chunks = by_student(poly_iter(spec, students))
     return students, spec, grid, got, chunks
 
 
@@ -162,13 +169,11 @@ def random_instance(spec, seed=0):
     rng = np.random.default_rng(seed)
     arch, d = spec.arch, spec.task.input_dim
     x = rng.normal(size=(2 * d, d))
-    params = tuple(jnp.asarray(rng.normal(size=s) / np.sqrt(s[0])) for s in arch.shapes)
+    params = {k: jnp.asarray(rng.normal(size=s) / np.sqrt(s[0])) for k, s in zip(arch.layer_names, arch.shapes)}
     head = rng.normal(size=(arch.width, 1)) if arch.parameterization == "paper_deep" else np.zeros(0)
     f = lambda *a: jnp.asarray(np.asarray(a[0], np.float64))
-    inst = Instance(head=f(head), beta=f(rng.normal(size=(d, arch.output_dim))), x=f(np.zeros((0, d))),
-                    y=f(np.zeros((0, arch.output_dim))), xx=f(x.T @ x / (2 * d)),
-                    xy=f(rng.normal(size=(d, arch.output_dim))), yy=f(3.0), x_test=f(np.zeros((0, d))),
-                    y_test=f(np.zeros((0, arch.output_dim))), noise_var=f(0.01))
+    inst = {"head": f(head), "beta": f(rng.normal(size=(d, arch.output_dim))), "xx": f(x.T @ x / (2 * d)),
+            "xy": f(rng.normal(size=(d, arch.output_dim))), "yy": f(3.0), "noise_var": f(0.01)}
     return params, inst
 
 
@@ -182,14 +187,16 @@ def test_gradients_equal_moments_path(x64, par, n_layers, gradient):
     weights, inst = random_instance(spec)
     z = np.zeros((1, arch.n_trainable), np.int64)
     be = poly.ArrayBackend
-    w = [poly.Poly(z, wi[None]) for wi in weights]
-    head = poly.Poly(z, inst.head[None]) if par == "paper_deep" else None
+    w = [poly.Poly(z, weights[k][None]) for k in arch.layer_names]
+    head = poly.Poly(z, inst["head"][None]) if par == "paper_deep" else None
     r, w_eff = poly.right_chain(arch, w, head, be)
-    sw = poly._mul(be, poly.Poly(z, inst.xx[None]), w_eff)
-    neg_b = poly.Poly(z, -inst.xy[None])
+    sw = poly._mul(be, poly.Poly(z, inst["xx"][None]), w_eff)
+    neg_b = poly.Poly(z, -inst["xy"][None])
     g = poly._add(be, sw, neg_b) if gradient == "exact" else neg_b
     grads = poly.gradients(arch, w, r, g, be)
-    _, want, want_w_eff = steps.moments_loss_and_grads(arch, weights, inst, gradient)
+    spec = dataclasses.replace(spec, gradient=gradient)
+    _, want, want_w_eff, _ = steps.moments_loss_and_grads(spec, weights, weights, inst, None)
+    want = [want[k] for k in arch.layer_names]
     np.testing.assert_allclose(w_eff.coef[0], want_w_eff, rtol=1e-14, atol=0)
     for got, ref in zip(grads, want):
         assert got.coef.shape == (1,) + ref.shape
@@ -371,8 +378,8 @@ def test_cli_poly_and_grid_runs_store_the_same(runs):
     assert (poly_run / "poly.parquet").exists() and not (grid_run / "poly.parquet").exists()
     assert not (poly_run / "parts").exists()
     coef = pd.read_parquet(poly_run / "poly.parquet")
-    assert list(coef.columns) == ["run_id", "group_id", "seed", "noise_std", "target_std", "init_scale", "step", "e_1",
-                                  "e_2", "lr_scale", "train_coef", "test_coef"]
+    assert list(coef.columns) == ["run_id", "group_id", *config.columns("instance"), "step", "e_1", "e_2", "lr_scale",
+                                  "train_coef", "test_coef"]
     assert len(coef) == 2 * (1 + 9 + 69)  # seeds x monomials present at steps 0, 1, 2
     # conditioning: raw coefficients c / s^|e| of the top monomials are below float32's range
     assert set(coef["lr_scale"]) == {3e4}
@@ -406,9 +413,8 @@ def test_coefficients_do_not_depend_on_the_scale(x64):
     students, specs = runner.prepare(config.load_config(WIDE))
     (spec,) = specs.values()
     pl = poly.plan(spec)
-    hp = InstanceHparams(jnp.asarray([0], jnp.uint32), *(jnp.asarray([students[c].iloc[0]], jnp.float64)
-                                                         for c in ("noise_std", "target_std", "init_scale")))
-    params0, inst = engine.make_instances(spec.task, spec.arch, spec.init, True, hp)
+    hp = engine.instance_hparams(spec, {c: students[c].to_numpy()[:1] for c in spec.instance_columns})
+    params0, inst = engine.make_instances(spec, True, hp)
     fn = poly.make_coefficient_fn(spec, pl)
     lrs = students[students.seed == 0][["lr_1", "lr_2"]].to_numpy()
     losses = []
@@ -423,18 +429,18 @@ def test_coefficients_do_not_depend_on_the_scale(x64):
 def test_resume_poly_run(runs, monkeypatch):
     """A poly run killed after its first chunk resumes to the tables of an uninterrupted one."""
     tmp, poly_run, _ = runs
-    real = poly.iter_group
+    real = poly_driver.DRIVER
 
     def crashing(*args, **kwargs):
-        for item in real(*args, **kwargs):
+        for item in real.iter_group(*args, **kwargs):
             yield item
             raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(poly, "iter_group", crashing)
+    monkeypatch.setattr(poly_driver, "DRIVER", real._replace(iter_group=crashing))
     (tmp / "crash").mkdir()
     with pytest.raises(RuntimeError):
         run_cli(tmp / "crash", "poly", WIDE, "--max-memory", "1")  # one instance per chunk
-    monkeypatch.setattr(poly, "iter_group", real)
+    monkeypatch.setattr(poly_driver, "DRIVER", real)
     (run,) = sorted(p.parent for p in (tmp / "crash").rglob("meta.json"))
     assert len(lrsweep.load(run, table="students")) == N_WIDE // 2
     rc, _, err = cli_main(["run", "--resume", run, "--quiet"])
@@ -445,3 +451,20 @@ def test_resume_poly_run(runs, monkeypatch):
         np.testing.assert_allclose(a[col].to_numpy(), b[col].to_numpy(), rtol=1e-12)  # other chunk shapes
     a, b = (pd.read_parquet(r / "poly.parquet").drop(columns="run_id") for r in (run, poly_run))
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), rtol=1e-12)
+
+
+def test_reading_coefficients_imports_neither_engine_nor_jax(runs):
+    """lrsweep.poly.evaluate and compare's exact line answers read a stored run with numpy alone."""
+    import subprocess
+    import sys
+    _, poly_run, _ = runs
+    code = (f"import sys, lrsweep.poly, lrsweep.compare\n"
+            f"from lrsweep.theory import layer_balancing_compare as lb\n"
+            f"df = lrsweep.poly.evaluate({str(poly_run)!r}, lr_1=[2000.0], lr_2=[1000.0], step=2)\n"
+            f"assert len(df) == 2 and df['test_loss'].notna().all()\n"
+            f"assert lb.polynomial_lines({str(poly_run)!r}) is not None\n"
+            f"bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib') or m == 'lrsweep.engine')\n"
+            f"print(bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -89,13 +89,13 @@ def test_schedule_parameters_are_traced(x64):
     cfg = _cfg("wsd", schedule_exponent=[0.5, 1.0, 2.0, 4.0], stable_fraction=[0.25, 0.5, 1.0])
     students, specs = runner.prepare(config.load_config(cfg))
     (spec,) = specs.values()
-    assert spec.hparam_columns == ["lr_1", "lr_2", "schedule_exponent", "stable_fraction"]
+    assert spec.traced_columns == ["lr_1", "lr_2", "schedule_exponent", "stable_fraction"]
     fn = engine.make_chunk_fn(spec)
     _, chunks = engine.plan_chunks(spec, students, max_memory=1 << 30, dtype_bytes=8, chunk_size=8)
     out = {}
     for chunk in chunks:
         res = engine.run_chunk(fn, chunk)
-        out.update(zip(res["student_id"].tolist(), res["test_loss"][:, -1]))
+        out.update(zip(res["student_id"].tolist(), res["curves"]["test_loss"][:, -1]))
     assert fn.train._cache_size() == 1 and len(chunks) > 1
     df = students.assign(final=students["student_id"].map(out))
     full = df[df["stable_fraction"] == 1.0].groupby(["seed", "lr_1"])["final"].nunique()

@@ -135,7 +135,9 @@ def _fake_run(tmp_path):
     for stem, ids in (("g0-x-c0", [0, 1]), ("g1-x-c0", [2])):
         c = pd.DataFrame({"run_id": "r1", "student_id": np.repeat(ids, 2), "step": np.tile([0, 1], len(ids)),
                           "train_loss": 1.0, "test_loss": 2.0})
-        store.write_table(c, run / "parts" / f"{stem}.curves.parquet", store.CURVE_SCHEMA)
+        if stem.startswith("g1"):
+            c["sharpness"] = [3.0, 4.0]  # a metric only this group logs
+        store.write_table(c, run / "parts" / f"{stem}.curves.parquet")
     return run
 
 
@@ -155,6 +157,11 @@ def test_parts_with_extra_column_are_unified(tmp_path):
     merged = lrsweep.load(run, table="students")
     pd.testing.assert_frame_equal(merged.reset_index(drop=True), s)
     assert set(store.done_student_ids(run).tolist()) == {0, 1, 2}
+    # a curves column of one group survives the merge (null elsewhere): the schema follows the data
+    curves = pq.read_table(run / "curves.parquet").to_pandas()
+    assert curves.loc[curves["student_id"] == 2, "sharpness"].tolist() == [3.0, 4.0]
+    assert curves.loc[curves["student_id"] < 2, "sharpness"].isna().all()
+    assert curves["step"].dtype == np.int64 and curves["train_loss"].dtype == np.float64
 
 
 def test_read_table_promotes_types(tmp_path):

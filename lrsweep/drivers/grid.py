@@ -1,0 +1,17 @@
+"""The grid driver (``train.mode: grid``): train every student with the engine (:mod:`lrsweep.engine`)."""
+
+from __future__ import annotations
+
+from lrsweep import engine
+from lrsweep.drivers import ChunkOutput, Driver
+
+
+def iter_group(spec, students, ctx):
+    """Chunks planned over the whole group (a resumed run cuts the same chunks and finds their
+    checkpoints); chunks whose students are all done are skipped."""
+    for chunk, result in engine.iter_group(spec, students, max_memory=ctx.max_memory, chunk_size=ctx.chunk_size,
+                                           done=ctx.done, checkpoints=ctx.checkpoints):
+        yield ChunkOutput(chunk.index, chunk.student_ids, result, chunk=chunk)
+
+
+DRIVER = Driver("grid", iter_group)

@@ -1,0 +1,71 @@
+"""The static description of a shape group: what keys its compiled program.
+
+A group shares every field of role ``static`` (:mod:`lrsweep.config`); its students differ only in
+instance hyperparameters (seed, noise, scales: the vmapped instance axis) and traced ones (learning
+rates, schedule parameters: the vmapped point axis), which the step functions read by name from
+dicts built with :attr:`GroupSpec.instance_columns` and :attr:`GroupSpec.traced_columns`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lrsweep import config as config_lib
+from lrsweep.architecture import Architecture
+from lrsweep.config import ConfigError
+from lrsweep.tasks import TaskSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSpec:
+    """Everything static about a group of students (hashable: keys the compiled program)."""
+    arch: Architecture
+    task: TaskSpec
+    init: str
+    optimizer: str
+    steps: int
+    log_steps: tuple
+    gradient: str
+    formulation: str
+    diverge_factor: float
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    loss: str = "mse"
+    metrics: tuple = ()
+
+    @classmethod
+    def from_row(cls, row) -> "GroupSpec":
+        """From a student row of :func:`lrsweep.config.expand_grid`; checks what the formulation and the
+        gradient need (ConfigError naming the field) and resolves ``formulation: auto``."""
+        from lrsweep import losses, steps
+        spec = cls(Architecture.from_fields(row), TaskSpec.from_row(row), row["init"], row["optimizer"],
+                   int(row["steps"]), config_lib.log_steps(row), row["gradient"], row["formulation"],
+                   float(row["diverge_factor"]), row.get("schedule", "constant"), int(row.get("warmup_steps", 0)),
+                   row.get("loss", "mse"), tuple(row.get("metrics", ()) or ()))
+        if spec.gradient == "signal_only" and not losses.LOSSES[spec.loss].quadratic:
+            raise ConfigError("train.gradient", f"signal_only replaces the squared loss's residual f(X) - y by -y "
+                                                f"and needs train.loss: mse (got {spec.loss}); allowed here: exact")
+        try:
+            formulation = steps.resolve_formulation(spec)
+        except ValueError as e:
+            raise ConfigError("train.formulation", str(e)) from None
+        return dataclasses.replace(spec, formulation=formulation)
+
+    @property
+    def n_logs(self) -> int:
+        return len(self.log_steps)
+
+    @property
+    def constant_rates(self) -> bool:
+        """Whether every step uses the same learning rates (no schedule, no warmup)."""
+        return self.schedule == "constant" and self.warmup_steps == 0
+
+    @property
+    def instance_columns(self) -> tuple[str, ...]:
+        """Student columns that generate an instance (role ``instance``)."""
+        return config_lib.columns("instance")
+
+    @property
+    def traced_columns(self) -> list[str]:
+        """A student's traced hyperparameters, by name: eta_1..eta_m and the fields of role ``traced``."""
+        return config_lib.lr_columns(self.arch.n_trainable) + list(config_lib.columns("traced"))

@@ -1,0 +1,108 @@
+"""Tasks: where a student's data come from and how it is evaluated. One module per task.
+
+A :class:`Task` has three parts:
+
+- ``make_data(spec, keys, hp, dtype) -> dict``: the instance's data (``x``, ``y`` and whatever its
+  evaluation needs) from the instance's random keys and hyperparameters (config fields of role
+  ``instance``: seed, noise_std, ...), for ONE instance (the engine vmaps it);
+- ``batch(spec, inst, ctx) -> (x, y)``: the batch of step ``ctx.t`` (today the whole training set;
+  fresh samples or minibatches draw from ``ctx.key``, derived from the instance and t, so the
+  learning-rate points that share an instance share its batches);
+- ``evaluate(spec, ctx) -> {name: scalar}`` at logged steps (``metric_names(spec)`` lists them):
+  the exact population risk for the linear teacher, test loss and 0-1 error for classification.
+
+An *instance* (:func:`make_instance`) is everything a student's training depends on except its
+traced hyperparameters: initial weights, fixed head and data. It is a pure function of the seed
+and the instance hyperparameters, so a student's data never depend on its place in the grid.
+``PRNGKey(seed)`` is split into fixed slots (:data:`KEY_SLOTS`), so changing e.g. ``noise_std``
+keeps the same inputs, teacher and initial weights. Adding a task: a module here and one entry
+in :data:`TASKS` (and its fields in :mod:`lrsweep.config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lrsweep import config as config_lib
+from lrsweep.students import init_head, init_params
+
+KEY_SLOTS = ("design", "teacher", "noise", "test", "init", "head")
+STEP_KEY_SALT = 0x5354  # the per-step key stream: fold_in(PRNGKey(seed), salt), then fold_in(., t)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """The static ``task.*`` fields of a group (hashable), read as attributes: ``spec.task.n_train``."""
+    values: tuple
+
+    @classmethod
+    def from_row(cls, row: dict) -> "TaskSpec":
+        fields = [f for f in config_lib.FIELDS.values() if f.path.startswith("task.") and f.role == "static"]
+        return cls(tuple((f.path[5:], _hashable(row.get(f.path[5:], f.default))) for f in fields))
+
+    def __getattr__(self, name: str) -> Any:
+        for key, value in object.__getattribute__(self, "values"):
+            if key == name:
+                return value
+        raise AttributeError(name)
+
+
+def _hashable(value):
+    if isinstance(value, float) and value != value:
+        return None  # a NaN cell: the field was absent
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+class StepContext(NamedTuple):
+    """What the step function knows besides the state: the step index and its random key."""
+    t: Any
+    key: Any
+
+
+class Task(NamedTuple):
+    name: str
+    make_data: Callable
+    evaluate: Callable
+    metric_names: Callable
+    batch: Callable
+    exact_linear_risk: Callable  # spec -> bool: test loss = ||W_eff - beta||^2 + noise_var (poly, lowrank)
+
+
+def full_batch(spec, inst, ctx):
+    """The whole training set at every step (full-batch GD)."""
+    del spec, ctx
+    return inst["x"], inst["y"]
+
+
+def make_instance(spec, hp: dict, dtype, moments: bool) -> tuple[dict, dict]:
+    """Initial weights (params dict) and instance data of ONE instance.
+
+    ``hp``: the instance hyperparameters (:func:`lrsweep.config.columns` ``("instance")``), scalars.
+    ``moments``: replace the training set by S = X^T X / n, X^T y / n, y^T y / n (``xx, xy, yy``),
+    what the moments and lowrank formulations read.
+    """
+    keys = dict(zip(KEY_SLOTS, jax.random.split(jax.random.PRNGKey(hp["seed"]), len(KEY_SLOTS))))
+    inst = TASKS[spec.task.kind].make_data(spec, keys, hp, dtype)
+    params0 = init_params(keys["init"], spec.arch, spec.init, hp["init_scale"].astype(dtype), dtype)
+    inst["head"] = init_head(keys["head"], spec.arch, dtype)
+    inst["step_key"] = jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), STEP_KEY_SALT)
+    if moments:
+        x, y = inst.pop("x"), inst.pop("y")
+        n = x.shape[0]
+        inst.update(xx=x.T @ x / n, xy=x.T @ y / n, yy=jnp.sum(y * y) / n)
+    return params0, inst
+
+
+def step_context(inst: dict, t) -> StepContext:
+    return StepContext(t, jax.random.fold_in(inst["step_key"], t))
+
+
+from lrsweep.tasks import linear_teacher  # noqa: E402  (registrations)
+
+TASKS: dict[str, Task] = {t.name: t for t in (linear_teacher.TASK,)}
