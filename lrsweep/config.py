@@ -106,8 +106,9 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "Training loss (lrsweep.losses): `mse` (0.5/n) sum ||f(x) - y||^2; `logistic` (1/n) sum log(1 + "
           "exp(-y f(x))) and `exponential` (1/n) sum exp(-y f(x)) for labels in {-1, +1} (one output).",
           choices=("mse", "logistic", "exponential")),
-    Field("train.metrics", "str_list", (), "Extra metrics at logged steps (lrsweep.metrics).", choices=(),
-          axis=False),
+    Field("train.metrics", "str_list", (), "Extra metrics at logged steps (lrsweep.metrics), e.g. [weight_norm]: "
+          "`weight_norm` (Frobenius norm per trained layer), `loss_peak` (largest train loss over every step "
+          "and its first step).", choices=("weight_norm", "loss_peak"), axis=False),
     Field("train.optimizer", "str", "gd", "Full-batch gradient descent.", choices=("gd",)),
     Field("train.steps", "int", 8, "Number of GD steps.", minimum=0),
     Field("train.schedule", "str", "constant",

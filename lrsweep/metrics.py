@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import jax.numpy as jnp
+
+from lrsweep.students import layers
+
 
 class MetricContext(NamedTuple):
     """spec (GroupSpec); params: dense weights {W1..Wm}; inst: the instance dict; loss: the train loss
@@ -44,8 +48,25 @@ class Reduction(NamedTuple):
     columns: Callable
 
 
-METRICS: dict[str, Metric] = {}
-REDUCTIONS: dict[str, Reduction] = {}
+def weight_norm(ctx: MetricContext):
+    """||W_l||_F for each trained layer l."""
+    return jnp.stack([jnp.sqrt(jnp.sum(w * w)) for w in layers(ctx.spec.arch, ctx.params)])
+
+
+def _peak_update(carry, loss, t, alive):
+    peak, step = carry
+    higher = alive & (loss > peak)  # strict: the first step of the peak; NaN is never a peak
+    return jnp.where(higher, loss, peak), jnp.where(higher, t, step)
+
+
+LOSS_PEAK = Reduction(
+    "loss_peak",
+    lambda dtype: (jnp.full((), -jnp.inf, dtype), jnp.array(-1, jnp.int32)),
+    _peak_update,
+    lambda carry: {"loss_peak": carry[0], "loss_peak_step": carry[1]})
+
+METRICS: dict[str, Metric] = {"weight_norm": Metric("weight_norm", weight_norm, per_layer=True)}
+REDUCTIONS: dict[str, Reduction] = {"loss_peak": LOSS_PEAK}
 
 
 def logged(spec) -> list[Metric]:
