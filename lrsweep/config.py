@@ -69,8 +69,20 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
     Field("seed", "int", 0, "Seed of init, data and teacher (usually a grid axis via `seeds`).",
           minimum=0, role="instance"),
     Field("task.kind", "str", "linear_teacher",
-          "Task (lrsweep.tasks): `linear_teacher` (regression y = teacher(X beta) + xi, seed 000).",
-          choices=("linear_teacher",)),
+          "Task (lrsweep.tasks): `linear_teacher` (regression y = teacher(X beta) + xi, seed 000) or "
+          "`classification` (binary labels in {-1, +1}, seed 003).", choices=("linear_teacher", "classification")),
+    Field("task.data", "str", "separable",
+          "Classification data: `degenerate` (seed 003 Assumption 3: n_train points at the same feature e_1, "
+          "half labelled +1, half -1), `separable` (Gaussian inputs labelled by a random unit direction w, "
+          "pushed margin / 2 away from the separating hyperplane), `nonseparable` (the same, with a "
+          "flip_fraction of the labels flipped), `points` (task.points).",
+          choices=("degenerate", "separable", "nonseparable", "points")),
+    Field("task.margin", "float", 1.0, "Classification: gap between the two classes along w (separable, "
+          "nonseparable).", minimum=0.0, role="instance"),
+    Field("task.flip_fraction", "float", 0.1, "Classification (`nonseparable`): fraction of labels flipped, "
+          "in [0, 0.5].", minimum=0.0, maximum=0.5, role="instance"),
+    Field("task.points", "points", None, "Classification (`points`): explicit rows [x_1, ..., x_d, y], y in "
+          "{-1, +1}; input_dim and n_train follow from them.", nullable=True, axis=False),
     Field("task.input_dim", "int", 64, "Input dimension d.", positive=True),
     Field("task.n_train", "int", 128, "Number of training samples n.", positive=True),
     Field("task.design", "str", "gaussian",
@@ -164,7 +176,8 @@ ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers"
            "gradient": "train.gradient", "formulation": "train.formulation", "mode": "train.mode",
            "schedule": "train.schedule", "schedule_exponent": "train.schedule_exponent",
            "stable_fraction": "train.stable_fraction", "warmup_steps": "train.warmup_steps",
-           "loss": "train.loss"}
+           "loss": "train.loss", "data": "task.data", "margin": "task.margin",
+           "flip_fraction": "task.flip_fraction"}
 LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line")
 _LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
 TOP_LEVEL = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid")
@@ -228,6 +241,18 @@ def check_value(field: Field, value: Any, where: str) -> Any:
         if len(set(value)) != len(value):
             raise ConfigError(where, f"{value!r} names a metric twice")
         return tuple(value)
+    elif kind == "points":
+        rows = value if isinstance(value, (list, tuple)) else None
+        if not rows or any(not isinstance(r, (list, tuple)) or len(r) < 2 for r in rows):
+            raise ConfigError(where, f"expected a non-empty list of rows [x_1, ..., x_d, y], got {value!r}")
+        if len({len(r) for r in rows}) != 1:
+            raise ConfigError(where, "every row needs the same length [x_1, ..., x_d, y]")
+        for r in rows:
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in r):
+                raise ConfigError(where, f"entries must be finite numbers, got {list(r)!r}")
+            if r[-1] not in (-1, 1):
+                raise ConfigError(where, f"the label (last entry) must be -1 or +1, got {r[-1]!r}")
+        return tuple(tuple(float(v) for v in r) for r in rows)
     elif kind == "int_list":
         if not isinstance(value, (list, tuple)) or not value:
             raise ConfigError(where, f"expected a non-empty list of integers, got {value!r}")
@@ -462,6 +487,9 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
     if "name" in base and (not _NAME_RE.match(base["name"]) or base["name"] in (".", "..")):
         raise ConfigError("name", f"must be a plain directory name (letters, digits, '.', '_', '-'), "
                                   f"got {base['name']!r}")
+    if base.get("task.points") is not None:  # explicit points set the data's size unless given
+        base.setdefault("task.n_train", len(base["task.points"]))
+        base.setdefault("task.input_dim", len(base["task.points"][0]) - 1)
     for path, field in FIELDS.items():
         base.setdefault(path, field.default)
 
@@ -577,6 +605,8 @@ def _check_student_shapes(p: dict) -> None:
         if p["task.target"] == "orthonormal" and d < arch.output_dim:
             raise ConfigError("task.target", f"orthonormal target needs input_dim >= output dim; got {d} < "
                                              f"{arch.output_dim}")
+    else:
+        _check_classification(p, arch)
     if p["train.loss"] != "mse" and p["task.kind"] != "classification":
         raise ConfigError("train.loss", f"{p['train.loss']} needs labels in {{-1, +1}} (task.kind: "
                                         f"classification); allowed for task.kind {p['task.kind']}: mse")
@@ -592,6 +622,25 @@ def _check_student_shapes(p: dict) -> None:
     if p["train.log_steps"] is not None and max(p["train.log_steps"]) > steps:
         raise ConfigError("train.log_steps", f"steps to log must be <= train.steps={steps}, got "
                                              f"{max(p['train.log_steps'])}")
+
+
+def _check_classification(p: dict, arch: Architecture) -> None:
+    if arch.output_dim != 1:
+        raise ConfigError("model.output_dim", f"binary classification needs one output; the {arch.parameterization} "
+                                              f"student has {arch.output_dim} (use paper_deep, or standard with "
+                                              f"output_dim 1)")
+    data, n, d = p["task.data"], p["task.n_train"], p["task.input_dim"]
+    if data == "points":
+        if p["task.points"] is None:
+            raise ConfigError("task.points", "task.data: points needs task.points, a list of rows [x_1, ..., x_d, y]")
+        if (len(p["task.points"]), len(p["task.points"][0]) - 1) != (n, d):
+            raise ConfigError("task.points", f"{len(p['task.points'])} rows of {len(p['task.points'][0]) - 1} "
+                                             f"features, but task.n_train={n} and task.input_dim={d}")
+    elif p["task.points"] is not None:
+        raise ConfigError("task.points", f"only read with task.data: points (got task.data: {data})")
+    if data == "degenerate" and n % 2:
+        raise ConfigError("task.n_train", f"degenerate data pairs every +1 point with a -1 point: n_train must "
+                                          f"be even, got {n}")
 
 
 def log_steps(p: dict) -> tuple[int, ...]:
