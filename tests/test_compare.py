@@ -97,6 +97,51 @@ def test_exact_gradient_students_are_compared_but_not_judged(tmp_path):
     # one row per (line, step); the authors' grid on C = 10 has the balanced split eta_1 = 5
     assert len(lines) == 2 and lines["n_points"].eq(9).all()
     assert lines["predicted_balanced_local_min"].notna().all()
+    # Every row's numbers, recomputed here: the seed mean and SE from the stored curves, the prediction
+    # from the exact 3-NN formula at (lr_1, lr_2, h = 32, step) -- step 1 written out from its docstring
+    # (seed 000 Sec. 5, exact in h), step 2 from the module (checked against Monte Carlo in
+    # test_theory_layer_balancing) -- and z, rel_gap from those. rtol 1e-12: the same float64 arithmetic
+    # in a different order (pandas' groupby mean vs numpy's); 1e-10 for z and rel_gap, differences of
+    # nearby numbers (mean - prediction) that amplify that round-off.
+    from lrsweep import store
+    from lrsweep.theory import layer_balancing as lb
+    curves = store.load(run)
+    assert len(table) == 9 * 2 and set(table["step"]) == {1, 2}
+    h = 32.0
+    for row in table.itertuples():
+        at = curves[(curves["lr_1"] == row.lr_1) & (curves["lr_2"] == row.lr_2) & (curves["step"] == row.step)]
+        losses = at["test_loss"].to_numpy(float)
+        assert sorted(at["seed"]) == [0, 1, 2, 3] and row.n_seeds == 4
+        np.testing.assert_allclose(row.mean, losses.mean(), rtol=1e-12)
+        np.testing.assert_allclose(row.sem, losses.std(ddof=1) / 2.0, rtol=1e-12)
+        p, q = row.lr_1 + row.lr_2, row.lr_1 * row.lr_2
+        if row.step == 1:
+            pred = (1 + 1 / h - 2 * p / h + p**2 * (h + 2) / h**3 + 2 * q * (h + 2) / h**4
+                    + q**2 * (h + 2) ** 2 * (h + 4) / h**7)
+        else:
+            pred = float(lb.three_layer_orthogonal_loss(row.lr_1, row.lr_2, h, steps=2))
+        np.testing.assert_allclose(row.prediction, pred, rtol=1e-12)
+        np.testing.assert_allclose(row.rel_gap, (losses.mean() - pred) / abs(pred), rtol=1e-10)
+        np.testing.assert_allclose(row.z, (losses.mean() - pred) / (losses.std(ddof=1) / 2.0), rtol=1e-10)
+    assert (table["rel_gap"].abs() > 1e-3).any()  # exact gradient vs surrogate: the gaps are not all ~0
+
+
+def test_theory_predict_passes_each_column_to_its_argument():
+    """compare's adapter calls each registered formula with eta_1 = lr_1, eta_2 = lr_2, h = width, and
+    (Gaussian init) n = n_train, d = input_dim -- all different here, so a swap shows. No engine."""
+    from lrsweep.theory import layer_balancing as lb
+    frame = pd.DataFrame({"lr_1": [3.0, 40.0, 7.0], "lr_2": [11.0, 5.0, 60.0], "width": [20.0, 16.0, 24.0],
+                          "n_train": [30.0, 28.0, 50.0], "input_dim": [12.0, 10.0, 14.0]})
+    e1, e2, h = frame["lr_1"].to_numpy(), frame["lr_2"].to_numpy(), frame["width"].to_numpy()
+    n, d = frame["n_train"].to_numpy(), frame["input_dim"].to_numpy()
+    want = {
+        ("layer_balancing.two_layer", 2): lb.two_layer_orthogonal_loss(e1, e2, h, 2, "gaussian"),
+        ("layer_balancing.three_layer", 1): lb.three_layer_orthogonal_loss(e1, e2, h, 1),
+        ("layer_balancing.two_layer_gaussian_init", 1): lb.two_layer_gaussian_init_loss(e1, e2, h, n, d),
+        ("layer_balancing.three_layer_gaussian_init", 1): lb.three_layer_gaussian_init_loss(e1, e2, h, n, d),
+    }
+    for (name, step), expected in want.items():
+        np.testing.assert_allclose(compare.REGISTRY[name].predict(frame, step), expected, rtol=1e-14, err_msg=name)
 
 
 # --------------------------------------------------------------------------------------

@@ -40,6 +40,20 @@ LINE_EXPECTED = {
     27: [(float(i), float(27 - i)) for i in range(1, 27)],                  # step 1, N 27
     27000: [(1350.0 * i, 1350.0 * (20 - i)) for i in range(1, 20)],         # step 1350, N 20
     63000: [(3150.0 * i, 3150.0 * (20 - i)) for i in range(1, 20)],         # step 3150, N 20
+    # C / step not an integer: N = int(C / step) TRUNCATES (round() would give 24, 28, 22, 24 and
+    # one more point each; fig. 2's lines C = 55, 65, 95 are of this kind). Points sum to N step < C.
+    # C = 47: step 2, C / step = 23.5, N = 23, eta_1 = 2..44, eta_2 = 44..2 (sum 46).
+    47: [(2.0, 44.0), (4.0, 42.0), (6.0, 40.0), (8.0, 38.0), (10.0, 36.0), (12.0, 34.0), (14.0, 32.0),
+         (16.0, 30.0), (18.0, 28.0), (20.0, 26.0), (22.0, 24.0), (24.0, 22.0), (26.0, 20.0), (28.0, 18.0),
+         (30.0, 16.0), (32.0, 14.0), (34.0, 12.0), (36.0, 10.0), (38.0, 8.0), (40.0, 6.0), (42.0, 4.0),
+         (44.0, 2.0)],
+    # C = 55: step 2, C / step = 27.5, N = 27, eta_1 = 2..52, eta_2 = 52..2 (sum 54).
+    55: [(2.0, 52.0), (4.0, 50.0), (6.0, 48.0), (8.0, 46.0), (10.0, 44.0), (12.0, 42.0), (14.0, 40.0),
+         (16.0, 38.0), (18.0, 36.0), (20.0, 34.0), (22.0, 32.0), (24.0, 30.0), (26.0, 28.0), (28.0, 26.0),
+         (30.0, 24.0), (32.0, 22.0), (34.0, 20.0), (36.0, 18.0), (38.0, 16.0), (40.0, 14.0), (42.0, 12.0),
+         (44.0, 10.0), (46.0, 8.0), (48.0, 6.0), (50.0, 4.0), (52.0, 2.0)],
+    65: [(3.0 * i, 3.0 * (21 - i)) for i in range(1, 21)],                  # step 3, 65/3 = 21.67, N 21 (sum 63)
+    95: [(4.0 * i, 4.0 * (23 - i)) for i in range(1, 23)],                  # step 4, 95/4 = 23.75, N 23 (sum 92)
 }
 
 
@@ -57,9 +71,14 @@ def test_authors_line_grid_spot_values():
     assert authors_line_grid(27000)[0] == (1350.0, 25650.0)
     assert authors_line_grid(63000)[-1] == (59850.0, 3150.0)
     assert authors_line_grid(2) == [(1.0, 1.0)]
+    # truncation, not rounding: N - 1 = 22, 26, 20, 22 points for C = 47, 55, 65, 95 (round: one more each)
+    assert len(authors_line_grid(47)) == 22 and authors_line_grid(47)[-1] == (44.0, 2.0)
+    assert len(authors_line_grid(55)) == 26 and authors_line_grid(55)[0] == (2.0, 52.0)
+    assert len(authors_line_grid(65)) == 20 and authors_line_grid(65)[0] == (3.0, 60.0)
+    assert len(authors_line_grid(95)) == 22 and authors_line_grid(95)[-1] == (88.0, 4.0)
 
 
-@pytest.mark.parametrize("C", [30, 45, 63000])
+@pytest.mark.parametrize("C", [30, 45, 55, 63000])
 def test_lr_line_axis_two_trainable_layers(C):
     df = students(base(lr_line=[C]))
     assert lr_pairs(df, 2) == LINE_EXPECTED[C]
@@ -188,18 +207,69 @@ def test_zip_list_of_groups_and_lr_zip():
     assert sorted(set(lr_pairs(df, 2))) == [(1.0, 4.0), (2.0, 5.0), (3.0, 6.0)]
 
 
-@pytest.mark.parametrize("path", [p for p, f in config.FIELDS.items()
-                                  if p != "name" and f.default is not None and f.axis])
+# Two values per axis-able field, both valid and NOT the default where the field allows that (so an
+# axis that is silently dropped, leaving the default in every row, cannot pass). Fields with fewer
+# valid values use the default as their second value (2 choices, booleans), or their only value
+# (task.kind, train.optimizer: a single choice each, so no axis of theirs can be told from the default).
+# Each entry: (values, base-config edits that make both values valid).
+AXIS_VALUES = {
+    "seed": ([3, 5], {}),
+    "task.kind": (["linear_teacher"], {}),
+    "task.input_dim": ([80, 96], {}),
+    "task.n_train": ([32, 200], {}),
+    "task.design": (["orthogonal", "gaussian"], {}),
+    "task.target": (["orthonormal", "gaussian"], {}),
+    "task.target_std": ([0.3, 0.7], {}),                     # default null (the authors' scale)
+    "task.teacher_activation": (["relu", "linear"], {}),
+    "task.noise_std": ([0.1, 0.5], {}),
+    "task.n_test": ([16, 100], {}),
+    "task.test_noise": ([True, False], {}),
+    "model.parameterization": (["paper_2nn", "standard"], {"model.n_layers": 2}),  # paper_2nn has 2 layers
+    "model.n_layers": ([2, 5], {}),
+    "model.width": ([16, 32], {}),
+    "model.activation": (["relu", "linear"], {}),
+    "model.output_dim": ([2, 3], {}),
+    "init": (["gaussian", "orthogonal"], {}),
+    "init_scale": ([0.5, 2.0], {}),
+    "train.optimizer": (["gd"], {}),
+    "train.steps": ([3, 5], {}),
+    "train.schedule": (["polynomial", "wsd"], {}),
+    "train.schedule_exponent": ([0.5, 2.0], {}),
+    "train.stable_fraction": ([0.25, 0.5], {}),
+    "train.warmup_steps": ([1, 2], {"train.steps": 4}),    # warmup <= steps
+    "train.log_every": ([2, 3], {}),
+    "train.gradient": (["signal_only", "exact"], {}),
+    "train.formulation": (["moments", "autodiff"], {}),
+    "train.diverge_factor": ([10.0, 1e3], {}),
+}
+
+
+def test_axis_values_cover_every_axis_field():
+    """A new axis-able field must get its values above: as many non-default values as it has, up to 2."""
+    axis_fields = {p for p, f in config.FIELDS.items() if p != "name" and f.axis and f.kind != "int_list"}
+    assert set(AXIS_VALUES) == axis_fields
+    for path, (values, _) in AXIS_VALUES.items():
+        field = config.FIELDS[path]
+        n_other = len([c for c in field.choices if c != field.default]) if field.choices else (
+            1 if field.kind == "bool" else 2)
+        assert len(set(values)) == len(values), path
+        assert sum(v != field.default for v in values) == min(2, n_other), path
+
+
+@pytest.mark.parametrize("path", sorted(AXIS_VALUES))
 def test_every_scalar_field_can_be_an_axis(path):
-    field = config.FIELDS[path]
-    cfg = base(**{path: [field.default], "lr": [1.0]})
+    values, edits = AXIS_VALUES[path]
+    cfg = base(**{path: list(values), "lr": [1.0]})
     cfg["task"] = {"input_dim": 64, "n_train": 64}  # fits every default (width 64)
     cfg["model"].pop("width")
+    for edit, value in edits.items():
+        section, key = edit.split(".")
+        cfg[section][key] = value
     if path == "seed":
         del cfg["seeds"]  # `seeds` is the seed axis itself
     df = students(cfg)
-    assert len(df) == 1
-    assert df[path.split(".")[-1]].iloc[0] == field.default
+    column = path.split(".")[-1]
+    assert df[column].tolist() == list(values)  # one student per value, each carrying its axis value
 
 
 @pytest.mark.parametrize("spec, want", [

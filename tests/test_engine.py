@@ -80,6 +80,55 @@ def test_engine_matches_numpy_reference(x64, par, n_layers, act, lrs, formulatio
         np.testing.assert_allclose(got["test_loss"], ref["test_loss"], rtol=1e-10)
 
 
+@pytest.mark.parametrize("par,n_layers,act,lrs,formulation", [
+    ("paper_deep", 3, "linear", [1.0, 0.5], "moments"),       # linear student: the data as X^T y / n
+    ("standard", 3, "relu", [0.2, 0.1, 0.3], "autodiff"),
+])
+def test_relu_teacher_matches_numpy_reference_on_numpy_labels(x64, par, n_layers, act, lrs, formulation):
+    """task.teacher_activation: relu. The reference trains on labels made HERE, y = relu(X beta) from
+    the instance's X and beta (noise_std 0), and tests on relu(X_test beta): so a teacher that drops
+    its ReLU (or any label bug) shows, unlike a comparison on the engine's own y. The test loss is the
+    sampled one (no closed form with a ReLU teacher)."""
+    cfg = make_cfg(par, n_layers, act, lrs, formulation, teacher_activation="relu")
+    students, results = train_config(cfg)
+    assert len(results) == 4
+    for sid, got in results.items():
+        spec, row, params0, inst = instance_numpy(students, sid)
+        assert spec.task.teacher_activation == "relu" and spec.formulation == formulation
+        X, beta, X_test = inst["x"], inst["beta"], inst["x_test"]
+        y, y_test = np.maximum(X @ beta, 0.0), np.maximum(X_test @ beta, 0.0)
+        assert np.mean(X @ beta < 0) > 0.25  # the ReLU changes many labels
+        ref = reference.reference_train(
+            params0, X, y, lrs=[row[f"lr_{i}"] for i in range(1, len(params0) + 1)], steps=spec.steps,
+            parameterization=par, activation=act, head=inst["head"] if par == "paper_deep" else None,
+            X_test=X_test, y_test=y_test)
+        assert not got["diverged"]
+        assert abs(ref["train_loss"][-1] - ref["train_loss"][0]) > 1e-3 * ref["train_loss"][0]
+        np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-10)
+        np.testing.assert_allclose(got["test_loss"], ref["test_loss"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("par,lrs,formulation,out", [
+    ("standard", [0.2, 0.1], "moments", 3),    # output_dim 3
+    ("paper_2nn", [5.0, 3.0], "autodiff", H),  # output dim h = 6
+])
+def test_test_noise_adds_the_noise_variance_of_every_output(x64, par, lrs, formulation, out):
+    """task.test_noise: the test loss is ||W_eff - beta||_F^2 + out * noise_std^2, the label-noise
+    variance summed over the `out` outputs (written out here: 3 and h = 6)."""
+    noise_std = 0.2
+    cfg = make_cfg(par, 2, "linear", lrs, formulation, noise_std=noise_std, test_noise=True)
+    cfg["model"]["output_dim"] = 3
+    students, results = train_config(cfg)
+    for sid, got in results.items():
+        spec, row, params0, inst = instance_numpy(students, sid)
+        assert inst["beta"].shape == (D, out)
+        kw = dict(lrs=[row["lr_1"], row["lr_2"]], steps=spec.steps, parameterization=par, beta=inst["beta"])
+        ref = reference.reference_train(params0, inst["x"], inst["y"], test_noise_var=out * noise_std**2, **kw)
+        bare = reference.reference_train(params0, inst["x"], inst["y"], **kw)["test_loss"]
+        np.testing.assert_allclose(got["test_loss"], ref["test_loss"], rtol=1e-10)
+        np.testing.assert_allclose(got["test_loss"] - bare, out * noise_std**2, rtol=1e-8)
+
+
 @pytest.mark.parametrize("par,n_layers,lrs,formulation", [  # lowrank needs one output: not paper_2nn
     (par, n, lrs, form) for par, n, lrs in [("paper_2nn", 2, [5.0, 3.0]), ("paper_deep", 3, [1.0, 0.5])]
     for form in ("moments", "autodiff", "lowrank") if not (par == "paper_2nn" and form == "lowrank")])
@@ -152,25 +201,135 @@ def test_batch_and_chunk_independence(x64, formulation):
     np.testing.assert_allclose(res["test_loss"], full[(2, 0.75, 2.25)]["test_loss"], rtol=1e-12, atol=0)
 
 
+def _train_recording_chunks(cfg, chunk_size):
+    """Like conftest.train_config for a one-group config, also returning the student ids of each chunk."""
+    students, specs = runner.prepare(config.load_config(cfg))
+    (spec,) = specs.values()
+    out, chunks = {}, []
+    for chunk, res in engine.iter_group(spec, students, chunk_size=chunk_size):
+        chunks.append(chunk.student_ids[chunk.student_ids >= 0].tolist())
+        for i, sid in enumerate(res["student_id"]):
+            out[int(sid)] = {k: np.asarray(v[i]) for k, v in res.items() if k != "student_id"}
+    return students, out, chunks
+
+
 @pytest.mark.parametrize("formulation", ["moments", "lowrank"])
 def test_divergence_isolated(x64, formulation):
-    """Half the grid diverges: the other half is bit-identical to a run without them."""
+    """Half the grid diverges, in chunks that also hold clean students: the clean students are
+    bit-identical to the same grid with gentle rates in place of the diverging ones.
+
+    Per instance the 20 points run as totals 1, 2 (clean) then 400, 800 (diverging), 5 fractions
+    each; chunk_size 8 (balanced by plan_chunks to 7 points) cuts them 0-6 | 7-13 | 14-19, so points
+    7-13 mix totals 2 and 400 (asserted on the chunks actually run). The
+    gentle grid (totals 1, 2, 0.5, 0.25) has the same chunk layout, so every clean student sits in
+    the same slot of a chunk of the same shape: the same compiled program on the same numbers
+    (bitwise equal; a run of a different chunk shape may differ in the last bit, see above).
+    """
     cfg = _grid_cfg(n_fracs=5, totals=(1.0, 2.0, 400.0, 800.0), steps=8, formulation=formulation)
-    students, res = train_config(cfg, chunk_size=5)  # same (u, p) chunk shape in both runs
-    big = students["lr_total"] > 100
-    div = {int(s): res[int(s)]["diverged"] for s in students["student_id"]}
-    assert all(div[int(s)] for s in students.loc[big, "student_id"])
-    assert not any(div[int(s)] for s in students.loc[~big, "student_id"])
-    for s in students.loc[big, "student_id"]:
+    students, res, chunks = _train_recording_chunks(cfg, chunk_size=8)
+    big = students.set_index("student_id")["lr_total"] > 100
+    div = {sid: bool(r["diverged"]) for sid, r in res.items()}
+    assert all(div[int(s)] for s in big.index[big]) and not any(div[int(s)] for s in big.index[~big])
+    mixed = [ids for ids in chunks if big[ids].any() and not big[ids].all()]
+    assert len(mixed) >= 4  # (at least) one mixed chunk per seed
+    for s in big.index[big]:
         r = res[int(s)]
         k = int(r["diverged_step"])
-        assert 0 <= k <= 8
+        assert 1 <= k <= 8
         assert np.all(np.isnan(r["test_loss"][k:])) and np.all(np.isfinite(r["test_loss"][:k]))
-    clean = _grid_cfg(n_fracs=5, totals=(1.0, 2.0), steps=8, formulation=formulation)
-    s2, r2 = train_config(clean, chunk_size=5)
+    gentle = _grid_cfg(n_fracs=5, totals=(1.0, 2.0, 0.5, 0.25), steps=8, formulation=formulation)
+    s2, r2, chunks2 = _train_recording_chunks(gentle, chunk_size=8)
+    assert chunks2 == chunks and not any(r["diverged"] for r in r2.values())
     full = _by_hparams(students, res)
     for key, r in _by_hparams(s2, r2).items():
-        np.testing.assert_array_equal(r["test_loss"], full[key]["test_loss"])
+        if round(key[1] + key[2], 9) in (1.0, 2.0):  # totals 1 and 2: the students both grids share
+            np.testing.assert_array_equal(r["test_loss"], full[key]["test_loss"])
+            np.testing.assert_array_equal(r["train_loss"], full[key]["train_loss"])
+
+
+def _numpy_gd_weights(params0, inst, lrs, n_steps, par, head):
+    """The reference's plain GD (tests/reference.py gradients), returning the weights after n_steps."""
+    params = [np.array(w) for w in params0]
+    for _ in range(n_steps):
+        _, grads = reference.loss_and_grads(params, inst["x"], inst["y"], parameterization=par, head=head)
+        params = [w - lr * g for w, lr, g in zip(params, lrs, grads)]
+    return params
+
+
+def _trained_weights(spec, state, params0, i, j):
+    """Weights of student (i, j) of a chunk's training state (state[0]: the formulation's trained
+    state, lrsweep.steps): the dense weights themselves, or W^0 + L^T R for ``lowrank``."""
+    trained = jax.tree_util.tree_map(lambda a: np.asarray(a)[i, j], state[0])
+    w0 = [np.asarray(w)[i] for w in params0]
+    if spec.formulation == "lowrank":
+        return [w + left.T @ right for w, left, right in zip(w0, trained.left, trained.right)]
+    return list(trained)
+
+
+@pytest.mark.parametrize("formulation", ["moments", "lowrank"])
+def test_diverged_students_are_frozen(x64, formulation):
+    """A diverged student stops training at its divergence step k (its state is what a checkpoint
+    saves, so it must stay finite): after all steps its weights are the numpy reference's GD weights
+    after k steps, while a clean student's are those after every step. 1e-10 relative, as above."""
+    cfg = _grid_cfg(n_fracs=3, seeds=(0, 1), totals=(1.0, 400.0, 800.0), steps=8, formulation=formulation)
+    students, specs = runner.prepare(config.load_config(cfg))
+    (spec,) = specs.values()
+    fn = engine.make_chunk_fn(spec)
+    _, (chunk,) = engine.plan_chunks(spec, students, max_memory=1 << 30, dtype_bytes=8)
+    params0, inst = engine.build_instances(fn, chunk)
+    lrs = jnp.asarray(chunk.lrs)
+    state = fn.advance(fn.start(params0, inst, lrs), params0, inst, lrs, jnp.arange(spec.steps, dtype=jnp.int32))
+    result = fn.finish(state, params0, inst, lrs)
+    n_frozen = 0
+    for (i, j), sid in np.ndenumerate(chunk.student_ids):
+        if sid < 0:
+            continue
+        k = int(np.asarray(result.diverged_step)[i, j])
+        _, row, w0, inst_np = instance_numpy(students, int(sid))
+        lr = [row["lr_1"], row["lr_2"]]
+        want = _numpy_gd_weights(w0, inst_np, lr, spec.steps if k < 0 else k, "paper_deep", inst_np["head"])
+        got = _trained_weights(spec, state, params0, i, j)
+        assert (k >= 0) == (row["lr_total"] > 100), (sid, k)
+        n_frozen += k >= 0
+        for g, w in zip(got, want):
+            assert np.all(np.isfinite(g)), (sid, k)
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=f"student {sid}, diverged at {k}")
+    assert n_frozen == 12
+
+
+def test_diverge_factor_sets_the_divergence_step(x64):
+    """train.diverge_factor: a student diverges at the first step whose train loss is non-finite or
+    exceeds factor * its initial loss. Each student under three factors (a static field: one group
+    each); the expected step is read off the numpy reference curve. For seed 0 the shared rate 4
+    diverges at steps 3, 4 and 7 under factors 2, 1e3 and 1e100 (its loss ratios to step 0 are
+    1, 1.06, 1.7, 14, 2.7e4, 3.9e14, 1.3e45, 5e136, inf), the rate 3 only under factor 2."""
+    factors = [2.0, 1e3, 1e100]
+    cfg = make_cfg("paper_deep", 3, "linear", [1.0, 1.0], "moments", steps=8, seeds=(0, 1))
+    cfg["grid"] = {"lr": [3.0, 4.0, 8.0], "train.diverge_factor": factors}
+    students, results = train_config(cfg)
+    steps_seen = {}
+    for sid, got in results.items():
+        spec, row, params0, inst = instance_numpy(students, sid)
+        assert spec.diverge_factor == row["diverge_factor"]
+        ref = reference.reference_train(params0, inst["x"], inst["y"], lrs=[row["lr_1"], row["lr_2"]], steps=8,
+                                        parameterization="paper_deep", head=inst["head"])["train_loss"]
+        threshold = row["diverge_factor"] * ref[0]
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(ref) | (ref > threshold)
+            # no reference value within 1e-6 of the threshold, so round-off cannot flip the verdict
+            assert np.all(np.abs(ref[np.isfinite(ref)] / threshold - 1) > 1e-6)
+        k = int(np.argmax(bad)) if bad.any() else -1
+        assert int(got["diverged_step"]) == k and bool(got["diverged"]) == (k >= 0), (row["lr_1"], row["diverge_factor"])
+        end = k if k >= 0 else 9
+        np.testing.assert_allclose(got["train_loss"][:end], ref[:end], rtol=1e-10)
+        assert np.all(np.isnan(got["train_loss"][end:]))
+        steps_seen.setdefault((row["seed"], row["lr_1"]), {})[row["diverge_factor"]] = k
+    # the factor changes the verdict: the same student diverges later (or never) under a larger factor
+    for verdicts in steps_seen.values():
+        ks = [verdicts[f] if verdicts[f] >= 0 else np.inf for f in factors]
+        assert ks == sorted(ks), verdicts
+    assert steps_seen[(0, 4.0)] == {2.0: 3, 1e3: 4, 1e100: 7}  # as the reference curve says (docstring)
+    assert steps_seen[(0, 3.0)] == {2.0: 5, 1e3: -1, 1e100: -1}
 
 
 @pytest.mark.parametrize("formulation", ["moments", "lowrank"])

@@ -374,3 +374,89 @@ def test_registry_entries(name):
         # eta = 0 recovers the init loss 1 + 1/h (n = d = h in every setting)
         np.testing.assert_allclose(entry["fn"](0.0, 0.0, h, steps), 1 + 1 / h, rtol=1e-13)
     assert entry["setting"]["model.n_layers"] == (2 if "two_layer" in name else 3)
+
+
+# The registry at nonzero rates. What each entry must be, written out here (not read from the registry):
+# (parameterization, n_layers, init = design, target, exact, extra args).
+REGISTRY_EXPECTED = {
+    "layer_balancing.two_layer": ("paper_2nn", 2, "orthogonal", "gaussian", True, ()),
+    "layer_balancing.two_layer_orthonormal_target": ("paper_2nn", 2, "orthogonal", "orthonormal", True, ()),
+    "layer_balancing.two_layer_published": ("paper_2nn", 2, "orthogonal", "orthonormal", False, ()),
+    "layer_balancing.two_layer_gaussian_init": ("paper_2nn", 2, "gaussian", "gaussian", True, ("n", "d")),
+    "layer_balancing.three_layer": ("paper_deep", 3, "orthogonal", "gaussian", True, ()),
+    "layer_balancing.three_layer_published": ("paper_deep", 3, "orthogonal", "gaussian", False, ()),
+    "layer_balancing.three_layer_gaussian_init": ("paper_deep", 3, "gaussian", "gaussian", True, ("n", "d")),
+}
+
+
+def published_formula(n_layers, e1, e2, h, steps):
+    """The seed's published formulas, copied from the paper / authors' code (p = eta_1 + eta_2, q = eta_1 eta_2)."""
+    p, q = e1 + e2, e1 * e2
+    if n_layers == 2 and steps == 1:
+        return 1 + 1 / h - 2 * p / h**2 + p**2 / h**4 + q**2 / h**7
+    if n_layers == 2:
+        return ((1 / h) * (1 + q / h**3) ** 4 + 16 * q**2 / h**7 + (2 * p * (q + h**3) / h**5 - 1) ** 2
+                + (1 + q / h**3) ** 2 * 8 * q / h**5)
+    if steps == 1:
+        return 1 + 1 / h - 2 * p / h + p**2 / h**2 + q**2 / h**4
+    return ((2 * p * (h + q) / h**2 - 1) ** 2 + 1 / h + 2 * q / h**2 + 10 * q / h**3 + 37 * q**2 / h**4
+            + 12 * q**3 / h**5 + q**4 / h**6 + q**2 / h**3)
+
+
+def test_registry_lists_exactly_the_expected_entries():
+    assert set(THEORIES) == set(REGISTRY_EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY_EXPECTED))
+def test_registry_entry_at_nonzero_rates(name):
+    """Each entry's setting is the one written above, and its function at nonzero, unbalanced (eta_1, eta_2)
+    (p and q both vary) equals the module's function called with the setting's init / target (and n != d
+    where the entry takes them), or the published formula written out here. rtol 1e-13: the same
+    arithmetic either way (published: a re-typed formula, round-off of ~10 terms)."""
+    par, n_layers, init, target, exact, extra = REGISTRY_EXPECTED[name]
+    entry = THEORIES[name]
+    s = entry["setting"]
+    assert (s["model.parameterization"], s["model.n_layers"], s["init"], s["task.design"], s["task.target"]) == (
+        par, n_layers, init, init, target)
+    assert s["train.gradient"] == "signal_only" and s["task.noise_std"] == 0.0
+    assert entry["exact"] == exact and tuple(entry["extra_args"]) == extra
+    h = np.array([16.0, 20.0, 64.0])[:, None]
+    scale = h**1.5 if n_layers == 2 else h ** (2 / 3)
+    e1, e2 = np.array([0.9, 0.2, 0.5, 1.3]) * scale, np.array([0.2, 0.7, 0.5, 0.4]) * scale
+    kwargs = {"n": 2 * h, "d": h / 2} if extra else {}   # n != d != h: a swap would show
+    for steps in entry["steps"]:
+        got = entry["fn"](e1, e2, h, steps, **kwargs)
+        assert got.shape == (3, 4) and np.all(np.isfinite(got))
+        at_zero = entry["fn"](0 * e1, 0 * e2, h, steps, **kwargs)
+        assert np.all(np.abs(got - at_zero) > 1e-3)  # the rates move the loss away from its eta = 0 value
+        if not exact:
+            want = published_formula(n_layers, e1, e2, h, steps)
+        elif n_layers == 2:
+            want = lb.two_layer_loss(e1, e2, h, steps, init=init, target=target, **kwargs)
+        else:
+            want = lb.three_layer_loss(e1, e2, h, steps, init=init, **kwargs)
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=0, err_msg=f"{name} steps={steps}")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in REGISTRY_EXPECTED.items() if e[4]))
+def test_exact_registry_entries_match_monte_carlo_of_their_setting(name):
+    """Independent of the module: the Monte Carlo above, drawn in the entry's stated setting (init, target,
+    n != d for Gaussian init), at one unbalanced nonzero rate pair; within N_SIGMA standard errors."""
+    par, n_layers, init, target, _, extra = REGISTRY_EXPECTED[name]
+    entry = THEORIES[name]
+    n, d, h = (24, 12, 20) if init == "gaussian" else (16, 16, 16)
+    scale = h**1.5 if n_layers == 2 else h ** (2 / 3) * (2 if init == "orthogonal" else 1)
+    etas = [(0.9 * scale, 0.2 * scale)]
+    kwargs = {"n": n, "d": d} if extra else {}
+    for steps in entry["steps"]:
+        if init == "gaussian":
+            losses = mc_gaussian_init(n_layers, n, d, h, etas, 6000 if n_layers == 2 else 20000, seed=31 + steps)
+        elif n_layers == 2:
+            losses = mc_two_layer_orthogonal(h, etas, steps, target, 3000, seed=32 + steps)
+        else:
+            losses = mc_three_layer_orthogonal(h, etas, steps, 20000, seed=33 + steps)
+        mean, se = mean_se(losses)
+        theory = entry["fn"](etas[0][0], etas[0][1], h, steps, **kwargs)
+        init_loss = entry["fn"](0.0, 0.0, h, steps, **kwargs)
+        assert np.all(np.abs(theory - init_loss) > 5 * se), (name, steps)  # the rates move the loss
+        assert_within_se(mean, se, theory, f"{name} steps={steps}")
