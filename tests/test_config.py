@@ -210,11 +210,14 @@ def test_zip_list_of_groups_and_lr_zip():
 # Two values per axis-able field, both valid and NOT the default where the field allows that (so an
 # axis that is silently dropped, leaving the default in every row, cannot pass). Fields with fewer
 # valid values use the default as their second value (2 choices, booleans), or their only value
-# (task.kind, train.optimizer: a single choice each, so no axis of theirs can be told from the default).
+# (train.optimizer: a single choice, so no axis of its can be told from the default).
 # Each entry: (values, base-config edits that make both values valid).
 AXIS_VALUES = {
     "seed": ([3, 5], {}),
-    "task.kind": (["linear_teacher"], {}),
+    "task.kind": (["classification", "linear_teacher"], {}),
+    "task.data": (["degenerate", "nonseparable"], {"task.kind": "classification"}),
+    "task.margin": ([0.5, 2.0], {"task.kind": "classification"}),
+    "task.flip_fraction": ([0.2, 0.4], {"task.kind": "classification", "task.data": "nonseparable"}),
     "task.input_dim": ([80, 96], {}),
     "task.n_train": ([32, 200], {}),
     "task.design": (["orthogonal", "gaussian"], {}),
@@ -232,6 +235,7 @@ AXIS_VALUES = {
     "init": (["gaussian", "orthogonal"], {}),
     "init_scale": ([0.5, 2.0], {}),
     "train.optimizer": (["gd"], {}),
+    "train.loss": (["logistic", "exponential"], {"task.kind": "classification"}),
     "train.steps": ([3, 5], {}),
     "train.schedule": (["polynomial", "wsd"], {}),
     "train.schedule_exponent": ([0.5, 2.0], {}),

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import textwrap
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import reference
-from conftest import numpy_instance, train_config
+from conftest import flat_result, numpy_instance, train_config
 from lrsweep import config, engine, runner
 from lrsweep.spec import GroupSpec
 
@@ -209,7 +211,7 @@ def _train_recording_chunks(cfg, chunk_size):
     for chunk, res in engine.iter_group(spec, students, chunk_size=chunk_size):
         chunks.append(chunk.student_ids[chunk.student_ids >= 0].tolist())
         for i, sid in enumerate(res["student_id"]):
-            out[int(sid)] = {k: np.asarray(v[i]) for k, v in res.items() if k != "student_id"}
+            out[int(sid)] = flat_result(res, i)
     return students, out, chunks
 
 
@@ -259,11 +261,12 @@ def _numpy_gd_weights(params0, inst, lrs, n_steps, par, head):
 def _trained_weights(spec, state, params0, i, j):
     """Weights of student (i, j) of a chunk's training state (state[0]: the formulation's trained
     state, lrsweep.steps): the dense weights themselves, or W^0 + L^T R for ``lowrank``."""
+    names = spec.arch.layer_names
     trained = jax.tree_util.tree_map(lambda a: np.asarray(a)[i, j], state[0])
-    w0 = [np.asarray(w)[i] for w in params0]
+    w0 = [np.asarray(params0[k])[i] for k in names]
     if spec.formulation == "lowrank":
-        return [w + left.T @ right for w, left, right in zip(w0, trained.left, trained.right)]
-    return list(trained)
+        return [w + trained.left[k].T @ trained.right[k] for w, k in zip(w0, names)]
+    return [trained[k] for k in names]
 
 
 @pytest.mark.parametrize("formulation", ["moments", "lowrank"])
@@ -277,9 +280,10 @@ def test_diverged_students_are_frozen(x64, formulation):
     fn = engine.make_chunk_fn(spec)
     _, (chunk,) = engine.plan_chunks(spec, students, max_memory=1 << 30, dtype_bytes=8)
     params0, inst = engine.build_instances(fn, chunk)
-    lrs = jnp.asarray(chunk.lrs)
-    state = fn.advance(fn.start(params0, inst, lrs), params0, inst, lrs, jnp.arange(spec.steps, dtype=jnp.int32))
-    result = fn.finish(state, params0, inst, lrs)
+    hparams = {c: jnp.asarray(v) for c, v in chunk.hparams.items()}
+    state = fn.advance(fn.start(params0, inst, hparams), params0, inst, hparams,
+                       jnp.arange(spec.steps, dtype=jnp.int32))
+    result = fn.finish(state, params0, inst, hparams)
     n_frozen = 0
     for (i, j), sid in np.ndenumerate(chunk.student_ids):
         if sid < 0:

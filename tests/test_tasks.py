@@ -2,7 +2,7 @@
 
 The engine-versus-numpy tests take their initial weights and data from ``make_instance``, so a bug
 in data generation cannot show there: here every instance is checked against the config's
-documentation (lrsweep/config.py FIELDS, lrsweep/tasks.py) with expected values written out.
+documentation (lrsweep/config.py FIELDS, lrsweep/tasks/linear_teacher.py) with expected values written out.
 
 Statistical checks: sample moments of N(0, s^2) entries (pooled over several seeds and large
 sizes) must lie within 5 standard errors of the documented moment; SE of the mean is s/sqrt(N), of
@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from lrsweep import config, engine, runner
-from lrsweep.tasks import InstanceHparams
 
 N_SE = 5.0
 
@@ -60,15 +59,14 @@ def _build(setting, moments, traced):
     cfg["task"].update(kw)  # design, target, teacher_activation
     students, specs = runner.prepare(config.load_config(cfg))
     (spec,) = specs.values()
-    hp = InstanceHparams(seed=jnp.asarray(students["seed"].to_numpy(), jnp.uint32),
-                         **{c: jnp.asarray(students[c].to_numpy(float)) for c in engine.INSTANCE_COLUMNS[1:]})
-    params0, inst = engine.make_instances(spec.task, spec.arch, spec.init, moments, hp)
+    hp = engine.instance_hparams(spec, {c: students[c].to_numpy() for c in spec.instance_columns})
+    params0, inst = engine.make_instances(spec, moments, hp)
 
     def to_np(a):
         a = np.array(a, np.float64)
         a.setflags(write=False)  # shared between tests through the cache
         return a
-    return students, spec, [to_np(w) for w in params0], {k: to_np(v) for k, v in inst._asdict().items()}
+    return students, spec, [to_np(params0[k]) for k in spec.arch.layer_names], {k: to_np(v) for k, v in inst.items()}
 
 
 def assert_normal(sample, std, label):
@@ -238,7 +236,7 @@ def test_moments_instance_matches_the_dense_instance(x64):
         np.testing.assert_allclose(mom["xx"][s], X.T @ X / n, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(mom["xy"][s], X.T @ y / n, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(mom["yy"][s], np.sum(y * y) / n, rtol=1e-12)
-    assert mom["x"].size == 0 and mom["y"].size == 0
+    assert "x" not in mom and "y" not in mom  # the moments replace the training set
     np.testing.assert_array_equal(mom["beta"], dense["beta"])
     for w1, w2 in zip(p_dense, p_mom):
         np.testing.assert_array_equal(w1, w2)
