@@ -438,6 +438,7 @@ def test_registry_entry_at_nonzero_rates(name):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=0, err_msg=f"{name} steps={steps}")
 
 
+@pytest.mark.montecarlo
 @pytest.mark.parametrize("name", sorted(n for n, e in REGISTRY_EXPECTED.items() if e[4]))
 def test_exact_registry_entries_match_monte_carlo_of_their_setting(name):
     """Independent of the module: the Monte Carlo above, drawn in the entry's stated setting (init, target,
