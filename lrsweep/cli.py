@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from lrsweep import config as config_lib
+from lrsweep.errors import LrsweepError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
@@ -269,8 +270,8 @@ def main(argv=None) -> int:
         if args.command == "schema":
             print(config_lib.describe_schema())
             return 0
-    except config_lib.ConfigError as e:
-        print(f"lrsweep: config error: {e}", file=sys.stderr)
+    except LrsweepError as e:
+        print(f"lrsweep: {e.prefix}{e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except FileNotFoundError as e:
         print(f"lrsweep: {e}", file=sys.stderr)

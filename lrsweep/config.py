@@ -26,14 +26,7 @@ import pandas as pd
 import yaml
 
 from lrsweep.architecture import PARAMETERIZATIONS, Architecture
-
-
-class ConfigError(ValueError):
-    """A config field is missing, unknown, of the wrong type or out of range."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
+from lrsweep.errors import ConfigError  # re-exported: lrsweep.config.ConfigError
 
 
 # --------------------------------------------------------------------------------------
