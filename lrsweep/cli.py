@@ -219,7 +219,9 @@ def cmd_plot(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from lrsweep import store
+    """One line per run: status (from the lock, meta.json and the verified tables), students with
+    results, start, wall time, size. A damaged run is reported as such; the others still list."""
+    from lrsweep import runstate, store
     root = Path(args.root)
     if not root.exists():
         print(f"no results under {root}")
@@ -228,27 +230,31 @@ def cmd_ls(args) -> int:
     if not runs:
         print(f"no runs under {root}")
         return 0
-    print(f"{'run':60s} {'status':12s} {'students':>15s} {'size':>9s}  checkpoints")
+    width = max(40, *(len(str(r)) for r in runs))
+    print(f"{'run':{width}s}  {'students':>13s}  {'started':19s}  {'wall':>8s}  {'size':>9s}  status")
     for run in runs:
-        meta = store.read_json(run / "meta.json")
-        size = store.run_size(run) / 1e6
-        total = int(meta.get("n_students", 0))
-        status = meta.get("status", "?")
-        # unfinished runs: how many students have results, and chunks with a saved mid-chunk state
-        done = total if status == "complete" else len(set(store.done_student_ids(run).tolist()))
+        state = runstate.run_state(run)
+        try:
+            size = f"{store.run_size(run) / 1e6:8.2f}M"
+        except OSError:
+            size = "?"
+        wall = f"{state.wall_time_s:7.1f}s" if state.wall_time_s is not None else "-"
+        status = state.describe()
         ckpts = len([p for p in (run / "checkpoints").glob("*/*-t*") if p.name.split("-t")[-1].isdigit()]) \
             if (run / "checkpoints").exists() else 0
-        print(f"{str(run):60s} {status:12s} {f'{done}/{total}':>15s} {size:8.2f}M  {ckpts or ''}")
+        status += f", {ckpts} mid-chunk checkpoint(s)" if ckpts else ""
+        print(f"{str(run):{width}s}  {f'{state.done}/{state.total}':>13s}  {str(state.started or '-'):19s}  "
+              f"{wall:>8s}  {size:>9s}  {status}")
     return 0
 
 
 def cmd_show(args) -> int:
-    from lrsweep import runner, store
+    from lrsweep import runner, runstate, store
     run = Path(args.run)
     if not store.is_run(run):
         raise config_lib.ConfigError("run", f"{run} is not a run directory (no meta.json)")
     meta = store.read_json(run / "meta.json")
-    print(f"status: {meta.get('status')}  jax {meta.get('jax')} on {meta.get('device_count')}x "
+    print(f"status: {runstate.run_state(run).describe()}  jax {meta.get('jax')} on {meta.get('device_count')}x "
           f"{meta.get('device_kind')}  x64={meta.get('x64')}")
     _print_summary(runner.summarize(run))
     return 0

@@ -5,6 +5,7 @@ This is the one training loop every family uses; :func:`run` is what ``lrsweep r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import os
@@ -19,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from lrsweep import config as config_lib
-from lrsweep import store
+from lrsweep import runstate, store
 from lrsweep.checkpoint import EVERY_S, SEGMENT_STEPS, ChunkCheckpoints
+from lrsweep.errors import LrsweepError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
 
@@ -126,41 +128,62 @@ def new_run_id() -> str:
 def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", *, x64: bool = False,
         max_memory: int | None = None, chunk_size: int | None = None, resume: str | Path | None = None,
         progress: bool = True, run_id: str | None = None, checkpoint_every: float | None = None,
-        segment_steps: int | None = None) -> RunSummary:
+        segment_steps: int | None = None, heartbeat_s: float = runstate.HEARTBEAT_S) -> RunSummary:
     """Train every student of ``cfg``; write ``<out>/<name>/<run_id>/``; return a summary.
 
-    With ``resume=RUN_DIR`` the config, precision and budget stored in that run are reused and
-    only students without results are trained. ``checkpoint_every`` (seconds, default
-    :data:`lrsweep.checkpoint.EVERY_S`; 0 disables) and ``segment_steps``: chunks of more steps
-    are trained in segments and their state saved under ``RUN_DIR/checkpoints`` (orbax), so a
+    With ``resume=RUN_DIR`` the config and precision stored in that run are reused (a
+    ``max_memory`` / ``chunk_size`` given here replaces the stored one: results do not depend on
+    them), chunks whose files are unreadable are dropped and only students without results are
+    trained. The process holds the run's write lock (:class:`lrsweep.runstate.RunLock`) throughout:
+    a second writer raises :class:`lrsweep.errors.RunLockedError`. ``checkpoint_every`` (seconds,
+    default :data:`lrsweep.checkpoint.EVERY_S`; 0 disables) and ``segment_steps``: chunks of more
+    steps are trained in segments and their state saved under ``RUN_DIR/checkpoints`` (orbax), so a
     resumed run continues inside them.
     """
-    if resume is not None:
-        run_dir = Path(resume)
-        if not store.is_run(run_dir):
-            raise config_lib.ConfigError("--resume", f"{run_dir} is not a run directory (no meta.json)")
-        meta = store.read_json(run_dir / "meta.json")
-        cfg = config_lib.load_config(run_dir / "config.yaml")
-        x64, max_memory, chunk_size = meta["x64"], meta["max_memory"], meta["chunk_size"]
-    students, specs = prepare(cfg)  # all validation happens here, before any directory exists
-    setup_jax(x64)
+    with contextlib.ExitStack() as stack:
+        if resume is not None:
+            run_dir = Path(resume)
+            if not store.is_run(run_dir):
+                raise config_lib.ConfigError("--resume", f"{run_dir} is not a run directory (no meta.json)")
+            stack.enter_context(runstate.RunLock(run_dir))  # before reading anything a writer changes
+            meta = store.read_json(run_dir / "meta.json")
+            cfg = config_lib.load_config(run_dir / "config.yaml")
+            x64 = meta["x64"]
+            max_memory = meta["max_memory"] if max_memory is None else max_memory
+            chunk_size = meta["chunk_size"] if chunk_size is None else chunk_size
+            meta.update(max_memory=max_memory, chunk_size=chunk_size)
+        students, specs = prepare(cfg)  # all validation happens here, before any directory exists
+        setup_jax(x64)
+        modes = choose_modes(cfg, students, specs)  # ConfigError for an impossible train.mode: poly
+        if resume is None:
+            run_dir = Path(out) / cfg.name / (run_id or new_run_id())
+            run_dir.mkdir(parents=True, exist_ok=False)
+            stack.enter_context(runstate.RunLock(run_dir))
+            store.write_yaml(cfg.to_dict(), run_dir / "config.yaml")
+            meta = _meta(cfg, students, specs, x64, max_memory, chunk_size)
+        meta["groups"] = {str(gid): _jsonable(rep) for gid, rep in modes.items()}
+        record = runstate.RunRecord(run_dir, meta, heartbeat_s).start()
+        stack.callback(record.stop)
+        return _train(run_dir, record, students, specs, modes, resume is not None, max_memory, chunk_size,
+                      progress, checkpoint_every, segment_steps)
+
+
+def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_size, progress, checkpoint_every,
+           segment_steps) -> RunSummary:
+    """The training loop of :func:`run`, under the run's lock; records the outcome in meta.json."""
     from lrsweep import drivers
-    modes = choose_modes(cfg, students, specs)  # ConfigError for an impossible train.mode: poly
-    if resume is None:
-        run_dir = Path(out) / cfg.name / (run_id or new_run_id())
-        run_dir.mkdir(parents=True, exist_ok=False)
-        store.write_yaml(cfg.to_dict(), run_dir / "config.yaml")
-        meta = _meta(cfg, students, specs, x64, max_memory, chunk_size)
-    meta["groups"] = {str(gid): _jsonable(rep) for gid, rep in modes.items()}
-    meta["status"] = "running"
-    store.write_json(meta, run_dir / "meta.json")
-    done = set(store.done_student_ids(run_dir).tolist())
-    attempt = uuid.uuid4().hex[:6]
-    bar = _progress(len(students), initial=len(done), enabled=progress)
+    meta = record.meta
     start = time.perf_counter()
     trained = 0
-    registry = drivers.drivers()
+    done: set = set()
+    bar = None
     try:
+        if resumed:
+            _repair(run_dir, meta)
+        done = set(store.done_student_ids(run_dir).tolist())
+        attempt = uuid.uuid4().hex[:6]
+        bar = _progress(len(students), initial=len(done), enabled=progress)
+        registry = drivers.drivers()
         for gid, spec in specs.items():
             group = students[students["group_id"] == gid]
             if group["student_id"].isin(done).all():
@@ -172,31 +195,62 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
                                      EVERY_S if checkpoint_every is None else checkpoint_every,
                                      segment_steps or SEGMENT_STEPS)
             ctx = drivers.GroupContext(done, max_memory, chunk_size, ckpts, run_dir.name, gid, modes[gid])
-            for out in registry[mode].iter_group(spec, group, ctx):
-                _write_chunk(run_dir, f"g{gid:04d}-{attempt}-c{out.index:06d}", spec, students, out, run_dir.name,
-                             mode)
-                ckpts.remove(out.student_ids)
-                n = len(out.result["student_id"])
-                trained += n
-                bar.update(n)
-                bar.set_postfix(students_per_s=f"{trained / (time.perf_counter() - start):.3g}")
+            try:
+                for out in registry[mode].iter_group(spec, group, ctx):
+                    _write_chunk(run_dir, f"g{gid:04d}-{attempt}-c{out.index:06d}", spec, students, out,
+                                 run_dir.name, mode)
+                    ckpts.remove(out.student_ids)
+                    n = len(out.result["student_id"])
+                    trained += n
+                    bar.update(n)
+                    bar.set_postfix(students_per_s=f"{trained / (time.perf_counter() - start):.3g}")
+            except Exception as e:
+                if "RESOURCE_EXHAUSTED" in str(e):  # XLA out of memory: a budget the user can lower
+                    raise LrsweepError(
+                        f"{run_dir}: out of device memory in group {gid} ({runstate.error_line(e, 160)}); "
+                        f"resume with a smaller budget: lrsweep run --resume {run_dir} --max-memory SIZE") from e
+                raise
+        if (run_dir / "checkpoints").exists() and not any((run_dir / "checkpoints").iterdir()):
+            (run_dir / "checkpoints").rmdir()
+        rows = meta.get("rows")
+        if (run_dir / "parts").is_dir():
+            expected_curves = sum(int((students["group_id"] == gid).sum()) * len(spec.log_steps)
+                                  for gid, spec in specs.items())
+            rows = store.merge_parts(run_dir, students["student_id"].to_numpy(), expected_curves)
     except KeyboardInterrupt:
-        bar.close()
-        meta.update(status="interrupted", wall_time_s=round(time.perf_counter() - start + meta.get("wall_time_s", 0.0), 3))
-        store.write_json(meta, run_dir / "meta.json")
+        record.update(status="interrupted", wall_time_s=_wall(meta, start))
         raise RunInterrupted(run_dir, len(done) + trained, len(students)) from None
+    except BaseException as e:
+        record.update(status="failed", error=runstate.error_line(e), wall_time_s=_wall(meta, start))
+        raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     wall = time.perf_counter() - start
-    if (run_dir / "checkpoints").exists() and not any((run_dir / "checkpoints").iterdir()):
-        (run_dir / "checkpoints").rmdir()
-    if (run_dir / "parts").exists():
-        store.merge_parts(run_dir)
-    meta.update(status="complete", wall_time_s=round(wall + meta.get("wall_time_s", 0.0), 3),
-                students_per_s=round(trained / wall, 2) if wall > 0 and trained else meta.get("students_per_s"),
-                finished=_dt.datetime.now().isoformat(timespec="seconds"))
-    store.write_json(meta, run_dir / "meta.json")
+    record.update(status="complete", rows=rows, wall_time_s=_wall(meta, start),
+                  students_per_s=round(trained / wall, 2) if wall > 0 and trained else meta.get("students_per_s"),
+                  finished=_dt.datetime.now().isoformat(timespec="seconds"))
     return summarize(run_dir, wall=wall, trained=trained, groups=len(specs))
+
+
+def _wall(meta: dict, start: float) -> float:
+    """Wall time of every attempt of the run so far (this one started at ``start``)."""
+    return round(time.perf_counter() - start + meta.get("wall_time_s", 0.0), 3)
+
+
+def _repair(run_dir: Path, meta: dict) -> None:
+    """Before resuming: drop the chunks whose parts are unreadable (their students are retrained),
+    or, once merged, merged tables that fail verification (every student is retrained). Says what
+    it dropped."""
+    if (run_dir / "parts").is_dir():
+        for line in store.scrub_parts(run_dir):
+            print(f"lrsweep: retraining chunk {line}", file=sys.stderr)
+    elif (run_dir / "students.parquet").exists() or (run_dir / "curves.parquet").exists():
+        problem = store.verify_complete(run_dir, meta)
+        if problem:
+            store.discard_merged(run_dir)
+            meta.pop("rows", None)
+            print(f"lrsweep: {problem}; retraining every student of the run", file=sys.stderr)
 
 
 def _jsonable(rep: dict) -> dict:

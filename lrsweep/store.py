@@ -3,12 +3,15 @@
 Layout of a run (``results/<name>/<run_id>/``)::
 
     config.yaml        the resolved config
-    meta.json          versions, device, status (running | interrupted | complete), wall time, students/s
+    meta.json          versions, device, status (running | interrupted | failed | complete), pid, host,
+                       heartbeat, error, wall time, students/s, row counts of the merged tables
+    .lock              the write lock (:mod:`lrsweep.runstate`): one writer per run
     students.parquet   one row per student (hyperparameters, final metrics, divergence)
     curves.parquet     one row per student per logged step
     poly.parquet       loss-polynomial coefficients of the groups run in poly mode (lrsweep.poly)
     parts/             while running: one students/curves file pair per chunk (crash-safe; plus a
-                       poly file for poly chunks); merged into the tables above at completion
+                       poly file for poly chunks); merged into the tables above at completion,
+                       each student once, checked against the plan
 
 Every file is written to a temporary name in the same directory and renamed, so a killed run
 never leaves a truncated file. Readers unify the schemas of all files, so columns added by a
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -27,6 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+
+from lrsweep.errors import StoreError
 
 # Columns with a fixed type whatever the data (the rest are inferred, and unified on read): a table's
 # schema comes from its columns, so a metric a family adds is stored as it is.
@@ -89,11 +95,49 @@ def find_runs(path: str | Path) -> list[Path]:
     return sorted(p.parent for p in path.rglob("meta.json"))
 
 
+def select_runs(path: str | Path, runs: str | list = "latest") -> list[Path]:
+    """The runs :func:`load` reads under ``path``: a run directory is itself; above runs,
+    ``"latest"`` is the newest run of each sweep (by start time, then run id), ``"all"`` every run,
+    a list names runs by id or path."""
+    found = find_runs(path)
+    if isinstance(runs, str) and runs not in ("latest", "all"):
+        runs = [runs]
+    if runs == "all" or is_run(path):
+        return found
+    if runs == "latest":
+        newest = {}
+        for run in found:
+            key = (_started(run), run.name)
+            if run.parent not in newest or key > newest[run.parent][0]:
+                newest[run.parent] = (key, run)
+        return sorted(run for _, run in newest.values())
+    by_name = {r.name: r for r in found} | {str(r): r for r in found}
+    missing = [str(r) for r in runs if str(r) not in by_name and not is_run(Path(r))]
+    if missing:
+        raise FileNotFoundError(f"runs: no run {', '.join(missing)} under {path}; "
+                                f"there are: {', '.join(r.name for r in found) or 'none'}")
+    return [by_name.get(str(r), Path(r)) for r in runs]
+
+
+def _started(run: Path) -> str:
+    try:
+        return str(read_json(run / "meta.json").get("started") or "")
+    except (OSError, ValueError):
+        return ""
+
+
+def _stem(part: Path, table: str) -> str:
+    return part.name[: -len(f".{table}.parquet")]
+
+
 def _table_files(run: Path, table: str) -> list[Path]:
+    """While parts exist they are the truth (a merge cut short may have left a stale merged table);
+    after the merge, the merged table."""
+    run = Path(run)
+    if (run / "parts").is_dir():
+        return sorted((run / "parts").glob(f"*.{table}.parquet"))
     merged = run / f"{table}.parquet"
-    if merged.exists():
-        return [merged]
-    return sorted((run / "parts").glob(f"*.{table}.parquet"))
+    return [merged] if merged.exists() else []
 
 
 def marked_parts(run: Path, table: str) -> list[Path]:
@@ -104,20 +148,45 @@ def marked_parts(run: Path, table: str) -> list[Path]:
     """
     run = Path(run)
     files = _table_files(run, table)
-    if table == "students" or (run / f"{table}.parquet").exists():
+    if table == "students" or not (run / "parts").is_dir():
         return files
-    return [f for f in files if f.with_name(f.name[: -len(f".{table}.parquet")] + ".students.parquet").exists()]
+    return [f for f in files if f.with_name(_stem(f, table) + ".students.parquet").exists()]
+
+
+def _unreadable(path: Path, err: BaseException) -> StoreError:
+    path = Path(path)
+    run = path.parent.parent if path.parent.name == "parts" else path.parent
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return StoreError(path, f"unreadable Parquet file ({reason}); `lrsweep run --resume {run}` retrains the "
+                            f"chunks whose files are unreadable")
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file; an unreadable one raises :class:`StoreError` naming it and what to do."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, e) from None
+
+
+def read_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, e) from None
 
 
 def read_table(files: list[Path]) -> pd.DataFrame:
     """Read Parquet files with one unified schema (columns missing in some files become null)."""
-    files = [str(f) for f in files]
-    if not files:
-        return pd.DataFrame()
-    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
-    tables = [pq.read_table(f).cast(_fit(pq.read_schema(f), schema)) for f in files]
-    tables = [_add_missing(t, schema) for t in tables]
-    return _to_pandas(pa.concat_tables(tables))
+    return _to_pandas(_concat([read_parquet(f) for f in files]))
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table | None:
+    if not tables:
+        return None
+    schema = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
+    tables = [_add_missing(t.cast(_fit(t.schema, schema)), schema) for t in tables]
+    return pa.concat_tables(tables)
 
 
 def _fit(schema: pa.Schema, unified: pa.Schema) -> pa.Schema:
@@ -131,28 +200,51 @@ def _add_missing(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names)
 
 
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
+def _to_pandas(table: pa.Table | None) -> pd.DataFrame:
+    if table is None:
+        return pd.DataFrame()
     df = table.to_pandas()
     if "diverged_step" in df:
         df["diverged_step"] = df["diverged_step"].astype("Int64")
     return df
 
 
-def load(path: str | Path, table: str = "curves") -> pd.DataFrame:
-    """Load one run or every run of a sweep into pandas.
+def _check_unique(run: Path, students: pd.DataFrame) -> None:
+    """Refuse a students table in which a student appears twice, naming the file(s)."""
+    if students.empty:
+        return
+    dup = students["student_id"].duplicated(keep=False)
+    if dup.any():
+        files = _table_files(run, "students")
+        if len(files) > 1:  # parts: name the ones holding the repeats
+            ids = set(students.loc[dup, "student_id"].tolist())
+            files = [f for f in files if ids & set(read_parquet(f, ["student_id"]).column(0).to_pylist())]
+        n = int(students.loc[dup, "student_id"].nunique())
+        raise StoreError(", ".join(map(str, files)), f"{n} student ids appear more than once (e.g. "
+                         f"{int(students.loc[dup, 'student_id'].iloc[0])}): the run was written by two "
+                         f"processes at once; `lrsweep run --resume {run}` rebuilds it with each student once")
+
+
+def load(path: str | Path, table: str = "curves", runs: str | list = "latest") -> pd.DataFrame:
+    """Load a run, or the runs of a sweep, into pandas.
 
     Args:
       path: a run directory (``results/<name>/<run_id>``) or a directory above runs.
       table: ``"curves"`` (default): one row per student per logged step, joined with every
         student column; ``"students"``: one row per student.
+      runs: below a sweep directory, ``"latest"`` (default) loads the newest run of each sweep,
+        ``"all"`` every run (tell them apart by ``run_id``), or a list of run ids / paths.
     Returns:
       A DataFrame ready for ``groupby`` / ``pivot_table``.
+    Raises:
+      StoreError naming the file when a table is unreadable or holds a student twice.
     """
     if table not in ("curves", "students"):
         raise ValueError(f"table: unknown '{table}'; allowed: curves, students")
     frames = []
-    for run in find_runs(path):
+    for run in select_runs(path, runs):
         students = read_table(_table_files(run, "students"))
+        _check_unique(run, students)
         if table == "students" or students.empty:
             frames.append(students)
             continue
@@ -164,20 +256,121 @@ def load(path: str | Path, table: str = "curves") -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def merge_parts(run: Path) -> None:
+# --------------------------------------------------------------------------------------
+# Parts: committing, checking and merging chunks
+# --------------------------------------------------------------------------------------
+
+def _chunk_files(run: Path) -> dict[str, list[Path]]:
+    """Part files by chunk stem."""
+    chunks: dict[str, list[Path]] = {}
+    for f in sorted((Path(run) / "parts").glob("*.parquet")):
+        stem = f.name.split(".", 1)[0]
+        chunks.setdefault(stem, []).append(f)
+    return chunks
+
+
+def scrub_parts(run: Path) -> list[str]:
+    """Before resuming: delete the parts of every chunk that cannot be trusted and return a line per
+    chunk removed. A chunk is kept only when its students part (the done marker) and every other
+    part of it read whole, and its curves hold the same students. Parts of a chunk cut short by a
+    crash (no students part) are removed too. The caller holds the run's write lock."""
+    removed = []
+    for stem, files in _chunk_files(run).items():
+        names = {f.name.split(".")[1]: f for f in files}
+        problem = None
+        if "students" not in names:
+            problem = "unfinished chunk (no students part)"
+        else:
+            try:
+                tables = {name: read_parquet(f) for name, f in names.items()}
+            except StoreError as e:
+                problem = str(e).split(" (")[0] + " unreadable"
+            else:
+                ids = set(tables["students"].column("student_id").to_pylist())
+                if "curves" in tables and set(tables["curves"].column("student_id").to_pylist()) != ids:
+                    problem = "curves and students parts hold different students"
+        if problem is not None:
+            for f in files:
+                f.unlink(missing_ok=True)
+            if problem != "unfinished chunk (no students part)":
+                removed.append(f"{stem}: {problem}")
+    return removed
+
+
+def merged_problem(run: Path) -> str | None:
+    """Why the merged tables of a run (no parts left) cannot be trusted, or None."""
+    run = Path(run)
+    for table in ("students", "curves", "poly"):
+        path = run / f"{table}.parquet"
+        if table != "poly" and not path.exists():
+            return f"{path}: missing"
+        if path.exists():
+            try:
+                pq.ParquetFile(path).metadata
+            except (pa.ArrowException, OSError) as e:
+                return str(_unreadable(path, e)).split(";")[0]
+    return None
+
+
+def discard_merged(run: Path) -> None:
+    """Remove the merged tables of a run whose merged tables are damaged, so it is trained afresh."""
+    for table in ("students", "curves", "poly"):
+        (Path(run) / f"{table}.parquet").unlink(missing_ok=True)
+
+
+def merge_parts(run: Path, expected_ids: np.ndarray | None = None, expected_curves: int | None = None) -> dict:
     """Fold the per-chunk parts into students.parquet / curves.parquet (and poly.parquet, the
-    coefficients of poly-mode groups, where there are any), then remove them."""
-    for table in ("students", "curves"):
-        parts = marked_parts(run, table)  # a curves part whose chunk crashed before its students part: dropped
-        df = read_table(parts)
-        if table == "students" and not df.empty:
-            df = df.sort_values("student_id", kind="stable")
-        elif not df.empty:
-            df = df.sort_values(["student_id", "step"], kind="stable")
-        write_table(df, run / f"{table}.parquet")
-    poly_parts = marked_parts(run, "poly")
+    coefficients of poly-mode groups, where there are any), verify them, then remove the parts.
+
+    Each student is committed once: where two chunks hold the same student (two writers at once,
+    possible before runs were locked) the first chunk's rows are kept, its curves with it. With
+    ``expected_ids`` / ``expected_curves`` (the plan) the merged tables must hold exactly these
+    students and this many curve rows, else :class:`StoreError` and the parts stay. Returns the row
+    count of each table written.
+    """
+    run = Path(run)
+    chunks = _chunk_files(run)
+    students, owner = [], {}
+    for stem, files in chunks.items():
+        if any(f.name.endswith(".students.parquet") for f in files):
+            t = read_parquet(run / "parts" / f"{stem}.students.parquet")
+            ids = t.column("student_id").to_numpy()
+            fresh = np.array([i not in owner for i in ids.tolist()], bool)
+            for i in ids[fresh].tolist():
+                owner[i] = stem
+            students.append(t.filter(pa.array(fresh)))
+    sdf = _to_pandas(_concat(students))
+    curve_tables = []
+    for stem in {s for s in owner.values()}:
+        path = run / "parts" / f"{stem}.curves.parquet"
+        if path.exists():
+            t = read_parquet(path)
+            keep = np.array([owner.get(i) == stem for i in t.column("student_id").to_pylist()], bool)
+            curve_tables.append(t.filter(pa.array(keep)))
+    cdf = _to_pandas(_concat(curve_tables))
+    if not sdf.empty:
+        sdf = sdf.sort_values("student_id", kind="stable")
+    if not cdf.empty:
+        cdf = cdf.sort_values(["student_id", "step"], kind="stable")
+    if expected_ids is not None:
+        have = sdf["student_id"].to_numpy() if not sdf.empty else np.zeros(0, np.int64)
+        want = np.sort(np.asarray(expected_ids, np.int64))
+        if not np.array_equal(np.sort(have), want):
+            missing = np.setdiff1d(want, have)
+            extra = np.setdiff1d(have, want)
+            raise StoreError(run / "parts", f"the parts hold {len(have)} students, the plan {len(want)} "
+                             f"({len(missing)} missing, {len(extra)} not in the plan); "
+                             f"`lrsweep run --resume {run}` trains the missing ones")
+    if expected_curves is not None and len(cdf) != expected_curves:
+        raise StoreError(run / "parts", f"the parts hold {len(cdf)} curve rows, the plan {expected_curves}; "
+                         f"`lrsweep run --resume {run}` retrains the chunks that are short")
+    write_table(sdf, run / "students.parquet")
+    write_table(cdf, run / "curves.parquet")
+    counts = {"students": len(sdf), "curves": len(cdf)}
+    poly_parts = [f for stem in owner.values() for f in chunks[stem] if f.name.endswith(".poly.parquet")]
+    poly_parts = sorted(set(poly_parts))
     if poly_parts:
-        schema = pa.unify_schemas([pq.read_schema(f) for f in poly_parts], promote_options="permissive")
+        schema = pa.unify_schemas([read_schema(f) for f in poly_parts], promote_options="permissive")
         df = read_table(poly_parts)
         # a resumed instance is recomputed whole: keep one copy of each (instance, step, monomial)
         key = [c for c in df.columns if c not in ("run_id", "lr_scale", "train_coef", "test_coef")]
@@ -186,17 +379,64 @@ def merge_parts(run: Path) -> None:
             if pa.types.is_integer(f.type):  # e_k of groups with fewer layers are null
                 df[f.name] = df[f.name].astype("Int64")
         write_table(df, run / "poly.parquet", schema)
-    for f in (run / "parts").glob("*.parquet"):
-        f.unlink()
-    (run / "parts").rmdir()
+        counts["poly"] = len(df)
+    # the parts go as one rename, so a crash leaves either all of them (the truth) or none
+    trash = run / f".parts-merged-{uuid.uuid4().hex[:6]}"
+    os.replace(run / "parts", trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    return counts
+
+
+def verify_complete(run: Path, meta: dict) -> str | None:
+    """Why a run whose meta says complete is not (a table missing, unreadable, or not the size the
+    merge recorded, or a student twice), or None. Reads only footers and the student ids."""
+    run = Path(run)
+    if (run / "parts").is_dir():
+        return "parts not merged"
+    problem = merged_problem(run)
+    if problem:
+        return problem
+    rows = meta.get("rows") or {"students": int(meta.get("n_students", 0))}
+    for table, n in rows.items():
+        path = run / f"{table}.parquet"
+        try:
+            have = pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError) as e:
+            return str(_unreadable(path, e)).split(";")[0]
+        if have != n:
+            return f"{path}: {have} rows, expected {n}"
+    try:
+        ids = read_parquet(run / "students.parquet", ["student_id"]).column(0).to_numpy()
+    except StoreError as e:
+        return str(e).split(";")[0]
+    if len(np.unique(ids)) != len(ids):
+        return f"{run / 'students.parquet'}: {len(ids) - len(np.unique(ids))} duplicate student ids"
+    return None
 
 
 def done_student_ids(run: Path) -> np.ndarray:
-    """Student ids already written in a run (merged or in parts), for resuming."""
+    """Student ids already written in a run (merged or in parts), for resuming; raises
+    :class:`StoreError` on an unreadable file (:func:`scrub_parts` first)."""
     files = _table_files(run, "students")
     if not files:
         return np.zeros(0, np.int64)
-    return np.concatenate([pq.read_table(f, columns=["student_id"]).column(0).to_numpy() for f in files])
+    return np.concatenate([read_parquet(f, ["student_id"]).column(0).to_numpy() for f in files])
+
+
+def count_done(run: Path) -> tuple[int, list[Path]]:
+    """(distinct students with readable results, the unreadable files of the run) for ``ls``."""
+    ids, bad = [], []
+    for f in _table_files(run, "students"):
+        try:
+            ids.append(pq.read_table(f, columns=["student_id"]).column(0).to_numpy())
+        except (pa.ArrowException, OSError):
+            bad.append(f)
+    for f in marked_parts(run, "curves"):
+        try:
+            pq.ParquetFile(f).metadata
+        except (pa.ArrowException, OSError):
+            bad.append(f)
+    return (len(np.unique(np.concatenate(ids))) if ids else 0), bad
 
 
 def run_size(run: Path) -> int:

@@ -109,7 +109,7 @@ def test_run_killed_inside_a_chunk_resumes_from_its_checkpoint(x64, tmp_path, mo
     from conftest import cli_main
     rc, stdout, _ = cli_main(["ls", tmp_path / "out"])
     line = next(l for l in stdout.splitlines() if str(run) in l)
-    assert " 0/18 " in line and line.rstrip().endswith(" 1")  # killed inside the first chunk: its checkpoint
+    assert " 0/18 " in line and line.rstrip().endswith(", 1 mid-chunk checkpoint(s)")  # killed inside the first chunk: its checkpoint
     monkeypatch.setattr(ChunkCheckpoints, "save", real_save)
 
     restored = []

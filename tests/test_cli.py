@@ -178,7 +178,7 @@ def test_run_layout(tiny_run):
     run, stdout, out = tiny_run
     assert run.parent == out / "tiny"
     assert str(run) in stdout
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "curves.parquet", "meta.json",
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "curves.parquet", "meta.json",
                                                     "students.parquet"]
     assert not (run / "parts").exists()
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
@@ -297,7 +297,7 @@ def test_resume_after_crash_matches_clean_run(tmp_path, monkeypatch):
 
     (run,) = run_dirs(out)
     meta = json.loads((run / "meta.json").read_text())
-    assert meta["status"] == "running"
+    assert meta["status"] == "failed" and meta["error"] == "Crash: simulated crash after the first chunk"
     assert not (run / "students.parquet").exists() and not (run / "curves.parquet").exists()
     parts = sorted(p.name for p in (run / "parts").iterdir())
     assert len(parts) == 2 and sum(p.endswith(".students.parquet") for p in parts) == 1, parts
@@ -310,7 +310,8 @@ def test_resume_after_crash_matches_clean_run(tmp_path, monkeypatch):
     assert len(lrsweep.load(run)) == 4 * 3
     rc, stdout, _ = cli_main(["ls", out])
     line = next(l for l in stdout.splitlines() if str(run) in l)
-    assert rc == 0 and "running" in line and " 4/12 " in line  # one chunk of 4 has results
+    assert rc == 0 and " 4/12 " in line  # one chunk of 4 has results
+    assert line.endswith("failed: Crash: simulated crash after the first chunk (resumable: 4/12 students)")
 
     rc, stdout, err = cli_main(["run", "--resume", run, "--dry-run"])
     assert rc == 0 and "12 students" in stdout

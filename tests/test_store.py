@@ -96,17 +96,34 @@ def test_curves_file_matches_plain_readers(sweep):
 
 def test_load_sweep_concatenates_runs(sweep):
     root, a, b = sweep
-    both = lrsweep.load(root)
+    both = lrsweep.load(root, runs="all")
     assert len(both) == 2 * N_STUDENTS * N_LOGS
     assert both.groupby("run_id").size().to_dict() == {"a": N_STUDENTS * N_LOGS, "b": N_STUDENTS * N_LOGS}
     assert both.groupby("run_id")["noise_std"].unique().map(list).to_dict() == {"a": [0.0], "b": [0.1]}
     # the same student ids exist in both runs: the join must not cross runs
     assert both.groupby(["run_id", "student_id", "step"]).size().eq(1).all()
-    students = lrsweep.load(root, table="students")
+    students = lrsweep.load(root, table="students", runs="all")
     assert len(students) == 2 * N_STUDENTS
     # the results root (above the sweep) finds the same runs
-    assert len(lrsweep.load(root.parent, table="students")) == 2 * N_STUDENTS
+    assert len(lrsweep.load(root.parent, table="students", runs="all")) == 2 * N_STUDENTS
     assert store.find_runs(root) == [a, b]
+    # a list of run ids (or paths) picks runs
+    assert set(lrsweep.load(root, table="students", runs=["a"])["run_id"]) == {"a"}
+    assert set(lrsweep.load(root, table="students", runs=[str(b)])["run_id"]) == {"b"}
+    with pytest.raises(FileNotFoundError, match="no run zz"):
+        lrsweep.load(root, runs=["zz"])
+
+
+def test_load_sweep_defaults_to_latest_run(sweep):
+    """A sweep directory loads only its newest run (by start time): runs of different configs are
+    never averaged together by accident."""
+    root, a, b = sweep
+    for run, started in ((a, "2026-01-02T00:00:00"), (b, "2026-01-01T00:00:00")):
+        meta = store.read_json(run / "meta.json")
+        store.write_json({**meta, "started": started}, run / "meta.json")
+    latest = lrsweep.load(root, table="students")
+    assert set(latest["run_id"]) == {"a"} and len(latest) == N_STUDENTS
+    assert set(lrsweep.load(root.parent)["run_id"]) == {"a"}  # newest run of each sweep
 
 
 def test_load_errors(sweep, tmp_path):
