@@ -14,6 +14,7 @@ from lrsweep.errors import LrsweepError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+SUMMARY_ROWS = 20  # settings printed at the end of a run and by `lrsweep show` (--rows)
 
 
 def parse_bytes(text: str) -> int:
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="summary table of a run")
     show.add_argument("run", help="run directory")
+    show.add_argument("--rows", type=_positive_int, default=SUMMARY_ROWS,
+                      help=f"settings to print in the best learning rates table (default {SUMMARY_ROWS})")
 
     c = sub.add_parser("compare", help="compare a run with every registered theory that covers its students")
     c.add_argument("run", help="run directory")
@@ -102,15 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary, rows: int = SUMMARY_ROWS) -> None:
+    """Counts, then the best learning rates per setting (runner.best_rates), at most ``rows`` of them."""
     import pandas as pd
     print(f"run directory: {summary.run_dir}")
     print(f"students: {summary.n_students} in {summary.groups} shape group(s), diverged: {summary.n_diverged}, "
           f"wall time: {summary.wall_time_s:.1f}s, students/s: {summary.students_per_s:.1f}")
-    if not summary.best.empty:
-        print("best learning rates (lowest final test loss, mean over seeds):")
-        with pd.option_context("display.width", 120, "display.max_columns", 20):
-            print(summary.best.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    best = summary.best
+    if not best.empty:
+        metrics = best["metric"].dropna().unique()
+        loss = metrics[0] if len(metrics) == 1 else "loss (column metric)"
+        per = f" per ({', '.join(summary.setting_columns)})" if summary.setting_columns else ""
+        print(f"best learning rates{per}: the point with the lowest mean {loss}\n"
+              f"  among those with the fewest diverged seeds (never one where every seed diverged);\n"
+              f"  mean over the surviving (non-diverged) seeds; n_seeds survived, n_diverged diverged there")
+        shown = best.head(rows).drop(columns=["metric"] if len(metrics) == 1 else [])
+        text = shown.astype(object).map(lambda v: "-" if v is None or v != v else
+                                        f"{v:.6g}" if isinstance(v, float) else str(v))
+        text.loc[shown["n_seeds"] == 0, "mean"] = "all diverged"
+        with pd.option_context("display.width", 160, "display.max_columns", 40):
+            print(text.to_string(index=False))
+        if len(best) > rows:
+            print(f"({len(best) - rows} more settings not shown; all {len(best)}: "
+                  f"lrsweep show {summary.run_dir} --rows {len(best)})")
     print(f"load with: lrsweep.load({str(summary.run_dir)!r})")
 
 
@@ -256,7 +273,7 @@ def cmd_show(args) -> int:
     meta = store.read_json(run / "meta.json")
     print(f"status: {runstate.run_state(run).describe()}  jax {meta.get('jax')} on {meta.get('device_count')}x "
           f"{meta.get('device_kind')}  x64={meta.get('x64')}")
-    _print_summary(runner.summarize(run))
+    _print_summary(runner.summarize(run), rows=args.rows)
     return 0
 
 
