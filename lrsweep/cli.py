@@ -260,7 +260,7 @@ def cmd_ls(args) -> int:
         ckpts = len([p for p in (run / "checkpoints").glob("*/*-t*") if p.name.split("-t")[-1].isdigit()]) \
             if (run / "checkpoints").exists() else 0
         status += f", {ckpts} mid-chunk checkpoint(s)" if ckpts else ""
-        print(f"{str(run):{width}s}  {f'{state.done}/{state.total}':>13s}  {str(state.started or '-'):19s}  "
+        print(f"{str(run):{width}s}  {f'{state.done}/{state.total}':>13s}  {str(state.started or '-')[:19]:19s}  "
               f"{wall:>8s}  {size:>9s}  {status}")
     return 0
 
