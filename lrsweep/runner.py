@@ -21,6 +21,7 @@ import pandas as pd
 from lrsweep import config as config_lib
 from lrsweep import store
 from lrsweep.checkpoint import EVERY_S, SEGMENT_STEPS, ChunkCheckpoints
+from lrsweep.progress import Progress
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
 
@@ -156,7 +157,7 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
     store.write_json(meta, run_dir / "meta.json")
     done = set(store.done_student_ids(run_dir).tolist())
     attempt = uuid.uuid4().hex[:6]
-    bar = _progress(len(students), initial=len(done), enabled=progress)
+    bar = Progress(len(students), initial=len(done), enabled=progress)
     start = time.perf_counter()
     trained = 0
     registry = drivers.drivers()
@@ -171,15 +172,15 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
             ckpts = ChunkCheckpoints(run_dir / "checkpoints" / f"g{gid:04d}",
                                      EVERY_S if checkpoint_every is None else checkpoint_every,
                                      segment_steps or SEGMENT_STEPS)
-            ctx = drivers.GroupContext(done, max_memory, chunk_size, ckpts, run_dir.name, gid, modes[gid])
+            ctx = drivers.GroupContext(done, max_memory, chunk_size, ckpts, run_dir.name, gid, modes[gid],
+                                       progress=bar if progress else None)
             for out in registry[mode].iter_group(spec, group, ctx):
                 _write_chunk(run_dir, f"g{gid:04d}-{attempt}-c{out.index:06d}", spec, students, out, run_dir.name,
                              mode)
                 ckpts.remove(out.student_ids)
                 n = len(out.result["student_id"])
                 trained += n
-                bar.update(n)
-                bar.set_postfix(students_per_s=f"{trained / (time.perf_counter() - start):.3g}")
+                bar.update(n, n_diverged=int(np.sum(out.result["diverged"])))
     except KeyboardInterrupt:
         bar.close()
         meta.update(status="interrupted", wall_time_s=round(time.perf_counter() - start + meta.get("wall_time_s", 0.0), 3))
@@ -234,12 +235,6 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, out, ru
     for name, (table, schema) in out.tables.items():
         store.write_table(table, run_dir / "parts" / f"{stem}.{name}.parquet", schema)
     store.write_table(rows, run_dir / "parts" / f"{stem}.students.parquet")
-
-
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, unit="student", disable=not enabled, dynamic_ncols=True,
-                file=sys.stderr)
 
 
 def summarize(run_dir: Path, *, wall: float | None = None, trained: int | None = None,
