@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save the state of a chunk of more than 1024 steps at most this often, so --resume "
                         "continues inside it (default 600; 0: never)")
     r.add_argument("--dry-run", action="store_true", help="validate and print the plan; train nothing")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--quiet", action="store_true",
+                   help="no progress (otherwise a bar on a terminal, or a plain line every 30 s to a file: "
+                        "set LRSWEEP_PROGRESS_EVERY=SECONDS to change)")
 
     ls = sub.add_parser("ls", help="list runs with status and size")
     ls.add_argument("root", nargs="?", default="results")
@@ -148,7 +150,9 @@ def _sigterm_as_interrupt():
 
 
 def cmd_run(args) -> int:
-    from lrsweep import runner
+    from lrsweep import progress, runner
+    if not args.quiet:
+        progress.interval_from_env()  # ConfigError before anything is written
     if args.resume:
         from lrsweep import store
         if args.config is not None or args.overrides or args.mode is not None:

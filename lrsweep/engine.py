@@ -11,8 +11,8 @@ hyperparameters read by name (:mod:`lrsweep.optim`), the formulation's update an
 hook. Every step receives a :class:`lrsweep.tasks.StepContext` (t and a key derived from the
 instance and t). At logged steps the train loss, the task's evaluation and the metrics of
 ``train.metrics`` are written into a small buffer (:mod:`lrsweep.metrics`); running reductions
-see every step. Chunks of many steps can be trained in segments with checkpoints in between
-(:mod:`lrsweep.checkpoint`).
+see every step. Chunks of many steps can be trained in segments, with checkpoints
+(:mod:`lrsweep.checkpoint`) and progress reports in between.
 
 Divergence (:mod:`lrsweep.divergence`; seed 003: the divergent phase is physics, not an error): a
 diverged student is frozen with ``jnp.where`` (never control flow on batched values), its later
@@ -36,6 +36,7 @@ from lrsweep import divergence
 from lrsweep import metrics as metrics_lib
 from lrsweep import steps as steps_lib
 from lrsweep.architecture import Architecture
+from lrsweep.checkpoint import SEGMENT_STEPS
 from lrsweep.chunking import Chunk, bytes_per_instance, bytes_per_student, plan_chunks
 from lrsweep.optim import make_optimizer
 from lrsweep.tasks import TASKS, TaskSpec, make_instance, step_context
@@ -239,13 +240,18 @@ def host_results(spec, result: StudentResult, student_ids: np.ndarray) -> dict:
             "diverged": np.asarray(result.diverged)[mask], "diverged_step": np.asarray(result.diverged_step)[mask]}
 
 
-def run_chunk(chunk_fn: ChunkFn, chunk: Chunk, sharding=None, instances=None, checkpoints=None) -> dict:
+def run_chunk(chunk_fn: ChunkFn, chunk: Chunk, sharding=None, instances=None, checkpoints=None,
+              on_segment=None) -> dict:
     """Run one chunk; return :func:`host_results` for its real students, in student_ids order.
 
     ``instances``: the chunk's (params0, inst) if already built (chunks of the same instances
-    share them: :func:`iter_group` builds them once per instance block). ``checkpoints``: a
-    :class:`lrsweep.checkpoint.ChunkCheckpoints`; a chunk of more steps than its segment length
-    is then trained segment by segment, resumed from a saved state if one exists.
+    share them: :func:`iter_group` builds them once per instance block). A chunk of more steps
+    than the segment length (``checkpoints.segment_steps``, else
+    :data:`lrsweep.checkpoint.SEGMENT_STEPS`) is trained segment by segment when ``checkpoints``
+    (a :class:`lrsweep.checkpoint.ChunkCheckpoints`) is enabled, resumed from a saved state if one
+    exists, or when ``on_segment`` is given: ``on_segment(steps_done, steps_total, n_diverged)``
+    is then called after each segment (``n_diverged``: real students diverged so far). Segments
+    give the numbers of one scan bit for bit.
     """
     if instances is None:
         instances = build_instances(chunk_fn, chunk, sharding)
@@ -253,39 +259,54 @@ def run_chunk(chunk_fn: ChunkFn, chunk: Chunk, sharding=None, instances=None, ch
     hparams = {c: jnp.asarray(v, dtype) for c, v in chunk.hparams.items()}
     if sharding is not None:
         hparams = jax.device_put(hparams, sharding)
-    if checkpoints is not None and checkpoints.enabled and chunk_fn.spec.steps > checkpoints.segment_steps:
-        result = _train_in_segments(chunk_fn, chunk, instances, hparams, sharding, checkpoints)
+    saving = checkpoints is not None and checkpoints.enabled
+    segment_steps = checkpoints.segment_steps if checkpoints is not None else SEGMENT_STEPS
+    if chunk_fn.spec.steps > segment_steps and (saving or on_segment is not None):
+        result = _train_in_segments(chunk_fn, chunk, instances, hparams, sharding, segment_steps,
+                                    checkpoints if saving else None, on_segment)
     else:
         result = chunk_fn.train(*instances, hparams)
     return host_results(chunk_fn.spec, result, chunk.student_ids)
 
 
-def _train_in_segments(chunk_fn: ChunkFn, chunk: Chunk, instances, hparams, sharding, checkpoints) -> StudentResult:
-    """Train ``segment_steps`` at a time; save the state at most every ``every_s`` seconds.
+def _train_in_segments(chunk_fn: ChunkFn, chunk: Chunk, instances, hparams, sharding, segment_steps: int,
+                       checkpoints=None, on_segment=None) -> StudentResult:
+    """Train ``segment_steps`` at a time (one compiled program per segment length); with
+    ``checkpoints``, restore the newest saved state and save at most every ``every_s`` seconds;
+    report each segment to ``on_segment``.
 
     The same per-step function as one scan over every step (tested equal), so a resumed chunk
     gives the numbers an uninterrupted one does.
     """
     params0, inst = instances
-    steps, seg = chunk_fn.spec.steps, checkpoints.segment_steps
+    steps = chunk_fn.spec.steps
     like, treedef = jax.tree_util.tree_flatten(jax.eval_shape(chunk_fn.start, params0, inst, hparams))
-    restored = checkpoints.restore(chunk.student_ids, like)
+    restored = checkpoints.restore(chunk.student_ids, like) if checkpoints is not None else None
     if restored is None:
         t, state = 0, chunk_fn.start(params0, inst, hparams)
     else:
         t, leaves = restored
         put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
         state = jax.tree_util.tree_unflatten(treedef, [put(x) for x in leaves])
+    real = chunk.student_ids >= 0
     last_save = time.monotonic()
     while t < steps:
-        n = min(seg, steps - t)
+        n = min(segment_steps, steps - t)
         state = jax.block_until_ready(chunk_fn.advance(state, params0, inst, hparams,
                                                        jnp.arange(t, t + n, dtype=jnp.int32)))
         t += n
-        if t < steps and time.monotonic() - last_save >= checkpoints.every_s:
+        if on_segment is not None:
+            on_segment(t, steps, int((real & ~np.asarray(jax.device_get(_alive(state)))).sum()))
+        if checkpoints is not None and t < steps and time.monotonic() - last_save >= checkpoints.every_s:
             checkpoints.save(chunk.student_ids, t, jax.device_get(jax.tree_util.tree_leaves(state)))
             last_save = time.monotonic()
     return chunk_fn.finish(state, params0, inst, hparams)
+
+
+def _alive(state):
+    """The (u, p) alive flags of a batched training state (see ``start`` in :func:`make_student_fns`)."""
+    _, _, carry = state
+    return carry[0]
 
 
 def instance_sharding(n_devices: int | None = None):
@@ -331,14 +352,16 @@ def default_max_memory(spec=None) -> int:
 
 
 def iter_group(spec, students, *, max_memory: int | None = None, chunk_size: int | None = None,
-               done: set | None = None, checkpoints=None) -> Iterator[tuple[Chunk, dict]]:
+               done: set | None = None, checkpoints=None, segment_callback=None) -> Iterator[tuple[Chunk, dict]]:
     """Train one group chunk by chunk; yields (chunk, host results).
 
     ``done``: student ids that already have results. Chunks are planned over all of ``students``
     (so a resumed run cuts the same chunks, and finds their checkpoints); a chunk whose students
     are all done is skipped, and results of done students are left out. Consecutive chunks of
     the same instances reuse the instances built for the first of them. ``checkpoints``: see
-    :func:`run_chunk`.
+    :func:`run_chunk`. ``segment_callback(n_students)``, if given, is called before each chunk
+    with the number of its students that will be yielded and returns that chunk's
+    ``on_segment`` (see :func:`run_chunk`) or None.
     """
     dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
     sharding = instance_sharding()
@@ -350,12 +373,14 @@ def iter_group(spec, students, *, max_memory: int | None = None, chunk_size: int
     done_ids = np.fromiter(done, np.int64) if done else np.zeros(0, np.int64)
     for chunk in chunks:
         real = chunk.student_ids[chunk.student_ids >= 0]
-        if np.isin(real, done_ids).all() and len(done_ids):
+        new = ~np.isin(real, done_ids)
+        if len(done_ids) and not new.any():
             continue
         key = tuple(np.asarray(chunk.instance_hp[c]).tobytes() for c in spec.instance_columns)
         if key != built:
             instances, built = build_instances(chunk_fn, chunk, sharding), key
-        result = run_chunk(chunk_fn, chunk, sharding, instances, checkpoints)
+        on_segment = segment_callback(int(new.sum())) if segment_callback is not None else None
+        result = run_chunk(chunk_fn, chunk, sharding, instances, checkpoints, on_segment)
         new = ~np.isin(result["student_id"], done_ids)
         if not new.all():
             result = select(result, new)

@@ -24,6 +24,7 @@ from lrsweep import config as config_lib
 from lrsweep import runstate, store
 from lrsweep.checkpoint import EVERY_S, SEGMENT_STEPS, ChunkCheckpoints
 from lrsweep.errors import LrsweepError
+from lrsweep.progress import Progress
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
 
@@ -185,7 +186,7 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
             _repair(run_dir, meta)
         done = set(store.done_student_ids(run_dir).tolist())
         attempt = uuid.uuid4().hex[:6]
-        bar = _progress(len(students), initial=len(done), enabled=progress)
+        bar = Progress(len(students), initial=len(done), enabled=progress)
         registry = drivers.drivers()
         for gid, spec in specs.items():
             group = students[students["group_id"] == gid]
@@ -197,7 +198,8 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
             ckpts = ChunkCheckpoints(run_dir / "checkpoints" / f"g{gid:04d}",
                                      EVERY_S if checkpoint_every is None else checkpoint_every,
                                      segment_steps or SEGMENT_STEPS)
-            ctx = drivers.GroupContext(done, max_memory, chunk_size, ckpts, run_dir.name, gid, modes[gid])
+            ctx = drivers.GroupContext(done, max_memory, chunk_size, ckpts, run_dir.name, gid, modes[gid],
+                                       progress=bar if progress else None)
             try:
                 for out in registry[mode].iter_group(spec, group, ctx):
                     _write_chunk(run_dir, f"g{gid:04d}-{attempt}-c{out.index:06d}", spec, students, out,
@@ -205,8 +207,7 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
                     ckpts.remove(out.student_ids)
                     n = len(out.result["student_id"])
                     trained += n
-                    bar.update(n)
-                    bar.set_postfix(students_per_s=f"{trained / (time.perf_counter() - start):.3g}")
+                    bar.update(n, n_diverged=int(np.sum(out.result["diverged"])))
             except Exception as e:
                 if "RESOURCE_EXHAUSTED" in str(e):  # XLA out of memory: a budget the user can lower
                     raise LrsweepError(
@@ -291,12 +292,6 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, out, ru
     for name, (table, schema) in out.tables.items():
         store.write_table(table, run_dir / "parts" / f"{stem}.{name}.parquet", schema)
     store.write_table(rows, run_dir / "parts" / f"{stem}.students.parquet")
-
-
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, unit="student", disable=not enabled, dynamic_ncols=True,
-                file=sys.stderr)
 
 
 SUMMARY_METRICS = ("final_test_loss", "final_train_loss")  # a setting's loss: the first it has values of

@@ -24,7 +24,9 @@ import numpy as np
 class GroupContext:
     """What a driver may use besides the spec and students: ``done`` student ids, ``max_memory``,
     ``chunk_size``, ``checkpoints`` (:class:`lrsweep.checkpoint.ChunkCheckpoints`), ``run_id``,
-    ``group_id``, ``options`` (the mode report of :func:`plan_mode`)."""
+    ``group_id``, ``options`` (the mode report of :func:`plan_mode`), ``progress`` (a
+    :class:`lrsweep.progress.Progress`, or None: its ``chunk(n_students)`` gives a chunk's
+    ``on_segment`` callback for progress inside long chunks)."""
     done: set = dataclasses.field(default_factory=set)
     max_memory: int | None = None
     chunk_size: int | None = None
@@ -32,6 +34,7 @@ class GroupContext:
     run_id: str = ""
     group_id: int = 0
     options: dict = dataclasses.field(default_factory=dict)
+    progress: object = None
 
 
 @dataclasses.dataclass
