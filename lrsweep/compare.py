@@ -41,6 +41,8 @@ class Theory:
         Monte Carlo residual must be within standard errors); elsewhere it is an approximation and
         only the relative gap is reported.
       reference: where the formula comes from.
+      title: what it predicts in plain words, for figure titles (e.g. "exact expected test loss
+        after t GD steps ..."); the registry name when empty.
     """
     name: str
     matches: Callable[[pd.DataFrame], np.ndarray]
@@ -48,6 +50,7 @@ class Theory:
     steps: tuple
     exact_for: Callable[[pd.DataFrame], np.ndarray]
     reference: str = ""
+    title: str = ""
 
 
 REGISTRY: dict[str, Theory] = {}

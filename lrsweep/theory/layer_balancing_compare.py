@@ -25,6 +25,25 @@ FREE = ("seed", "task.input_dim", "task.n_train", "model.width", "model.output_d
         "train.diverge_factor", "train.metrics", "train.schedule_exponent", "train.stable_fraction")
 
 
+# What each theory predicts, in words (figure titles; lrsweep.plot never shows a registry name).
+TITLES = {
+    "layer_balancing.two_layer": "exact expected test loss after t GD steps with the signal-only gradient, "
+                                 "Gaussian teacher (seed 000 Sec. 5)",
+    "layer_balancing.two_layer_orthonormal_target": "exact expected test loss after t GD steps with the signal-only "
+                                                    "gradient, teacher Q/\u221ad (seed 000 Sec. 5)",
+    "layer_balancing.two_layer_published": "the authors' published test-loss formula, teacher Q/\u221ad "
+                                           "(seed 000 Sec. 5)",
+    "layer_balancing.two_layer_gaussian_init": "exact expected test loss after one GD step with the signal-only "
+                                               "gradient, Gaussian init (seed 000 App. E.2.1)",
+    "layer_balancing.three_layer": "exact expected test loss after t GD steps with the signal-only gradient "
+                                   "(seed 000 Sec. 5)",
+    "layer_balancing.three_layer_published": "the authors' test-loss formula, leading order in 1/h "
+                                             "(seed 000 Sec. 5)",
+    "layer_balancing.three_layer_gaussian_init": "exact expected test loss after one GD step with the signal-only "
+                                                 "gradient, Gaussian init (seed 000 App. E.2.2)",
+}
+
+
 def theory_from_setting(name: str, entry: dict) -> Theory:
     """Adapt a :data:`lrsweep.theory.THEORIES` entry (setting in config vocabulary, fn(eta_1, eta_2, h, steps))."""
     setting = {k: v for k, v in entry["setting"].items() if k != "width"}
@@ -50,7 +69,8 @@ def theory_from_setting(name: str, entry: dict) -> Theory:
         return np.asarray((df["gradient"] == "signal_only").to_numpy() & exact, bool) if "gradient" in df \
             else np.zeros(len(df), bool)
 
-    return Theory(name, matches, predict, tuple(entry["steps"]), exact_for, entry.get("reference", ""))
+    return Theory(name, matches, predict, tuple(entry["steps"]), exact_for, entry.get("reference", ""),
+                  TITLES.get(name, ""))
 
 
 for _name, _entry in THEORIES.items():
