@@ -1,116 +1,729 @@
 """Figures from stored runs and comparisons (no training, no theory code here).
 
-:func:`plot_lines` is seed 000's figure layout (Figs. 1, 2, 4-14): test loss against eta_1, one
-curve per line eta_1 + eta_2 = C coloured by C with a colour bar, a star at the balanced split,
-one panel per step, theory and experiment side by side. :func:`plot_heatmap` shows the mean test
-loss over (eta_1, eta_2) per step.
+Which figures a run gets follows from its grid (:func:`run_figures`):
+
+- eta_1 lines (``lr_line``, or ``lr_total`` with ``lr_1_fraction``): seed 000's layout (Figs. 1, 2,
+  4-14, :func:`lines_figure`): test loss against eta_1, one curve per line eta_1 + eta_2 = C
+  coloured by C, a star at the balanced split, theory and experiment side by side per step;
+- any other learning-rate grid (a uniform ``lr``, ``lr_1`` with other axes): test loss against the
+  learning rate on a log axis (:func:`lr_figure`), one curve per value of the other varying axes;
+- two independently varying layer rates: the seed-mean test loss over (eta_1, eta_2)
+  (:func:`heatmap_figure`), and for poly-mode groups an n x n map from the stored polynomials.
+
+Every curve is the mean over the seeds that survived to that step, with a band of +-1 standard
+error; a point where every seed diverged is an x at the top of its panel. Panels wrap into rows
+of at most :data:`MAX_COLUMNS`; a step-0 panel is left out where every point starts equal.
+Builders return a ``matplotlib.figure.Figure`` (no pyplot state); :func:`plot_run` saves them.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lrsweep.errors import StoreError
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+MAX_COLUMNS = 4          # panels per row
+MAX_PANELS = 16          # more logged steps than this: an evenly spaced selection, said in the title
+MAX_CURVES = 10          # more curves than this in a loss-vs-rate figure: one figure per first axis value
+PANEL_SIZE = (2.7, 2.2)  # inches per panel
+DPI = 130
+LOG_SPAN = 10.0          # a loss axis is logarithmic when its values span more than this factor
+LR_LOG_SPAN = 5.0        # a learning-rate axis is logarithmic when its values span more than this factor
+BALANCED = dict(marker="*", color="crimson", ms=9, ls="none", zorder=5)
+DIVERGED = dict(marker="x", ms=5, mew=1.2, ls="none", clip_on=False, zorder=6)
+PARTIAL = dict(marker="o", mfc="none", ms=5, ls="none", zorder=5)
+THEORY_STYLES = ("--", ":", "-.")
+AXIS_ORDER = ("width", "n_layers", "gradient", "init", "loss", "activation", "parameterization", "design",
+              "target", "noise_std", "input_dim", "n_train", "schedule", "schedule_exponent", "init_scale")
 
 
-def _save(fig, path: Path) -> list[Path]:
+# --------------------------------------------------------------------------------------
+# Reducing curves to grid points
+# --------------------------------------------------------------------------------------
+
+def lr_columns(df: pd.DataFrame) -> list[str]:
+    """``lr_1 .. lr_m`` present in ``df``, in layer order."""
+    return sorted([c for c in df if c.startswith("lr_") and c[3:].isdigit()], key=lambda c: int(c[3:]))
+
+
+def seed_means(curves: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Per grid point and logged step: the test loss over the seeds still training at that step.
+
+    Returns ``(points, keys)``: ``points`` has the key columns and ``n_students`` (seeds at the
+    point), ``n_seeds`` (survivors), ``mean``, ``sem`` (0 with one survivor) and ``diverged``
+    (no survivor); ``keys`` are the point columns of :func:`lrsweep.compare.point_columns` plus
+    the layer rates and ``step``, the same keys as a comparison table's.
+    """
+    from lrsweep import compare
+    keys = [k for k in compare.point_columns(curves) + lr_columns(curves) + ["step"] if curves[k].notna().all()]
+    grouped = curves.groupby(keys, sort=True)["test_loss"]
+    points = grouped.agg(n_students="size", n_seeds="count", mean="mean", std="std").reset_index()
+    points["sem"] = (points["std"] / np.sqrt(points["n_seeds"])).fillna(0.0)
+    points["diverged"] = points["n_seeds"] == 0
+    return points.drop(columns="std"), keys
+
+
+def varying(points: pd.DataFrame, candidates, fixed=()) -> list[str]:
+    """The candidate columns that vary independently: each adds distinct combinations to ``fixed``
+    and the columns kept before it (so ``lr_2`` on a uniform-``lr`` grid, determined by ``lr_1``, is
+    left out, as is ``target_std`` where the width sets it)."""
+    kept = [c for c in fixed if c in points]
+    n_combos = len(points[kept].drop_duplicates()) if kept else 1
     out = []
-    for ext in (".png", ".pdf"):
-        target = path.with_suffix(ext)
-        fig.savefig(target, dpi=130, bbox_inches="tight")
-        out.append(target)
+    for c in candidates:
+        if c not in points or c in kept or points[c].nunique(dropna=False) < 2:
+            continue
+        n = len(points[kept + [c]].drop_duplicates())
+        if n > n_combos:
+            kept.append(c)
+            out.append(c)
+            n_combos = n
     return out
 
 
-def plot_lines(table: pd.DataFrame, out: Path, title: str = "") -> list[Path]:
-    """Test loss vs eta_1 per line C and step; columns of panels: (theory, experiment) per step.
+def axis_candidates(points: pd.DataFrame) -> list[str]:
+    """Non-learning-rate columns that may vary between curves or figures, the usual ones first."""
+    from lrsweep import compare
+    rest = [c for c in compare.point_columns(points) if c not in AXIS_ORDER and not c.startswith("lr_")
+            and c not in ("run_id", "group_id", "target_std")]
+    return [c for c in AXIS_ORDER if c in points] + rest + ["target_std", "run_id"]
+
+
+STATS = ("n_students", "n_seeds", "mean", "sem", "diverged")
+
+
+def starts_equal(points: pd.DataFrame) -> bool:
+    """Step 0 is the same at every learning rate (it is the initial loss): within each value of
+    the other columns, every point's step-0 mean agrees to 1e-6."""
+    start = points[points["step"] == 0]
+    others = [c for c in start if c not in STATS and c != "step" and not c.startswith(("lr_", "prediction"))]
+    others = [c for c in others if start[c].nunique(dropna=False) > 1]
+    for _, g in (start.groupby(others, sort=False) if others else [((), start)]):
+        v = g["mean"].to_numpy(float)
+        v = v[np.isfinite(v)]
+        if len(v) and not np.allclose(v, v[0], rtol=1e-6, atol=0.0):
+            return False
+    return True
+
+
+def plotted_steps(points: pd.DataFrame, exclude=(), max_panels: int = MAX_PANELS) -> tuple[list[int], int]:
+    """Logged steps worth a panel: not step 0 where every point starts at the same loss, not in
+    ``exclude``; at most ``max_panels`` of them, evenly spaced, first and last kept. Returns
+    ``(steps, n_candidates)``."""
+    steps = []
+    for t in sorted(int(s) for s in points["step"].unique()):
+        if t in exclude:
+            continue
+        if t == 0 and starts_equal(points):
+            continue
+        steps.append(t)
+    if len(steps) <= max_panels:
+        return steps, len(steps)
+    pick = np.unique(np.linspace(0, len(steps) - 1, max_panels).round().astype(int))
+    return [steps[i] for i in pick], len(steps)
+
+
+def is_line_grid(points: pd.DataFrame) -> bool:
+    """Learning rates on lines eta_1 + ... + eta_m = C (``lr_line``, or ``lr_total`` with a varying
+    ``lr_1_fraction``): seed 000's figure layout applies."""
+    if "lr_line" in points and points["lr_line"].notna().all():
+        return True
+    return "lr_1_fraction" in points and points["lr_1_fraction"].notna().all() \
+        and points["lr_1_fraction"].nunique() > 1 and "lr_2" in points
+
+
+def line_column(points: pd.DataFrame) -> str:
+    return "lr_line" if "lr_line" in points and points["lr_line"].notna().all() else "lr_total"
+
+
+def uniform_rates(points: pd.DataFrame) -> bool:
+    """Every layer trains at the same rate at every point (a grid over a shared ``lr``)."""
+    rates = points[lr_columns(points)].to_numpy(float)
+    return rates.shape[1] > 1 and bool(np.allclose(rates, rates[:, :1], rtol=1e-12, atol=0.0))
+
+
+def learning_rate_axis(points: pd.DataFrame) -> tuple[str, str] | None:
+    """(column, axis label) of the learning rate a loss-vs-rate figure puts on x; None if none varies."""
+    layers = [c for c in lr_columns(points) if points[c].nunique() > 1]
+    if not layers:
+        return None
+    if uniform_rates(points):
+        return "lr_1", r"learning rate $\eta$ (every layer)"
+    fraction_fixed = "lr_1_fraction" in points and points["lr_1_fraction"].notna().all() \
+        and points["lr_1_fraction"].nunique() == 1
+    if fraction_fixed and points["lr_total"].nunique() > 1:
+        return "lr_total", r"total learning rate $C = \eta_1 + \dots + \eta_m$"
+    return layers[0], rf"learning rate $\eta_{{{layers[0][3:]}}}$"
+
+
+# --------------------------------------------------------------------------------------
+# Words
+# --------------------------------------------------------------------------------------
+
+GRADIENT_WORDS = {"exact": "exact gradient", "signal_only": "signal-only gradient"}
+INIT_WORDS = {"gaussian": "Gaussian"}
+TARGET_WORDS = {"gaussian": "Gaussian teacher", "orthonormal": "teacher Q/\u221ad"}
+OUTPUT_WORDS = {"paper_2nn": r"$f = XW_1W_2/h$", "paper_deep": r"$f = XW_1\cdots W_{L-1}a/\sqrt{h}$",
+                "standard": "standard parameterization"}
+
+
+def number(v) -> str:
+    """A number as a reader writes it: 64, 0.25, 1e-05 -> 1e-5, 3000 -> 3000."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return str(v)
+    v = float(v)
+    if v == int(v) and abs(v) < 1e5:
+        return str(int(v))
+    text = f"{v:.3g}"
+    return text.replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
+
+
+def value_words(column: str, value) -> str:
+    """One varying axis's value in words: ``h = 64``, ``3-layer``, ``signal-only gradient``, eta_2 = 0.1."""
+    if column.startswith("lr_") and column[3:].isdigit():
+        return rf"$\eta_{{{column[3:]}}}$ = {number(value)}"
+    words = {
+        "width": f"h = {number(value)}", "n_layers": f"{number(value)}-layer", "input_dim": f"d = {number(value)}",
+        "n_train": f"n = {number(value)}", "init": f"{INIT_WORDS.get(value, value)} init", "loss": f"{value} loss",
+        "gradient": GRADIENT_WORDS.get(value, f"{value} gradient"), "design": f"{value} inputs",
+        "target": TARGET_WORDS.get(value, f"{value} teacher"), "noise_std": f"label noise \u03c3 = {number(value)}",
+        "activation": str(value), "parameterization": OUTPUT_WORDS.get(value, str(value)),
+        "schedule": f"{value} schedule", "init_scale": f"init scale {number(value)}",
+        "target_std": f"teacher std {number(value)}",
+    }
+    return words.get(column, f"{column.replace('_', ' ')} = {number(value)}")
+
+
+def student_words(points: pd.DataFrame, skip=()) -> str:
+    """The students of ``points`` in words, from the columns constant over them, e.g. "3-layer
+    linear, h = d = n = 64, orthogonal init, Gaussian teacher"; columns in ``skip`` are left out."""
+    def const(c):
+        return c in points and c not in skip and points[c].nunique(dropna=False) == 1
+
+    row = points.iloc[0]
+    parts = []
+    net = " ".join(w for c, w in (("n_layers", f"{number(row.get('n_layers'))}-layer"),
+                                  ("activation", str(row.get("activation")))) if const(c))
+    if net:
+        parts.append(net)
+    if const("parameterization"):
+        parts.append(OUTPUT_WORDS.get(row["parameterization"], str(row["parameterization"])))
+    sizes = [(s, row[c]) for s, c in (("h", "width"), ("d", "input_dim"), ("n", "n_train")) if const(c)]
+    if sizes and len({v for _, v in sizes}) == 1:
+        parts.append(" = ".join(s for s, _ in sizes) + f" = {number(sizes[0][1])}")
+    elif sizes:
+        parts.append(", ".join(f"{s} = {number(v)}" for s, v in sizes))
+    if const("init"):
+        parts.append(value_words("init", row["init"]))
+    if const("kind") and row["kind"] == "classification":
+        parts.append(f"{row.get('data', '')} classification".strip())
+    elif const("target"):
+        parts.append(TARGET_WORDS.get(row["target"], f"{row['target']} teacher"))
+    if const("noise_std") and float(row["noise_std"]) > 0:
+        parts.append(value_words("noise_std", row["noise_std"]))
+    if const("loss") and row["loss"] != "mse":
+        parts.append(f"{row['loss']} loss")
+    if const("schedule") and row["schedule"] != "constant":
+        parts.append(f"{row['schedule']} schedule")
+    if const("gradient"):
+        parts.append(GRADIENT_WORDS.get(row["gradient"], str(row["gradient"])))
+    return ", ".join(parts)
+
+
+def theory_words(theory) -> str:
+    """A registered theory in words (its ``title``; the reference when it has none)."""
+    return theory.title or theory.reference or "registered theory"
+
+
+def figure_title(name: str, what: str, points: pd.DataFrame, skip=(), extra: str = "") -> str:
+    lines = [f"{name}: {what}" if name else what, student_words(points, skip)]
+    if extra:
+        lines.append(extra)
+    return "\n".join(line for line in lines if line)
+
+
+# --------------------------------------------------------------------------------------
+# Layout
+# --------------------------------------------------------------------------------------
+
+def panel_grid(n_panels: int, unit: int = 1, extra_width: float = 0.8, extra_height: float = 1.4):
+    """A constrained-layout figure with ``n_panels`` axes in as few rows of at most
+    :data:`MAX_COLUMNS` as possible, filled evenly; ``unit`` panels (a theory/experiment pair)
+    always share a row."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    units, per_row = math.ceil(n_panels / unit), max(1, MAX_COLUMNS // unit)
+    nrows = math.ceil(units / per_row)
+    ncols = math.ceil(units / nrows) * unit
+    fig = Figure(figsize=(ncols * PANEL_SIZE[0] + extra_width, nrows * PANEL_SIZE[1] + extra_height),
+                 layout="constrained", dpi=DPI)
+    FigureCanvasAgg(fig)  # draws without pyplot (no global figure state)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n_panels:]:
+        fig.delaxes(ax)
+    return fig, list(axes[:n_panels])
+
+
+def compact_ticks(axis, log: bool) -> None:
+    """Few, short tick labels: at most 4 on a linear axis (3000, 0.25, 1e-5), decades on a log axis."""
+    from matplotlib import ticker
+    if log:
+        axis.set_major_locator(ticker.LogLocator(numticks=5))
+        axis.set_minor_formatter(ticker.NullFormatter())
+    else:
+        axis.set_major_locator(ticker.MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: number(round(v, 12))))
+
+
+def darker(color, factor: float = 0.6):
+    """The same hue, darker (theory drawn over its experiment curve stays visible)."""
+    from matplotlib import colors
+    r, g, b = colors.to_rgb(color)
+    return (r * factor, g * factor, b * factor)
+
+
+def wide_span(values, span: float) -> bool:
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return bool(len(v)) and v.min() > 0 and v.max() > span * v.min()
+
+
+def nearest_spacing(x, y, log_x: bool, log_y: bool) -> float:
+    """Median distance from a point to its nearest neighbour, in units of the plotted box (so a
+    marker of that many panel widths just touches its neighbours)."""
+    xy = np.stack([np.log(np.asarray(v, float)) if log else np.asarray(v, float)
+                   for v, log in ((x, log_x), (y, log_y))], -1)
+    xy = np.unique(xy, axis=0)
+    if len(xy) < 2:
+        return 0.5
+    span = np.ptp(xy, axis=0)
+    xy = xy / np.where(span > 0, span, 1.0)
+    if len(xy) > 3000:  # a regular-ish grid: the spacing of a square grid with as many points
+        return 1.0 / math.sqrt(len(xy))
+    dist = np.sqrt(((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(dist, np.inf)
+    return float(min(0.5, np.median(dist.min(1))))
+
+
+def style_panel(ax, xlabel: str, ylabel: str | None, log_x: bool, log_y: bool) -> None:
+    if log_x:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    compact_ticks(ax.xaxis, log_x)
+    compact_ticks(ax.yaxis, log_y)
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel(xlabel, fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
+
+
+def headroom(ax, fraction: float = 0.2) -> None:
+    """Raise the top of the y axis so the diverged marks sit above the curves."""
+    if not any(ln.get_gid() == "diverged" for ln in ax.get_lines()):
+        return
+    lo, hi = ax.get_ylim()
+    if ax.get_yscale() == "log":
+        ax.set_ylim(lo, hi * (hi / lo) ** fraction)
+    else:
+        ax.set_ylim(lo, hi + fraction * (hi - lo))
+
+
+def draw_experiment(ax, x, points: pd.DataFrame, color, label=None, index: int = 0) -> int:
+    """Seed mean against ``x`` with a +-1 SE band; hollow circles where some seeds diverged; an x
+    at the top of the panel where all did (curve ``index`` staggers them a little, so the marks of
+    curves diverging at the same x stay apart). Returns how many points diverged."""
+    from matplotlib import transforms
+    x = np.asarray(x, float)
+    mean, sem = points["mean"].to_numpy(float), points["sem"].to_numpy(float)
+    gone = points["diverged"].to_numpy(bool)
+    alive = ~gone
+    ax.plot(x[alive], mean[alive], color=color, lw=1.3, label=label)
+    ax.fill_between(x[alive], (mean - sem)[alive], (mean + sem)[alive], color=color, alpha=0.25, lw=0)
+    partial = alive & (points["n_seeds"] < points["n_students"]).to_numpy()
+    if partial.any():
+        ax.plot(x[partial], mean[partial], color=color, gid="partial", **PARTIAL)
+    if gone.any():
+        top = transforms.blended_transform_factory(ax.transData, ax.transAxes)
+        height = 0.96 - 0.035 * (index % 4)
+        ax.plot(x[gone], np.full(gone.sum(), height), color=color, transform=top, gid="diverged", **DIVERGED)
+    return int(gone.sum())
+
+
+def legend_handles(n_seeds: int, *, balanced=False, diverged=False, partial=False, theories=(),
+                   diagonal=False) -> list:
+    """Figure-legend entries explaining the marks: band, star, x, hollow circle, theory line styles."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    seeds = f"{n_seeds} seed" + ("s" if n_seeds != 1 else "")
+    handles = [Patch(color="0.5", alpha=0.35, label=f"band: mean \u00b11 standard error over {seeds}")]
+    if balanced:
+        handles.append(Line2D([], [], label=r"balanced split $\eta_1 = \eta_2$", **BALANCED))
+    if diagonal:
+        handles.append(Line2D([], [], color="0.3", ls=":", lw=1, label=r"balanced $\eta_1 = \eta_2$"))
+    if diverged:
+        handles.append(Line2D([], [], color="0.2", label="every seed diverged (at the top)",
+                              **{**DIVERGED, "clip_on": True}))
+    if partial:
+        handles.append(Line2D([], [], color="0.2", label="some seeds diverged (mean of the rest)", **PARTIAL))
+    for style, words in zip(THEORY_STYLES, theories):
+        handles.append(Line2D([], [], color="0.2", ls=style, lw=1.2, label=f"theory: {words}"))
+    return handles
+
+
+def colorbar_size(axes) -> dict:
+    """One colour bar beside every panel: at most about two rows tall."""
+    rows = len({ax.get_subplotspec().rowspan.start for ax in axes})
+    return dict(fraction=0.04, pad=0.02, aspect=15 * min(rows, 2), shrink=min(1.0, 2.0 / rows) if rows > 2 else 1.0)
+
+
+def add_legend(fig, handles, ncols: int = 2) -> None:
+    """A legend below the panels; labels wrapped to the width of a legend column."""
+    import textwrap
+    ncols = max(1, min(ncols, len(handles)))
+    width = int(fig.get_figwidth() * 72 / (7 * 0.55) / ncols) - 6  # characters of 7 pt text per column
+    for h in handles:
+        h.set_label(textwrap.fill(h.get_label(), max(width, 20)))
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=7, frameon=False)
+
+
+def panel_title(step: int, what: str = "", n_diverged: int = 0) -> str:
+    text = f"step {step}" + (f": {what}" if what else "")
+    return text + (f" ({n_diverged} diverged)" if n_diverged else "")
+
+
+# --------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------
+
+def lines_figure(points: pd.DataFrame, steps: list[int], title: str = ""):
+    """Seed 000's layout: test loss against eta_1, one curve per line eta_1 + eta_2 = C coloured by C.
 
     Args:
-      table: per-point means, columns ``lr_1, lr_2, step, mean`` and optionally ``sem`` and
-        ``prediction`` (a :func:`lrsweep.compare.compare` table for one theory, or the empirical
-        means of a run without theory).
+      points: :func:`seed_means` rows of one figure (one value of every other varying axis), with
+        a ``prediction`` column where a theory covers them.
+      steps: the steps to draw; a step with predictions gets a theory panel beside its experiment.
+    Returns:
+      The Figure.
     """
-    plt = _pyplot()
     from matplotlib import cm, colors
-    from lrsweep.theory.layer_balancing_compare import line_key
-    line = line_key(table)
-    steps = sorted(table["step"].unique())
-    has_theory = "prediction" in table and table["prediction"].notna().any()
-    kinds = (["prediction", "mean"] if has_theory else ["mean"])
-    fig, axes = plt.subplots(1, len(steps) * len(kinds), figsize=(3.6 * len(steps) * len(kinds), 3.2),
-                             squeeze=False, sharex=True)
-    totals = np.sort(table[line].unique())
+    line = line_column(points)
+    has_theory = {t: "prediction" in points and points.loc[points["step"] == t, "prediction"].notna().any()
+                  for t in steps}
+    panels = [(t, kind) for t in steps for kind in (("prediction", "mean") if has_theory[t] else ("mean",))]
+    fig, axes = panel_grid(len(panels), unit=2 if any(has_theory.values()) else 1, extra_width=1.0)
+    totals = np.sort(points[line].unique())
     norm = colors.Normalize(totals.min(), totals.max() if totals.max() > totals.min() else totals.min() + 1)
     cmap = cm.viridis
-    for si, step in enumerate(steps):
-        for ki, kind in enumerate(kinds):
-            ax = axes[0, si * len(kinds) + ki]
-            g = table[table["step"] == step]
-            for total, gl in g.groupby(line):
-                gl = gl.sort_values("lr_1")
-                color = cmap(norm(total))
-                ax.plot(gl["lr_1"], gl[kind], color=color, lw=1.2)
-                if kind == "mean" and "sem" in gl:
-                    ax.fill_between(gl["lr_1"], gl["mean"] - gl["sem"], gl["mean"] + gl["sem"], color=color,
-                                    alpha=0.25, lw=0)
-                bal = gl[np.isclose(gl["lr_1"], gl["lr_2"])]
-                if len(bal):
-                    ax.plot(bal["lr_1"], bal[kind], marker="*", color="crimson", ms=9, ls="none")
-            label = "theory" if kind == "prediction" else "experiment"
-            ax.set_title(f"step {step} ({label})", fontsize=9)
-            ax.set_xlabel(r"$\eta_1$")
-            if si == 0 and ki == 0:
-                ax.set_ylabel("test loss")
-        if has_theory:  # theory and experiment of one step share the y axis
-            lo = min(a.get_ylim()[0] for a in axes[0, si * 2: si * 2 + 2])
-            hi = max(a.get_ylim()[1] for a in axes[0, si * 2: si * 2 + 2])
-            for a in axes[0, si * 2: si * 2 + 2]:
-                a.set_ylim(lo, hi)
-    sm = cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=axes.ravel().tolist(), label=r"$\eta_1+\eta_2$", fraction=0.02)
+    any_diverged = any_partial = False
+    for ax, (step, kind) in zip(axes, panels):
+        g = points[points["step"] == step]
+        n_div = 0
+        for index, (total, gl) in enumerate(g.groupby(line)):
+            gl = gl.sort_values("lr_1")
+            color = cmap(norm(total))
+            if kind == "prediction":
+                ax.plot(gl["lr_1"], gl["prediction"], color=color, lw=1.3)
+            else:
+                n_div += draw_experiment(ax, gl["lr_1"], gl, color, index=index)
+            bal = gl[np.isclose(gl["lr_1"], gl["lr_2"], rtol=1e-9) & ~(gl["diverged"] & (kind == "mean"))]
+            if len(bal):
+                ax.plot(bal["lr_1"], bal[kind], **BALANCED)
+        any_diverged |= n_div > 0
+        any_partial |= kind == "mean" and bool(((g["n_seeds"] < g["n_students"]) & (g["n_seeds"] > 0)).any())
+        ax.set_title(panel_title(step, "theory" if kind == "prediction" else "experiment" if has_theory[step]
+                                 else "", n_div), fontsize=8)
+    for step in steps:  # one y range per step: theory and experiment side by side compare by eye
+        pair = [ax for ax, (t, _) in zip(axes, panels) if t == step]
+        g = points[points["step"] == step]
+        values = [g["mean"]] + ([g["prediction"]] if has_theory[step] else [])
+        log_y = wide_span(np.concatenate([np.asarray(v, float) for v in values]), LOG_SPAN)
+        for ax in pair:
+            style_panel(ax, r"$\eta_1$", "test loss" if ax is axes[0] or ax.get_subplotspec().is_first_col()
+                        else None, False, log_y)
+        for ax in pair:
+            headroom(ax)
+        lo = min(a.get_ylim()[0] for a in pair)
+        hi = max(a.get_ylim()[1] for a in pair)
+        for ax in pair:
+            ax.set_ylim(lo, hi)
+    bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, **colorbar_size(axes))
+    bar.set_label(r"line $C = \eta_1 + \eta_2$" if "lr_3" not in points
+                  else r"line $C = \eta_1 + \dots + \eta_m$", fontsize=8)
+    compact_ticks(bar.ax.yaxis, False)
+    bar.ax.tick_params(labelsize=7)
+    n_seeds = int(points["n_students"].max())
+    add_legend(fig, legend_handles(n_seeds, balanced=True, diverged=any_diverged, partial=any_partial))
     if title:
-        fig.suptitle(title, fontsize=10, y=1.02)
-    paths = _save(fig, out)
-    plt.close(fig)
-    return paths
+        fig.suptitle(title, fontsize=9)
+    return fig
 
 
-def plot_heatmap(table: pd.DataFrame, out: Path, value: str = "mean", title: str = "") -> list[Path]:
-    """Mean test loss over the (eta_1, eta_2) grid, one panel per step (log colour scale)."""
-    plt = _pyplot()
+def lr_figure(points: pd.DataFrame, x: str, xlabel: str, curve_keys: list[str], steps: list[int],
+              title: str = "", theories: list[tuple[str, str]] = ()):
+    """Test loss against a learning rate (log x where it spans decades), one panel per step.
+
+    Args:
+      points: :func:`seed_means` rows.
+      x: the learning-rate column on the x axis.
+      curve_keys: the other varying columns; one curve per combination of their values.
+      theories: ``(column, words)``: prediction columns drawn dashed (dotted, ...) over the curves.
+    Returns:
+      The Figure.
+    """
+    from matplotlib import cm
+    fig, axes = panel_grid(len(steps))
+    groups = list(points.groupby(curve_keys, sort=True)) if curve_keys else [((), points)]
+    numeric = len(curve_keys) == 1 and pd.api.types.is_numeric_dtype(points[curve_keys[0]])
+    colors = cm.viridis(np.linspace(0.0, 0.85, len(groups))) if numeric and len(groups) > 1 else \
+        [cm.tab10(i % 10) for i in range(len(groups))]
+    log_x = wide_span(points[x], LR_LOG_SPAN)
+    any_diverged = any_partial = False
+    for ax, step in zip(axes, steps):
+        n_div = 0
+        shown = []
+        for index, ((key, g), color) in enumerate(zip(groups, colors)):
+            key = key if isinstance(key, tuple) else (key,)
+            g = g[g["step"] == step].sort_values(x)
+            label = ", ".join(value_words(c, v) for c, v in zip(curve_keys, key)) or None
+            n_div += draw_experiment(ax, g[x], g, color, label=label if ax is axes[0] else None, index=index)
+            any_partial |= bool(((g["n_seeds"] < g["n_students"]) & (g["n_seeds"] > 0)).any())
+            for (column, _), style in zip(theories, THEORY_STYLES):
+                if column in g and g[column].notna().any():
+                    ax.plot(g[x], g[column], color=darker(color), ls=style, lw=1.1, zorder=4, gid="theory")
+                    shown.append(g[column])
+            shown.append(g["mean"])
+        any_diverged |= n_div > 0
+        values = np.concatenate([np.asarray(v, float) for v in shown]) if shown else np.zeros(0)
+        style_panel(ax, xlabel if len(xlabel) < 40 else xlabel.split(" (")[0], "test loss"
+                    if ax.get_subplotspec().is_first_col() else None, log_x, wide_span(values, LOG_SPAN))
+        headroom(ax)
+        ax.set_title(panel_title(step, n_diverged=n_div), fontsize=8)
+    handles = []
+    if curve_keys:
+        handles = [h for h in axes[0].get_legend_handles_labels()[0]]
+    n_seeds = int(points["n_students"].max())
+    handles += legend_handles(n_seeds, diverged=any_diverged, partial=any_partial,
+                              theories=[words for _, words in theories])
+    add_legend(fig, handles, ncols=3 if len(handles) > 4 else 2)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def loss_norm(values):
+    """One colour scale for every panel: logarithmic where the finite losses span decades."""
     from matplotlib import colors
-    steps = sorted(table["step"].unique())
-    fig, axes = plt.subplots(1, len(steps), figsize=(4 * len(steps), 3.4), squeeze=False)
-    for ax, step in zip(axes[0], steps):
-        g = table[table["step"] == step]
-        vals = g[value].to_numpy(float)
-        finite = vals[np.isfinite(vals) & (vals > 0)]
-        norm = colors.LogNorm(finite.min(), finite.max()) if len(finite) and finite.max() > finite.min() else None
-        sc = ax.scatter(g["lr_1"], g["lr_2"], c=vals, cmap="magma", norm=norm, s=18, marker="s")
-        diverged = ~np.isfinite(vals)
-        if diverged.any():
-            ax.scatter(g["lr_1"][diverged], g["lr_2"][diverged], c="lightgray", s=18, marker="x", label="diverged")
-            ax.legend(fontsize=7, loc="upper right")
-        ax.set_title(f"step {step}", fontsize=9)
-        ax.set_xlabel(r"$\eta_1$")
-        ax.set_ylabel(r"$\eta_2$")
-        fig.colorbar(sc, ax=ax, label=f"test loss ({value})")
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if wide_span(v, LOG_SPAN):
+        return colors.LogNorm(v.min(), v.max())
+    lo, hi = (v.min(), v.max()) if len(v) else (0.0, 1.0)
+    return colors.Normalize(lo, hi if hi > lo else lo + max(abs(lo) * 1e-6, 1e-12))
+
+
+def cell_edges(centres: np.ndarray, log: bool) -> np.ndarray:
+    """Edges of cells around sorted centres: midpoints (geometric on a log axis), ends mirrored."""
+    c = np.log(centres) if log else np.asarray(centres, float)
+    if len(c) == 1:
+        edges = np.array([c[0] - 0.5, c[0] + 0.5]) if not log else np.array([c[0] - 0.1, c[0] + 0.1])
+    else:
+        mid = (c[1:] + c[:-1]) / 2
+        edges = np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
+    return np.exp(edges) if log else edges
+
+
+def add_colorbar(fig, axes, norm, cmap: str, label: str):
+    from matplotlib import cm, colors
+    bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, **colorbar_size(axes))
+    bar.set_label(label, fontsize=8)
+    compact_ticks(bar.ax.yaxis, isinstance(norm, colors.LogNorm))
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
+
+def draw_diagonal(ax, color="0.3") -> bool:
+    """The balanced split eta_1 = eta_2 across the panel's box (limits unchanged); False if it misses it."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    lo, hi = max(x0, y0), min(x1, y1)
+    if lo >= hi:
+        return False
+    ax.plot([lo, hi], [lo, hi], color=color, ls=":", lw=1, scalex=False, scaley=False)
+    return True
+
+
+def heatmap_figure(points: pd.DataFrame, steps: list[int], title: str = ""):
+    """Seed-mean test loss over (eta_1, eta_2), one panel per step, one colour scale for all
+    (logarithmic where the losses span decades); grey x where every seed diverged.
+
+    A full product grid is drawn as cells; other grids (the lines eta_1 + eta_2 = C) as squares
+    sized to the spacing of the points.
+    """
+    fig, axes = panel_grid(len(steps), extra_width=1.0)
+    shown = points[points["step"].isin(steps)]
+    norm = loss_norm(shown["mean"])
+    log_1, log_2 = wide_span(shown["lr_1"], 100.0), wide_span(shown["lr_2"], 100.0)
+    first = shown[shown["step"] == steps[0]]
+    e1, e2 = np.sort(first["lr_1"].unique()), np.sort(first["lr_2"].unique())
+    product = len(first) == len(e1) * len(e2) and len(first[["lr_1", "lr_2"]].drop_duplicates()) == len(first)
+    side = 0.75 * PANEL_SIZE[0] * 72 * nearest_spacing(first["lr_1"], first["lr_2"], log_1, log_2)
+    any_diverged = diagonal = False
+    for ax, step in zip(axes, steps):
+        g = shown[shown["step"] == step]
+        gone = g["diverged"].to_numpy(bool)
+        if product:
+            mesh = g.pivot_table(index="lr_2", columns="lr_1", values="mean", dropna=False).reindex(
+                index=e2, columns=e1)
+            ax.pcolormesh(cell_edges(e1, log_1), cell_edges(e2, log_2), np.ma.masked_invalid(mesh.to_numpy()),
+                          cmap="magma", norm=norm, shading="flat")
+        else:
+            ax.scatter(g["lr_1"][~gone], g["lr_2"][~gone], c=g["mean"][~gone], cmap="magma", norm=norm,
+                       s=side ** 2, marker="s", linewidths=0)
+        if gone.any():
+            ax.scatter(g["lr_1"][gone], g["lr_2"][gone], color="0.55", s=min(side ** 2, 30), marker="x",
+                       gid="diverged")
+            any_diverged = True
+        style_panel(ax, r"$\eta_1$", r"$\eta_2$" if ax.get_subplotspec().is_first_col() else None, log_1, log_2)
+        diagonal |= draw_diagonal(ax)
+        ax.set_title(panel_title(step, n_diverged=int(gone.sum())), fontsize=8)
+    add_colorbar(fig, axes, norm, "magma", "test loss (mean over seeds)")
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color="0.3", ls=":", lw=1, label=r"balanced split $\eta_1 = \eta_2$")] \
+        if diagonal else []
+    if any_diverged:
+        handles.append(Line2D([], [], color="0.55", marker="x", ls="none", label="every seed diverged"))
+    if handles:
+        add_legend(fig, handles)
     if title:
-        fig.suptitle(title, fontsize=10, y=1.02)
-    paths = _save(fig, out)
-    plt.close(fig)
-    return paths
+        fig.suptitle(title, fontsize=9)
+    return fig
 
 
-def dense_heatmaps(run: Path, curves: pd.DataFrame, out_dir: Path, n: int = 400) -> list[Path]:
+def dense_heatmap_figure(grid_1: np.ndarray, grid_2: np.ndarray, loss: dict, title: str = ""):
+    """Seed-mean test loss on an n x n (eta_1, eta_2) mesh per step (``loss``: step -> (n, n));
+    white where it diverged, one colour scale for all panels."""
+    steps = sorted(loss)
+    fig, axes = panel_grid(len(steps), extra_width=1.0)
+    norm = loss_norm(np.concatenate([v.ravel() for v in loss.values()]))
+    for ax, step in zip(axes, steps):
+        ax.pcolormesh(grid_1, grid_2, np.ma.masked_invalid(loss[step]), cmap="magma", norm=norm, shading="auto",
+                      rasterized=True)
+        ax.set_xlim(grid_1[0, 0], grid_1[0, -1])
+        ax.set_ylim(grid_2[0, 0], grid_2[-1, 0])
+        style_panel(ax, r"$\eta_1$", r"$\eta_2$" if ax.get_subplotspec().is_first_col() else None, False, False)
+        draw_diagonal(ax, color="white")
+        ax.set_title(panel_title(step), fontsize=8)
+    add_colorbar(fig, axes, norm, "magma", "test loss (mean over seeds)")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    add_legend(fig, [Line2D([], [], color="0.3", ls=":", lw=1, label=r"balanced split $\eta_1 = \eta_2$"),
+                     Patch(facecolor="white", edgecolor="0.5", label="white: diverged (mean over seeds)")])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# A run's figures
+# --------------------------------------------------------------------------------------
+
+def _groups(points: pd.DataFrame, keys: list[str]):
+    if not keys:
+        return [((), points)]
+    return [(k if isinstance(k, tuple) else (k,), g) for k, g in points.groupby(keys, sort=True)]
+
+
+def _stem(prefix: str, keys: list[str], values: tuple) -> str:
+    parts = [prefix] + [f"{k}{number(v)}" if not isinstance(v, str) else str(v) for k, v in zip(keys, values)]
+    return "_".join(p.replace(" ", "").replace("/", "-") for p in parts)
+
+
+def _with_predictions(points: pd.DataFrame, table: pd.DataFrame, theory: str, keys: list[str],
+                      column: str = "prediction") -> pd.DataFrame:
+    """``points`` with one theory's predictions (NaN where it does not cover a point or step)."""
+    pred = table[table["theory"] == theory]
+    on = [k for k in keys if k in pred]
+    return points.merge(pred[on + ["prediction"]].rename(columns={"prediction": column}), on=on, how="left")
+
+
+def _steps_note(steps: list[int], n_candidates: int) -> str:
+    return f"{len(steps)} of {n_candidates} logged steps shown" if len(steps) < n_candidates else ""
+
+
+def line_figures(name: str, points: pd.DataFrame, keys: list[str], table: pd.DataFrame) -> list:
+    """Seed 000's line figures: per theory covering the students, the steps it predicts with theory
+    beside experiment; the other steps (or all, without theory) as experiment only."""
+    from lrsweep import compare
+    split = varying(points, axis_candidates(points), fixed=[line_column(points), "lr_1"])
+    out = []
+    for values, g in _groups(points, split):
+        covered = set()
+        for theory in (table["theory"].unique() if not table.empty else []):
+            tg = _with_predictions(g, table, theory, keys)
+            steps = sorted(int(t) for t in tg.loc[tg["prediction"].notna(), "step"].unique())
+            if not steps:
+                continue
+            covered |= set(steps)
+            words = theory_words(compare.REGISTRY[theory])
+            title = figure_title(name, "test loss along lines $\\eta_1 + \\eta_2 = C$", g, extra=f"theory: {words}")
+            out.append((_stem(f"lines_{theory.split('.')[-1]}", split, values),
+                        lines_figure(tg[tg["step"].isin(steps)], steps, title)))
+        steps, n = plotted_steps(g, exclude=covered)
+        if steps:
+            what = "test loss along lines $\\eta_1 + \\eta_2 = C$" + (" (experiment)" if covered else "")
+            title = figure_title(name, what, g, extra=_steps_note(steps, n))
+            out.append((_stem("lines", split, values), lines_figure(g, steps, title)))
+    return out
+
+
+def lr_figures(name: str, points: pd.DataFrame, keys: list[str], table: pd.DataFrame) -> list:
+    """Test loss against the learning rate, one curve per value of the other varying axes, theory dashed."""
+    from lrsweep import compare
+    axis = learning_rate_axis(points)
+    if axis is None:
+        return []
+    x, xlabel = axis
+    others = [c for c in lr_columns(points) if c != x]
+    curves = varying(points, axis_candidates(points) + others, fixed=[x])
+    split = []
+    while curves and len(points[curves].drop_duplicates()) > MAX_CURVES:
+        split.append(curves.pop(0))
+    theories = list(table["theory"].unique()) if not table.empty else []
+    for i, theory in enumerate(theories[:len(THEORY_STYLES)]):
+        points = _with_predictions(points, table, theory, keys, column=f"prediction_{i}")
+    out = []
+    for values, g in _groups(points, split):
+        steps, n = plotted_steps(g)
+        if not steps:
+            continue
+        used = [(f"prediction_{i}", theory_words(compare.REGISTRY[t])) for i, t in enumerate(theories[:3])
+                if g[f"prediction_{i}"].notna().any()]
+        extra = "; ".join(filter(None, [", ".join(value_words(k, v) for k, v in zip(split, values)),
+                                        _steps_note(steps, n)]))
+        title = figure_title(name, "test loss against the learning rate", g, skip=curves, extra=extra)
+        out.append((_stem("loss_vs_lr", split, values), lr_figure(g, x, xlabel, curves, steps, title, used)))
+    return out
+
+
+def heatmap_figures(name: str, points: pd.DataFrame) -> list:
+    """(eta_1, eta_2) maps where the first two layers' rates vary independently of each other."""
+    if "lr_2" not in points or uniform_rates(points) or not varying(points, ["lr_2"], fixed=["lr_1"]):
+        return []
+    split = varying(points, axis_candidates(points) + lr_columns(points)[2:], fixed=["lr_1", "lr_2"])
+    out = []
+    for values, g in _groups(points, split):
+        steps, n = plotted_steps(g)
+        if steps:
+            title = figure_title(name, "test loss over ($\\eta_1$, $\\eta_2$)", g, extra=_steps_note(steps, n))
+            out.append((_stem("heatmap", split, values), heatmap_figure(g, steps, title)))
+    return out
+
+
+def dense_heatmap_figures(run: Path, name: str, curves: pd.DataFrame, n: int = 400) -> list:
     """n x n seed-mean test loss over (eta_1, eta_2) per poly-mode group, one panel per logged step.
 
     Evaluated from the run's stored learning-rate polynomials (:func:`lrsweep.poly.evaluate`):
@@ -119,82 +732,73 @@ def dense_heatmaps(run: Path, curves: pd.DataFrame, out_dir: Path, n: int = 400)
     from lrsweep import poly, store
     if n <= 0 or not store.marked_parts(run, "poly") or "lr_2" not in curves:
         return []
-    from matplotlib import colors
-    plt = _pyplot()
-    paths = []
+    out = []
     coef_groups = set(store.read_table(store.marked_parts(run, "poly"))["group_id"].unique())
     for gid, g in curves.groupby("group_id"):
         if gid not in coef_groups or ("lr_3" in g and g["lr_3"].notna().any()):
             continue
-        steps = sorted(int(t) for t in g["step"].unique() if t > 0)
+        means, _ = seed_means(g)
+        steps, _ = plotted_steps(means)
+        steps = [t for t in steps if t > 0]
+        if not steps:
+            continue
         e1 = np.linspace(g["lr_1"].min(), g["lr_1"].max(), n)
         e2 = np.linspace(g["lr_2"].min(), g["lr_2"].max(), n)
         grid_1, grid_2 = np.meshgrid(e1, e2)
         values = poly.evaluate(run, step=steps, lr_1=grid_1.ravel(), lr_2=grid_2.ravel())
         values = values[values["group_id"] == gid]
-        fig, axes = plt.subplots(1, len(steps), figsize=(5.4 * len(steps), 4.2), squeeze=False, layout="constrained")
-        for ax, step in zip(axes[0], steps):
-            mean = values[values["step"] == step].groupby("point")["test_loss"].mean().to_numpy().reshape(n, n)
-            finite = mean[np.isfinite(mean) & (mean > 0)]
-            wide = len(finite) and finite.max() > 20 * finite.min()
-            norm = colors.LogNorm(finite.min(), finite.max()) if wide else None
-            im = ax.pcolormesh(grid_1, grid_2, np.ma.masked_invalid(mean), cmap="magma", norm=norm, shading="auto",
-                               rasterized=True)
-            ax.plot(e1, e1, color="white", lw=0.6, ls=":", label=r"$\eta_1 = \eta_2$")
-            ax.set_xlim(e1[0], e1[-1])
-            ax.set_ylim(e2[0], e2[-1])
-            ax.set_title(f"step {step}", fontsize=9)
-            ax.set_xlabel(r"$\eta_1$")
-            ax.set_ylabel(r"$\eta_2$")
-            fig.colorbar(im, ax=ax, label="mean test loss")
-        row = g.iloc[0]
-        fig.suptitle(f"{n}x{n} points from the learning-rate polynomials, group {gid}: h={row['width']}, "
-                     f"L={row['n_layers']}, {row.get('gradient', '')}, {g['seed'].nunique()} seeds "
-                     f"(white = diverged)", fontsize=9)
-        paths += _save(fig, out_dir / f"heatmap_dense_g{gid:04d}")
-        plt.close(fig)
-    return paths
+        loss = {t: values[values["step"] == t].groupby("point")["test_loss"].mean().to_numpy().reshape(n, n)
+                for t in steps}
+        title = figure_title(name, f"test loss on a {n} x {n} grid from the learning-rate polynomials", g,
+                             extra=f"{g['seed'].nunique()} seeds, no training between the trained points")
+        out.append((f"heatmap_dense_g{gid:04d}", dense_heatmap_figure(grid_1, grid_2, loss, title)))
+    return out
 
 
-def empirical_means(curves: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard error over seeds per (point, step) for a run without a matching theory."""
-    keys = [c for c in ("width", "n_layers", "gradient", "lr_line", "lr_total", "lr_1", "lr_2", "step")
-            if c in curves and curves[c].notna().all()]
-    g = curves.groupby(keys)["test_loss"]
-    out = g.agg(mean="mean", std="std", n_seeds="count").reset_index()
-    out["sem"] = out["std"] / np.sqrt(out["n_seeds"])
+def run_figures(run: str | Path, dense: int = 400) -> list[tuple[str, object]]:
+    """Every figure of a run as ``(file stem, Figure)``: line figures (per theory) or loss against
+    the learning rate, (eta_1, eta_2) heat maps, and dense maps of poly-mode groups.
+
+    Raises:
+      StoreError: the run has no results yet.
+    """
+    from lrsweep import compare, store
+    run = Path(run)
+    curves = store.load(run)
+    if curves.empty:
+        raise StoreError(run, "no results yet (no chunk has finished); nothing to plot")
+    points, keys = seed_means(curves)
+    name = str(curves["name"].iloc[0]) if "name" in curves and curves["name"].nunique() == 1 else ""
+    table = compare.compare(run)
+    if is_line_grid(points):
+        figures = line_figures(name, points, keys, table)
+    else:
+        figures = lr_figures(name, points, keys, table)
+    figures += heatmap_figures(name, points)
+    figures += dense_heatmap_figures(run, name, curves, dense)
+    if not figures:
+        raise StoreError(run, "nothing to plot: no learning rate varies over the grid (every figure is "
+                              "test loss against a learning rate)")
+    return figures
+
+
+def save(fig, path: Path) -> list[Path]:
+    """Write ``path``.png and .pdf."""
+    out = []
+    for ext in (".png", ".pdf"):
+        target = path.with_suffix(ext)
+        fig.savefig(target, dpi=DPI)
+        out.append(target)
     return out
 
 
 def plot_run(run: str | Path, out_dir: str | Path | None = None, dense: int = 400) -> list[Path]:
-    """Every figure of a run: per theory (and per gradient / width) the line figure and heat map,
-    and for poly-mode groups a ``dense`` x ``dense`` heat map from the stored polynomials.
-
-    Students no theory covers get the experiment-only figures. Written to ``<run>/plots/``.
-    """
-    from lrsweep import compare, store
+    """Write every figure of :func:`run_figures` as PNG and PDF to ``out_dir`` (default ``<run>/plots``)."""
     run = Path(run)
+    figures = run_figures(run, dense)
     out_dir = Path(out_dir) if out_dir else run / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
-    curves = store.load(run)
-    if curves.empty or "lr_2" not in curves:
-        raise ValueError(f"{run}: plots need a run with at least two trained layers (lr_1, lr_2)")
-    table = compare.compare(run)
     paths = []
-    split = [c for c in ("gradient", "width", "n_layers") if c in curves and curves[c].nunique() > 1]
-    if not table.empty:
-        for key, g in table.groupby(["theory", *split]):
-            key = key if isinstance(key, tuple) else (key,)
-            stem = "_".join(str(k) for k in key).replace("layer_balancing.", "")
-            title = ", ".join(f"{k}={v}" for k, v in zip(["theory", *split], key))
-            paths += plot_lines(g, out_dir / f"lines_{stem}", title)
-    means = empirical_means(curves)
-    for key, g in (means.groupby(split) if split else [((), means)]):
-        key = key if isinstance(key, tuple) else (key,)
-        stem = "_".join(str(k) for k in key) or "all"
-        title = ", ".join(f"{k}={v}" for k, v in zip(split, key))
-        if table.empty:
-            paths += plot_lines(g, out_dir / f"lines_{stem}", title)
-        paths += plot_heatmap(g, out_dir / f"heatmap_{stem}", title=title)
-    paths += dense_heatmaps(run, curves, out_dir, dense)
+    for stem, fig in figures:
+        paths += save(fig, out_dir / stem)
     return paths
