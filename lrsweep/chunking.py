@@ -23,7 +23,8 @@ def instance_groups(students, columns) -> tuple[list[np.ndarray], dict]:
     (n_instances,) the value of column c for each instance.
     """
     ids = students.groupby(list(columns), sort=False, dropna=False).ngroup().to_numpy()
-    members = [np.flatnonzero(ids == i) for i in range(int(ids.max()) + 1)]
+    order = np.argsort(ids, kind="stable")  # rows of instance 0, then 1, ...; each in row order
+    members = np.split(order, np.cumsum(np.bincount(ids))[:-1])
     first = np.array([m[0] for m in members])
     return members, {c: students[c].to_numpy()[first] for c in columns}
 
@@ -59,6 +60,33 @@ def bytes_per_instance(spec, dtype_bytes: int) -> int:
     return per * dtype_bytes
 
 
+def chunk_bytes(spec, instances: int, points: int, dtype_bytes: int) -> int:
+    """Estimated peak memory of a chunk of ``instances`` x ``points`` students."""
+    return instances * (points * bytes_per_student(spec, dtype_bytes) + bytes_per_instance(spec, dtype_bytes))
+
+
+def min_chunk_bytes(spec, dtype_bytes: int) -> int:
+    """The smallest chunk's memory: one instance (its data and initial weights) and one student."""
+    return chunk_bytes(spec, 1, 1, dtype_bytes)
+
+
+def chunk_shape(spec, n_instances: int, n_points: int, *, max_memory: int, dtype_bytes: int, n_devices: int = 1,
+                chunk_size: int | None = None) -> tuple[int, int]:
+    """(u, p): instances and points (students of one instance) per chunk. ``chunk_size`` caps students
+    per chunk (u * p), otherwise ``max_memory`` does (at least one of each); u is a multiple of
+    ``n_devices``."""
+    per_student = bytes_per_student(spec, dtype_bytes)
+    per_inst = bytes_per_instance(spec, dtype_bytes)
+    cap = chunk_size or max(1, max_memory // per_student)
+    p = max(1, min(n_points, cap, max(1, (max_memory - per_inst) // per_student)))
+    p = math.ceil(n_points / math.ceil(n_points / p))  # as many chunks, evenly filled: less padding
+    u = max(1, min(n_instances, cap // p, max(1, max_memory // (p * per_student + per_inst))))
+    u = math.ceil(n_instances / math.ceil(n_instances / u))
+    if n_devices > 1:
+        u = n_devices * math.ceil(u / n_devices)
+    return u, p
+
+
 def plan_chunks(spec, students, *, max_memory: int, dtype_bytes: int, n_devices: int = 1,
                 chunk_size: int | None = None) -> tuple[tuple[int, int], list[Chunk]]:
     """Cut a group's students (a DataFrame) into equal (u, p) chunks.
@@ -69,15 +97,8 @@ def plan_chunks(spec, students, *, max_memory: int, dtype_bytes: int, n_devices:
     members, hp_all = instance_groups(students, spec.instance_columns)
     n_inst = len(members)
     n_points = max(len(m) for m in members)
-    per_student = bytes_per_student(spec, dtype_bytes)
-    per_inst = bytes_per_instance(spec, dtype_bytes)
-    cap = chunk_size or max(1, max_memory // per_student)
-    p = max(1, min(n_points, cap, max(1, (max_memory - per_inst) // per_student)))
-    p = math.ceil(n_points / math.ceil(n_points / p))  # as many chunks, evenly filled: less padding
-    u = max(1, min(n_inst, cap // p, max(1, max_memory // (p * per_student + per_inst))))
-    u = math.ceil(n_inst / math.ceil(n_inst / u))
-    if n_devices > 1:
-        u = n_devices * math.ceil(u / n_devices)
+    u, p = chunk_shape(spec, n_inst, n_points, max_memory=max_memory, dtype_bytes=dtype_bytes,
+                       n_devices=n_devices, chunk_size=chunk_size)
     cols = spec.traced_columns
     values_all = {c: students[c].to_numpy(np.float64) for c in cols}
     ids_all = students["student_id"].to_numpy(np.int64)

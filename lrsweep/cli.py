@@ -1,20 +1,27 @@
-"""``lrsweep`` command line: a thin front end over :mod:`lrsweep.runner` and :mod:`lrsweep.store`."""
+"""``lrsweep`` command line: a thin front end over :mod:`lrsweep.runner` and :mod:`lrsweep.store`.
+
+Exit status: 0 done, 1 ``compare --strict`` disagreement, 2 bad input (one line on stderr, nothing
+written), 130 interrupted, 141 the reader of stdout left early (``lrsweep schema | head``: the rest of
+the output is dropped quietly; a run's results are stored before anything is printed).
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import signal
 import sys
 from pathlib import Path
 
 from lrsweep import config as config_lib
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import LrsweepError, StoreError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 SUMMARY_ROWS = 20  # settings printed at the end of a run and by `lrsweep show` (--rows)
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as shells report a writer whose reader left
 
 
 def parse_bytes(text: str) -> int:
@@ -62,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and write results/<name>/<run_id>/."))
     r.add_argument("config", nargs="?", help="YAML file or built-in name (default: quickstart)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a field, e.g. --set train.steps=16 --set model.width=128 "
-                        "--set grid.lr_total=[10,20] (repeatable)")
+                   help="override a field, e.g. --set train.steps=16 --set model.width=32 "
+                        "--set grid.lr_line=[6,10] (repeatable; the quickstart's orthogonal init needs "
+                        "task.input_dim >= model.width)")
     r.add_argument("--out", default="results", help="results root (default: results)")
     r.add_argument("--x64", action="store_true", help="train in float64 (default float32)")
     r.add_argument("--max-memory", type=parse_bytes, default=None,
@@ -77,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=_seconds, default=600.0, metavar="SECONDS",
                    help="save the state of a chunk of more than 1024 steps at most this often, so --resume "
                         "continues inside it (default 600; 0: never)")
-    r.add_argument("--dry-run", action="store_true", help="validate and print the plan; train nothing")
+    r.add_argument("--max-students", type=_positive_int, default=config_lib.DEFAULT_MAX_STUDENTS, metavar="N",
+                   help=f"refuse a grid of more than N students, counted before expanding it (default "
+                        f"{config_lib.DEFAULT_MAX_STUDENTS:,}: planning them takes seconds and a few GB)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="run every check and print the plan (grid size, groups, memory per chunk); train nothing")
     r.add_argument("--quiet", action="store_true",
                    help="no progress (otherwise a bar on a terminal, or a plain line every 30 s to a file: "
                         "set LRSWEEP_PROGRESS_EVERY=SECONDS to change)")
@@ -167,37 +179,66 @@ def cmd_run(args) -> int:
         overrides = args.overrides + ([f"train.mode={args.mode}"] if args.mode else [])
         cfg = config_lib.load_config(path, overrides)
     if args.dry_run:
-        students, specs = runner.prepare(cfg)
-        runner.setup_jax(args.x64)
-        modes = runner.choose_modes(cfg, students, specs)
-        print(f"{cfg.name}: {len(students)} students in {len(specs)} shape group(s)")
-        for gid, spec in specs.items():
-            n = int((students["group_id"] == gid).sum())
-            a = spec.arch
-            print(f"  group {gid}: {n} students, {a.parameterization} L={a.n_layers} h={a.width} d={a.input_dim} "
-                  f"n={spec.task.n_train} {a.activation} init={spec.init} steps={spec.steps} "
-                  f"loss={spec.loss} formulation={spec.formulation}"
-                  + ("" if spec.constant_rates else f" schedule={spec.schedule} warmup={spec.warmup_steps}")
-                  + f" mode={modes[gid]['mode']} ({modes[gid]['reason']})")
+        plan = runner.plan_run(cfg, None if args.resume else args.out, x64=args.x64, max_memory=args.max_memory,
+                               max_students=None if args.resume else args.max_students)
+        _print_plan(cfg, plan)
         return 0
     try:
         with _sigterm_as_interrupt():
             summary = runner.run(cfg, args.out, x64=args.x64, max_memory=args.max_memory,
                                  chunk_size=args.chunk_size, resume=args.resume, progress=not args.quiet,
-                                 checkpoint_every=args.checkpoint_every)
+                                 checkpoint_every=args.checkpoint_every, max_students=args.max_students)
     except runner.RunInterrupted as e:
         print(f"lrsweep: interrupted; {e}. Finish it with: lrsweep run --resume {e.run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    from lrsweep import compare
+    comparison = compare.write_comparison(summary.run_dir)  # stored before anything is printed
     _print_summary(summary)
-    print_comparison(summary.run_dir, rows=6)
+    _print_comparison(summary.run_dir, *comparison, rows=6)
     return 0
+
+
+def _print_plan(cfg, plan) -> None:
+    """What ``run --dry-run`` prints: grid size, each group (shape, mode, chunks and their memory), the
+    memory check."""
+    import jax.numpy as jnp
+
+    from lrsweep import chunking
+    from lrsweep.runner import format_bytes
+    students, dtype_bytes = plan.students, jnp.dtype(jnp.result_type(float)).itemsize
+    print(f"{cfg.name}: {len(students)} students in {len(plan.specs)} shape group(s) (grid size {plan.n_students:,})")
+    for gid, spec in plan.specs.items():
+        group = students[students["group_id"] == gid]
+        a, mode, mem = spec.arch, plan.modes[gid], plan.memory[gid]
+        print(f"  group {gid}: {len(group)} students, {a.parameterization} L={a.n_layers} h={a.width} d={a.input_dim} "
+              f"n={spec.task.n_train} {a.activation} init={spec.init} steps={spec.steps} "
+              f"loss={spec.loss} formulation={spec.formulation}"
+              + ("" if spec.constant_rates else f" schedule={spec.schedule} warmup={spec.warmup_steps}")
+              + f" mode={mode['mode']} ({mode['reason']})")
+        if mode["mode"] == "grid":
+            members, _ = chunking.instance_groups(group, spec.instance_columns)
+            u, p = chunking.chunk_shape(spec, len(members), max(map(len, members)), max_memory=mem["budget"],
+                                        dtype_bytes=dtype_bytes)
+            print(f"    chunks of {u} instance(s) x {p} student(s): ~{format_bytes(chunking.chunk_bytes(spec, u, p, dtype_bytes))} "
+                  f"each (budget {format_bytes(mem['budget'])})")
+        else:
+            print(f"    poly coefficients: ~{format_bytes(mode.get('poly_bytes_per_instance', 0))} per instance "
+                  f"(budget {format_bytes(mem['budget'])})")
+    gid = max(plan.memory, key=lambda g: plan.memory[g]["min_chunk"])
+    mem = plan.memory[gid]
+    print(f"memory check: ok: the smallest chunk of every group (one instance and one student) fits its budget "
+          f"and the {format_bytes(mem['device'])} of {mem['device_name']} (largest: ~{format_bytes(mem['min_chunk'])}, "
+          f"group {gid})")
 
 
 def print_comparison(run, theories=None, rows=12) -> bool:
     """Compare, write comparison.parquet, print a compact table and the verdict; return ok."""
-    import pandas as pd
     from lrsweep import compare
-    table, lines, verdict = compare.write_comparison(run, theories)
+    return _print_comparison(run, *compare.write_comparison(run, theories), rows=rows)
+
+
+def _print_comparison(run, table, lines, verdict, rows=12) -> bool:
+    import pandas as pd
     if not table.empty:
         cols = [c for c in ("theory", "gradient", "lr_total", "lr_1", "lr_2", "step", "n_seeds", "mean", "sem",
                             "prediction", "z", "rel_gap") if c in table]
@@ -219,18 +260,28 @@ def print_comparison(run, theories=None, rows=12) -> bool:
     return verdict.ok
 
 
+def _require_results(run: Path) -> None:
+    """ConfigError("run") where ``run`` is not a run, StoreError where it has no results yet (naming
+    its status, :func:`lrsweep.runstate.run_state`)."""
+    from lrsweep import runstate, store
+    if not store.is_run(run):
+        raise config_lib.ConfigError("run", f"{run} is not a run directory (no meta.json)")
+    state = runstate.run_state(run)
+    if state.done == 0 and state.state != "complete":
+        hint = (f"; finish it with: lrsweep run --resume {run}" if state.resumable else
+                "; its first chunk is still training" if state.state == "running" else "")
+        raise StoreError(run, f"no results yet, status: {state.describe()}{hint}")
+
+
 def cmd_compare(args) -> int:
-    from lrsweep import store
-    if not store.is_run(Path(args.run)):
-        raise config_lib.ConfigError("run", f"{args.run} is not a run directory (no meta.json)")
+    _require_results(Path(args.run))
     ok = print_comparison(args.run, args.theory, args.rows)
     return 1 if (args.strict and not ok) else 0
 
 
 def cmd_plot(args) -> int:
-    from lrsweep import plot, store
-    if not store.is_run(Path(args.run)):
-        raise config_lib.ConfigError("run", f"{args.run} is not a run directory (no meta.json)")
+    from lrsweep import plot
+    _require_results(Path(args.run))
     paths = plot.plot_run(args.run, args.out, dense=args.dense)
     print(f"wrote {len(paths)} files to {paths[0].parent if paths else args.out}")
     for p in paths:
@@ -272,8 +323,7 @@ def cmd_ls(args) -> int:
 def cmd_show(args) -> int:
     from lrsweep import runner, runstate, store
     run = Path(args.run)
-    if not store.is_run(run):
-        raise config_lib.ConfigError("run", f"{run} is not a run directory (no meta.json)")
+    _require_results(run)
     meta = store.read_json(run / "meta.json")
     print(f"status: {runstate.run_state(run).describe()}  jax {meta.get('jax')} on {meta.get('device_count')}x "
           f"{meta.get('device_kind')}  x64={meta.get('x64')}")
@@ -281,29 +331,35 @@ def cmd_show(args) -> int:
     return 0
 
 
+COMMANDS = {"run": cmd_run, "ls": cmd_ls, "show": cmd_show, "compare": cmd_compare, "plot": cmd_plot,
+            "schema": lambda args: print(config_lib.describe_schema()) or 0}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "ls":
-            return cmd_ls(args)
-        if args.command == "show":
-            return cmd_show(args)
-        if args.command == "compare":
-            return cmd_compare(args)
-        if args.command == "plot":
-            return cmd_plot(args)
-        if args.command == "schema":
-            print(config_lib.describe_schema())
-            return 0
+        rc = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that left shows here, not at exit
+        return rc
     except LrsweepError as e:
         print(f"lrsweep: {e.prefix}{e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except FileNotFoundError as e:
         print(f"lrsweep: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return 0
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _drop_stdout() -> None:
+    """The reader of stdout left (``lrsweep schema | head``): send what is still buffered to /dev/null,
+    so exiting flushes quietly (Python docs, signal module, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (redirected in-process)
+        pass
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
 from lrsweep.architecture import PARAMETERIZATIONS, Architecture
@@ -379,7 +380,7 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
             raise ConfigError("--set", f"expected PATH=VALUE, got {item!r}")
         path, text = item.split("=", 1)
         path = path.strip()
-        value = yaml.safe_load(text)
+        value = parse_yaml(text, "--set", f"{item}: ")
         if path in ALIASES and path != "seeds":
             path = ALIASES[path]
         if path.startswith("grid."):
@@ -399,6 +400,66 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
             if key and key in grid:
                 del grid[key]
     return raw
+
+
+def _check_distinct(values: list, where: str, names: tuple | None = None) -> list:
+    """``values`` of one axis (rows of a zip over ``names``); ConfigError(where) for a value given twice:
+    it would train the same students twice."""
+    first = {}
+    for i, v in enumerate(values):
+        if v in first:
+            what = f"value {v!r}" if names is None else "row " + ", ".join(f"{n}={x!r}" for n, x in zip(names, v))
+            raise ConfigError(where, f"{what} appears twice (entries {first[v] + 1} and {i + 1}): the same "
+                                     f"students would be trained twice")
+        first[v] = i
+    return values
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden by the keys after it
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, field: str, prefix: str = "") -> Any:
+    """YAML text -> data; ConfigError(field, prefix + one line) for invalid YAML or a duplicate key."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = "" if mark is None else f" (line {mark.line + 1}, column {mark.column + 1})" if "\n" in text.strip() \
+            else f" (column {mark.column + 1})"
+        raise ConfigError(field, f"{prefix}{'' if 'duplicate key' in str(e.problem) else 'not valid YAML: '}"
+                                 f"{' '.join(str(e.problem).split())}{where}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(field, f"{prefix}not valid YAML: {' '.join(str(e).split())}") from None
+
+
+def _read_text(path: Path) -> str:
+    """A config file's text; ConfigError("config") where it is missing, a directory or unreadable."""
+    if not path.exists():
+        raise ConfigError("config", f"file not found: {path}")
+    if path.is_dir():
+        raise ConfigError("config", f"{path} is a directory; give a YAML file (e.g. configs/quickstart.yaml)")
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{path} is not a text (YAML) file") from None
+    except OSError as e:
+        raise ConfigError("config", f"cannot read {path}: {e.strerror or e}") from None
 
 
 def _axis_name(key: str, where: str) -> str:
@@ -440,12 +501,7 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
     """Read (a YAML path or a dict), apply overrides, validate; raise ConfigError on bad input."""
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.exists():
-            raise ConfigError("config", f"file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError("config", f"{path} is not valid YAML: {e}") from None
+        raw = parse_yaml(_read_text(path), "config", f"{path}: ")
         if raw is None:
             raw = {}
     else:
@@ -495,7 +551,7 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
         seeds = raw.get("seeds", [base["seed"]])
         if not isinstance(seeds, (list, tuple, dict, int)) or isinstance(seeds, bool):
             raise ConfigError("seeds", f"expected a list of non-negative integers, got {seeds!r}")
-        seeds = _check_axis_values("seed", grid_values(seeds, "seeds"), "seeds")
+        seeds = _check_distinct(_check_axis_values("seed", grid_values(seeds, "seeds"), "seeds"), "seeds")
         axes.append((("seed",), [(s,) for s in seeds]))
 
     for key, spec in grid.items():
@@ -515,10 +571,11 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
                 if len(lengths) != 1:
                     raise ConfigError(gw, f"zip axes must have equal lengths, got "
                                           f"{dict(zip(group, map(len, columns)))}")
-                axes.append((tuple(names), list(zip(*columns))))
+                rows = _check_distinct(list(zip(*columns)), gw, names)
+                axes.append((tuple(names), rows))
             continue
         name = _axis_name(str(key), where)
-        values = _check_axis_values(name, grid_values(spec, where), where)
+        values = _check_distinct(_check_axis_values(name, grid_values(spec, where), where), where)
         axes.append(((name,), [(v,) for v in values]))
 
     names = [n for ns, _ in axes for n in ns]
@@ -606,9 +663,13 @@ def _check_student_shapes(p: dict) -> None:
     if p["init"] == "orthogonal":
         for i, (rows, cols) in enumerate(arch.shapes, 1):
             if rows < cols:
+                fix = (f"set task.input_dim >= model.width (e.g. --set task.input_dim={h}"
+                       + (f" --set task.n_train={max(n, h)}" if p["task.design"] == "orthogonal" and n < h else "")
+                       + ") or model.width <= task.input_dim" if i == 1 else
+                       "set model.width >= model.output_dim or model.output_dim <= model.width")
                 raise ConfigError("init", f"orthogonal init needs fan_in >= fan_out (orthonormal columns) but "
-                                          f"W{i} is {rows} x {cols} (input_dim={d}, width={h}); use init: gaussian "
-                                          f"or input_dim >= width")
+                                          f"W{i} is {rows} x {cols} (task.input_dim={d}, model.width={h}); {fix}, "
+                                          f"or use init: gaussian")
     steps = p["train.steps"]
     if p["train.warmup_steps"] > steps:
         raise ConfigError("train.warmup_steps", f"must be <= train.steps={steps}, got {p['train.warmup_steps']}")
@@ -645,13 +706,10 @@ def log_steps(p: dict) -> tuple[int, ...]:
     return tuple(sorted(set(range(0, steps + 1, get("train.log_every"))) | {steps}))
 
 
-def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
-    """One row per student: every field (short column names) plus lr_1..lr_m and lr_total.
-
-    Raises ConfigError for any combination that cannot run; nothing is computed.
-    """
-    rows = []
-    expanded_axes = []
+def _expanded_axes(cfg: SweepConfig) -> list[tuple[tuple, list]]:
+    """The grid's axes with each ``lr_line`` value expanded to its authors' points
+    (names ``lr_line``, ``lr_line_eta_1``, ``lr_line_rest``)."""
+    axes = []
     for names, values in cfg.axes:
         if names == ("lr_line",):
             vals = []
@@ -660,48 +718,217 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
                 if not pts:
                     raise ConfigError("grid.lr_line", f"lr_line={c!r} gives no points (needs C >= 2)")
                 vals += [(c, e1, e2) for e1, e2 in pts]
-            expanded_axes.append((("lr_line", "lr_line_eta_1", "lr_line_rest"), vals))
-        else:
-            expanded_axes.append((names, values))
-    combos = itertools.product(*[vals for _, vals in expanded_axes])
-    axis_names = [n for ns, _ in expanded_axes for n in ns]
-    checked: set = set()
-    for combo in combos:
+            names = ("lr_line", "lr_line_eta_1", "lr_line_rest")
+            values = vals
+        axes.append((names, values))
+    return axes
+
+
+def _axis_sizes(cfg: SweepConfig) -> list[tuple[str, int]]:
+    """(axis, number of entries) per axis; an ``lr_line`` value counts its points, a zip once."""
+    return [("lr_line points" if names == ("lr_line",) else "seeds" if names == ("seed",) else "+".join(names),
+             sum(len(authors_line_grid(c)) for (c,) in values) if names == ("lr_line",) else len(values))
+            for names, values in cfg.axes]
+
+
+def grid_size(cfg: SweepConfig) -> int:
+    """Number of students the grid expands to, from the axes alone (nothing is expanded): the product
+    of the axis lengths, a zip counted once, each ``lr_line`` value counted as its number of points."""
+    return math.prod(n for _, n in _axis_sizes(cfg))
+
+
+# Expanding and planning 2,000,000 students takes ~3 s of CPU and ~2.5 GB (measured on a 2-core
+# machine); the cost grows linearly beyond.
+DEFAULT_MAX_STUDENTS = 2_000_000
+
+
+def check_grid_size(cfg: SweepConfig, max_students: int) -> int:
+    """The grid's size (:func:`grid_size`); ConfigError("grid") above ``max_students``, before any expansion."""
+    n = grid_size(cfg)
+    if n > max_students:
+        sizes = " x ".join(f"{name} {size:,}" for name, size in _axis_sizes(cfg) if size > 1)
+        raise ConfigError("grid", f"{n:,} students ({sizes}) is more than --max-students {max_students:,}; "
+                                  f"shrink the grid, or raise the cap with --max-students {n}")
+    return n
+
+
+def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
+    """One row per student: every field (short column names) plus lr_1..lr_m and lr_total.
+
+    Rows are the Cartesian product of the axes (the last axis varies fastest), built column by column;
+    each combination of static values is checked once. Raises ConfigError for any combination that
+    cannot run and for two identical students; nothing is computed.
+    """
+    axes = _expanded_axes(cfg)
+    shape = [len(values) for _, values in axes]
+    n = math.prod(shape)
+    if n == 0:
+        raise ConfigError("grid", "the grid is empty")
+    index = np.unravel_index(np.arange(n, dtype=np.int64), shape)  # index[a][row]: the row's entry on axis a
+    on_axis = {name: (a, j) for a, (names, _) in enumerate(axes) for j, name in enumerate(names)}
+
+    def column(name):
+        if name not in on_axis:
+            return _column([cfg.base[name]], n)
+        a, j = on_axis[name]
+        return _column([v[j] for v in axes[a][1]], n, index[a])
+
+    # static combinations (first appearance order): shapes, layer count, the authors' teacher scale
+    static_axes = [a for a, (names, _) in enumerate(axes)
+                   if any(name in FIELDS and FIELDS[name].role == "static" for name in names)]
+    combo = (np.ravel_multi_index([index[a] for a in static_axes], [shape[a] for a in static_axes])
+             if static_axes else np.zeros(n, np.int64))
+    n_trainable, target_std = [], []
+    for entries in itertools.product(*[range(shape[a]) for a in static_axes]):
         point = dict(cfg.base)
-        flat_vals = [v for tup in combo for v in tup]
-        point.update(zip(axis_names, flat_vals))
-        key = tuple(point[f] for f in FIELDS if FIELDS[f].role == "static")
-        if key not in checked:
-            _check_student_shapes(point)
-            checked.add(key)
+        for a, (names, values) in enumerate(axes):
+            point.update(zip(names, values[entries[static_axes.index(a)] if a in static_axes else 0]))
+        _check_student_shapes(point)
         m = Architecture.from_fields(point).n_trainable
         extra = sorted((k for k in point if _LR_LAYER.match(k) and int(k[3:]) > m), key=lambda k: int(k[3:]))
         if extra:
             raise ConfigError(f"grid.{extra[0]}", f"the student has only {m} trainable layers "
                                                   f"(lr_1..lr_{m}); {extra[0]} would be ignored")
-        if point["train.stable_fraction"] > 1.0:
-            raise ConfigError("train.stable_fraction", f"must be in [0, 1], got {point['train.stable_fraction']!r}")
-        lrs = resolve_lrs(point, m)
-        if min(lrs) < 0 or ("lr_total" in point and not math.isclose(
-                sum(lrs), point["lr_total"], rel_tol=1e-9, abs_tol=1e-12)):
-            raise ConfigError("grid.lr_total", f"lr_total={point['lr_total']!r} cannot be split with the given "
-                                               f"lr_1..lr_{m} into learning rates >= 0 (got {lrs})")
-        row = {_short(k): v for k, v in point.items() if k in FIELDS or k == "seed"}
-        row.update({f"lr_{i}": float(v) for i, v in enumerate(lrs, 1)})
-        row["lr_total"] = float(sum(lrs))
-        if "lr_1_fraction" in point:
-            row["lr_1_fraction"] = float(point["lr_1_fraction"])
-        if "lr_line" in point:
-            row["lr_line"] = float(point["lr_line"])
-        row["n_trainable"] = m
-        if row["target_std"] is None:
-            row["target_std"] = default_target_std(point)
-        rows.append(row)
-    if not rows:
-        raise ConfigError("grid", "the grid is empty")
-    df = pd.DataFrame(rows)
-    df.insert(0, "student_id", np.arange(len(df), dtype=np.int64))
+        n_trainable.append(m)
+        target_std.append(default_target_std(point))
+    m_row = np.asarray(n_trainable, np.int64)[combo]
+
+    stable = column("train.stable_fraction")
+    if (stable > 1.0).any():
+        raise ConfigError("train.stable_fraction", f"must be in [0, 1], got {float(stable[np.argmax(stable > 1.0)])!r}")
+
+    table = {_short(k): column(k) for k in cfg.base if k != "task.target_std"}
+    table["target_std"] = _target_std(cfg, axes, on_axis, index, np.asarray(target_std)[combo])
+    table = {_short(k): table[_short(k)] for k in cfg.base}  # the config's field order
+    table.update(_lr_columns(axes, on_axis, column, m_row))
+    df = pd.DataFrame(table, copy=False)
+    df.insert(0, "student_id", np.arange(n, dtype=np.int64))
+    _check_distinct_students(df, cfg, axes, shape)
     return df
+
+
+def _target_std(cfg, axes, on_axis, index, default: np.ndarray) -> np.ndarray:
+    """(n,) task.target_std; null (the default) is the authors' scale of each student's shape."""
+    if "task.target_std" in on_axis:
+        a, j = on_axis["task.target_std"]
+        given = np.array([np.nan if v[j] is None else v[j] for v in axes[a][1]], float)[index[a]]
+    else:
+        given = np.full(len(default), np.nan if cfg.base["task.target_std"] is None else cfg.base["task.target_std"])
+    return np.where(np.isnan(given), default, given)
+
+
+def _column(values: list, n: int, take: np.ndarray | None = None) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """(n,) column of a student table: ``values[take]`` (or ``values[0]`` repeated), typed as pandas
+    types those Python values: bool, int64, float64, ``str`` (built in pyarrow: fast), else objects
+    (tuples, None)."""
+    if all(isinstance(v, str) for v in values):
+        take = np.zeros(n, np.int64) if take is None else take
+        return pd.array(pa.array(values, pa.string()).take(pa.array(take)), dtype="str")
+    if all(isinstance(v, bool) for v in values):
+        dtype = bool
+    elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        dtype = np.int64
+    elif all(isinstance(v, float) for v in values):
+        dtype = np.float64
+    else:
+        dtype = object
+    if take is None:
+        out = np.empty(n, dtype)
+        out.fill(values[0])
+        return out
+    distinct = np.empty(len(values), dtype)
+    for i, v in enumerate(values):  # element by element: tuples stay objects
+        distinct[i] = v
+    return distinct[take]
+
+
+def _lr_columns(axes, on_axis, column, m_row: np.ndarray) -> dict:
+    """lr_1..lr_m (NaN beyond a student's m), lr_total, and the lr_1_fraction / lr_line labels, from
+    :func:`resolve_lrs` applied to whole columns (one call per layer count m)."""
+    names = [name for names, _ in axes for name in names if name in LR_AXES or name.startswith("lr_")]
+    point = {name: column(name) for name in names}
+    first = np.unique(m_row, return_index=True)[1]
+    m_order = [int(m) for m in m_row[np.sort(first)]]  # layer counts in order of first appearance
+    n = len(m_row)
+    lrs = {f"lr_{l}": np.full(n, np.nan) for l in range(1, max(m_order) + 1)}
+    total, bad = np.zeros(n), np.zeros(n, bool)
+    for m in m_order:
+        rows = m_row == m if len(m_order) > 1 else slice(None)
+        layer_lrs = resolve_lrs({k: v[rows] for k, v in point.items()}, m)
+        total[rows] = sum(layer_lrs)  # 0 + eta_1 + ... + eta_m, as for one student's list
+        for l, v in enumerate(layer_lrs, 1):
+            lrs[f"lr_{l}"][rows] = v
+        bad[rows] = np.minimum.reduce(layer_lrs) < 0
+        if "lr_total" in point:
+            bad[rows] |= ~_isclose(total[rows], point["lr_total"][rows], rel_tol=1e-9, abs_tol=1e-12)
+    if bad.any():
+        r = int(np.argmax(bad))
+        m = int(m_row[r])
+        got = [float(lrs[f"lr_{l}"][r]) for l in range(1, m + 1)]
+        given = float(point["lr_total"][r]) if "lr_total" in point else float(total[r])
+        raise ConfigError("grid.lr_total", f"lr_total={given!r} cannot be split with the given lr_1..lr_{m} "
+                                           f"into learning rates >= 0 (got {got})")
+    # column order of a table built row by row: the first student's lr_1..lr_m, then the labels,
+    # then the layers of later students with more
+    out = {f"lr_{l}": lrs[f"lr_{l}"] for l in range(1, m_order[0] + 1)}
+    out["lr_total"] = total
+    for label in ("lr_1_fraction", "lr_line"):
+        if label in point:
+            out[label] = point[label].astype(float)
+    out["n_trainable"] = m_row
+    out.update({k: v for k, v in lrs.items() if k not in out})
+    return out
+
+
+def _axis_label(names: tuple, entry: tuple) -> str:
+    """One entry of an axis as the config writes it: ``width=64``, ``lr_line=8.0 (eta_1=1.0)``."""
+    if names[0] == "lr_line":
+        return f"lr_line={entry[0]!r} (eta_1={entry[1]!r})"
+    return ", ".join(f"{name}={value!r}" for name, value in zip(names, entry))
+
+
+def _isclose(a, b, rel_tol: float, abs_tol: float) -> np.ndarray:
+    """Elementwise :func:`math.isclose` (symmetric in a and b, unlike np.isclose)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    diff = np.abs(a - b)
+    return (diff <= np.abs(rel_tol * b)) | (diff <= np.abs(rel_tol * a)) | (diff <= abs_tol)
+
+
+def student_columns(df: pd.DataFrame) -> list[str]:
+    """The columns that define what a student trains: static, instance and traced fields and
+    lr_1..lr_m (not the labels lr_total, lr_1_fraction, lr_line, nor the run fields)."""
+    fields = [c for role in ("static", "instance", "traced") for c in columns(role)]
+    return [c for c in df.columns if c in fields or _LR_LAYER.match(c)]
+
+
+def axis_columns(cfg: SweepConfig) -> set[str]:
+    """Student-table columns of the fields on an axis of more than one value: every other field
+    column of :func:`expand_grid` holds one value."""
+    return {_short(name) for names, values in cfg.axes if len(values) > 1 for name in names if name in FIELDS}
+
+
+def _check_distinct_students(df: pd.DataFrame, cfg: SweepConfig, axes, shape) -> None:
+    """ConfigError("grid") when two rows train the same student (identical in every
+    :func:`student_columns`): different axis values that give the same student."""
+    if len(df) == 1:
+        return
+    on_axes = axis_columns(cfg)
+    varying = [c for c in student_columns(df) if c in on_axes or c.startswith("lr_") or c == "target_std"]
+    dup = df.duplicated(subset=varying, keep="first").to_numpy() if varying else np.arange(len(df)) > 0
+    if not dup.any():
+        return
+    second = int(np.argmax(dup))
+    key = df.groupby(varying, sort=False, dropna=False).ngroup().to_numpy() if varying else np.zeros(len(df))
+    first = int(np.argmax(key == key[second]))
+    entries = zip(axes, np.unravel_index(first, shape), np.unravel_index(second, shape))
+    differ = " and ".join(f"{_axis_label(names, values[i])} vs {_axis_label(names, values[j])}"
+                          for (names, values), i, j in entries if i != j)
+    plain = lambda v: v.item() if isinstance(v, np.generic) else v
+    same = ", ".join(f"{c}={plain(df[c].iloc[first])!r}" for c in varying
+                     if (c.startswith("lr_") or c == "target_std" or df[c].nunique(dropna=False) > 1)
+                     and not (isinstance(df[c].iloc[first], float) and math.isnan(df[c].iloc[first])))
+    raise ConfigError("grid", f"students {first} and {second} are the same student ({same}): {differ} "
+                              f"give identical students; keep one of them")
 
 
 def default_target_std(p: dict) -> float:

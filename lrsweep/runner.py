@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import math
 import os
 import platform
 import re
@@ -23,7 +24,7 @@ import pandas as pd
 from lrsweep import config as config_lib
 from lrsweep import runstate, store
 from lrsweep.checkpoint import EVERY_S, SEGMENT_STEPS, ChunkCheckpoints
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import ConfigError, LrsweepError
 from lrsweep.progress import Progress
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
@@ -69,11 +70,93 @@ def prepare(cfg: config_lib.SweepConfig):
     """Expand the grid and build every group's static spec. Raises ConfigError; computes nothing."""
     from lrsweep.spec import GroupSpec
     students = config_lib.expand_grid(cfg)
-    static = [c for c in config_lib.static_columns() if c in students]
-    key = [repr(t) for t in zip(*(students[c].tolist() for c in static))]
-    students.insert(1, "group_id", pd.factorize(np.array(key, dtype=object))[0].astype(np.int64))
-    specs = {gid: GroupSpec.from_row(rows.iloc[0].to_dict()) for gid, rows in students.groupby("group_id", sort=True)}
+    varying = [c for c in config_lib.static_columns() if c in config_lib.axis_columns(cfg)]  # others: one value
+    group_id = (students.groupby(varying, sort=False, dropna=False).ngroup().to_numpy(np.int64) if varying
+                else np.zeros(len(students), np.int64))
+    students.insert(1, "group_id", group_id)
+    first_rows = np.unique(group_id, return_index=True)[1]  # group ids count up in order of first appearance
+    specs = {gid: GroupSpec.from_row(students.iloc[int(i)].to_dict()) for gid, i in enumerate(first_rows)}
     return students, specs
+
+
+@dataclasses.dataclass
+class Plan:
+    """A run checked before any compute or run directory (:func:`plan_run`): its students, each
+    group's spec and mode report, and each group's memory report (:func:`check_memory`)."""
+    n_students: int
+    students: pd.DataFrame
+    specs: dict
+    modes: dict
+    memory: dict
+
+
+def plan_run(cfg: config_lib.SweepConfig, out: str | Path | None = None, *, x64: bool = False,
+             max_memory: int | None = None, max_students: int | None = config_lib.DEFAULT_MAX_STUDENTS) -> Plan:
+    """Every check of a run, before any compute or run directory exists; raises ConfigError.
+
+    In order: a run directory can be made under ``out`` (None: not checked); the grid has at most
+    ``max_students`` students, counted from its axes before expanding (None: no cap); the grid
+    itself (:func:`prepare`); each group's mode; the smallest chunk of each group fits ``max_memory``
+    and the device (:func:`check_memory`). ``lrsweep run --dry-run`` prints what this returns.
+    """
+    if out is not None:
+        check_out(out, cfg.name)
+    n = config_lib.grid_size(cfg) if max_students is None else config_lib.check_grid_size(cfg, max_students)
+    students, specs = prepare(cfg)
+    setup_jax(x64)
+    modes = choose_modes(cfg, students, specs)  # ConfigError for an impossible train.mode: poly
+    return Plan(n, students, specs, modes, check_memory(specs, modes, max_memory))
+
+
+def check_out(out: str | Path, name: str) -> None:
+    """ConfigError("--out") where no run directory can be made in ``out``/``name``: a file on the way,
+    or the nearest existing folder not writable."""
+    path = Path(out) / name
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise ConfigError("--out", f"{existing} is a file, not a directory; give a results folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError("--out", f"cannot write in {existing} (permission denied)")
+
+
+def check_memory(specs: dict, modes: dict, max_memory: int | None) -> dict:
+    """Per group: the smallest chunk's memory (:func:`lrsweep.chunking.min_chunk_bytes`, one instance
+    and one student; a poly group's coefficients where larger) checked against the device (the
+    accelerator's bytes_limit, else the host's RAM) and ``max_memory``; ConfigError where it does not
+    fit. Returns {group: {"min_chunk", "budget", "device", "device_name"}} (bytes). After :func:`setup_jax`."""
+    import jax
+    import jax.numpy as jnp
+
+    from lrsweep import engine
+    from lrsweep.chunking import min_chunk_bytes
+    dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
+    limit, ram = engine.memory_limits()
+    device, device_name = (limit, f"{jax.devices()[0].device_kind} memory") if limit else (ram, "host RAM")
+    report = {}
+    for gid, spec in specs.items():
+        need = max(min_chunk_bytes(spec, dtype_bytes), modes[gid].get("poly_bytes_per_instance", 0)
+                   if modes[gid]["mode"] == "poly" else 0)
+        a = spec.arch
+        what = (f"the smallest chunk of group {gid} (one instance and one student: d={a.input_dim}, "
+                f"n={spec.task.n_train}, h={a.width}, L={a.n_layers}, {dtype_bytes * 8}-bit) needs ~{format_bytes(need)}")
+        if need > device:
+            raise ConfigError("task.input_dim, task.n_train, model.width", f"{what}, more than the "
+                              f"{format_bytes(device)} of {device_name}; make them smaller")
+        if max_memory is not None and need > max_memory:
+            raise ConfigError("--max-memory", f"{format_bytes(max_memory)} is too small: {what}; give at least "
+                                              f"--max-memory {format_bytes(need, up=True)}")
+        report[gid] = {"min_chunk": int(need), "budget": max_memory or engine.default_max_memory(spec),
+                       "device": int(device), "device_name": device_name}
+    return report
+
+
+def format_bytes(n: float, up: bool = False) -> str:
+    """1536 -> '1.5KiB'; ``up``: rounded up to the digit shown (a budget that is enough)."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            return f"{math.ceil(value * 10) / 10 if up else value:.1f}{unit}"
+    return f"{int(n)}B"
 
 
 def choose_modes(cfg: config_lib.SweepConfig, students: pd.DataFrame, specs: dict) -> dict:
@@ -132,7 +215,8 @@ def new_run_id() -> str:
 def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", *, x64: bool = False,
         max_memory: int | None = None, chunk_size: int | None = None, resume: str | Path | None = None,
         progress: bool = True, run_id: str | None = None, checkpoint_every: float | None = None,
-        segment_steps: int | None = None, heartbeat_s: float = runstate.HEARTBEAT_S) -> RunSummary:
+        segment_steps: int | None = None, heartbeat_s: float = runstate.HEARTBEAT_S,
+        max_students: int | None = config_lib.DEFAULT_MAX_STUDENTS) -> RunSummary:
     """Train every student of ``cfg``; write ``<out>/<name>/<run_id>/``; return a summary.
 
     With ``resume=RUN_DIR`` the config and precision stored in that run are reused (a
@@ -142,7 +226,8 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
     a second writer raises :class:`lrsweep.errors.RunLockedError`. ``checkpoint_every`` (seconds,
     default :data:`lrsweep.checkpoint.EVERY_S`; 0 disables) and ``segment_steps``: chunks of more
     steps are trained in segments and their state saved under ``RUN_DIR/checkpoints`` (orbax), so a
-    resumed run continues inside them.
+    resumed run continues inside them. ``max_students`` caps a new run's grid (None: no cap); every
+    check of :func:`plan_run` passes before a run directory is made.
     """
     with contextlib.ExitStack() as stack:
         if resume is not None:
@@ -156,9 +241,9 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
             max_memory = meta["max_memory"] if max_memory is None else max_memory
             chunk_size = meta["chunk_size"] if chunk_size is None else chunk_size
             meta.update(max_memory=max_memory, chunk_size=chunk_size)
-        students, specs = prepare(cfg)  # all validation happens here, before any directory exists
-        setup_jax(x64)
-        modes = choose_modes(cfg, students, specs)  # ConfigError for an impossible train.mode: poly
+        plan = plan_run(cfg, None if resume is not None else out, x64=x64, max_memory=max_memory,
+                        max_students=None if resume is not None else max_students)  # every check, no directory yet
+        students, specs, modes = plan.students, plan.specs, plan.modes
         if resume is None:
             run_dir = Path(out) / cfg.name / (run_id or new_run_id())
             run_dir.mkdir(parents=True, exist_ok=False)

@@ -439,7 +439,8 @@ def test_resume_poly_run(runs, monkeypatch):
     monkeypatch.setattr(poly_driver, "DRIVER", real._replace(iter_group=crashing))
     (tmp / "crash").mkdir()
     with pytest.raises(RuntimeError):
-        run_cli(tmp / "crash", "poly", WIDE, "--max-memory", "1")  # one instance per chunk
+        smallest = runner.plan_run(config.load_config(WIDE, ["train.mode=poly"]), x64=True).memory[0]["min_chunk"]
+        run_cli(tmp / "crash", "poly", WIDE, "--max-memory", str(smallest))  # one instance per chunk
     monkeypatch.setattr(poly_driver, "DRIVER", real)
     (run,) = sorted(p.parent for p in (tmp / "crash").rglob("meta.json"))
     assert len(lrsweep.load(run, table="students")) == N_WIDE // 2
