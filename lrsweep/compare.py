@@ -71,7 +71,7 @@ def register_summary(name: str, fn: Callable) -> None:
 def point_columns(df: pd.DataFrame) -> list[str]:
     """Columns that identify a grid point: every config column but the seed, and the learning-rate
     axes (derived from the field table; only those present and not constant-null)."""
-    fields = [c for role in ("static", "instance", "traced") for c in config_lib.columns(role) if c != "seed"]
+    fields = [c for c in config_lib.field_columns() if c != "seed"]
     lr_axes = ["lr_line", "lr_total", "lr_1_fraction"]
     return [c for c in ["run_id", "group_id", *fields, *lr_axes] if c in df and df[c].notna().any()]
 

@@ -156,6 +156,11 @@ def columns(role: str) -> tuple[str, ...]:
     return tuple(_short(f.path) for f in FIELDS.values() if f.role == role)
 
 
+def field_columns() -> tuple[str, ...]:
+    """Student-table columns of every field that defines a student (static, instance, traced)."""
+    return tuple(c for role in ("static", "instance", "traced") for c in columns(role))
+
+
 def lr_columns(n_trainable: int) -> list[str]:
     """``lr_1 .. lr_m``: the per-layer rates, traced like the ``traced`` fields."""
     return [f"lr_{i}" for i in range(1, n_trainable + 1)]
@@ -897,7 +902,7 @@ def _isclose(a, b, rel_tol: float, abs_tol: float) -> np.ndarray:
 def student_columns(df: pd.DataFrame) -> list[str]:
     """The columns that define what a student trains: static, instance and traced fields and
     lr_1..lr_m (not the labels lr_total, lr_1_fraction, lr_line, nor the run fields)."""
-    fields = [c for role in ("static", "instance", "traced") for c in columns(role)]
+    fields = field_columns()
     return [c for c in df.columns if c in fields or _LR_LAYER.match(c)]
 
 

@@ -387,7 +387,7 @@ def setting_columns(students: pd.DataFrame, line_columns: tuple = ("lr_line",)) 
     """The columns :func:`best_rates` chooses a best point per: every config field of role static,
     instance or traced that varies in ``students`` (not the seed), and the line columns that vary
     (``lr_line``; ``lr_total`` where C is swept). Never lr_1..lr_m: those are what is optimised."""
-    fields = [c for role in ("static", "instance", "traced") for c in config_lib.columns(role) if c != "seed"]
+    fields = [c for c in config_lib.field_columns() if c != "seed"]
     return [c for c in [*fields, *line_columns] if c in students and students[c].nunique(dropna=False) > 1]
 
 
