@@ -97,9 +97,10 @@ def test_use_commands_and_snippets_run(workdir, monkeypatch):
             assert f"run directory: {quickstart.relative_to(workdir)}" in stdout
 
     # the Python snippets, with the runs they name made first (a poly-mode fig1 run: the CPU twin,
-    # one seed, under the paper config's name)
+    # one seed, one line, under the paper config's name)
     rc, _, err = cli_main(["run", "configs/layer_balancing/fig1_2nn_orthogonal_cpu.yaml", "--mode", "poly",
-                           "--set", "name=fig1_2nn_orthogonal", "--set", "seeds=[0]", "--quiet"])
+                           "--set", "name=fig1_2nn_orthogonal", "--set", "seeds=[0]", "--set", "grid.lr_line=[1200]",
+                           "--quiet"])
     assert rc == 0, err
     (fig1,) = run_ids(workdir / "results", "fig1_2nn_orthogonal")
     snippets = blocks(section("Use"), "python")
