@@ -7,7 +7,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -215,14 +214,20 @@ def test_grid_size_counts_axes_before_expanding():
     assert config.grid_size(cfg) == 3 * (29 + 21) * 2 == len(config.expand_grid(cfg))
 
 
+def _never(name):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{name} called: the guard must come before it")
+    return fail
+
+
 @pytest.mark.parametrize("dry", [True, False])
-def test_grid_of_200_million_students_fails_fast(tmp_path, dry):
+def test_grid_of_200_million_students_fails_fast(tmp_path, monkeypatch, dry):
+    """Counted from the axes: the grid is never expanded (the old code spent 89 s and 11 GB on it)."""
     cfg = write_cfg(tmp_path / "c.yaml", tiny_with(seeds={"range": [0, 9999, 1]},
                                                    grid={"lr": {"linspace": [0.1, 10.0, 20000]}}))
-    start = time.perf_counter()
+    monkeypatch.setattr(config, "expand_grid", _never("expand_grid"))
     line = expect_bad(run_args(tmp_path, cfg, *(["--dry-run"] if dry else [])), tmp_path / "out",
                       "grid", "200,000,000 students", "--max-students")
-    assert time.perf_counter() - start < 10
     assert f"{config.DEFAULT_MAX_STUDENTS:,}" in line
 
 
@@ -239,12 +244,13 @@ def _need_gib(line: str) -> float:
 
 
 @pytest.mark.parametrize("dry", [True, False])
-def test_students_too_large_for_the_device(tmp_path, dry):
-    """h = d = n = 100000: the data X alone is n d = 1e10 floats (37.25 GiB in float32)."""
-    start = time.perf_counter()
+def test_students_too_large_for_the_device(tmp_path, monkeypatch, dry):
+    """h = d = n = 100000: the data X alone is n d = 1e10 floats (37.25 GiB in float32). Refused
+    from the memory model: no instance is built, nothing is compiled."""
+    monkeypatch.setattr(engine, "make_instances", _never("engine.make_instances"))
+    monkeypatch.setattr(engine, "make_chunk_fn", _never("engine.make_chunk_fn"))
     line = expect_bad(run_args(tmp_path, *HUGE, *(["--dry-run"] if dry else [])), tmp_path / "out",
                       "task.input_dim", "task.n_train", "model.width", "host RAM")
-    assert time.perf_counter() - start < 20
     assert _need_gib(line) >= 1e10 * 4 / 2**30
 
 
