@@ -4,6 +4,12 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("LRSWEEP_CACHE_DIR", "off")  # tests compile fresh: no state shared across runs
+# XLA:CPU spends most of this suite's time in LLVM, optimizing programs that then run for
+# milliseconds (the instance generator's threefry fusions: ~10 s per program at -O2, ~2 s without).
+# JAX's switch for that (LLVM -O0, no expensive passes), for the session and the subprocesses it
+# starts. Numbers change in the last bits only; JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs the suite
+# with the optimized code that users' runs get.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax
 import numpy as np
