@@ -4,14 +4,12 @@ an uninterrupted run."""
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from conftest import flat_result
 import pandas as pd
 import pytest
 
-from conftest import train_config
-from lrsweep import checkpoint, config, engine, runner
+from lrsweep import config, engine, runner
 from lrsweep.checkpoint import ChunkCheckpoints
 
 LONG = {"name": "long", "seeds": [0, 1, 2],

@@ -1,10 +1,7 @@
 """The `lrsweep` command line: bad input (exit 2, nothing written), run / ls / show / schema /
 --dry-run / --set, and --resume after a simulated crash (bit-identical to a clean run)."""
-import contextlib
-import io
 import json
 import shutil
-import os
 import subprocess
 import sys
 from pathlib import Path

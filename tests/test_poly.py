@@ -18,7 +18,7 @@ import yaml
 from conftest import cli_main, flat_result
 
 import lrsweep
-from lrsweep import cli, config, drivers, engine, poly, runner, steps
+from lrsweep import config, drivers, engine, poly, runner, steps
 from lrsweep.drivers import poly as poly_driver
 
 D, H, N = 8, 6, 10

@@ -15,7 +15,6 @@ float64 round-off of a few matrix products.
 """
 import functools
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
