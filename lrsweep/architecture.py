@@ -6,6 +6,14 @@ Seed 000 (arXiv 2606.00340), Sec. 3 and App. F. ``m`` trained matrices named ``W
 - ``paper_deep``: f(X) = s(..s(X W1)..Wm) a / sqrt(h), W1 (d, h), Wl (h, h), fixed head a (h, 1),
   output dim 1; ``n_layers`` = m + 1 counts the head.
 - ``standard``:   f(X) = s(..s(X W1)..W_{m-1}) Wm, every layer trained, Wm (h, output_dim).
+- ``ntk``:        the NTK parameterization (seed 003 eq. 3; Lewkowycz et al. 2020): every layer's
+  pre-activation divided by sqrt(fan_in), z_1 = X W1 / sqrt(d), z_l = s(z_{l-1}) Wl / sqrt(h),
+  f = s(z_{m-1}) Wm / sqrt(h), entries of every Wl ~ N(0, 1), every layer trained. With two layers
+  and d = 1 this is seed 003's one-hidden-layer network f = v^T U x / sqrt(m) (m = h; the extracted
+  eq. 3 lost the input scaling, which d = 1 makes moot); with one layer, f = w^T x / sqrt(d).
+  s is the identity or ReLU, both positively homogeneous (s(c z) = c s(z), c > 0), so the
+  per-layer factors multiply out: f is the standard network of the same weights times
+  c = 1 / sqrt(d h^(m-1)), which is how every path (autodiff, moments, lowrank, poly) computes it.
 
 Every other module (config validation, init, the engine, the polynomial driver, the benchmarks)
 asks this class; none recomputes a shape.
@@ -16,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard")
+PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard", "ntk")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +42,7 @@ class Architecture:
         """From config values keyed by field path (``model.width``) or short name (``width``)."""
         get = lambda path: p[path] if path in p else p[path.split(".")[-1]]
         par, h = get("model.parameterization"), int(get("model.width"))
-        out = h if par == "paper_2nn" else 1 if par == "paper_deep" else int(get("model.output_dim"))
+        out = h if par == "paper_2nn" else 1 if par == "paper_deep" else int(get("model.output_dim"))  # standard, ntk
         return cls(par, int(get("model.n_layers")), h, int(get("task.input_dim")), out, get("model.activation"))
 
     @property
@@ -52,13 +60,28 @@ class Architecture:
         """(rows, columns) of W1 .. Wm."""
         d, h, m = self.input_dim, self.width, self.n_trainable
         shapes = [(d, h)] + [(h, h)] * (m - 1)
-        if self.parameterization == "standard":
+        if self.last_layer_is_output:
             shapes[-1] = (shapes[-1][0], self.output_dim)
         return tuple(shapes)
 
     @property
+    def last_layer_is_output(self) -> bool:
+        """standard and ntk: the last trained layer gives the output (no activation after it)."""
+        return self.parameterization in ("standard", "ntk")
+
+    @property
+    def init_gains(self) -> tuple[float, ...]:
+        """Per trained layer, the factor on the fan-in-scaled init: sqrt(fan_in) for ntk (entries
+        N(0, 1)), 1 otherwise."""
+        if self.parameterization == "ntk":
+            return tuple(math.sqrt(rows) for rows, _ in self.shapes)
+        return (1.0,) * self.n_trainable
+
+    @property
     def output_scale(self) -> float:
-        """c: 1/h (paper_2nn), 1/sqrt(h) (paper_deep), 1 (standard)."""
+        """c: 1/h (paper_2nn), 1/sqrt(h) (paper_deep), 1 (standard), prod_l 1/sqrt(fan_in_l) (ntk)."""
+        if self.parameterization == "ntk":
+            return 1.0 / math.sqrt(math.prod(rows for rows, _ in self.shapes))
         return {"paper_2nn": 1.0 / self.width, "paper_deep": 1.0 / math.sqrt(self.width)}.get(
             self.parameterization, 1.0)
 

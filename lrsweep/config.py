@@ -64,7 +64,10 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           minimum=0, role="instance"),
     Field("task.kind", "str", "linear_teacher",
           "Task (lrsweep.tasks): `linear_teacher` (regression y = teacher(X beta) + xi, seed 000) or "
-          "`classification` (binary labels in {-1, +1}, seed 003).", choices=("linear_teacher", "classification")),
+          "`classification` (binary labels in {-1, +1}, seed 003) or `single_point` (one input x = 1 with label "
+          "task.label under mse: with a 2-layer ntk student, the uv model of Lewkowycz et al. 2020).",
+          choices=("linear_teacher", "classification", "single_point")),
+    Field("task.label", "float", 0.0, "single_point: the label y of the one input x = 1.", role="instance"),
     Field("task.data", "str", "separable",
           "Classification data: `degenerate` (seed 003 Assumption 3: n_train points at the same feature e_1, "
           "half labelled +1, half -1), `separable` (Gaussian inputs labelled by a random unit direction w, "
@@ -97,7 +100,8 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
     Field("task.test_noise", "bool", False, "Add the label-noise variance to the test loss."),
     Field("model.parameterization", "str", "paper_deep",
           "paper_2nn: X W1 W2 / h (identity head); paper_deep: X W1..W_{L-1} a / sqrt(h), fixed head a; "
-          "standard: every layer trained, no extra scaling.", choices=PARAMETERIZATIONS),
+          "standard: every layer trained, no extra scaling; ntk: every layer trained, every pre-activation "
+          "divided by sqrt(fan_in), weights N(0, 1) (seed 003 eq. 3).", choices=PARAMETERIZATIONS),
     Field("model.n_layers", "int", 3, "Number of layers L (paper_deep counts its fixed head: L-1 layers train).",
           positive=True),
     Field("model.width", "int", 64, "Hidden width h.", positive=True),
@@ -113,8 +117,14 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "exp(-y f(x))) and `exponential` (1/n) sum exp(-y f(x)) for labels in {-1, +1} (one output).",
           choices=("mse", "logistic", "exponential")),
     Field("train.metrics", "str_list", (), "Extra metrics at logged steps (lrsweep.metrics), e.g. [weight_norm]: "
-          "`weight_norm` (Frobenius norm per trained layer), `loss_peak` (largest train loss over every step "
-          "and its first step).", choices=("weight_norm", "loss_peak"), axis=False),
+          "`weight_norm` (Frobenius norm per trained layer), `sharpness` (top eigenvalue of the train loss's "
+          "Hessian, Lanczos warm-started from the previous logged step), `ntk_eig` (top eigenvalue of the "
+          "empirical NTK over the number of samples, seed 003); running over every step: `loss_peak` "
+          "(largest train loss and its first step), `phase` (lazy, catapult, oscillating or divergent, "
+          "lrsweep.metrics.PHASE).", choices=("weight_norm", "sharpness", "ntk_eig", "loss_peak", "phase"),
+          axis=False),
+    Field("train.sharpness_iters", "int", 20, "Lanczos iterations (Hessian-vector products) per logged step of "
+          "`sharpness` (at most the number of parameters are used).", positive=True),
     Field("train.optimizer", "str", "gd", "Full-batch gradient descent.", choices=("gd",)),
     Field("train.steps", "int", 8, "Number of GD steps.", minimum=0),
     Field("train.schedule", "str", "constant",
@@ -176,7 +186,7 @@ ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers"
            "schedule": "train.schedule", "schedule_exponent": "train.schedule_exponent",
            "stable_fraction": "train.stable_fraction", "warmup_steps": "train.warmup_steps",
            "loss": "train.loss", "data": "task.data", "margin": "task.margin",
-           "flip_fraction": "task.flip_fraction"}
+           "flip_fraction": "task.flip_fraction", "label": "task.label"}
 LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line")
 _LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
 TOP_LEVEL = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid")
@@ -541,6 +551,9 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
     if "name" in base and (not _NAME_RE.match(base["name"]) or base["name"] in (".", "..")):
         raise ConfigError("name", f"must be a plain directory name (letters, digits, '.', '_', '-'), "
                                   f"got {base['name']!r}")
+    if base.get("task.kind") == "single_point":  # one input x = 1
+        base.setdefault("task.n_train", 1)
+        base.setdefault("task.input_dim", 1)
     if base.get("task.points") is not None:  # explicit points set the data's size unless given
         base.setdefault("task.n_train", len(base["task.points"]))
         base.setdefault("task.input_dim", len(base["task.points"][0]) - 1)
@@ -653,7 +666,14 @@ def _check_student_shapes(p: dict) -> None:
     if par == "paper_deep" and L < 2:
         raise ConfigError("model.n_layers", f"paper_deep counts its fixed head, so n_layers >= 2; got {L}")
     arch = Architecture.from_fields(p)
-    if p["task.kind"] == "linear_teacher":
+    if p["task.kind"] == "single_point":
+        for path in ("task.input_dim", "task.n_train"):
+            if p[path] != 1:
+                raise ConfigError(path, f"task.kind single_point has one input x = 1: {path} must be 1, got {p[path]}")
+        if arch.output_dim != 1:
+            raise ConfigError("model.output_dim", f"single_point has one output; the {arch.parameterization} "
+                                                  f"student has {arch.output_dim} (use ntk or standard with output_dim 1)")
+    elif p["task.kind"] == "linear_teacher":
         if p["task.design"] == "orthogonal" and n < d:
             raise ConfigError("task.design", f"orthogonal design (X^T X = n I) needs n_train >= input_dim; "
                                              f"got n_train={n} < input_dim={d}")
@@ -662,7 +682,7 @@ def _check_student_shapes(p: dict) -> None:
                                              f"{arch.output_dim}")
     else:
         _check_classification(p, arch)
-    if p["train.loss"] != "mse" and p["task.kind"] != "classification":
+    if p["train.loss"] != "mse" and p["task.kind"] != "classification":  # linear_teacher, single_point
         raise ConfigError("train.loss", f"{p['train.loss']} needs labels in {{-1, +1}} (task.kind: "
                                         f"classification); allowed for task.kind {p['task.kind']}: mse")
     if p["init"] == "orthogonal":
@@ -937,7 +957,7 @@ def _check_distinct_students(df: pd.DataFrame, cfg: SweepConfig, axes, shape) ->
 
 
 def default_target_std(p: dict) -> float:
-    """The authors' teacher scale: paper_2nn 1/d, paper_deep 1/sqrt(h), standard 1/sqrt(d) (``p`` keyed
+    """The authors' teacher scale: paper_2nn 1/d, paper_deep 1/sqrt(h), standard and ntk 1/sqrt(d) (``p`` keyed
     by field path or short column name)."""
     get = lambda path: p[path] if path in p else p[_short(path)]
     par = get("model.parameterization")

@@ -83,7 +83,7 @@ def make_student_fns(spec) -> StudentFns:
 
     def observe(t, params0, state, inst, loss, w_eff, carry):
         """Divergence bookkeeping and reductions at step t and, if t is logged, write the metrics."""
-        alive, loss0, div_step, bufs, reduced = carry
+        alive, loss0, div_step, bufs, reduced, mstates = carry
         loss0 = jnp.where(t == 0, loss, loss0)
         bad = divergence.exceeds(loss, loss0, spec.diverge_factor, jnp)
         div_step = jnp.where(alive & bad, t, div_step)
@@ -91,16 +91,26 @@ def make_student_fns(spec) -> StudentFns:
         reduced = tuple(r.update(c, loss, t, alive) for r, c in zip(reductions, reduced))
         slot = log_slot[t] if isinstance(t, int) else jnp.asarray(log_slot)[t]
 
-        def write(bufs):
+        def write(operand):
+            bufs, mstates = operand
             ctx = metrics_lib.MetricContext(spec, form.dense(spec, params0, state), inst, loss, w_eff,
                                             step_context(inst, t).key)
-            values = {"train_loss": loss, **task.evaluate(spec, ctx), **{m.name: m.fn(ctx) for m in logged}}
-            return {k: b.at[slot].set(jnp.where(alive, values[k], jnp.full((), jnp.nan, b.dtype)))
+            values = {"train_loss": loss, **task.evaluate(spec, ctx)}
+            new_states = dict(mstates)
+            for m in logged:
+                if m.init_state is None:
+                    values[m.name] = m.fn(ctx)
+                else:
+                    values[m.name], new = m.fn(ctx, mstates[m.name])
+                    new_states[m.name] = jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), new,
+                                                                mstates[m.name])
+            bufs = {k: b.at[slot].set(jnp.where(alive, values[k], jnp.full((), jnp.nan, b.dtype)))
                     for k, b in bufs.items()}
+            return bufs, new_states
 
         # `slot` does not depend on the student, so this cond stays a real branch under vmap.
-        bufs = jax.lax.cond(slot >= 0, write, lambda b: b, bufs)
-        return alive, loss0, div_step, bufs, reduced
+        bufs, mstates = jax.lax.cond(slot >= 0, write, lambda operand: operand, (bufs, mstates))
+        return alive, loss0, div_step, bufs, reduced, mstates
 
     def loss_and_grads(params0, state, inst, t):
         return form.loss_and_grads(spec, params0, state, inst, step_context(inst, t))
@@ -110,8 +120,10 @@ def make_student_fns(spec) -> StudentFns:
         shapes = {name: () for name in ("train_loss", *task.metric_names(spec))}
         shapes.update({m.name: metrics_lib.metric_shape(spec, m) for m in logged})
         bufs = {name: jnp.full((spec.n_logs, *shape), jnp.nan, dtype) for name, shape in shapes.items()}
+        key = jax.random.fold_in(inst["step_key"], -1 & 0x7FFFFFFF)  # the metrics' own stream
+        mstates = {m.name: m.init_state(spec, params0, inst, key) for m in logged if m.init_state is not None}
         carry = (jnp.array(True), jnp.zeros((), dtype), jnp.array(-1, jnp.int32), bufs,
-                 tuple(r.init(dtype) for r in reductions))
+                 tuple(r.init(dtype) for r in reductions), mstates)
         state = form.init(spec, params0)
         return state, make_optimizer(spec, hparams).init(state), carry
 
@@ -137,7 +149,7 @@ def make_student_fns(spec) -> StudentFns:
         del hparams
         params, _, carry = state
         loss, _, w_eff, _ = loss_and_grads(params0, params, inst, spec.steps)
-        alive, _, div_step, bufs, reduced = observe(spec.steps, params0, params, inst, loss, w_eff, carry)
+        alive, _, div_step, bufs, reduced, _ = observe(spec.steps, params0, params, inst, loss, w_eff, carry)
         columns = {}
         for r, c in zip(reductions, reduced):
             columns.update(r.columns(c))
@@ -236,7 +248,7 @@ def host_results(spec, result: StudentResult, student_ids: np.ndarray) -> dict:
     for name in curve_names(spec):
         curves.update(metrics_lib.curve_columns(name, np.asarray(result.curves[name])[mask]))
     return {"student_id": student_ids[mask], "curves": curves,
-            "reductions": {k: np.asarray(v)[mask] for k, v in result.reductions.items()},
+            "reductions": metrics_lib.label_columns({k: np.asarray(v)[mask] for k, v in result.reductions.items()}),
             "diverged": np.asarray(result.diverged)[mask], "diverged_step": np.asarray(result.diverged_step)[mask]}
 
 

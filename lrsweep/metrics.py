@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 from lrsweep.students import layers
 
@@ -34,18 +35,25 @@ class MetricContext(NamedTuple):
 
 
 class Metric(NamedTuple):
+    """``fn(ctx) -> value`` (a scalar, or (m,) with ``per_layer``). A metric with ``init_state``
+    carries a state from one logged step to the next (a warm start, e.g. the previous top
+    eigenvector): ``init_state(spec, params0, inst, key) -> state`` at step 0, and then
+    ``fn(ctx, state) -> (value, state)``; a diverged student's state is frozen."""
     name: str
-    fn: Callable          # MetricContext -> () or (m,)
+    fn: Callable
     per_layer: bool
+    init_state: Callable | None = None
 
 
 class Reduction(NamedTuple):
     """A running reduction over every step t = 0..T: ``init(dtype) -> carry``, ``update(carry, loss, t,
-    alive) -> carry`` (``alive``: the student has not diverged before t), ``columns(carry) -> dict``."""
+    alive) -> carry`` (``alive``: the student has not diverged at or before t), ``columns(carry) ->
+    dict``. ``labels``: column -> names, for a column that holds codes (stored as the names)."""
     name: str
     init: Callable
     update: Callable
     columns: Callable
+    labels: dict = {}
 
 
 def weight_norm(ctx: MetricContext):
@@ -65,8 +73,41 @@ LOSS_PEAK = Reduction(
     _peak_update,
     lambda carry: {"loss_peak": carry[0], "loss_peak_step": carry[1]})
 
+PHASES = ("lazy", "catapult", "oscillating", "divergent")
+
+
+def _phase_update(carry, loss, t, alive):
+    loss0, peak, last, _ = carry
+    loss0 = jnp.where(t == 0, loss, loss0)
+    return (loss0, jnp.where(alive & (loss > peak), loss, peak), jnp.where(alive, loss, last), alive)
+
+
+def _phase_columns(carry):
+    loss0, peak, last, alive = carry
+    code = jnp.where(~alive, 3, jnp.where(peak <= loss0, 0, jnp.where(last < loss0, 1, 2)))
+    return {"phase": code.astype(jnp.int32)}
+
+
+PHASE = Reduction(
+    "phase",
+    lambda dtype: (jnp.zeros((), dtype), jnp.full((), -jnp.inf, dtype), jnp.zeros((), dtype), jnp.array(True)),
+    _phase_update, _phase_columns, labels={"phase": PHASES})
+"""The phase of gradient descent at a fixed learning rate (seed 003 Sec. 1; Lewkowycz et al. 2020),
+from the train loss L_0..L_T of every step and the divergence rule (:mod:`lrsweep.divergence`):
+
+- ``divergent``: the divergence rule fired (a non-finite loss, or one above diverge_factor L_0);
+- ``lazy``: the loss never rose above its initial value, max_t L_t <= L_0;
+- ``catapult``: it rose (max_t L_t > L_0) and ended below where it started, L_T < L_0;
+- ``oscillating``: it rose and did not come back below L_0, nor diverge: seed 003 Theorem 1's
+  saturating logistic region (eta above its critical rate, the weight settling on a 2-cycle
+  +-w* whose loss exceeds L_0), or a run too short to see a catapult land or a divergence.
+
+The oscillation of Theorem 1's middle logistic region (8 < eta < eta_c: the loss falls to the
+2-cycle's L(w*) > min L and stays) never raises the loss, so it is ``lazy`` by this rule; its
+signature is a final loss above the minimum (:mod:`lrsweep.theory.catapult`)."""
+
 METRICS: dict[str, Metric] = {"weight_norm": Metric("weight_norm", weight_norm, per_layer=True)}
-REDUCTIONS: dict[str, Reduction] = {"loss_peak": LOSS_PEAK}
+REDUCTIONS: dict[str, Reduction] = {"loss_peak": LOSS_PEAK, "phase": PHASE}
 
 
 def logged(spec) -> list[Metric]:
@@ -80,6 +121,13 @@ def reductions(spec) -> list[Reduction]:
 
 def metric_shape(spec, metric: Metric) -> tuple:
     return (spec.arch.n_trainable,) if metric.per_layer else ()
+
+
+def label_columns(reduction_columns: dict) -> dict:
+    """Host reduction columns with coded columns (``Reduction.labels``) replaced by their names."""
+    labels = {c: names for r in REDUCTIONS.values() for c, names in r.labels.items()}
+    return {c: (np.asarray(labels[c], dtype=object)[np.asarray(v)] if c in labels else v)
+            for c, v in reduction_columns.items()}
 
 
 def curve_columns(name: str, values) -> dict:

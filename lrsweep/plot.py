@@ -168,7 +168,7 @@ GRADIENT_WORDS = {"exact": "exact gradient", "signal_only": "signal-only gradien
 INIT_WORDS = {"gaussian": "Gaussian"}
 TARGET_WORDS = {"gaussian": "Gaussian teacher", "orthonormal": "teacher Q/\u221ad"}
 OUTPUT_WORDS = {"paper_2nn": r"$f = XW_1W_2/h$", "paper_deep": r"$f = XW_1\cdots W_{L-1}a/\sqrt{h}$",
-                "standard": "standard parameterization"}
+                "standard": "standard parameterization", "ntk": "NTK parameterization"}
 
 
 def number(v) -> str:

@@ -32,6 +32,7 @@ class GroupSpec:
     warmup_steps: int = 0
     loss: str = "mse"
     metrics: tuple = ()
+    sharpness_iters: int = 20
 
     @classmethod
     def from_row(cls, row) -> "GroupSpec":
@@ -41,7 +42,7 @@ class GroupSpec:
         spec = cls(Architecture.from_fields(row), TaskSpec.from_row(row), row["init"], row["optimizer"],
                    int(row["steps"]), config_lib.log_steps(row), row["gradient"], row["formulation"],
                    float(row["diverge_factor"]), row.get("schedule", "constant"), int(row.get("warmup_steps", 0)),
-                   row.get("loss", "mse"), tuple(row.get("metrics", ()) or ()))
+                   row.get("loss", "mse"), tuple(row.get("metrics", ()) or ()), int(row.get("sharpness_iters", 20)))
         if spec.gradient == "signal_only" and not losses.LOSSES[spec.loss].quadratic:
             raise ConfigError("train.gradient", f"signal_only replaces the squared loss's residual f(X) - y by -y "
                                                 f"and needs train.loss: mse (got {spec.loss}); allowed here: exact")

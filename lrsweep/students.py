@@ -9,6 +9,8 @@ batched with ``vmap`` by the engine.
 - ``paper_deep``: f(X) = s(..s(s(X W_1) W_2)..W_m) a / sqrt(h), W_1 (d, h), W_l (h, h), head a (h, 1)
   fixed, a ~ N(0, 1/h); ``n_layers`` = m + 1 counts the head.
 - ``standard``:   f(X) = s(..s(X W_1)..W_{m-1}) W_m, every layer trained, no extra scaling.
+- ``ntk``:        the same times 1/sqrt(d h^(m-1)) (every pre-activation over sqrt(fan_in)), W_l ~ N(0, 1)
+  (:class:`lrsweep.architecture.Architecture` says why one factor at the end is exact).
 s is the identity (``linear``) or ReLU, applied after every hidden layer.
 """
 
@@ -68,7 +70,8 @@ def orthogonal(key, shape, dtype):
 
 
 def init_params(key, arch: Architecture, init: str, scale, dtype) -> dict:
-    """Trained matrices {W1..Wm}: orthogonal, or gaussian with W ~ N(0, 1/fan_in); times ``scale``."""
+    """Trained matrices {W1..Wm}: orthogonal, or gaussian with W ~ N(0, 1/fan_in); times the layer's
+    ``arch.init_gains`` (ntk: unit-variance entries) and ``scale``."""
     keys = jax.random.split(key, arch.n_trainable)
     if init == "orthogonal":
         mats = [orthogonal(k, s, dtype) for k, s in zip(keys, arch.shapes)]
@@ -76,7 +79,8 @@ def init_params(key, arch: Architecture, init: str, scale, dtype) -> dict:
         mats = [jax.random.normal(k, s, dtype) / math.sqrt(s[0]) for k, s in zip(keys, arch.shapes)]
     else:
         raise ValueError(f"init: unknown '{init}'; allowed: orthogonal, gaussian")
-    return {name: scale * w for name, w in zip(arch.layer_names, mats)}
+    return {name: scale * (w if gain == 1.0 else gain * w)
+            for name, w, gain in zip(arch.layer_names, mats, arch.init_gains)}
 
 
 def layers(arch: Architecture, params: dict) -> list:
@@ -102,7 +106,7 @@ def predict(arch: Architecture, params: dict, head, x):
     last = len(mats) - 1
     for i, w in enumerate(mats):
         z = z @ w
-        if arch.parameterization != "standard" or i < last:
+        if not arch.last_layer_is_output or i < last:
             z = _act(arch, z)
     if arch.has_head:
         z = z @ head

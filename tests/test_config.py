@@ -214,7 +214,10 @@ def test_zip_list_of_groups_and_lr_zip():
 # Each entry: (values, base-config edits that make both values valid).
 AXIS_VALUES = {
     "seed": ([3, 5], {}),
-    "task.kind": (["classification", "linear_teacher"], {}),
+    "task.kind": (["classification", "single_point"], {"task.input_dim": 1, "task.n_train": 1, "model.width": 1}),
+    "task.label": ([0.5, -1.0], {"task.kind": "single_point", "task.input_dim": 1, "task.n_train": 1,
+                                 "model.width": 1}),
+    "train.sharpness_iters": ([5, 40], {}),
     "task.data": (["degenerate", "nonseparable"], {"task.kind": "classification"}),
     "task.margin": ([0.5, 2.0], {"task.kind": "classification"}),
     "task.flip_fraction": ([0.2, 0.4], {"task.kind": "classification", "task.data": "nonseparable"}),
@@ -227,7 +230,7 @@ AXIS_VALUES = {
     "task.noise_std": ([0.1, 0.5], {}),
     "task.n_test": ([16, 100], {}),
     "task.test_noise": ([True, False], {}),
-    "model.parameterization": (["paper_2nn", "standard"], {"model.n_layers": 2}),  # paper_2nn has 2 layers
+    "model.parameterization": (["paper_2nn", "ntk"], {"model.n_layers": 2}),  # paper_2nn has 2 layers
     "model.n_layers": ([2, 5], {}),
     "model.width": ([16, 32], {}),
     "model.activation": (["relu", "linear"], {}),

@@ -46,6 +46,8 @@ def qualifies(spec) -> str | None:
                 f"train.warmup_steps: {spec.warmup_steps})")
     if spec.formulation == "autodiff":
         return "train.formulation is autodiff (poly mode works on the data moments)"
+    if spec.metrics:
+        return f"train.metrics ({', '.join(spec.metrics)}) are computed by the engine at logged steps"
     return None
 
 

@@ -103,6 +103,6 @@ def step_context(inst: dict, t) -> StepContext:
     return StepContext(t, jax.random.fold_in(inst["step_key"], t))
 
 
-from lrsweep.tasks import classification, linear_teacher  # noqa: E402  (registrations)
+from lrsweep.tasks import classification, linear_teacher, single_point  # noqa: E402  (registrations)
 
-TASKS: dict[str, Task] = {t.name: t for t in (linear_teacher.TASK, classification.TASK)}
+TASKS: dict[str, Task] = {t.name: t for t in (linear_teacher.TASK, classification.TASK, single_point.TASK)}
