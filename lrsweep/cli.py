@@ -94,6 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress (otherwise a bar on a terminal, or a plain line every 30 s to a file: "
                         "set LRSWEEP_PROGRESS_EVERY=SECONDS to change)")
 
+    b = sub.add_parser("boundary", help="learning rates where the phase changes (lazy/catapult, catapult/divergent)",
+                       description=(
+        "Train CONFIG's grid (its shared `lr` axis is the coarse grid), then locate for every point of the "
+        "other axes and seed the learning rates where the phase changes, by bisections that advance together "
+        "in one compiled program, to hi/lo <= 1 + rtol. Writes RUN/boundaries.parquet beside the run's tables."))
+    b.add_argument("config", nargs="?", help="YAML file or built-in name")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a field (repeatable)")
+    b.add_argument("--rtol", type=float, default=1e-3, help="relative precision of each boundary (default 1e-3)")
+    b.add_argument("--out", default="results", help="results root (default: results)")
+    b.add_argument("--x64", action="store_true", help="train in float64 (default float32)")
+    b.add_argument("--max-memory", type=parse_bytes, default=None, help="memory budget per chunk, e.g. 2GB")
+    b.add_argument("--chunk-size", type=_positive_int, default=None, help="cap on students per compiled call")
+    b.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted boundary run (reuses its config and rtol)")
+    b.add_argument("--max-students", type=_positive_int, default=config_lib.DEFAULT_MAX_STUDENTS, metavar="N",
+                   help="refuse a coarse grid of more than N students")
+    b.add_argument("--quiet", action="store_true", help="no progress")
+
     ls = sub.add_parser("ls", help="list runs with status and size")
     ls.add_argument("root", nargs="?", default="results")
 
@@ -196,6 +214,58 @@ def cmd_run(args) -> int:
     _print_summary(summary)
     _print_comparison(summary.run_dir, *comparison, rows=6)
     return 0
+
+
+def cmd_boundary(args) -> int:
+    from lrsweep import boundary, progress, runner
+    if not args.quiet:
+        progress.interval_from_env()
+    cfg = None
+    if args.resume:
+        if args.config is not None or args.overrides:
+            raise config_lib.ConfigError("--resume", "reuses the config stored in the run; do not also give "
+                                                     "CONFIG or --set")
+    else:
+        cfg = config_lib.load_config(runner.resolve_config_path(args.config), args.overrides)
+    try:
+        with _sigterm_as_interrupt():
+            summary = boundary.run_boundary(cfg, args.out, rtol=args.rtol, x64=args.x64, max_memory=args.max_memory,
+                                            chunk_size=args.chunk_size, resume=args.resume,
+                                            progress=not args.quiet, max_students=args.max_students)
+    except runner.RunInterrupted as e:
+        print(f"lrsweep: interrupted; {e}. Finish it with: lrsweep boundary --resume {e.run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("lrsweep: interrupted during the bisection; finished chunks are stored. Finish it with: "
+              f"lrsweep boundary --resume {args.resume or 'RUN_DIR'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    _print_boundaries(summary)
+    return 0
+
+
+def _print_boundaries(summary) -> None:
+    """Where the table is, how many students it took against a dense grid, and the boundaries in
+    units of 1 / lambda_0 where lambda_0 was logged."""
+    import pandas as pd
+    t = summary.table
+    print(f"boundaries: {summary.run_dir / 'boundaries.parquet'}: {int(t['bracketed'].sum())} of {len(t)} bracketed "
+          f"by the coarse rates, located to hi/lo <= 1 + {summary.rtol:g}")
+    ratio = summary.n_dense / summary.n_trained if summary.n_trained else float("nan")
+    print(f"students trained: {summary.n_trained:,} (coarse grid {summary.n_coarse:,} + bisection "
+          f"{summary.n_bisection:,}); a dense grid of the same resolution: {summary.n_dense:,} ({ratio:.0f}x more)")
+    shown = t[t["bracketed"]].copy()
+    if shown.empty:
+        return
+    shown["eta_lambda0"] = shown["lr"] * shown["initial_ntk_eig"]
+    keys = [c for c in ("width", "n_layers", "activation", "loss", "data", "kind") if c in shown
+            and shown[c].nunique() > 1]
+    agg = shown.groupby(keys + ["boundary"], sort=True).agg(
+        n=("lr", "size"), lr=("lr", "median"), eta_lambda0=("eta_lambda0", "median")).reset_index()
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print("median over seeds (eta_lambda0: the boundary times the initial NTK eigenvalue; wide-limit "
+              "uv model: 2 and 4):")
+        print(agg.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"load with: pandas.read_parquet('{summary.run_dir / 'boundaries.parquet'}')")
 
 
 def _print_plan(cfg, plan) -> None:
@@ -331,7 +401,7 @@ def cmd_show(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ls": cmd_ls, "show": cmd_show, "compare": cmd_compare, "plot": cmd_plot,
+COMMANDS = {"run": cmd_run, "boundary": cmd_boundary, "ls": cmd_ls, "show": cmd_show, "compare": cmd_compare, "plot": cmd_plot,
             "schema": lambda args: print(config_lib.describe_schema()) or 0}
 
 

@@ -355,9 +355,7 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, out, ru
     ids = result["student_id"]
     rows = students.set_index("student_id").loc[ids].reset_index()
     rows.insert(0, "run_id", run_id)
-    for col in rows.columns:  # list-valued fields (log_steps, metrics, points) as text
-        if rows[col].map(lambda v: isinstance(v, (list, tuple))).any():
-            rows[col] = rows[col].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else None)
+    rows = store.lists_as_text(rows)
     rows["formulation"] = spec.formulation
     rows["mode"] = result["mode"] if "mode" in result else mode
     for name, values in result["curves"].items():

@@ -69,6 +69,15 @@ def write_table(df: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -
     _atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
+def lists_as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with list-valued columns (log_steps, metrics, points) as comma-separated text."""
+    df = df.copy()
+    for col in df.columns:
+        if df[col].map(lambda v: isinstance(v, (list, tuple))).any():
+            df[col] = df[col].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else None)
+    return df
+
+
 def write_json(obj: dict, path: Path) -> None:
     _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
