@@ -1,0 +1,125 @@
+"""Benchmark the catapult family: curvature metrics inside the vmapped scan, and boundaries by bisection.
+
+All measured in one run on jax.devices()[0]:
+  1. student-steps/s of a vmapped grid of ntk students (2-layer, width m, degenerate data, logistic
+     loss) with ``sharpness`` and ``ntk_eig`` logged every k steps, against a per-student loop
+     doing the same (one jitted student at a time, Python loop; timed on a sample, compile excluded);
+  2. the metrics' share of the run time: the same grid without the metrics;
+  3. ``lrsweep boundary`` on the uv model: students trained (coarse grid + bisection) against a
+     dense geometric grid reaching the same precision rtol, and the wall time against that grid's
+     time at the measured engine rate.
+
+    python scripts/bench_catapult.py            # GPU sizes (>= 10,000 students)
+    python scripts/bench_catapult.py --quick    # a 2-core CPU in about a minute
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from lrsweep import boundary, chunking, config, engine, runner
+
+
+def grid_config(n_seeds: int, n_rates: int, width: int, steps: int, log_every: int, metrics: list) -> dict:
+    return {"name": "bench_catapult", "seeds": {"range": [0, n_seeds - 1, 1]},
+            "task": {"kind": "classification", "data": "degenerate", "n_train": 2, "input_dim": 1},
+            "model": {"parameterization": "ntk", "n_layers": 2, "width": width, "activation": "linear",
+                      "output_dim": 1},
+            "init": "gaussian",
+            "train": {"loss": "logistic", "steps": steps, "log_every": log_every, "metrics": metrics,
+                      "sharpness_iters": 10},
+            "grid": {"lr": {"geomspace": [0.05, 20.0, n_rates]}}}
+
+
+def engine_time(cfg: dict, max_memory: int | None) -> tuple[float, int, object, object]:
+    """Seconds to train every student (compile excluded: the first chunk is run twice and the
+    first call not counted), the number of students, the spec and the students frame."""
+    students, specs = runner.prepare(config.load_config(cfg))
+    (spec,) = specs.values()
+    dtype_bytes = np.dtype(jax.numpy.result_type(float)).itemsize
+    _, chunks = chunking.plan_chunks(spec, students, max_memory=max_memory or engine.default_max_memory(spec),
+                                     dtype_bytes=dtype_bytes)
+    fn = engine.make_chunk_fn(spec)
+    built = [engine.build_instances(fn, c) for c in chunks]
+    hp = [{k: jax.numpy.asarray(v, jax.numpy.result_type(float)) for k, v in c.hparams.items()} for c in chunks]
+    jax.block_until_ready(fn.train(*built[0], hp[0]))  # compile
+    t0 = time.perf_counter()
+    for inst, h in zip(built, hp):
+        jax.block_until_ready(fn.train(*inst, h))
+    return time.perf_counter() - t0, len(students), spec, students
+
+
+def loop_time(spec, students, sample: int) -> float:
+    """Seconds per student of a per-student loop: one jitted student, called once per student."""
+    from lrsweep.tasks import make_instance
+    train = jax.jit(engine.make_student_fns(spec).train)
+    dtype = jax.numpy.result_type(float)
+    rows = students.sample(n=min(sample, len(students)), random_state=0)
+    args = []
+    for _, row in rows.iterrows():
+        hp = {c: jax.numpy.asarray(row[c], jax.numpy.uint32 if c == "seed" else dtype) for c in spec.instance_columns}
+        params0, inst = make_instance(spec, hp, dtype, spec.formulation != "autodiff")
+        args.append((params0, inst, {c: jax.numpy.asarray(row[c], dtype) for c in spec.traced_columns}))
+    jax.block_until_ready(train(*args[0]))  # compile
+    t0 = time.perf_counter()
+    for a in args:
+        jax.block_until_ready(train(*a))
+    return (time.perf_counter() - t0) / len(args)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="CPU sizes (about a minute)")
+    ap.add_argument("--seeds", type=int, default=None, help="default 16 (quick 4)")
+    ap.add_argument("--rates", type=int, default=None, help="default 640 (quick 64)")
+    ap.add_argument("--width", type=int, default=None, help="default 256 (quick 64)")
+    ap.add_argument("--steps", type=int, default=None, help="default 500 (quick 200)")
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--loop-sample", type=int, default=None, help="students timed in the loop (default 64; quick 16)")
+    ap.add_argument("--max-memory", type=int, default=None, help="bytes per chunk (default: the engine's)")
+    ap.add_argument("--rtol", type=float, default=1e-3)
+    a = ap.parse_args()
+    seeds = a.seeds or (4 if a.quick else 16)
+    rates = a.rates or (64 if a.quick else 640)
+    width = a.width or (64 if a.quick else 256)
+    steps = a.steps or (200 if a.quick else 500)
+    sample = a.loop_sample or (16 if a.quick else 64)
+    dev = jax.devices()[0]
+    print(f"device: {dev.device_kind} ({dev.platform}), jax {jax.__version__}")
+
+    cfg = grid_config(seeds, rates, width, steps, a.log_every, ["sharpness", "ntk_eig", "phase"])
+    t_grid, n, spec, students = engine_time(cfg, a.max_memory)
+    t_plain, *_ = engine_time(grid_config(seeds, rates, width, steps, a.log_every, ["phase"]), a.max_memory)
+    per_student = loop_time(spec, students, sample)
+    rate_grid, rate_loop = n * steps / t_grid, steps / per_student
+    print(f"grid: {n:,} ntk students (2 layers, m = {width}, logistic, degenerate data), {steps} steps, "
+          f"sharpness ({spec.sharpness_iters} Lanczos steps) and ntk_eig every {a.log_every} steps")
+    print(f"  engine {rate_grid:,.0f} student-steps/s ({t_grid:.2f} s); per-student loop {rate_loop:,.0f} "
+          f"student-steps/s ({per_student * 1e3:.1f} ms/student, {sample} timed) -> {rate_grid / rate_loop:.0f}x")
+    print(f"  without the metrics {t_plain:.2f} s: the metrics take {100 * (1 - t_plain / t_grid):.0f}% of the run")
+
+    uv = {"name": "bench_uv", "seeds": {"range": [0, seeds - 1, 1]}, "task": {"kind": "single_point"},
+          "model": {"parameterization": "ntk", "n_layers": 2, "width": width, "activation": "linear",
+                    "output_dim": 1},
+          "init": "gaussian", "train": {"steps": steps, "log_every": steps, "metrics": ["ntk_eig"]},
+          "grid": {"lr": {"geomspace": [0.25, 4.0, 9]}}}
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        summary = boundary.run_boundary(config.load_config(uv), out, rtol=a.rtol, progress=False)
+        t_boundary = time.perf_counter() - t0
+    t_dense, *_ = engine_time({**uv, "grid": {"lr": {"geomspace": [0.25, 4.0, 64]}}}, a.max_memory)
+    dense_s = summary.n_dense / (seeds * 64) * t_dense
+    print(f"boundary (uv model, m = {width}, {seeds} seeds, rtol {a.rtol:g}): {summary.n_trained:,} students "
+          f"trained (coarse {summary.n_coarse} + bisection {summary.n_bisection}) vs a dense grid of "
+          f"{summary.n_dense:,} -> {summary.n_dense / summary.n_trained:.0f}x fewer; {t_boundary:.1f} s with "
+          f"compiles vs ~{dense_s:.1f} s for the dense grid at the engine's rate (compile excluded)")
+    assert math.isfinite(t_boundary)
+
+
+if __name__ == "__main__":
+    main()
