@@ -8,7 +8,10 @@ Which figures a run gets follows from its grid (:func:`run_figures`):
 - any other learning-rate grid (a uniform ``lr``, ``lr_1`` with other axes): test loss against the
   learning rate on a log axis (:func:`lr_figure`), one curve per value of the other varying axes;
 - two independently varying layer rates: the seed-mean test loss over (eta_1, eta_2)
-  (:func:`heatmap_figure`), and for poly-mode groups an n x n map from the stored polynomials.
+  (:func:`heatmap_figure`), and for poly-mode groups an n x n map from the stored polynomials;
+- phases or curvature stored (seed 003): loss curves coloured by eta lambda_0, final curvature
+  against eta and the phase diagram of ``boundaries.parquet`` (:mod:`lrsweep.plot_catapult`).
+  A run without test losses (``single_point``) gets only these.
 
 Every curve is the mean over the seeds that survived to that step, with a band of +-1 standard
 error; a point where every seed diverged is an x at the top of its panel. Panels wrap into rows
@@ -212,14 +215,18 @@ def student_words(points: pd.DataFrame, skip=()) -> str:
         parts.append(net)
     if const("parameterization"):
         parts.append(OUTPUT_WORDS.get(row["parameterization"], str(row["parameterization"])))
-    sizes = [(s, row[c]) for s, c in (("h", "width"), ("d", "input_dim"), ("n", "n_train")) if const(c)]
+    one_point = const("kind") and row["kind"] == "single_point"
+    sizes = [(s, row[c]) for s, c in (("h", "width"), ("d", "input_dim"), ("n", "n_train"))
+             if const(c) and not (one_point and s != "h")]
     if sizes and len({v for _, v in sizes}) == 1:
         parts.append(" = ".join(s for s, _ in sizes) + f" = {number(sizes[0][1])}")
     elif sizes:
         parts.append(", ".join(f"{s} = {number(v)}" for s, v in sizes))
     if const("init"):
         parts.append(value_words("init", row["init"]))
-    if const("kind") and row["kind"] == "classification":
+    if one_point:
+        parts.append(f"one training point x = 1, y = {number(row.get('label', 0.0))}")
+    elif const("kind") and row["kind"] == "classification":
         parts.append(f"{row.get('data', '')} classification".strip())
     elif const("target"):
         parts.append(TARGET_WORDS.get(row["target"], f"{row['target']} teacher"))
@@ -756,29 +763,34 @@ def dense_heatmap_figures(run: Path, name: str, curves: pd.DataFrame, n: int = 4
 
 
 def run_figures(run: str | Path, dense: int = 400) -> list[tuple[str, object]]:
-    """Every figure of a run as ``(file stem, Figure)``: line figures (per theory) or loss against
-    the learning rate, (eta_1, eta_2) heat maps, and dense maps of poly-mode groups.
+    """Every figure of a run as ``(file stem, Figure)``: where test losses are stored, line figures
+    (per theory) or loss against the learning rate, (eta_1, eta_2) heat maps and dense maps of
+    poly-mode groups; where phases or curvature are stored, the phase figures of
+    :mod:`lrsweep.plot_catapult` (loss curves by eta lambda_0, final curvature, phase diagram).
 
     Raises:
       StoreError: the run has no results yet.
     """
-    from lrsweep import compare, store
+    from lrsweep import compare, plot_catapult, store
     run = Path(run)
     curves = store.load(run)
-    if curves.empty:
+    if curves.empty and plot_catapult.read_boundaries(run).empty:
         raise StoreError(run, "no results yet (no chunk has finished); nothing to plot")
-    points, keys = seed_means(curves)
     name = str(curves["name"].iloc[0]) if "name" in curves and curves["name"].nunique() == 1 else ""
-    table = compare.compare(run)
-    if is_line_grid(points):
-        figures = line_figures(name, points, keys, table)
-    else:
-        figures = lr_figures(name, points, keys, table)
-    figures += heatmap_figures(name, points)
-    figures += dense_heatmap_figures(run, name, curves, dense)
+    figures = []
+    if "test_loss" in curves and curves["test_loss"].notna().any():  # single_point runs have none
+        points, keys = seed_means(curves)
+        table = compare.compare(run)
+        if is_line_grid(points):
+            figures = line_figures(name, points, keys, table)
+        else:
+            figures = lr_figures(name, points, keys, table)
+        figures += heatmap_figures(name, points)
+        figures += dense_heatmap_figures(run, name, curves, dense)
+    figures += plot_catapult.catapult_figures(run, name, curves)
     if not figures:
         raise StoreError(run, "nothing to plot: no learning rate varies over the grid (every figure is "
-                              "test loss against a learning rate)")
+                              "test loss against a learning rate) and no phases or curvature are stored")
     return figures
 
 
