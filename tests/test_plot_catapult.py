@@ -287,16 +287,19 @@ def test_curvature_in_units_of_lambda_0_where_seeds_differ(seeded_run):
 # --------------------------------------------------------------------------------------
 
 def _boundary_rows(rng, widths, activations, seeds, lam0_nan=False):
+    """Rows as `lrsweep boundary` writes them: a unit's config columns (group_id first, one group per
+    width and activation), its seed and initial values, then the estimate; lr lands near eta lambda_0
+    = 2 and 4 + 8 / sqrt(width)."""
     rows = []
-    for w in widths:
-        for a in activations:
-            for s in seeds:
-                lam0 = np.nan if lam0_nan else 2.0 + 0.1 * rng.standard_normal()
-                for b, at in (("lazy/catapult", 2.0), ("catapult/divergent", 4.0 + 8.0 / np.sqrt(w))):
-                    lr = (at + 0.05 * rng.standard_normal()) / (2.0 if lam0_nan else lam0)
-                    rows.append(dict(width=w, activation=a, seed=s, boundary=b, lr_low=lr * 0.99, lr_high=lr * 1.01,
-                                     lr=lr, bracketed=True, initial_train_loss=0.4, initial_ntk_eig=lam0,
-                                     n_trained=12))
+    for g, (w, a) in enumerate((w, a) for w in widths for a in activations):
+        for s in seeds:
+            lam0 = np.nan if lam0_nan else 2.0 + 0.1 * rng.standard_normal()
+            for b, at in (("lazy/catapult", 2.0), ("catapult/divergent", 4.0 + 8.0 / np.sqrt(w))):
+                lr = (at + 0.05 * rng.standard_normal()) / (2.0 if lam0_nan else lam0)
+                rows.append(dict(group_id=g, name="uv", kind="single_point", parameterization="ntk", n_layers=2,
+                                 width=w, activation=a, steps=STEPS, seed=s, initial_train_loss=0.4,
+                                 initial_ntk_eig=lam0, unit_id=g * len(seeds) + s, n_coarse=8, boundary=b,
+                                 bracketed=True, lr_low=lr * 0.99, lr_high=lr * 1.01, lr=lr, rounds=4, n_trained=12))
     return rows
 
 
@@ -391,3 +394,26 @@ def test_many_students_in_a_panel_are_an_even_selection_said_in_the_title(tmp_pa
     assert len(lines) == plot_catapult.MAX_STUDENT_CURVES
     assert {scaled.idxmin(), scaled.idxmax()} <= set(lines)
     assert f"{plot_catapult.MAX_STUDENT_CURVES} of {n} students" in ax.get_title()
+
+
+def test_plot_of_a_boundary_run_draws_its_estimates(tmp_path):
+    """`lrsweep boundary` then `lrsweep plot`: a phase diagram over the widths whose lines are the seed
+    means of the stored boundaries.parquet (lr: ntk_eig is not logged), beside the loss curves."""
+    import yaml
+    cfg = {"name": "uvb", "seeds": [0, 1], "task": {"kind": "single_point"}, "init": "gaussian",
+           "model": {"parameterization": "ntk", "n_layers": 2, "width": 8, "activation": "linear", "output_dim": 1},
+           "train": {"steps": 20}, "grid": {"width": [4, 16], "lr": {"geomspace": [0.3, 6.0, 5]}}}
+    path = tmp_path / "uvb.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rc, _, err = cli_main(["boundary", path, "--out", tmp_path, "--rtol", "0.05", "--quiet"])
+    assert rc == 0, err
+    (run,) = (tmp_path / "uvb").iterdir()
+    figures = figures_of(run)
+    assert {"loss_curves", "phase_diagram"} <= set(figures)
+    (ax,) = panels(figures["phase_diagram"])
+    stored = pd.read_parquet(run / "boundaries.parquet")
+    assert stored["bracketed"].all()
+    for boundary, b in stored[stored["bracketed"]].groupby("boundary"):
+        (line,) = [ln for ln in ax.get_lines() if ln.get_gid() == f"boundary {boundary}"]
+        want = b.groupby("width")["lr"].mean()
+        assert np.allclose(line.get_xdata(), want.index) and np.allclose(line.get_ydata(), want, rtol=1e-12)
