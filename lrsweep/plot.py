@@ -789,8 +789,9 @@ def run_figures(run: str | Path, dense: int = 400) -> list[tuple[str, object]]:
         figures += dense_heatmap_figures(run, name, curves, dense)
     figures += plot_catapult.catapult_figures(run, name, curves)
     if not figures:
-        raise StoreError(run, "nothing to plot: no learning rate varies over the grid (every figure is "
-                              "test loss against a learning rate) and no phases or curvature are stored")
+        raise StoreError(run, "nothing to plot: test-loss figures need test losses and a varying learning "
+                              "rate; phase figures need phase, ntk_eig or sharpness and one rate shared by "
+                              "every layer")
     return figures
 
 

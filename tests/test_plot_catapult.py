@@ -161,6 +161,17 @@ def test_lrsweep_plot_writes_the_phase_figures(seeded_run, tmp_path):
         assert {f"{stem}.png", f"{stem}.pdf"} <= written
 
 
+def test_a_run_no_figure_applies_to_is_a_one_line_error(tmp_path):
+    """Phases stored but separate layer rates (no single eta lambda_0) and no test loss: exit 2 with one
+    line saying what each figure needs, no plots directory (was: a KeyError traceback)."""
+    run = write_uv_run(tmp_path, widths=[8], seeds=[0], scaled_etas=[0.5, 1.0])
+    students = store.load(run, "students")
+    store.write_table(students.assign(lr_2=2 * students["lr_1"]), run / "students.parquet")
+    rc, out, err = cli_main(["plot", run])
+    assert rc == 2 and err.count("\n") == 1 and "one rate shared by every layer" in err
+    assert not (run / "plots").exists()
+
+
 # --------------------------------------------------------------------------------------
 # Loss curves
 # --------------------------------------------------------------------------------------
