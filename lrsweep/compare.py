@@ -6,6 +6,12 @@ module registers its own (:mod:`lrsweep.theory.layer_balancing_compare`), with o
 per-family summaries (:func:`register_summary`, written as ``<name>.parquet``). :func:`compare`
 never changes when a family registers a theory.
 
+A *check* (:func:`register_check`) is for theories that predict per student from the student's own
+stored values, or state inequalities, rather than a seed mean: ``fn(students, curves)`` returns
+rows ``configuration, n, passed, detail`` (:data:`CHECK_COLUMNS`) for the students it covers;
+:func:`run_checks` gathers them into ``<run>/checks.parquet`` and a failed row fails the verdict
+(``lrsweep compare --strict`` exits 1).
+
 Per grid point and step (a point = a student's hyperparameters without the seed) the table holds
 the empirical mean and standard error over seeds, the prediction, the residual in standard errors
 (``z``) and in relative terms. Per line eta_1 + eta_2 = C and step (:func:`line_summary`): the
@@ -23,6 +29,7 @@ import pandas as pd
 
 from lrsweep import config as config_lib
 from lrsweep import store
+from lrsweep.errors import ConfigError
 
 Z_TOLERANCE = 5.0           # largest |mean - prediction| / standard error allowed where a theory is exact
 EXACT_AGREEMENT = 0.8       # share of exact points within 3 SE (seed means of heavy-tailed losses: SE is itself noisy)
@@ -55,6 +62,8 @@ class Theory:
 
 REGISTRY: dict[str, Theory] = {}
 SUMMARIES: dict[str, Callable] = {}  # table name -> fn(comparison table, run) -> DataFrame
+CHECKS: dict[str, Callable] = {}     # check name -> fn(students, curves) -> DataFrame of CHECK_COLUMNS
+CHECK_COLUMNS = ("configuration", "n", "passed", "detail")
 
 
 def register(theory: Theory) -> Theory:
@@ -66,6 +75,38 @@ def register(theory: Theory) -> Theory:
 def register_summary(name: str, fn: Callable) -> None:
     """Add a per-family summary of the comparison table, written to ``<run>/<name>.parquet``."""
     SUMMARIES[name] = fn
+
+
+def register_check(name: str, fn: Callable) -> None:
+    """Add a check: ``fn(students, curves) -> DataFrame`` with one row per configuration it covers,
+    columns :data:`CHECK_COLUMNS` (``configuration`` text, ``n`` students, ``passed`` bool,
+    ``detail`` text); an empty frame when it covers no student. ``students``: one row per student
+    (students.parquet); ``curves``: one row per student and logged step, joined with the student
+    columns (:func:`lrsweep.store.load`)."""
+    CHECKS[name] = fn
+
+
+def run_checks(students: pd.DataFrame, curves: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
+    """Every registered check (or those in ``names``) on a run's tables: columns ``check`` and
+    :data:`CHECK_COLUMNS`, empty when no check covers a student."""
+    frames = []
+    for name in (list(CHECKS) if names is None else [n for n in names if n in CHECKS]):
+        rows = CHECKS[name](students, curves)
+        if rows is None or rows.empty:
+            continue
+        missing = [c for c in CHECK_COLUMNS if c not in rows]
+        assert not missing, f"check {name} returned no {missing}"
+        rows = rows.loc[:, list(CHECK_COLUMNS)].astype({"n": int, "passed": bool})
+        rows.insert(0, "check", name)
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["check", *CHECK_COLUMNS])
+
+
+def _check_names(theories: list[str] | None) -> None:
+    """ConfigError naming --theory when a name is neither a registered theory nor a check."""
+    unknown = [n for n in theories or [] if n not in REGISTRY and n not in CHECKS]
+    if unknown:
+        raise ConfigError("--theory", f"unknown '{unknown[0]}'; registered: {', '.join([*REGISTRY, *CHECKS])}")
 
 
 def point_columns(df: pd.DataFrame) -> list[str]:
@@ -109,15 +150,17 @@ def compare(run: str | Path, theories: list[str] | None = None) -> pd.DataFrame:
       Columns: the point columns, ``lr_1, lr_2, ...``, ``step, theory, n_seeds, mean, sem,
       prediction, z, rel_gap, exact``.
     """
-    curves = store.load(run)
+    _check_names(theories)
+    return _compare_curves(store.load(run), theories)
+
+
+def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.DataFrame:
     if curves.empty:
         return pd.DataFrame()
     students = curves.drop_duplicates(["run_id", "student_id"])
     lr_cols = sorted([c for c in curves if c.startswith("lr_") and c[3:].isdigit()], key=lambda c: int(c[3:]))
     frames = []
-    for name in theories or list(REGISTRY):
-        if name not in REGISTRY:
-            raise KeyError(f"theory: unknown '{name}'; registered: {', '.join(REGISTRY)}")
+    for name in list(REGISTRY) if theories is None else [n for n in theories if n in REGISTRY]:
         theory = REGISTRY[name]
         ids = students.loc[theory.matches(students), ["run_id", "student_id"]]
         if ids.empty:
@@ -149,17 +192,22 @@ class Verdict:
     text: str
 
 
-def verdict(table: pd.DataFrame) -> Verdict:
-    """Overall agreement: where a theory is exact, >= 80% of points within 3 SE and max |z| <= 5.
+CHECK_FAILURES_SHOWN = 3  # failed configurations listed per check in the verdict text
 
-    Where it is an approximation (exact gradient vs the surrogate, leading-order formulas) only the
-    relative gap is reported; it never fails the verdict.
+
+def verdict(table: pd.DataFrame, checks: pd.DataFrame | None = None) -> Verdict:
+    """Overall agreement: where a theory is exact, >= 80% of points within 3 SE and max |z| <= 5;
+    and every check row passed.
+
+    Where a theory is an approximation (exact gradient vs the surrogate, leading-order formulas) only
+    the relative gap is reported; it never fails the verdict.
     """
-    if table.empty:
+    checks = pd.DataFrame() if checks is None else checks
+    if table.empty and checks.empty:
         return Verdict(True, "no student of this run is covered by a registered theory")
     lines = []
     ok = True
-    for name, g in table.groupby("theory", sort=False):
+    for name, g in (table.groupby("theory", sort=False) if not table.empty else ()):
         exact = g[g["exact"] & (g["sem"] > 0)]
         approx = g[~g["exact"]]
         if len(exact):
@@ -175,20 +223,38 @@ def verdict(table: pd.DataFrame) -> Verdict:
                 "gradient" not in g else "points where the formula is not exact"
             lines.append(f"{name}: {len(approx)} {what}: median |rel gap| {gap.median():.2e}, "
                          f"max {gap.max():.2e}")
+    for name, g in (checks.groupby("check", sort=False) if not checks.empty else ()):
+        failed = g[~g["passed"].astype(bool)]
+        ok &= failed.empty
+        lines.append(f"{name}: {len(g) - len(failed)}/{len(g)} configurations pass ({int(g['n'].sum())} students) "
+                     f"-> {'PASSES' if failed.empty else 'FAILS'}")
+        shown = failed.head(CHECK_FAILURES_SHOWN)
+        lines += [f"  FAILED {row.configuration}: {row.detail}" for row in shown.itertuples()]
+        if len(failed) > CHECK_FAILURES_SHOWN:
+            lines.append(f"  ... {len(failed) - CHECK_FAILURES_SHOWN} more failed configurations in checks.parquet")
     return Verdict(ok, "\n".join(lines))
 
 
 def write_comparison(run: str | Path, theories: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Verdict]:
-    """Compare a run and write ``comparison.parquet`` and ``lines.parquet`` into it."""
+    """Compare a run and run its checks; write ``comparison.parquet``, the summaries (``lines.parquet``)
+    and ``checks.parquet`` into it. ``theories``: registry names of theories and checks (default: all)."""
     run = Path(run)
-    table = compare(run, theories)
+    _check_names(theories)
+    curves = store.load(run)
+    table = _compare_curves(curves, theories)
+    students = store.load(run, "students") if not curves.empty else pd.DataFrame()
+    checks = run_checks(students, curves, theories) if not students.empty else pd.DataFrame()
     summaries = {name: fn(table, run) for name, fn in SUMMARIES.items()}
-    if not table.empty and store.is_run(run):
-        store.write_table(table, run / "comparison.parquet")
-        for name, frame in summaries.items():
-            if not frame.empty:
-                store.write_table(frame, run / f"{name}.parquet")
-    return table, summaries.get("lines", pd.DataFrame()), verdict(table)
+    if store.is_run(run):
+        if not table.empty:
+            store.write_table(table, run / "comparison.parquet")
+            for name, frame in summaries.items():
+                if not frame.empty:
+                    store.write_table(frame, run / f"{name}.parquet")
+        if not checks.empty:
+            store.write_table(checks, run / "checks.parquet")
+    return table, summaries.get("lines", pd.DataFrame()), verdict(table, checks)
 
 
 from lrsweep.theory import layer_balancing_compare  # noqa: E402,F401  (registers the seed 000 theories)
+from lrsweep.theory import catapult_compare  # noqa: E402,F401  (registers the seed 003 checks)

@@ -3,10 +3,14 @@
 Never imports the engine (or jax). ``THEORIES`` is the registry the comparison module reads: each
 entry names a function ``fn(eta_1, eta_2, h, steps, **extra)`` returning the expected test loss
 (float64, numpy-broadcasting) and the setting it covers, in the config's vocabulary.
+
+Theories that predict each student from its own stored initial values, or state inequalities
+(seed 003: :mod:`lrsweep.theory.catapult`), are checks instead: registered with
+:func:`lrsweep.compare.register_check` by :mod:`lrsweep.theory.catapult_compare`.
 """
 from functools import partial
 
-from . import layer_balancing
+from . import catapult, layer_balancing
 
 _SEED = "seed 000, arXiv 2606.00340 (Deng et al., ICML 2026)"
 
@@ -66,4 +70,4 @@ THEORIES = {
     for name, (fn, par, n_layers, init, target, steps, exact, extra, ref) in _TABLE.items()
 }
 
-__all__ = ["THEORIES", "layer_balancing"]
+__all__ = ["THEORIES", "catapult", "layer_balancing"]
