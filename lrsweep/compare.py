@@ -63,6 +63,7 @@ class Theory:
 REGISTRY: dict[str, Theory] = {}
 SUMMARIES: dict[str, Callable] = {}  # table name -> fn(comparison table, run) -> DataFrame
 CHECKS: dict[str, Callable] = {}     # check name -> fn(students, curves) -> DataFrame of CHECK_COLUMNS
+REPORTED: set = set()                # checks of informal statements: shown, never failing the verdict
 CHECK_COLUMNS = ("configuration", "n", "passed", "detail")
 
 
@@ -77,13 +78,16 @@ def register_summary(name: str, fn: Callable) -> None:
     SUMMARIES[name] = fn
 
 
-def register_check(name: str, fn: Callable) -> None:
+def register_check(name: str, fn: Callable, *, strict: bool = True) -> None:
     """Add a check: ``fn(students, curves) -> DataFrame`` with one row per configuration it covers,
     columns :data:`CHECK_COLUMNS` (``configuration`` text, ``n`` students, ``passed`` bool,
     ``detail`` text); an empty frame when it covers no student. ``students``: one row per student
     (students.parquet); ``curves``: one row per student and logged step, joined with the student
-    columns (:func:`lrsweep.store.load`)."""
+    columns (:func:`lrsweep.store.load`). ``strict=False``: a paper's informal statement, tested and
+    reported (``HOLDS`` / ``DOES NOT HOLD``) but never failing the verdict."""
     CHECKS[name] = fn
+    if not strict:
+        REPORTED.add(name)
 
 
 def run_checks(students: pd.DataFrame, curves: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
@@ -225,9 +229,13 @@ def verdict(table: pd.DataFrame, checks: pd.DataFrame | None = None) -> Verdict:
                          f"max {gap.max():.2e}")
     for name, g in (checks.groupby("check", sort=False) if not checks.empty else ()):
         failed = g[~g["passed"].astype(bool)]
-        ok &= failed.empty
+        if name in REPORTED:
+            word = "HOLDS" if failed.empty else "DOES NOT HOLD (an informal statement: reported, not failing)"
+        else:
+            ok &= failed.empty
+            word = "PASSES" if failed.empty else "FAILS"
         lines.append(f"{name}: {len(g) - len(failed)}/{len(g)} configurations pass ({int(g['n'].sum())} students) "
-                     f"-> {'PASSES' if failed.empty else 'FAILS'}")
+                     f"-> {word}")
         shown = failed.head(CHECK_FAILURES_SHOWN)
         lines += [f"  FAILED {row.configuration}: {row.detail}" for row in shown.itertuples()]
         if len(failed) > CHECK_FAILURES_SHOWN:

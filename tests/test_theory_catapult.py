@@ -393,9 +393,22 @@ def test_corollary1_check_on_the_uv_model():
     rows = cc.check_corollary1(whole, curves)
     assert not rows["passed"].any() and rows["detail"].str.contains("final_ntk_eig rises").all()
 
+    assert cc.check_hessian_ntk(students, curves)["passed"].all()
     flat = students.assign(final_sharpness=students["final_sharpness"] * 1.5)
-    rows = cc.check_corollary1(flat, curves)
+    rows = cc.check_hessian_ntk(flat, curves)
     assert not rows["passed"].any() and rows["detail"].str.contains("sharpness = c ntk_eig on 0/").all()
+
+
+def test_informal_statement_is_reported_without_failing_the_verdict():
+    """Corollary 1's monotonicity (informal; false above eta lambda_0 ~ 3.1) is shown as DOES NOT HOLD
+    and leaves the verdict ok; a strict check's failure fails it."""
+    whole, curves = uv_tables(np.linspace(2.2, 3.95, 24), steps=1500)
+    checks = compare.run_checks(whole, curves, ["catapult.corollary1", "catapult.hessian_ntk"])
+    v = compare.verdict(pd.DataFrame(), checks)
+    assert v.ok and "catapult.corollary1" in v.text and "DOES NOT HOLD" in v.text
+    bad = compare.run_checks(whole.assign(final_sharpness=whole["final_sharpness"] * 1.5), curves,
+                             ["catapult.hessian_ntk"])
+    assert not compare.verdict(pd.DataFrame(), bad).ok
 
 
 # ---------------------------------------------------------------------------------------------

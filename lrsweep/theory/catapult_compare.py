@@ -317,8 +317,10 @@ def _first_rise(eta: np.ndarray, values: np.ndarray) -> str | None:
 
 
 def check_corollary1(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """(c) per configuration and seed: final sharpness and NTK eigenvalue non-increasing in eta among
-    converged catapult students, and sharpness = c ntk_eig there (|f| s sqrt-gap term allowed)."""
+    """Seed 003 Corollary 1 (informal), per configuration and seed: final sharpness and NTK eigenvalue
+    non-increasing in eta among converged catapult students. Reported, not strict: the exact uv
+    recursion shows lambda_final falling only up to eta lambda_0 ~ 3.1 and erratic above
+    (:mod:`lrsweep.theory.catapult`); the detail names the first rise."""
     del curves
     df = corollary_students(students)
     if df.empty:
@@ -327,30 +329,43 @@ def check_corollary1(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFra
     for config, g in _groups(df, with_seed=True):
         g = g.sort_values("lr_1")
         eta = g["lr_1"].to_numpy(float)
-        problems, notes = [], []
+        notes, rises = [], False
         for col in CURVATURE:
             if col in g and g[col].notna().any():
                 rise = _first_rise(eta, g[col].to_numpy(float))
                 notes.append(f"{col} {'rises: ' + rise if rise else 'non-increasing'}")
-                if rise:
-                    problems.append(col)
-        if all(c in g for c in CURVATURE):
-            ntk, sharp = g["final_ntk_eig"].to_numpy(float), g["final_sharpness"].to_numpy(float)
-            c, s = g["c"].to_numpy(float), g["scale"].to_numpy(float)
-            gap = np.maximum(g["gap"].to_numpy(float), 1e-6 * np.maximum(1.0, g["final_train_loss"].to_numpy(float)))
-            tol = SHARPNESS_RTOL * c * np.abs(ntk) + s * np.sqrt(2.0 * c * gap)
-            equal = np.abs(sharp - c * ntk) <= tol
-            notes.append(f"sharpness = c ntk_eig on {int(equal.sum())}/{len(g)}")
-            if not equal.all():
-                i = int(np.argmin(equal))
-                notes[-1] += f" (eta {eta[i]:.6g}: sharpness {sharp[i]:.6g}, c ntk_eig {c[i] * ntk[i]:.6g})"
-                problems.append("sharpness")
-        rows.append({"configuration": config, "n": len(g), "passed": not problems,
+                rises |= rise is not None
+        rows.append({"configuration": config, "n": len(g), "passed": not rises,
                      "detail": f"{len(g)} converged catapult students: " + "; ".join(notes)})
+    return pd.DataFrame(rows)
+
+
+def check_hessian_ntk(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """At a minimum the Hessian is c grad f grad f^T (seed 003 Corollary 1's proof), so
+    sharpness = c ntk_eig with c = loss''(0) (:data:`lrsweep.theory.catapult.HESSIAN_FACTOR`), for
+    every converged catapult student (a |f| s sqrt(2 c gap) term allowed for the distance to it)."""
+    del curves
+    df = corollary_students(students)
+    if df.empty or not all(c in df for c in CURVATURE):
+        return pd.DataFrame()
+    rows = []
+    for config, g in _groups(df, with_seed=True):
+        eta = g["lr_1"].to_numpy(float)
+        ntk, sharp = g["final_ntk_eig"].to_numpy(float), g["final_sharpness"].to_numpy(float)
+        c, s = g["c"].to_numpy(float), g["scale"].to_numpy(float)
+        gap = np.maximum(g["gap"].to_numpy(float), 1e-6 * np.maximum(1.0, g["final_train_loss"].to_numpy(float)))
+        tol = SHARPNESS_RTOL * c * np.abs(ntk) + s * np.sqrt(2.0 * c * gap)
+        equal = np.abs(sharp - c * ntk) <= tol
+        detail = f"sharpness = c ntk_eig on {int(equal.sum())}/{len(g)} converged catapult students"
+        if not equal.all():
+            i = int(np.argmin(equal))
+            detail += f" (eta {eta[i]:.6g}: sharpness {sharp[i]:.6g}, c ntk_eig {c[i] * ntk[i]:.6g})"
+        rows.append({"configuration": config, "n": len(g), "passed": bool(equal.all()), "detail": detail})
     return pd.DataFrame(rows)
 
 
 register_check("catapult.uv_phase", check_uv_phase)
 register_check("catapult.theorem1_phase", check_theorem1_phase)
 register_check("catapult.theorem1_final_loss", check_theorem1_final_loss)
-register_check("catapult.corollary1", check_corollary1)
+register_check("catapult.hessian_ntk", check_hessian_ntk)
+register_check("catapult.corollary1", check_corollary1, strict=False)
