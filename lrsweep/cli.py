@@ -239,7 +239,10 @@ def cmd_boundary(args) -> int:
         print("lrsweep: interrupted during the bisection; finished chunks are stored. Finish it with: "
               f"lrsweep boundary --resume {args.resume or 'RUN_DIR'}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    from lrsweep import compare
+    comparison = compare.write_comparison(summary.run_dir)  # the checks read boundaries.parquet
     _print_boundaries(summary)
+    _print_comparison(summary.run_dir, *comparison, rows=6)
     return 0
 
 

@@ -64,6 +64,7 @@ REGISTRY: dict[str, Theory] = {}
 SUMMARIES: dict[str, Callable] = {}  # table name -> fn(comparison table, run) -> DataFrame
 CHECKS: dict[str, Callable] = {}     # check name -> fn(students, curves) -> DataFrame of CHECK_COLUMNS
 REPORTED: set = set()                # checks of informal statements: shown, never failing the verdict
+TABLE_CHECKS: dict[str, str] = {}    # check name -> the run table it reads instead (``boundaries``: RUN/boundaries.parquet)
 CHECK_COLUMNS = ("configuration", "n", "passed", "detail")
 
 
@@ -78,24 +79,35 @@ def register_summary(name: str, fn: Callable) -> None:
     SUMMARIES[name] = fn
 
 
-def register_check(name: str, fn: Callable, *, strict: bool = True) -> None:
+def register_check(name: str, fn: Callable, *, strict: bool = True, table: str | None = None) -> None:
     """Add a check: ``fn(students, curves) -> DataFrame`` with one row per configuration it covers,
     columns :data:`CHECK_COLUMNS` (``configuration`` text, ``n`` students, ``passed`` bool,
     ``detail`` text); an empty frame when it covers no student. ``students``: one row per student
     (students.parquet); ``curves``: one row per student and logged step, joined with the student
     columns (:func:`lrsweep.store.load`). ``strict=False``: a paper's informal statement, tested and
-    reported (``HOLDS`` / ``DOES NOT HOLD``) but never failing the verdict."""
+    reported (``HOLDS`` / ``DOES NOT HOLD``) but never failing the verdict. ``table``: the check reads
+    ``RUN/<table>.parquet`` instead, as ``fn(frame)`` (run only where the run has that table)."""
     CHECKS[name] = fn
+    if table is not None:
+        TABLE_CHECKS[name] = table
     if not strict:
         REPORTED.add(name)
 
 
-def run_checks(students: pd.DataFrame, curves: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
+def run_checks(students: pd.DataFrame, curves: pd.DataFrame, names: list[str] | None = None,
+               tables: dict | None = None) -> pd.DataFrame:
     """Every registered check (or those in ``names``) on a run's tables: columns ``check`` and
-    :data:`CHECK_COLUMNS`, empty when no check covers a student."""
+    :data:`CHECK_COLUMNS`, empty when no check covers a student. ``tables``: name -> frame for the
+    checks that read another table (:data:`TABLE_CHECKS`); a check whose table is absent is skipped."""
     frames = []
     for name in (list(CHECKS) if names is None else [n for n in names if n in CHECKS]):
-        rows = CHECKS[name](students, curves)
+        if name in TABLE_CHECKS:
+            frame = (tables or {}).get(TABLE_CHECKS[name])
+            rows = CHECKS[name](frame) if frame is not None else None
+        elif students.empty:
+            continue
+        else:
+            rows = CHECKS[name](students, curves)
         if rows is None or rows.empty:
             continue
         missing = [c for c in CHECK_COLUMNS if c not in rows]
@@ -251,7 +263,9 @@ def write_comparison(run: str | Path, theories: list[str] | None = None) -> tupl
     curves = store.load(run)
     table = _compare_curves(curves, theories)
     students = store.load(run, "students") if not curves.empty else pd.DataFrame()
-    checks = run_checks(students, curves, theories) if not students.empty else pd.DataFrame()
+    tables = {t: store.read_parquet(run / f"{t}.parquet").to_pandas() for t in set(TABLE_CHECKS.values())
+              if (run / f"{t}.parquet").exists()}
+    checks = run_checks(students, curves, theories, tables)
     summaries = {name: fn(table, run) for name, fn in SUMMARIES.items()}
     if store.is_run(run):
         if not table.empty:

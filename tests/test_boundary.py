@@ -154,6 +154,12 @@ def test_linear_predictor_critical_rate_on_degenerate_data(loss, init_scale, cri
         eta_c = critical(abs(float(w.ravel()[0])))
         assert row["bracketed"]
         assert row["lr_low"] <= eta_c <= row["lr_high"], (row["seed"], row["lr_low"], eta_c, row["lr_high"])
+    # lrsweep compare's boundary check agrees, and fails on a table whose brackets are off by 1%
+    from lrsweep.theory import catapult_compare
+    rows = catapult_compare.check_boundaries(summary.table)
+    assert len(rows) == 1 and rows["passed"].all() and rows["n"].sum() == 2, rows.to_dict("records")
+    shifted = summary.table.assign(lr_low=summary.table["lr_low"] * 1.01, lr_high=summary.table["lr_high"] * 1.01)
+    assert not catapult_compare.check_boundaries(shifted)["passed"].any()
 
 
 def test_bad_boundary_input_exits_2_before_any_directory(tmp_path):

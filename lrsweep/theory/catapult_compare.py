@@ -364,8 +364,54 @@ def check_hessian_ntk(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+# --------------------------------------------------------------------------------------
+# (d) boundaries.parquet (lrsweep boundary) against the closed forms
+# --------------------------------------------------------------------------------------
+
+def _boundary_prediction(row: dict) -> float:
+    """The theory's rate for one boundary row, or NaN where no theory covers it."""
+    frame = pd.DataFrame([row])
+    if row["boundary"] == "lazy/catapult" and _covered(frame, UV_SETTINGS, FREE + ("model.width",)).all():
+        return float(catapult.uv_lazy_boundary(row["initial_train_loss"], row["initial_ntk_eig"], row["width"]))
+    if row["boundary"] == "catapult/divergent" and _covered(frame, UV_SETTINGS, FREE + ("model.width",)).all():
+        return float(catapult.uv_divergence_boundary(row["initial_train_loss"], row["initial_ntk_eig"], row["width"],
+                                                     int(row["steps"]), float(row["diverge_factor"])))
+    free = FREE + ("model.width", "model.activation", "task.input_dim", "task.n_train")
+    if (row["boundary"] == "lazy/catapult" and _covered(frame, LINEAR_SETTINGS, free).all()
+            and int(row["n_train"]) % 2 == 0):
+        w0 = catapult.weight_from_loss(row["initial_train_loss"], row["loss"])
+        scale = Architecture.from_fields(row).output_scale  # the rate on f is eta c^2 (_rate_on_output)
+        return float(catapult.critical_rate(w0, row["loss"])) / scale ** 2
+    return float("nan")
+
+
+def check_boundaries(table: pd.DataFrame) -> pd.DataFrame:
+    """(d) each bracketed boundary of ``lrsweep boundary`` contains the theory's rate (the uv model:
+    eta_- from L_0, lambda_0 and m, and the exact recursion's divergence rate for the run's T and
+    diverge_factor; Theorem 1: eta_c from L_0), the bracket widened by BOUNDARY_RTOL for float32."""
+    if table is None or table.empty or "initial_ntk_eig" not in table:
+        return pd.DataFrame()
+    df = table[table["bracketed"].astype(bool)].copy()
+    if df.empty:
+        return pd.DataFrame()
+    df["predicted"] = [_boundary_prediction(r) for r in df.to_dict("records")]
+    df = df[np.isfinite(df["predicted"])]
+    if df.empty:
+        return pd.DataFrame()
+    rows = []
+    for config, g in _groups(df.drop(columns=["seed"]), with_seed=False, named=("boundary",)):
+        lo, hi, pred = (g[c].to_numpy(float) for c in ("lr_low", "lr_high", "predicted"))
+        inside = (lo * (1 - BOUNDARY_RTOL) <= pred) & (pred <= hi * (1 + BOUNDARY_RTOL))
+        ratio = g["lr"].to_numpy(float) / pred
+        detail = (f"predicted rate inside the bracket for {int(inside.sum())}/{len(g)}; measured / predicted "
+                  f"{ratio.min():.5f}..{ratio.max():.5f}")
+        rows.append({"configuration": config, "n": len(g), "passed": bool(inside.all()), "detail": detail})
+    return pd.DataFrame(rows)
+
+
 register_check("catapult.uv_phase", check_uv_phase)
 register_check("catapult.theorem1_phase", check_theorem1_phase)
 register_check("catapult.theorem1_final_loss", check_theorem1_final_loss)
 register_check("catapult.hessian_ntk", check_hessian_ntk)
 register_check("catapult.corollary1", check_corollary1, strict=False)
+register_check("catapult.boundaries", check_boundaries, table="boundaries")
