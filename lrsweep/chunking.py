@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from lrsweep import metrics as metrics_lib
 from lrsweep import steps as steps_lib
 
 
@@ -40,9 +41,11 @@ class Chunk:
 
 
 def bytes_per_student(spec, dtype_bytes: int) -> int:
-    """Rough peak memory of one student inside a chunk (params, grads, update, temporaries)."""
+    """Rough peak memory of one student inside a chunk (params, grads, update, temporaries, and the
+    logged metrics' working set: e.g. sharpness's Lanczos basis, ntk_eig's Jacobian)."""
     arch, task = spec.arch, spec.task
     per = 4 * steps_lib.state_size(arch, spec.formulation, spec.steps) + 2 * spec.n_logs + 16
+    per += metrics_lib.working_words(spec)
     if spec.formulation == "autodiff":
         n = task.n_train + (0 if arch.is_linear else task.n_test)
         per += 3 * n * (arch.width * arch.n_trainable + arch.output_dim)

@@ -94,7 +94,7 @@ def make_student_fns(spec) -> StudentFns:
         def write(operand):
             bufs, mstates = operand
             ctx = metrics_lib.MetricContext(spec, form.dense(spec, params0, state), inst, loss, w_eff,
-                                            step_context(inst, t).key)
+                                            step_context(inst, t).key, t)
             values = {"train_loss": loss, **task.evaluate(spec, ctx)}
             new_states = dict(mstates)
             for m in logged:

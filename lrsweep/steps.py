@@ -40,11 +40,16 @@ from lrsweep.students import effective_weight, predict
 from lrsweep.tasks import TASKS
 
 
+def _moments_loss(w_eff, sw, inst):
+    """L = 1/2 (tr W^T S W - 2 tr W^T X^T y / n + y^T y / n), given sw = S W."""
+    return 0.5 * (jnp.sum(w_eff * sw) - 2.0 * jnp.sum(w_eff * inst["xy"]) + inst["yy"])
+
+
 def moments_loss_and_grads(spec, params0, params, inst, ctx):
     del params0, ctx
     w_eff, pullback = jax.vjp(lambda p: effective_weight(spec.arch, p, inst["head"]), params)
     sw = inst["xx"] @ w_eff
-    loss = 0.5 * (jnp.sum(w_eff * sw) - 2.0 * jnp.sum(w_eff * inst["xy"]) + inst["yy"])
+    loss = _moments_loss(w_eff, sw, inst)
     cotangent = sw - inst["xy"] if spec.gradient == "exact" else -inst["xy"]
     (grads,) = pullback(cotangent)
     return loss, grads, w_eff, None
@@ -59,6 +64,18 @@ def autodiff_loss_and_grads(spec, params0, params, inst, ctx):
         cotangent = -y / x.shape[0]
     (grads,) = pullback(cotangent)
     return loss, grads, None, None  # the test loss forms W_eff itself, only at logged steps
+
+
+def train_loss(spec, params, inst, ctx):
+    """The train loss of dense weights ``params`` at step ``ctx.t``, as a differentiable function of
+    them (curvature metrics differentiate it twice): the moments loss where the instance holds the
+    moments (``xx``: moments and lowrank formulations), else the loss of the task's batch. Always the
+    true loss: ``gradient: signal_only`` changes the step's gradient, not the loss."""
+    if "xx" in inst:
+        w_eff = effective_weight(spec.arch, params, inst["head"])
+        return _moments_loss(w_eff, inst["xx"] @ w_eff, inst)
+    x, y = TASKS[spec.task.kind].batch(spec, inst, ctx)
+    return LOSSES[spec.loss].value_and_cotangent(predict(spec.arch, params, inst["head"], x), y)[0]
 
 
 class LowRank(NamedTuple):
