@@ -17,7 +17,7 @@ RTOL = 1e-3
 def uv_config(**train):
     return {"name": "uv", "seeds": [0, 1, 2], "task": {"kind": "single_point"},
             "model": {"parameterization": "ntk", "n_layers": 2, "width": 16, "activation": "linear", "output_dim": 1},
-            "init": "gaussian", "train": {"steps": 60, "log_every": 30, **train},
+            "init": "gaussian", "train": {"steps": 60, "log_every": 30, "metrics": ["ntk_eig"], **train},
             "grid": {"lr": {"geomspace": [0.2, 5.0, 6]}}}
 
 
@@ -88,6 +88,11 @@ def test_uv_boundaries_bracket_the_plain_iteration(uv_run):
             assert hi / lo <= 1 + RTOL
             assert rows.loc[name, "lr"] == pytest.approx(math.sqrt(lo * hi))
         assert rows.loc["lazy/catapult", "initial_train_loss"] == pytest.approx(f2 / 2, rel=1e-12)  # L_0 = f_0^2 / 2
+        assert rows.loc["lazy/catapult", "initial_ntk_eig"] == pytest.approx(lam, rel=1e-12)
+    from lrsweep.theory import catapult_compare
+    checks = catapult_compare.check_boundaries(table)
+    assert set(checks["configuration"]) == {"boundary=catapult/divergent", "boundary=lazy/catapult"}
+    assert checks["passed"].all() and checks["n"].sum() == 6, checks.to_dict("records")
 
 
 def test_uv_boundaries_take_10x_fewer_students_than_a_dense_grid(uv_run):
