@@ -1,7 +1,7 @@
 """Phase boundaries in the learning rate by bisection (numerics only: no files).
 
 A *unit* is a student without its learning rate: every config field fixed, the shared rate eta
-(``lr_1 = .. = lr_m``) free. Along eta the phase (:data:`lrsweep.metrics.PHASES`) changes at two
+(``lr_1 = .. = lr_m``) free. Along eta the phase (:data:`lrsweep.divergence.PHASES`) changes at two
 boundaries (seed 003 Sec. 1; Lewkowycz et al. 2020):
 
 - ``lazy/catapult``: the smallest eta at which the loss rises above its initial value
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrsweep.metrics import PHASES
+from lrsweep.divergence import PHASES
 
 BOUNDARIES = ("lazy/catapult", "catapult/divergent")
 _LAZY, _DIVERGENT = PHASES.index("lazy"), PHASES.index("divergent")

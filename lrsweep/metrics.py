@@ -18,6 +18,9 @@ from typing import Any, Callable, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
+
+from lrsweep import divergence
+from lrsweep.divergence import PHASES
 from jax.flatten_util import ravel_pytree
 
 from lrsweep import curvature
@@ -157,9 +160,6 @@ LOSS_PEAK = Reduction(
     _peak_update,
     lambda carry: {"loss_peak": carry[0], "loss_peak_step": carry[1]})
 
-PHASES = ("lazy", "catapult", "oscillating", "divergent")
-
-
 def _phase_update(carry, loss, t, alive):
     loss0, peak, last, _ = carry
     loss0 = jnp.where(t == 0, loss, loss0)
@@ -168,27 +168,15 @@ def _phase_update(carry, loss, t, alive):
 
 def _phase_columns(carry):
     loss0, peak, last, alive = carry
-    code = jnp.where(~alive, 3, jnp.where(peak <= loss0, 0, jnp.where(last < loss0, 1, 2)))
-    return {"phase": code.astype(jnp.int32)}
+    return {"phase": divergence.phase_code(loss0, peak, last, alive, jnp).astype(jnp.int32)}
 
 
 PHASE = Reduction(
     "phase",
     lambda dtype: (jnp.zeros((), dtype), jnp.full((), -jnp.inf, dtype), jnp.zeros((), dtype), jnp.array(True)),
     _phase_update, _phase_columns, labels={"phase": PHASES})
-"""The phase of gradient descent at a fixed learning rate (seed 003 Sec. 1; Lewkowycz et al. 2020),
-from the train loss L_0..L_T of every step and the divergence rule (:mod:`lrsweep.divergence`):
-
-- ``divergent``: the divergence rule fired (a non-finite loss, or one above diverge_factor L_0);
-- ``lazy``: the loss never rose above its initial value, max_t L_t <= L_0;
-- ``catapult``: it rose (max_t L_t > L_0) and ended below where it started, L_T < L_0;
-- ``oscillating``: it rose and did not come back below L_0, nor diverge: seed 003 Theorem 1's
-  saturating logistic region (eta above its critical rate, the weight settling on a 2-cycle
-  +-w* whose loss exceeds L_0), or a run too short to see a catapult land or a divergence.
-
-The oscillation of Theorem 1's middle logistic region (8 < eta < eta_c: the loss falls to the
-2-cycle's L(w*) > min L and stays) never raises the loss, so it is ``lazy`` by this rule; its
-signature is a final loss above the minimum (:mod:`lrsweep.theory.catapult`)."""
+"""The phase of gradient descent at the student's rate (:data:`lrsweep.divergence.PHASES`, the rule
+there), stored as its name."""
 
 METRICS: dict[str, Metric] = {
     "weight_norm": Metric("weight_norm", weight_norm, per_layer=True),

@@ -88,11 +88,6 @@ def bisect(is_high, lo, hi, rtol=1e-14):
     return 0.5 * (lo + hi)
 
 
-def test_phase_names_are_the_metrics_phases():
-    from lrsweep import metrics
-    assert catapult.PHASES == metrics.PHASES
-
-
 # ---------------------------------------------------------------------------------------------
 # The uv model
 # ---------------------------------------------------------------------------------------------

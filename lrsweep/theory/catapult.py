@@ -6,11 +6,10 @@ were lost in extraction, everything below is re-derived) builds on Lewkowycz et 
 student's whole trajectory follows from what the run stores at step 0 (the train loss L_0 and,
 for two-layer students, the NTK eigenvalue ``ntk_eig``). Pure numpy; no jax, no engine.
 
-Phases are those of :data:`lrsweep.metrics.PHASE` (re-stated in :data:`PHASES`, since that module
-imports jax): ``divergent`` (the rule of :mod:`lrsweep.divergence` fired: a non-finite loss or one
-above diverge_factor L_0), ``lazy`` (max_t L_t <= L_0), ``catapult`` (rose, ended below L_0),
-``oscillating`` (rose, ended >= L_0, not diverged). :class:`PhaseTracker` reproduces that
-reduction on numpy losses L_0..L_T.
+Phases are those of :data:`lrsweep.divergence.PHASES`, by the rule written there once for the
+engine and numpy: ``divergent`` (a non-finite loss or one above diverge_factor L_0), ``lazy``
+(max_t L_t <= L_0), ``catapult`` (rose, ended below L_0), ``oscillating`` (rose, ended >= L_0, not
+diverged). :class:`PhaseTracker` runs that reduction on numpy losses L_0..L_T.
 
 1. The uv model (Lewkowycz et al. Sec. 2; task ``single_point``, mse, label 0)
 ------------------------------------------------------------------------------
@@ -126,9 +125,8 @@ import math
 
 import numpy as np
 
-from lrsweep.divergence import exceeds
+from lrsweep.divergence import PHASES, exceeds, phase_code  # the rules, written once (no jax)
 
-PHASES = ("lazy", "catapult", "oscillating", "divergent")  # = lrsweep.metrics.PHASES (that module imports jax)
 
 HESSIAN_FACTOR = {"mse": 1.0, "exponential": 1.0, "logistic": 0.25}
 """c = rho''(f*) with sharpness = c ntk_eig at a global minimum on degenerate data (and the uv model)."""
@@ -151,7 +149,7 @@ def minimum_loss(loss: str, kind: str = "classification") -> float:
 class PhaseTracker:
     """Running phase, peak and divergence of loss sequences L_0, L_1, ... (broadcast arrays).
 
-    The numpy twin of :data:`lrsweep.metrics.PHASE` and ``LOSS_PEAK`` with the divergence rule of
+    The numpy twin of the engine's ``phase`` and ``loss_peak`` reductions with the rules of
     :mod:`lrsweep.divergence`: a student is frozen at the first step whose loss is non-finite or
     above ``diverge_factor * L_0`` (``np.inf``: only non-finite losses diverge).
     """
@@ -181,8 +179,7 @@ class PhaseTracker:
 
     def phase(self) -> np.ndarray:
         """Phase names (object array)."""
-        code = np.where(~self.alive, 3, np.where(self.peak <= self.loss0, 0,
-                                                  np.where(self.last < self.loss0, 1, 2)))
+        code = phase_code(self.loss0, self.peak, self.last, self.alive, np)
         names = np.empty(np.shape(code), dtype=object)
         names[...] = np.asarray(PHASES, dtype=object)[code]
         return names
