@@ -138,9 +138,12 @@ def brackets(table: pd.DataFrame) -> np.ndarray:
 
 
 def _initial_values(run_dir: Path) -> pd.DataFrame:
-    """student_id, initial_train_loss and initial_ntk_eig (NaN if not logged) at step 0."""
-    curves = store.load(run_dir, table="curves")
-    first = curves[curves["step"] == 0]
+    """student_id, initial_train_loss and initial_ntk_eig (NaN if not logged) at step 0, read from the
+    merged curves table (only those columns)."""
+    path = run_dir / "curves.parquet"
+    columns = ["student_id", "step", "train_loss"] + (["ntk_eig"] if "ntk_eig" in store.read_schema(path).names else [])
+    first = store.read_parquet(path, columns).to_pandas()
+    first = first[first["step"] == 0]
     return pd.DataFrame({"student_id": first["student_id"].to_numpy(),
                          "initial_train_loss": first["train_loss"].to_numpy(float),
                          "initial_ntk_eig": (first["ntk_eig"].to_numpy(float) if "ntk_eig" in first

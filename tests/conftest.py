@@ -12,6 +12,14 @@ os.environ.setdefault("LRSWEEP_CACHE_DIR", "off")  # tests compile fresh: no sta
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax
+
+if os.environ.get("LRSWEEP_TEST_SESSION_CACHE", "1") == "1":
+    # One compilation cache per test session (a fresh temporary directory: nothing is shared across
+    # runs): the same XLA program built by different closures in different tests compiles once.
+    import tempfile
+    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="lrsweep-test-xla-"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 import numpy as np
 import pytest
 
