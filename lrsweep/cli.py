@@ -401,6 +401,13 @@ def cmd_show(args) -> int:
     print(f"status: {runstate.run_state(run).describe()}  jax {meta.get('jax')} on {meta.get('device_count')}x "
           f"{meta.get('device_kind')}  x64={meta.get('x64')}")
     _print_summary(runner.summarize(run), rows=args.rows)
+    bisection = meta.get("boundary")
+    if bisection is not None:
+        if bisection.get("status") == "complete":
+            print(f"boundaries: {run / 'boundaries.parquet'} (rtol {bisection['rtol']:g}; students trained: "
+                  f"{bisection['n_coarse'] + bisection['n_bisection']:,}, a dense grid: {bisection['n_dense']:,})")
+        else:
+            print(f"boundaries: the bisection did not finish; finish it with: lrsweep boundary --resume {run}")
     return 0
 
 

@@ -130,6 +130,8 @@ def test_boundary_resume_trains_only_the_rest(uv_run, tmp_path, x64, monkeypatch
                               progress=False)
     (run_dir,) = list((tmp_path / "uv").iterdir())
     assert len(list((run_dir / boundary.PARTS).glob("*.parquet"))) == 1
+    rc, out, _ = cli_main(["show", run_dir])
+    assert rc == 0 and f"lrsweep boundary --resume {run_dir}" in out
     calls.clear()
     monkeypatch.setattr(boundary, "_bisect_chunk", lambda *a: calls.append(len(a[2])) or real(*a))
     resumed = boundary.run_boundary(None, tmp_path, resume=run_dir, chunk_size=2, progress=False)
@@ -139,6 +141,8 @@ def test_boundary_resume_trains_only_the_rest(uv_run, tmp_path, x64, monkeypatch
     assert not (run_dir / boundary.PARTS).exists()
     stored = pd.read_parquet(run_dir / boundary.TABLE)
     assert not stored.duplicated(["unit_id", "boundary"]).any() and len(stored) == 6
+    rc, out, _ = cli_main(["show", run_dir])
+    assert rc == 0 and f"boundaries: {run_dir / boundary.TABLE} (rtol 0.001" in out
 
 
 @pytest.mark.parametrize("loss,init_scale,critical", [
