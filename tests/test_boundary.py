@@ -187,3 +187,24 @@ def test_bad_boundary_input_exits_2_before_any_directory(tmp_path):
     rc, _, err = cli_main(["boundary", path, "--rtol", "0", "--out", tmp_path / "out", "--quiet"])
     assert rc == 2 and "--rtol" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_boundaries_do_not_depend_on_the_device_count(uv_run, tmp_path):
+    """The bisection program sharded over 4 (simulated) devices gives the single-device brackets."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    summary, _ = uv_run
+    path = tmp_path / "uv.yaml"
+    path.write_text(yaml.safe_dump(uv_config()))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run([sys.executable, "-m", "lrsweep.cli", "boundary", str(path), "--out", str(tmp_path / "out"),
+                           "--x64", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (table,) = (tmp_path / "out").rglob(boundary.TABLE)
+    import json
+    assert json.loads((table.parent / "meta.json").read_text())["device_count"] == 4
+    cols = ["seed", "boundary", "lr_low", "lr_high", "bracketed"]
+    pd.testing.assert_frame_equal(summary.table[cols], pd.read_parquet(table)[cols])
