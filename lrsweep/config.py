@@ -65,8 +65,10 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
     Field("task.kind", "str", "linear_teacher",
           "Task (lrsweep.tasks): `linear_teacher` (regression y = teacher(X beta) + xi, seed 000) or "
           "`classification` (binary labels in {-1, +1}, seed 003) or `single_point` (one input x = 1 with label "
-          "task.label under mse: with a 2-layer ntk student, the uv model of Lewkowycz et al. 2020).",
-          choices=("linear_teacher", "classification", "single_point")),
+          "task.label under mse: with a 2-layer ntk student, the uv model of Lewkowycz et al. 2020) or "
+          "`power_law_features` (seed 004: x_k ~ N(0, k^-b), k = 1..N, target lambda_k w*_k^2 = k^-a, fresh samples "
+          "every step unless task.online: false; the test loss is the exact excess risk).",
+          choices=("linear_teacher", "classification", "single_point", "power_law_features")),
     Field("task.label", "float", 0.0, "single_point: the label y of the one input x = 1.", role="instance"),
     Field("task.data", "str", "separable",
           "Classification data: `degenerate` (seed 003 Assumption 3: n_train points at the same feature e_1, "
@@ -80,7 +82,15 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "in [0, 0.5].", minimum=0.0, maximum=0.5, role="instance"),
     Field("task.points", "points", None, "Classification (`points`): explicit rows [x_1, ..., x_d, y], y in "
           "{-1, +1}; input_dim and n_train follow from them.", nullable=True, axis=False),
-    Field("task.input_dim", "int", 64, "Input dimension d.", positive=True),
+    Field("task.input_dim", "int", 64, "Input dimension d (power_law_features: the number of features N; "
+          "`task.n_features` is its alias).", positive=True),
+    Field("task.a", "float", 1.5, "power_law_features: the target's exponent, lambda_k w*_k^2 = k^-a (a > 1).",
+          positive=True, role="instance"),
+    Field("task.b", "float", 1.25, "power_law_features: the spectrum's exponent, lambda_k = k^-b (b > 1).",
+          positive=True, role="instance"),
+    Field("task.online", "bool", None, "Fresh samples every step (online SGD) instead of a fixed training set of "
+          "task.n_train; null: the task's default (online for power_law_features, fixed otherwise).",
+          nullable=True),
     Field("task.n_train", "int", 128, "Number of training samples n.", positive=True),
     Field("task.design", "str", "gaussian",
           "Training inputs: X ~ N(0,1) (`gaussian`) or X = sqrt(n) Q so X^T X = n I (`orthogonal`, n >= d).",
@@ -110,7 +120,8 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           positive=True),
     Field("init", "str", "orthogonal",
           "orthogonal: QR with sign fix, orthonormal columns (needs fan_in >= fan_out); "
-          "gaussian: W1 ~ N(0,1/d), hidden ~ N(0,1/h).", choices=("orthogonal", "gaussian")),
+          "gaussian: W1 ~ N(0,1/d), hidden ~ N(0,1/h); zeros: every weight 0 (the linear predictor of seed 004).",
+          choices=("orthogonal", "gaussian", "zeros")),
     Field("init_scale", "float", 1.0, "Multiplies every trained weight at init.", positive=True, role="instance"),
     Field("train.loss", "str", "mse",
           "Training loss (lrsweep.losses): `mse` (0.5/n) sum ||f(x) - y||^2; `logistic` (1/n) sum log(1 + "
@@ -125,16 +136,52 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           axis=False),
     Field("train.sharpness_iters", "int", 20, "Lanczos iterations (Hessian-vector products) per logged step of "
           "`sharpness` (at most the number of parameters are used).", positive=True),
-    Field("train.optimizer", "str", "gd", "Full-batch gradient descent.", choices=("gd",)),
-    Field("train.steps", "int", 8, "Number of GD steps.", minimum=0),
+    Field("train.optimizer", "str", "gd",
+          "`gd`: full-batch gradient descent; `sgd`: train.batch_size samples per step (fresh ones for online "
+          "tasks, else a minibatch of the training set drawn from a key of the instance and the step: the "
+          "learning-rate points of an instance see the same batches); `momentum`: heavy ball on those gradients, "
+          "v <- beta(t) v + g, w <- w - eta_l s(t) v (optax.trace's convention).",
+          choices=("gd", "sgd", "momentum")),
+    Field("train.batch_size", "int", None, "Samples per step of sgd and momentum (the compiled batch shape M; "
+          "null: the whole training set).", positive=True, nullable=True),
+    Field("train.batch_schedule", "str", "constant",
+          "Batch size m(t) (lrsweep.schedules): `constant` M; `ramp` round(m_0 + (m_1 - m_0) (t/T)^p) with "
+          "m_0 = batch_start, m_1 = batch_end, p = batch_ramp_exponent; `array` (train.batch_array). Sizes below M "
+          "are masks on the compiled batch of M.", choices=("constant", "ramp", "array")),
+    Field("train.batch_start", "float", 1.0, "m_0 of the batch ramp (traced).", minimum=1.0, role="traced"),
+    Field("train.batch_end", "float", None, "m_1 of the batch ramp, at most train.batch_size (traced; null: "
+          "train.batch_size).", minimum=1.0, role="traced", nullable=True),
+    Field("train.batch_ramp_exponent", "float", 1.0, "p of the batch ramp (traced).", minimum=0.0, role="traced"),
+    Field("train.batch_array", "arrays", None, "Per-step batch sizes of `batch_schedule: array` (see "
+          "train.schedule_array).", nullable=True, axis=False),
+    Field("train.batch_index", "int", 0, "Which of train.batch_array's arrays a student uses (traced; several "
+          "arrays make it a grid axis).", minimum=0, role="traced"),
+    Field("train.momentum", "float", 0.9, "beta of `momentum` (traced).", minimum=0.0, maximum=1.0, role="traced"),
+    Field("train.momentum_schedule", "str", "constant", "beta(t): `constant` train.momentum, or `array` "
+          "(train.momentum_array).", choices=("constant", "array")),
+    Field("train.momentum_array", "arrays", None, "Per-step momentum of `momentum_schedule: array` (see "
+          "train.schedule_array).", nullable=True, axis=False),
+    Field("train.momentum_index", "int", 0, "Which of train.momentum_array's arrays a student uses (traced).",
+          minimum=0, role="traced"),
+    Field("train.steps", "int", 8, "Number of training steps T.", minimum=0),
     Field("train.schedule", "str", "constant",
-          "Learning-rate schedule s(t), t = 0..T-1, multiplying every layer's rate (seed 004): `constant`; "
-          "`polynomial` (1 - t/T)^delta; `wsd` 1 until t_s = stable_fraction T, then ((1 - t/T)/(1 - t_s/T))^delta "
-          "(eq. 82); `power` (1 + t)^(-chi).", choices=("constant", "polynomial", "wsd", "power")),
+          "Learning-rate schedule s(t), t = 0..T-1, multiplying every layer's rate (seed 004, lrsweep.schedules): "
+          "`constant`; `polynomial` (1 - t/T)^delta; `wsd` 1 until t_s = stable_fraction T, then "
+          "((1 - t/T)/(1 - t_s/T))^delta (eq. 82); `power` (1 + t)^(-chi); `cosine` floor + (1 - floor) "
+          "(1 + cos(pi t/T))/2; `array` train.schedule_array (with lr 1, the array is the rate itself).",
+          choices=("constant", "polynomial", "wsd", "power", "cosine", "array")),
     Field("train.schedule_exponent", "float", 1.0, "delta of `polynomial` / `wsd`, chi of `power` (traced: a grid "
           "axis never recompiles).", minimum=0.0, role="traced"),
     Field("train.stable_fraction", "float", 0.8, "t_s / T of `wsd`: the fraction of steps at the full rate, in "
-          "[0, 1] (traced).", minimum=0.0, role="traced"),
+          "[0, 1] (traced).", minimum=0.0, maximum=1.0, role="traced"),
+    Field("train.schedule_floor", "float", 0.0, "`cosine`: the final multiplier, in [0, 1] (traced).",
+          minimum=0.0, maximum=1.0, role="traced"),
+    Field("train.schedule_array", "arrays", None,
+          "Per-step multipliers s(t) of `schedule: array`: a list of T numbers, a .npy or .csv file (one array, or "
+          "one per row), or a list of such; several arrays form a grid axis over train.schedule_index.",
+          nullable=True, axis=False),
+    Field("train.schedule_index", "int", 0, "Which of train.schedule_array's arrays a student uses (traced).",
+          minimum=0, role="traced"),
     Field("train.warmup_steps", "int", 0, "Linear warmup: the rate is multiplied by min(1, (t + 1) / w) over the "
           "first w steps (0: none; at most train.steps).", minimum=0),
     Field("train.log_every", "int", 1, "Log metrics every k steps (and at the last step).", positive=True),
@@ -186,7 +233,13 @@ ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers"
            "schedule": "train.schedule", "schedule_exponent": "train.schedule_exponent",
            "stable_fraction": "train.stable_fraction", "warmup_steps": "train.warmup_steps",
            "loss": "train.loss", "data": "task.data", "margin": "task.margin",
-           "flip_fraction": "task.flip_fraction", "label": "task.label"}
+           "flip_fraction": "task.flip_fraction", "label": "task.label", "a": "task.a", "b": "task.b",
+           "n_features": "task.input_dim", "task.n_features": "task.input_dim", "online": "task.online",
+           "optimizer": "train.optimizer", "batch_size": "train.batch_size", "momentum": "train.momentum",
+           "batch_start": "train.batch_start", "batch_end": "train.batch_end",
+           "batch_ramp_exponent": "train.batch_ramp_exponent", "schedule_floor": "train.schedule_floor",
+           "schedule_index": "train.schedule_index", "batch_index": "train.batch_index",
+           "momentum_index": "train.momentum_index"}
 LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line")
 _LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
 TOP_LEVEL = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid")
@@ -262,6 +315,8 @@ def check_value(field: Field, value: Any, where: str) -> Any:
             if r[-1] not in (-1, 1):
                 raise ConfigError(where, f"the label (last entry) must be -1 or +1, got {r[-1]!r}")
         return tuple(tuple(float(v) for v in r) for r in rows)
+    elif kind == "arrays":
+        return register_arrays(_read_arrays(value, where), where)
     elif kind == "int_list":
         if not isinstance(value, (list, tuple)) or not value:
             raise ConfigError(where, f"expected a non-empty list of integers, got {value!r}")
@@ -290,6 +345,82 @@ def _allowed(field: Field) -> str:
     if field.minimum is not None:
         return f"a {field.kind} >= {field.minimum:g}"
     return f"a {field.kind}"
+
+
+# --------------------------------------------------------------------------------------
+# Per-step arrays (train.schedule_array, batch_array, momentum_array)
+# --------------------------------------------------------------------------------------
+
+ARRAYS: dict[str, np.ndarray] = {}
+"""Digest -> (K, T_max) float64 table of a config's per-step arrays (rows padded with NaN). The student
+table holds the digest (a short string), the compiled program the table, the run's config.yaml the numbers."""
+
+
+def _read_arrays(value: Any, where: str) -> list[np.ndarray]:
+    """One array (a list of numbers, or a .npy / .csv file of one array or one per row), or a list of
+    such, as a list of 1-D float arrays."""
+    def one_file(path: str) -> list[np.ndarray]:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ConfigError(where, f"file not found: {path} (give a list of numbers, or a .npy or .csv file)")
+        try:
+            data = np.load(file) if file.suffix == ".npy" else np.loadtxt(file, delimiter=",", ndmin=1)
+        except (ValueError, OSError) as e:
+            raise ConfigError(where, f"cannot read {path} as numbers: {str(e).splitlines()[0]}") from None
+        data = np.asarray(data, float)
+        if data.ndim not in (1, 2) or data.size == 0:
+            raise ConfigError(where, f"{path}: expected one array or one array per row, got shape {data.shape}")
+        return [data] if data.ndim == 1 else list(data)
+
+    def numbers(v) -> bool:
+        return isinstance(v, (list, tuple)) and len(v) > 0 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
+    if isinstance(value, str):
+        arrays = one_file(value)
+    elif numbers(value):
+        arrays = [np.asarray(value, float)]
+    elif isinstance(value, (list, tuple)) and value and all(isinstance(v, str) or numbers(v) for v in value):
+        arrays = [a for v in value for a in (one_file(v) if isinstance(v, str) else [np.asarray(v, float)])]
+    else:
+        raise ConfigError(where, f"expected a list of numbers (one per step), a .npy or .csv file, or a list of "
+                                 f"those, got {value!r:.80}")
+    for i, a in enumerate(arrays):
+        if not np.all(np.isfinite(a)) or (a < 0).any():
+            raise ConfigError(where, f"array {i}: entries must be finite and >= 0")
+    return arrays
+
+
+def register_arrays(arrays: list[np.ndarray], where: str = "") -> str:
+    """Store a list of per-step arrays in :data:`ARRAYS`; returns its digest (the column value)."""
+    import hashlib
+    t_max = max(len(a) for a in arrays)
+    table = np.full((len(arrays), t_max), np.nan)
+    for i, a in enumerate(arrays):
+        table[i, :len(a)] = a
+    digest = hashlib.sha1(table.tobytes() + str(table.shape).encode()).hexdigest()[:12]
+    key = f"{digest} ({len(arrays)} x {t_max})"
+    ARRAYS[key] = table
+    return key
+
+
+def array_table(key: str) -> np.ndarray:
+    """The (K, T_max) table of a digest from :func:`register_arrays`."""
+    if key not in ARRAYS:
+        raise ConfigError("train", f"per-step arrays {key} are not loaded; load the run's config first")
+    return ARRAYS[key]
+
+
+def arrays_as_lists(key: str) -> list[list[float]]:
+    """The arrays of a digest as plain lists (what a resolved config stores)."""
+    return [[float(x) for x in row[~np.isnan(row)]] for row in array_table(key)]
+
+
+ARRAY_INDEX = {"train.schedule_array": "train.schedule_index", "train.batch_array": "train.batch_index",
+               "train.momentum_array": "train.momentum_index"}
+ARRAY_KIND = {"train.schedule_array": ("train.schedule", "array"), "train.batch_array": ("train.batch_schedule", "array"),
+              "train.momentum_array": ("train.momentum_schedule", "array")}
+PATH_ALIASES = {"task.n_features": "task.input_dim"}
 
 
 # --------------------------------------------------------------------------------------
@@ -381,6 +512,17 @@ def _set_path(d: dict, path: str, value: Any) -> None:
             d[k] = {}
         d = d[k]
     d[keys[-1]] = value
+
+
+def _with_path(raw: dict, path: str, value: Any) -> dict:
+    """A copy of ``raw`` with ``path`` (dotted) set to ``value``."""
+    import copy
+    raw = copy.deepcopy(raw)
+    for alias, target in PATH_ALIASES.items():
+        if target == path and alias.split(".")[0] in raw:
+            (raw[alias.split(".")[0]] or {}).pop(alias.split(".")[1], None)
+    _set_path(raw, path, value)
+    return raw
 
 
 def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
@@ -540,6 +682,11 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
             raise ConfigError(section, f"must be a mapping, got {raw[section]!r}")
 
     flat = _flatten({k: v for k, v in raw.items() if k not in ("grid", "seeds")})
+    for alias, path in PATH_ALIASES.items():
+        if alias in flat:
+            if path in flat:
+                raise ConfigError(alias, f"is an alias of {path}; give one of them")
+            flat[path] = flat.pop(alias)
     base = {}
     for key, value in flat.items():
         if key not in FIELDS:
@@ -597,6 +744,10 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
         axes.append(((name,), [(v,) for v in values]))
 
     names = [n for ns, _ in axes for n in ns]
+    for path, index in ARRAY_INDEX.items():  # several arrays: a grid axis over their index
+        if base[path] is not None and index not in names and len(array_table(base[path])) > 1:
+            axes.append(((index,), [(i,) for i in range(len(array_table(base[path])))]))
+            names.append(index)
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError("grid", f"axis given twice: {', '.join(sorted(dup))}")
@@ -615,6 +766,9 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
         raise ConfigError("grid", "no learning rate given: add lr, lr_1..lr_L, lr_total (with lr_1_fraction) "
                                   "or lr_line to the grid")
     resolved = dict(raw)
+    for path in ARRAY_INDEX:  # files read once: the run's config.yaml keeps the numbers
+        if base[path] is not None:
+            resolved = _with_path(resolved, path, arrays_as_lists(base[path]))
     resolved.pop("seed", None)
     if seeds is not None:
         resolved["seeds"] = seeds
@@ -680,8 +834,14 @@ def _check_student_shapes(p: dict) -> None:
         if p["task.target"] == "orthonormal" and d < arch.output_dim:
             raise ConfigError("task.target", f"orthonormal target needs input_dim >= output dim; got {d} < "
                                              f"{arch.output_dim}")
+    elif p["task.kind"] == "power_law_features":
+        if not arch.is_linear or arch.output_dim != 1:
+            raise ConfigError("model.activation" if not arch.is_linear else "model.output_dim",
+                              "power_law_features measures the exact excess risk of a linear student with one "
+                              "output (e.g. parameterization: standard, n_layers: 1, init: zeros)")
     else:
         _check_classification(p, arch)
+    _check_optimizer(p)
     if p["train.loss"] != "mse" and p["task.kind"] != "classification":  # linear_teacher, single_point
         raise ConfigError("train.loss", f"{p['train.loss']} needs labels in {{-1, +1}} (task.kind: "
                                         f"classification); allowed for task.kind {p['task.kind']}: mse")
@@ -701,6 +861,43 @@ def _check_student_shapes(p: dict) -> None:
     if p["train.log_steps"] is not None and max(p["train.log_steps"]) > steps:
         raise ConfigError("train.log_steps", f"steps to log must be <= train.steps={steps}, got "
                                              f"{max(p['train.log_steps'])}")
+
+
+def online(p: dict) -> bool:
+    """Whether the task draws fresh samples every step (``task.online``, null: the task's default)."""
+    get = lambda path: p[path] if path in p else p[_short(path)]
+    value = get("task.online")
+    if value is None or (isinstance(value, float) and value != value):
+        return get("task.kind") == "power_law_features"
+    return bool(value)
+
+
+def _check_optimizer(p: dict) -> None:
+    """The optimizer, batch and schedule fields of one static combination agree."""
+    opt, batch, kind = p["train.optimizer"], p["train.batch_size"], p["task.kind"]
+    if online(p) and kind != "power_law_features":
+        raise ConfigError("task.online", f"task.kind {kind} has a fixed training set; allowed: false (online "
+                                         f"samples: power_law_features)")
+    if opt == "gd" and batch is not None:
+        raise ConfigError("train.batch_size", "gd uses the whole training set; use train.optimizer: sgd (or "
+                                              "momentum) for minibatches, or leave train.batch_size null")
+    if online(p):
+        if opt == "gd":
+            raise ConfigError("train.optimizer", f"{kind} draws fresh samples every step (task.online): allowed "
+                                                 f"values: sgd, momentum (or task.online: false for a fixed set)")
+        if batch is None:
+            raise ConfigError("train.batch_size", f"{kind} is online: give the number of samples per step (> 0)")
+    elif batch is not None and batch > p["task.n_train"]:
+        raise ConfigError("train.batch_size", f"must be <= task.n_train={p['task.n_train']}, got {batch}")
+    if p["train.batch_schedule"] != "constant" and batch is None:
+        raise ConfigError("train.batch_schedule", f"{p['train.batch_schedule']} needs train.batch_size (the "
+                                                  f"compiled batch shape) and train.optimizer sgd or momentum")
+    for path, (kind_path, value) in ARRAY_KIND.items():
+        if (p[kind_path] == value) != (p[path] is not None):
+            raise ConfigError(path if p[path] is not None else kind_path,
+                              f"{path} is read exactly when {kind_path} is {value}")
+    if p["train.momentum_schedule"] != "constant" and opt != "momentum":
+        raise ConfigError("train.momentum_schedule", f"only read by train.optimizer: momentum (got {opt})")
 
 
 def _check_classification(p: dict, arch: Architecture) -> None:
@@ -823,6 +1020,7 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
         raise ConfigError("train.stable_fraction", f"must be in [0, 1], got {float(stable[np.argmax(stable > 1.0)])!r}")
 
     table = {_short(k): column(k) for k in cfg.base if k != "task.target_std"}
+    _resolve_schedule_columns(table)
     table["target_std"] = _target_std(cfg, axes, on_axis, index, np.asarray(target_std)[combo])
     table = {_short(k): table[_short(k)] for k in cfg.base}  # the config's field order
     table.update(_lr_columns(axes, on_axis, column, m_row))
@@ -830,6 +1028,46 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     df.insert(0, "student_id", np.arange(n, dtype=np.int64))
     _check_distinct_students(df, cfg, axes, shape)
     return df
+
+
+def _resolve_schedule_columns(table: dict) -> None:
+    """Per-student checks of the traced schedule fields (batch ramp, array rows) against the static ones;
+    ``batch_end`` null becomes the batch size."""
+    batch = np.asarray([np.nan if b is None else b for b in table["batch_size"]], float) \
+        if table["batch_size"].dtype == object else np.asarray(table["batch_size"], float)
+    end = table["batch_end"]
+    end = np.asarray([np.nan if e is None else e for e in end], float) if end.dtype == object else end.astype(float)
+    end = np.where(np.isnan(end), batch, end)  # stays NaN (null) for full-batch students
+    table["batch_end"] = end
+    ramp = np.asarray(table["batch_schedule"]) == "ramp"
+    for name, values in (("batch_end", end), ("batch_start", np.asarray(table["batch_start"], float))):
+        bad = ramp & (values > batch)
+        if bad.any():
+            r = int(np.argmax(bad))
+            raise ConfigError(f"train.{name}", f"must be <= train.batch_size={int(batch[r])} (the compiled batch "
+                                               f"shape), got {values[r]:g}")
+    steps = np.asarray(table["steps"])
+    for path, index_path in ARRAY_INDEX.items():
+        keys, index = table[_short(path)], np.asarray(table[_short(index_path)])
+        for key in {k for k in keys if k is not None}:
+            rows = np.asarray([k == key for k in keys])
+            tab = array_table(key)
+            lengths = np.sum(~np.isnan(tab), axis=1)
+            over = rows & (index >= len(tab))
+            if over.any():
+                raise ConfigError(index_path, f"{path} has {len(tab)} arrays (indices 0..{len(tab) - 1}), got "
+                                              f"{int(index[over][0])}")
+            short = rows & (lengths[np.minimum(index, len(tab) - 1)] != steps)
+            if short.any():
+                r = int(np.argmax(short))
+                raise ConfigError(path, f"array {int(index[r])} has {int(lengths[index[r]])} values but train.steps "
+                                        f"is {int(steps[r])}: give one value per step")
+            if path == "train.momentum_array" and np.nanmax(tab) > 1.0:
+                raise ConfigError(path, "momentum values must be in [0, 1]")
+            if path == "train.batch_array":
+                over = rows & (np.nanmax(tab, axis=1)[np.minimum(index, len(tab) - 1)] > batch)
+                if over.any() or np.nanmin(tab) < 1:
+                    raise ConfigError(path, "batch sizes must be in [1, train.batch_size] (the compiled batch shape)")
 
 
 def _target_std(cfg, axes, on_axis, index, default: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ from lrsweep import steps as steps_lib
 from lrsweep.architecture import Architecture
 from lrsweep.checkpoint import SEGMENT_STEPS
 from lrsweep.chunking import Chunk, bytes_per_instance, bytes_per_student, plan_chunks
-from lrsweep.optim import make_optimizer
+from lrsweep.optim import batch_size_at, make_optimizer
 from lrsweep.tasks import TASKS, TaskSpec, make_instance, step_context
 
 
@@ -95,7 +95,10 @@ def make_student_fns(spec) -> StudentFns:
             bufs, mstates = operand
             ctx = metrics_lib.MetricContext(spec, form.dense(spec, params0, state), inst, loss, w_eff,
                                             step_context(inst, t).key, t)
-            values = {"train_loss": loss, **task.evaluate(spec, ctx)}
+            logged_loss = loss
+            if spec.stochastic and "x" in inst:  # the step saw a minibatch: log the whole set's loss
+                logged_loss = steps_lib.train_loss(spec, ctx.params, inst, step_context(inst, t))
+            values = {"train_loss": logged_loss, **task.evaluate(spec, ctx)}
             new_states = dict(mstates)
             for m in logged:
                 if m.init_state is None:
@@ -112,8 +115,9 @@ def make_student_fns(spec) -> StudentFns:
         bufs, mstates = jax.lax.cond(slot >= 0, write, lambda operand: operand, (bufs, mstates))
         return alive, loss0, div_step, bufs, reduced, mstates
 
-    def loss_and_grads(params0, state, inst, t):
-        return form.loss_and_grads(spec, params0, state, inst, step_context(inst, t))
+    def context(inst, hparams, t):
+        """The step's context: a sampled batch of m(t) rows for sgd and momentum."""
+        return step_context(inst, t, spec.stochastic, batch_size_at(spec, hparams, t))
 
     def start(params0, inst, hparams):
         dtype = jax.tree_util.tree_leaves(params0)[0].dtype
@@ -132,10 +136,11 @@ def make_student_fns(spec) -> StudentFns:
 
         def body(state, t):
             params, opt_state, carry = state
-            loss, grads, w_eff, aux = loss_and_grads(params0, params, inst, t)
+            ctx = context(inst, hparams, t)
+            loss, grads, w_eff, aux = form.loss_and_grads(spec, params0, params, inst, ctx)
             carry = observe(t, params0, params, inst, loss, w_eff, carry)
             updates, new_opt_state = tx.update(grads, opt_state, params)
-            new_params = form.post_update(spec, form.apply(params, updates, aux, t), inst, step_context(inst, t))
+            new_params = form.post_update(spec, form.apply(params, updates, aux, t), inst, ctx)
             alive = carry[0]
             keep = lambda new, old: jnp.where(alive, new, old)  # freeze diverged students
             params = jax.tree_util.tree_map(keep, new_params, params)
@@ -146,9 +151,8 @@ def make_student_fns(spec) -> StudentFns:
         return state
 
     def finish(state, params0, inst, hparams) -> StudentResult:
-        del hparams
         params, _, carry = state
-        loss, _, w_eff, _ = loss_and_grads(params0, params, inst, spec.steps)
+        loss, _, w_eff, _ = form.loss_and_grads(spec, params0, params, inst, context(inst, hparams, spec.steps))
         alive, _, div_step, bufs, reduced, _ = observe(spec.steps, params0, params, inst, loss, w_eff, carry)
         columns = {}
         for r, c in zip(reductions, reduced):

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class Loss:
-    """name; per_sample(pred (n, k), y (n, k)) -> (n,); value_and_cotangent(pred, y) -> (mean loss,
-    dL/dpred (n, k)); quadratic: the squared error (what moments, lowrank, poly and signal_only need);
+    """name; per_sample(pred (n, k), y (n, k)) -> (n,); value_and_cotangent(pred, y, weights=None) ->
+    (mean loss, or sum_i weights_i ell_i; dL/dpred (n, k)); quadratic: the squared error (what moments, lowrank, poly and signal_only need);
     binary_labels: labels must be in {-1, +1} with one output."""
     name: str
     per_sample: Callable
@@ -35,31 +35,38 @@ class Loss:
     binary_labels: bool
 
 
-def _mse_value_and_cotangent(pred, y):
-    n = pred.shape[0]
+def _weights(pred, weights):
+    """(n, 1) per-sample weights: 1/n (the mean), or the given ones (a masked minibatch: 1/m on m rows)."""
+    if weights is None:
+        return jnp.full((pred.shape[0], 1), 1.0 / pred.shape[0], pred.dtype)
+    return weights.astype(pred.dtype)[:, None]
+
+
+def _mse_value_and_cotangent(pred, y, weights=None):
+    w = _weights(pred, weights)
     residual = pred - y
-    return 0.5 * jnp.sum(residual * residual) / n, residual / n
+    return 0.5 * jnp.sum(w * residual * residual), w * residual
 
 
 def _logistic_per_sample(pred, y):
     return jnp.sum(jnp.logaddexp(0.0, -y * pred), axis=-1)
 
 
-def _logistic_value_and_cotangent(pred, y):
-    n = pred.shape[0]
+def _logistic_value_and_cotangent(pred, y, weights=None):
+    w = _weights(pred, weights)
     margin = y * pred
     # d/dm log(1 + e^-m) = -sigmoid(-m); jax.nn.sigmoid is stable at |m| = 1e4
-    return jnp.mean(_logistic_per_sample(pred, y)), -y * jax.nn.sigmoid(-margin) / n
+    return jnp.sum(w[:, 0] * _logistic_per_sample(pred, y)), -w * y * jax.nn.sigmoid(-margin)
 
 
 def _exponential_per_sample(pred, y):
     return jnp.sum(jnp.exp(-y * pred), axis=-1)
 
 
-def _exponential_value_and_cotangent(pred, y):
-    n = pred.shape[0]
+def _exponential_value_and_cotangent(pred, y, weights=None):
+    w = _weights(pred, weights)
     e = jnp.exp(-y * pred)
-    return jnp.sum(e) / n, -y * e / n
+    return jnp.sum(w * e), -w * y * e
 
 
 LOSSES = {

@@ -111,7 +111,7 @@ def _ntk_inputs(spec, ctx: MetricContext):
     if "xx" in ctx.inst:
         s, u = jnp.linalg.eigh(ctx.inst["xx"])
         return (u * jnp.sqrt(jnp.clip(s, 0.0))) @ u.T, 1.0
-    x, _ = TASKS[spec.task.kind].batch(spec, ctx.inst, StepContext(ctx.t, ctx.key))
+    x, _, _ = TASKS[spec.task.kind].batch(spec, ctx.inst, StepContext(ctx.t, ctx.key))
     return x, 1.0 / x.shape[0]
 
 

@@ -2,18 +2,12 @@
 
 A learning rate passed as a Python float would be baked into the compiled program; here every
 rate, and every schedule parameter, is an array in the vmapped student axis, so one compiled
-program serves the whole grid.
+program serves the whole grid. The schedules themselves (s(t), m(t), beta(t)) are in
+:mod:`lrsweep.schedules`.
 
-Schedules (seed 004, "Theory of Optimal Learning Rate Schedules ... Random Feature Model") multiply
-every layer's rate by s(t) at step t = 0..T-1 of a T-step run:
-
-- ``constant``:   s(t) = 1
-- ``polynomial``: s(t) = (1 - t/T)^delta                      (the easy-phase optimum, Sec. 1)
-- ``wsd``:        s(t) = 1 for t < t_s, ((1 - t/T) / (1 - t_s/T))^delta after   (eq. 82; t_s = f T)
-- ``power``:      s(t) = (1 + t)^(-chi)                        (the power-law baseline)
-
-times a linear warmup min(1, (t + 1) / w) over the first w steps when w > 0. delta, chi and the
-stable fraction f are traced (grid axes without recompiling); the kind, T and w are static.
+- ``gd`` / ``sgd``: update_l = -eta_l s(t) g_l (the gradient of the whole set, or of the step's batch);
+- ``momentum``: heavy ball, v_l <- beta(t) v_l + g_l, update_l = -eta_l s(t) v_l (optax.trace's
+  convention, with beta(t) traced; optax.trace takes a Python float decay, so it is written here).
 """
 
 from __future__ import annotations
@@ -24,37 +18,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ("constant", "polynomial", "wsd", "power")
-
-
-class Schedule(NamedTuple):
-    """A schedule: kind, run length T and warmup w (static), and its traced parameters."""
-    kind: str
-    steps: int
-    warmup_steps: int
-    exponent: jax.Array         # delta (polynomial, wsd) or chi (power)
-    stable_fraction: jax.Array  # t_s / T (wsd)
-
-
-def schedule_multiplier(schedule: Schedule, t) -> jax.Array:
-    """s(t) of the module docstring, for a step index t (traced)."""
-    t = jnp.asarray(t, schedule.exponent.dtype)
-    total = float(max(schedule.steps, 1))
-    if schedule.kind == "constant":
-        s = jnp.ones_like(t)
-    elif schedule.kind == "polynomial":
-        s = (1.0 - t / total) ** schedule.exponent
-    elif schedule.kind == "wsd":
-        t_s = schedule.stable_fraction * total
-        ratio = (1.0 - t / total) / jnp.maximum(1.0 - t_s / total, 1e-30)
-        s = jnp.where(t < t_s, 1.0, jnp.clip(ratio, 0.0, 1.0) ** schedule.exponent)
-    elif schedule.kind == "power":
-        s = (1.0 + t) ** (-schedule.exponent)
-    else:
-        raise ValueError(f"train.schedule: unknown '{schedule.kind}'; allowed: {', '.join(SCHEDULES)}")
-    if schedule.warmup_steps > 0:
-        s = s * jnp.minimum(1.0, (t + 1.0) / schedule.warmup_steps)
-    return s
+from lrsweep import config as config_lib
+from lrsweep import schedules as sched
+from lrsweep.schedules import Schedule, lr_multiplier as schedule_multiplier  # noqa: F401  (re-exported)
 
 
 def per_layer_rates(rates: dict, multipliers: dict | None = None) -> optax.GradientTransformation:
@@ -80,24 +46,75 @@ def per_layer_rates(rates: dict, multipliers: dict | None = None) -> optax.Gradi
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _table(key):
+    return None if key is None else jnp.asarray(config_lib.array_table(key))
+
+
 def schedule_of(spec, hparams: dict) -> Schedule | None:
-    """The group's schedule with this student's traced parameters (None for constant rates)."""
+    """The group's learning-rate schedule with this student's traced parameters (None: constant rates)."""
     if spec.schedule == "constant" and spec.warmup_steps == 0:
         return None
     return Schedule(spec.schedule, spec.steps, spec.warmup_steps, hparams["schedule_exponent"],
-                    hparams["stable_fraction"])
+                    hparams["stable_fraction"], hparams["schedule_floor"], _table(spec.schedule_array),
+                    hparams["schedule_index"])
 
 
-def gd(spec, hparams: dict) -> optax.GradientTransformation:
-    """Full-batch GD with per-layer rates ``lr_l`` and the group's schedule on every layer."""
+def batch_schedule_of(spec, hparams: dict) -> sched.BatchSchedule | None:
+    """m(t) of a stochastic group (None: the whole training set every step)."""
+    if spec.batch_size is None:
+        return None
+    return sched.BatchSchedule(spec.batch_schedule, spec.steps, spec.batch_size, hparams["batch_start"],
+                               hparams["batch_end"], hparams["batch_ramp_exponent"], _table(spec.batch_array),
+                               hparams["batch_index"])
+
+
+def batch_size_at(spec, hparams: dict, t):
+    """The step's batch size m(t) (int32), or None for full-batch steps."""
+    schedule = batch_schedule_of(spec, hparams)
+    return None if schedule is None or schedule.kind == "constant" else sched.batch_size(schedule, t)
+
+
+def _layer_rates(spec, hparams: dict):
     names = spec.arch.layer_names
     rates = {name: hparams[f"lr_{l}"] for l, name in enumerate(names, 1)}
     schedule = schedule_of(spec, hparams)
     multipliers = None if schedule is None else {name: (lambda t: schedule_multiplier(schedule, t)) for name in names}
-    return per_layer_rates(rates, multipliers)
+    return rates, multipliers
 
 
-OPTIMIZERS = {"gd": gd}
+def gd(spec, hparams: dict) -> optax.GradientTransformation:
+    """GD (or SGD: the engine hands it the batch's gradient) with per-layer rates ``lr_l`` and the group's
+    schedule on every layer."""
+    return per_layer_rates(*_layer_rates(spec, hparams))
+
+
+class HeavyBallState(NamedTuple):
+    count: jax.Array
+    velocity: dict
+
+
+def heavy_ball(betas) -> optax.GradientTransformation:
+    """v <- beta(t) v + g (returns v): optax.trace with a per-step, traced decay ``betas(t)``."""
+    def init_fn(params):
+        return HeavyBallState(jnp.zeros([], jnp.int32), jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        beta = betas(state.count)
+        velocity = jax.tree_util.tree_map(lambda v, g: (beta * v).astype(g.dtype) + g, state.velocity, updates)
+        return velocity, HeavyBallState(state.count + 1, velocity)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def momentum(spec, hparams: dict) -> optax.GradientTransformation:
+    """Heavy ball with beta(t) of ``train.momentum_schedule``, then per-layer rates and schedule."""
+    beta = sched.MomentumSchedule(spec.momentum_schedule, hparams["momentum"], _table(spec.momentum_array),
+                                  hparams["momentum_index"])
+    return optax.chain(heavy_ball(lambda t: sched.momentum(beta, t)), gd(spec, hparams))
+
+
+OPTIMIZERS = {"gd": gd, "sgd": gd, "momentum": momentum}
 
 
 def make_optimizer(spec, hparams: dict) -> optax.GradientTransformation:

@@ -33,6 +33,12 @@ class GroupSpec:
     loss: str = "mse"
     metrics: tuple = ()
     sharpness_iters: int = 20
+    batch_size: int | None = None        # samples per step of sgd / momentum (None: the whole training set)
+    batch_schedule: str = "constant"
+    momentum_schedule: str = "constant"
+    schedule_array: str | None = None    # digests of per-step arrays (lrsweep.config.ARRAYS)
+    batch_array: str | None = None
+    momentum_array: str | None = None
 
     @classmethod
     def from_row(cls, row) -> "GroupSpec":
@@ -42,7 +48,10 @@ class GroupSpec:
         spec = cls(Architecture.from_fields(row), TaskSpec.from_row(row), row["init"], row["optimizer"],
                    int(row["steps"]), config_lib.log_steps(row), row["gradient"], row["formulation"],
                    float(row["diverge_factor"]), row.get("schedule", "constant"), int(row.get("warmup_steps", 0)),
-                   row.get("loss", "mse"), tuple(row.get("metrics", ()) or ()), int(row.get("sharpness_iters", 20)))
+                   row.get("loss", "mse"), tuple(row.get("metrics", ()) or ()), int(row.get("sharpness_iters", 20)),
+                   _int_or_none(row.get("batch_size")), row.get("batch_schedule", "constant"),
+                   row.get("momentum_schedule", "constant"), _str_or_none(row.get("schedule_array")),
+                   _str_or_none(row.get("batch_array")), _str_or_none(row.get("momentum_array")))
         if spec.gradient == "signal_only" and not losses.LOSSES[spec.loss].quadratic:
             raise ConfigError("train.gradient", f"signal_only replaces the squared loss's residual f(X) - y by -y "
                                                 f"and needs train.loss: mse (got {spec.loss}); allowed here: exact")
@@ -51,6 +60,11 @@ class GroupSpec:
         except ValueError as e:
             raise ConfigError("train.formulation", str(e)) from None
         return dataclasses.replace(spec, formulation=formulation)
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether a step sees a sampled batch (minibatches of a fixed set, or fresh samples)."""
+        return self.batch_size is not None
 
     @property
     def n_logs(self) -> int:
@@ -70,3 +84,11 @@ class GroupSpec:
     def traced_columns(self) -> list[str]:
         """A student's traced hyperparameters, by name: eta_1..eta_m and the fields of role ``traced``."""
         return config_lib.lr_columns(self.arch.n_trainable) + list(config_lib.columns("traced"))
+
+
+def _int_or_none(value):
+    return None if value is None or (isinstance(value, float) and value != value) else int(value)
+
+
+def _str_or_none(value):
+    return value if isinstance(value, str) else None

@@ -57,11 +57,11 @@ def moments_loss_and_grads(spec, params0, params, inst, ctx):
 
 def autodiff_loss_and_grads(spec, params0, params, inst, ctx):
     del params0
-    x, y = TASKS[spec.task.kind].batch(spec, inst, ctx)
+    x, y, weights = TASKS[spec.task.kind].batch(spec, inst, ctx)
     pred, pullback = jax.vjp(lambda p: predict(spec.arch, p, inst["head"], x), params)
-    loss, cotangent = LOSSES[spec.loss].value_and_cotangent(pred, y)
+    loss, cotangent = LOSSES[spec.loss].value_and_cotangent(pred, y, weights)
     if spec.gradient == "signal_only":
-        cotangent = -y / x.shape[0]
+        cotangent = -y / x.shape[0] if weights is None else -weights[:, None] * y
     (grads,) = pullback(cotangent)
     return loss, grads, None, None  # the test loss forms W_eff itself, only at logged steps
 
@@ -74,8 +74,8 @@ def train_loss(spec, params, inst, ctx):
     if "xx" in inst:
         w_eff = effective_weight(spec.arch, params, inst["head"])
         return _moments_loss(w_eff, inst["xx"] @ w_eff, inst)
-    x, y = TASKS[spec.task.kind].batch(spec, inst, ctx)
-    return LOSSES[spec.loss].value_and_cotangent(predict(spec.arch, params, inst["head"], x), y)[0]
+    x, y, weights = TASKS[spec.task.kind].batch(spec, inst, ctx)
+    return LOSSES[spec.loss].value_and_cotangent(predict(spec.arch, params, inst["head"], x), y, weights)[0]
 
 
 class LowRank(NamedTuple):
@@ -161,6 +161,8 @@ def moments_blocker(spec) -> str | None:
         return f"the student is not linear (model.activation: {spec.arch.activation})"
     if not LOSSES[spec.loss].quadratic:
         return f"the loss is not quadratic (train.loss: {spec.loss}; needs mse)"
+    if spec.stochastic:
+        return f"the steps see sampled batches (train.batch_size: {spec.batch_size}; needs the whole training set)"
     return None
 
 

@@ -77,8 +77,10 @@ def init_params(key, arch: Architecture, init: str, scale, dtype) -> dict:
         mats = [orthogonal(k, s, dtype) for k, s in zip(keys, arch.shapes)]
     elif init == "gaussian":
         mats = [jax.random.normal(k, s, dtype) / math.sqrt(s[0]) for k, s in zip(keys, arch.shapes)]
+    elif init == "zeros":
+        return {name: jnp.zeros(s, dtype) for name, s in zip(arch.layer_names, arch.shapes)}
     else:
-        raise ValueError(f"init: unknown '{init}'; allowed: orthogonal, gaussian")
+        raise ValueError(f"init: unknown '{init}'; allowed: orthogonal, gaussian, zeros")
     return {name: scale * (w if gain == 1.0 else gain * w)
             for name, w, gain in zip(arch.layer_names, mats, arch.init_gains)}
 

@@ -235,9 +235,27 @@ AXIS_VALUES = {
     "model.width": ([16, 32], {}),
     "model.activation": (["relu", "linear"], {}),
     "model.output_dim": ([2, 3], {}),
-    "init": (["gaussian", "orthogonal"], {}),
+    "init": (["gaussian", "zeros"], {}),
     "init_scale": ([0.5, 2.0], {}),
-    "train.optimizer": (["gd"], {}),
+    "train.optimizer": (["sgd", "momentum"], {"train.batch_size": 4}),
+    "train.batch_size": ([4, 8], {"train.optimizer": "sgd"}),
+    "train.batch_schedule": (["ramp", "constant"], {"train.optimizer": "sgd", "train.batch_size": 4}),
+    "train.batch_start": ([2.0, 3.0], {"train.optimizer": "sgd", "train.batch_size": 4, "train.batch_schedule": "ramp"}),
+    "train.batch_end": ([2.0, 3.0], {"train.optimizer": "sgd", "train.batch_size": 4, "train.batch_schedule": "ramp"}),
+    "train.batch_ramp_exponent": ([0.5, 2.0], {"train.optimizer": "sgd", "train.batch_size": 4,
+                                               "train.batch_schedule": "ramp"}),
+    "train.batch_index": ([1, 2], {"train.optimizer": "sgd", "train.batch_size": 4, "train.batch_schedule": "array",
+                                   "train.batch_array": [[1], [2], [3]]}),
+    "train.momentum": ([0.5, 0.0], {"train.optimizer": "momentum", "train.batch_size": 4}),
+    "train.momentum_schedule": (["constant"], {}),  # its other value, array, needs train.momentum_array
+    "train.momentum_index": ([1, 2], {"train.optimizer": "momentum", "train.momentum_schedule": "array",
+                                      "train.momentum_array": [[0.1], [0.5], [0.9]]}),
+    "train.schedule_floor": ([0.1, 0.5], {"train.schedule": "cosine"}),
+    "train.schedule_index": ([1, 2], {"train.schedule": "array", "train.schedule_array": [[1], [0.5], [0.25]]}),
+    "task.a": ([1.2, 2.0], {}),
+    "task.b": ([1.5, 2.0], {}),
+    "task.online": ([False, None], {"task.kind": "power_law_features", "train.optimizer": "sgd",
+                                    "train.batch_size": 4, "model.parameterization": "standard", "model.n_layers": 1}),
     "train.loss": (["logistic", "exponential"], {"task.kind": "classification"}),
     "train.steps": ([3, 5], {}),
     "train.schedule": (["polynomial", "wsd"], {}),
@@ -257,7 +275,8 @@ def test_axis_values_cover_every_axis_field():
     assert set(AXIS_VALUES) == axis_fields
     for path, (values, _) in AXIS_VALUES.items():
         field = config.FIELDS[path]
-        n_other = len([c for c in field.choices if c != field.default]) if field.choices else (
+        # an `array` kind needs its array field, which cannot be an axis: it is not counted
+        n_other = len([c for c in field.choices if c not in (field.default, "array")]) if field.choices else (
             1 if field.kind == "bool" else 2)
         assert len(set(values)) == len(values), path
         assert sum(v != field.default for v in values) == min(2, n_other), path

@@ -89,7 +89,8 @@ def test_schedule_parameters_are_traced(x64):
     cfg = _cfg("wsd", schedule_exponent=[0.5, 1.0, 2.0, 4.0], stable_fraction=[0.25, 0.5, 1.0])
     students, specs = runner.prepare(config.load_config(cfg))
     (spec,) = specs.values()
-    assert spec.traced_columns == ["lr_1", "lr_2", "schedule_exponent", "stable_fraction"]
+    assert spec.traced_columns[:2] == ["lr_1", "lr_2"]
+    assert {"schedule_exponent", "stable_fraction"} <= set(spec.traced_columns)
     fn = engine.make_chunk_fn(spec)
     _, chunks = engine.plan_chunks(spec, students, max_memory=1 << 30, dtype_bytes=8, chunk_size=8)
     out = {}
@@ -105,7 +106,7 @@ def test_schedule_parameters_are_traced(x64):
 
 
 @pytest.mark.parametrize("field,value,words", [
-    ("train.schedule", "cosine", "allowed values"), ("train.stable_fraction", 1.5, "[0, 1]"),
+    ("train.schedule", "linear", "allowed values"), ("train.stable_fraction", 1.5, "[0, 1]"),
     ("train.schedule_exponent", -1.0, ">= 0"), ("train.warmup_steps", 10, "<= train.steps")])
 def test_bad_schedule_input(field, value, words):
     cfg = _cfg("wsd")

@@ -5,9 +5,12 @@ A :class:`Task` has three parts:
 - ``make_data(spec, keys, hp, dtype) -> dict``: the instance's data (``x``, ``y`` and whatever its
   evaluation needs) from the instance's random keys and hyperparameters (config fields of role
   ``instance``: seed, noise_std, ...), for ONE instance (the engine vmaps it);
-- ``batch(spec, inst, ctx) -> (x, y)``: the batch of step ``ctx.t`` (today the whole training set;
-  fresh samples or minibatches draw from ``ctx.key``, derived from the instance and t, so the
-  learning-rate points that share an instance share its batches);
+- ``batch(spec, inst, ctx) -> (x, y, weights)``: the batch of step ``ctx.t``: the whole training set
+  (weights None: the mean), or, for a step of sgd / momentum (``ctx.minibatch``), ``spec.batch_size``
+  rows drawn from ``ctx.key`` (derived from the instance and t, so the learning-rate points that
+  share an instance share its batches): a minibatch of the fixed set, or fresh samples of an online
+  task. A batch size m(t) below the compiled M (``ctx.batch_size``) weights the first m rows 1/m
+  and the rest 0 (:func:`mask_weights`);
 - ``evaluate(spec, ctx) -> {name: scalar}`` at logged steps (``metric_names(spec)`` lists them):
   the exact population risk for the linear teacher, test loss and 0-1 error for classification.
 
@@ -60,9 +63,12 @@ def _hashable(value):
 
 
 class StepContext(NamedTuple):
-    """What the step function knows besides the state: the step index and its random key."""
+    """What the step function knows besides the state: the step index, its random key, whether the step
+    trains on a sampled batch (sgd, momentum) and the step's batch size m(t) (None: the compiled M)."""
     t: Any
     key: Any
+    minibatch: bool = False
+    batch_size: Any = None
 
 
 class Task(NamedTuple):
@@ -74,10 +80,23 @@ class Task(NamedTuple):
     exact_linear_risk: Callable  # spec -> bool: test loss = ||W_eff - beta||^2 + noise_var (poly, lowrank)
 
 
-def full_batch(spec, inst, ctx):
-    """The whole training set at every step (full-batch GD)."""
-    del spec, ctx
-    return inst["x"], inst["y"]
+def mask_weights(size: int, batch_size, dtype=None):
+    """Per-row weights of a batch of ``size`` rows of which the first ``batch_size`` (traced) count:
+    1/m on them, 0 on the rest; None (the plain mean) when ``batch_size`` is None."""
+    if batch_size is None:
+        return None
+    rows = jnp.arange(size)
+    return jnp.where(rows < batch_size, 1.0 / batch_size, 0.0).astype(dtype or jnp.result_type(float))
+
+
+def fixed_set_batch(spec, inst, ctx):
+    """The whole training set, or for a stochastic step ``spec.batch_size`` distinct rows of it drawn
+    from the step's key (a minibatch without replacement)."""
+    x, y = inst["x"], inst["y"]
+    if not ctx.minibatch or spec.batch_size is None:
+        return x, y, None
+    rows = jax.random.choice(ctx.key, x.shape[0], (spec.batch_size,), replace=False)
+    return x[rows], y[rows], mask_weights(spec.batch_size, ctx.batch_size, x.dtype)
 
 
 def make_instance(spec, hp: dict, dtype, moments: bool) -> tuple[dict, dict]:
@@ -99,10 +118,11 @@ def make_instance(spec, hp: dict, dtype, moments: bool) -> tuple[dict, dict]:
     return params0, inst
 
 
-def step_context(inst: dict, t) -> StepContext:
-    return StepContext(t, jax.random.fold_in(inst["step_key"], t))
+def step_context(inst: dict, t, minibatch: bool = False, batch_size=None) -> StepContext:
+    return StepContext(t, jax.random.fold_in(inst["step_key"], t), minibatch, batch_size)
 
 
-from lrsweep.tasks import classification, linear_teacher, single_point  # noqa: E402  (registrations)
+from lrsweep.tasks import classification, linear_teacher, power_law_features, single_point  # noqa: E402
 
-TASKS: dict[str, Task] = {t.name: t for t in (linear_teacher.TASK, classification.TASK, single_point.TASK)}
+TASKS: dict[str, Task] = {t.name: t for t in (linear_teacher.TASK, classification.TASK, single_point.TASK,
+                                              power_law_features.TASK)}

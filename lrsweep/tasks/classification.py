@@ -64,4 +64,4 @@ def evaluate(spec, ctx) -> dict:
 
 
 TASK = tasks.Task("classification", make_data, evaluate, lambda spec: ("test_loss", "test_error"),
-                  tasks.full_batch, lambda spec: False)
+                  tasks.fixed_set_batch, lambda spec: False)

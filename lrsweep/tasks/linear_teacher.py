@@ -60,5 +60,5 @@ def evaluate(spec, ctx) -> dict:
     return {"test_loss": jnp.mean(jnp.sum((pred - inst["y_test"]) ** 2, axis=-1)) + inst["noise_var"]}
 
 
-TASK = tasks.Task("linear_teacher", make_data, evaluate, lambda spec: ("test_loss",), tasks.full_batch,
+TASK = tasks.Task("linear_teacher", make_data, evaluate, lambda spec: ("test_loss",), tasks.fixed_set_batch,
                   exact_linear_risk)

@@ -20,5 +20,5 @@ def make_data(spec, keys, hp, dtype) -> dict:
     return {"x": jnp.ones((1, 1), dtype), "y": jnp.full((1, out), hp["label"], dtype)}
 
 
-TASK = tasks.Task("single_point", make_data, lambda spec, ctx: {}, lambda spec: (), tasks.full_batch,
+TASK = tasks.Task("single_point", make_data, lambda spec, ctx: {}, lambda spec: (), tasks.fixed_set_batch,
                   lambda spec: False)
