@@ -112,6 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse a coarse grid of more than N students")
     b.add_argument("--quiet", action="store_true", help="no progress")
 
+    sc = sub.add_parser("schedule", help="optimal learning-rate schedules of seed 004's random-feature model",
+                        description=(
+        "Find, for every point of CONFIG's grid (a power_law_features config with a schedule_search section) "
+        "and every horizon T, the optimal schedule by gradient descent through the exact loss recursion, and "
+        "the best constant, power-law, polynomial-decay and WSD schedules. Writes RUN/schedules.parquet and "
+        "RUN/schedule_summary.parquet; --verify SEEDS trains every schedule by Monte Carlo SGD in RUN/verify/."))
+    sc.add_argument("config", help="YAML file or built-in name (e.g. configs/schedules/optimal_cpu.yaml)")
+    sc.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                    help="override a field, e.g. --set schedule_search.horizons=[100,1000] (repeatable)")
+    sc.add_argument("--out", default="results", help="results root (default: results)")
+    sc.add_argument("--verify", type=_positive_int, default=None, metavar="SEEDS",
+                    help="train every found schedule with SEEDS seeds and compare the Monte Carlo mean")
+    sc.add_argument("--max-memory", type=parse_bytes, default=None, help="memory budget per chunk of --verify")
+    sc.add_argument("--quiet", action="store_true", help="no progress")
+
     ls = sub.add_parser("ls", help="list runs with status and size")
     ls.add_argument("root", nargs="?", default="results")
 
@@ -246,6 +261,45 @@ def cmd_boundary(args) -> int:
     return 0
 
 
+def cmd_schedule(args) -> int:
+    from lrsweep import runner, schedule_search
+    cfg = config_lib.load_config(runner.resolve_config_path(args.config), args.overrides)
+    with _sigterm_as_interrupt():
+        result = schedule_search.run_schedule(cfg, args.out, verify=args.verify, progress=not args.quiet,
+                                              max_memory=args.max_memory)
+    print(f"schedule run: {result.run_dir}")
+    print(f"search: {result.search_s:.1f} s for {result.summary[['a', 'b', 'input_dim', 'noise_std', 'batch_size']]"
+          f".drop_duplicates().shape[0]} point(s) x {result.summary['T'].nunique()} horizons x "
+          f"{result.summary['kind'].nunique()} kinds")
+    _print_schedule_summary(result.summary)
+    _print_schedule_checks(result.run_dir)
+    return 0
+
+
+def _print_schedule_summary(summary) -> None:
+    """Final expected loss per horizon (rows) and kind (columns), per point; with --verify the Monte
+    Carlo mean beside it."""
+    import pandas as pd
+    point_cols = ["a", "b", "input_dim", "noise_std", "batch_size"]
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        for point, g in summary.groupby(point_cols, sort=False):
+            print("final expected loss (recursion)" + (" | Monte Carlo mean" if "mc_mean" in g else "") + " at "
+                  + ", ".join(f"{k}={v:g}" for k, v in zip(point_cols, point)) + ":")
+            table = g.pivot(index="T", columns="kind", values="expected_loss")
+            if "mc_mean" in g:
+                mc = g.pivot(index="T", columns="kind", values="mc_mean")
+                table = table.map(lambda v: f"{v:.4g}").astype(str) + " | " + mc.map(lambda v: f"{v:.4g}")
+            print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+
+
+def _print_schedule_checks(run_dir) -> bool:
+    from lrsweep import compare
+    _, _, verdict = compare.write_comparison(run_dir)
+    print("theory verdict:")
+    print("  " + verdict.text.replace("\n", "\n  "))
+    return verdict.ok
+
+
 def _print_boundaries(summary) -> None:
     """Where the table is, how many students it took against a dense grid, and the boundaries in
     units of 1 / lambda_0 where lambda_0 was logged."""
@@ -347,6 +401,10 @@ def _require_results(run: Path) -> None:
 
 
 def cmd_compare(args) -> int:
+    from lrsweep import schedule_search
+    if schedule_search.is_schedule_run(args.run):
+        ok = _print_schedule_checks(args.run)
+        return 1 if (args.strict and not ok) else 0
     _require_results(Path(args.run))
     ok = print_comparison(args.run, args.theory, args.rows)
     return 1 if (args.strict and not ok) else 0
@@ -411,7 +469,7 @@ def cmd_show(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "boundary": cmd_boundary, "ls": cmd_ls, "show": cmd_show, "compare": cmd_compare, "plot": cmd_plot,
+COMMANDS = {"run": cmd_run, "boundary": cmd_boundary, "schedule": cmd_schedule, "ls": cmd_ls, "show": cmd_show, "compare": cmd_compare, "plot": cmd_plot,
             "schema": lambda args: print(config_lib.describe_schema()) or 0}
 
 

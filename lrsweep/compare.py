@@ -167,7 +167,24 @@ def compare(run: str | Path, theories: list[str] | None = None) -> pd.DataFrame:
       prediction, z, rel_gap, exact``.
     """
     _check_names(theories)
+    _load_arrays(run)
     return _compare_curves(store.load(run), theories)
+
+
+def _load_arrays(run: str | Path) -> None:
+    """Register the per-step arrays of every run's config (:data:`lrsweep.config.ARRAYS`): theories of
+    scheduled students read them by the digest in the students table."""
+    for path in store.find_runs(run):
+        if (path / "config.yaml").exists():
+            try:
+                config_lib.load_config(path / "config.yaml")
+            except ConfigError:  # a config of an older version: its students carry no arrays
+                pass
+
+
+def _tables_only(run: Path) -> bool:
+    """A run without trained students (``lrsweep schedule``): only its table checks apply."""
+    return store.is_run(run) and store.read_json(run / "meta.json").get("kind") == "schedule"
 
 
 def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.DataFrame:
@@ -260,7 +277,8 @@ def write_comparison(run: str | Path, theories: list[str] | None = None) -> tupl
     and ``checks.parquet`` into it. ``theories``: registry names of theories and checks (default: all)."""
     run = Path(run)
     _check_names(theories)
-    curves = store.load(run)
+    _load_arrays(run)
+    curves = pd.DataFrame() if _tables_only(run) else store.load(run)
     table = _compare_curves(curves, theories)
     students = store.load(run, "students") if not curves.empty else pd.DataFrame()
     tables = {t: store.read_parquet(run / f"{t}.parquet").to_pandas() for t in set(TABLE_CHECKS.values())
@@ -280,3 +298,4 @@ def write_comparison(run: str | Path, theories: list[str] | None = None) -> tupl
 
 from lrsweep.theory import layer_balancing_compare  # noqa: E402,F401  (registers the seed 000 theories)
 from lrsweep.theory import catapult_compare  # noqa: E402,F401  (registers the seed 003 checks)
+from lrsweep.theory import random_features_compare  # noqa: E402,F401  (registers the seed 004 theory and checks)

@@ -242,7 +242,7 @@ ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers"
            "momentum_index": "train.momentum_index"}
 LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line")
 _LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
-TOP_LEVEL = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid")
+TOP_LEVEL = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid", "schedule_search")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 

@@ -1,6 +1,7 @@
 """Closed-form learning-rate theory: pure numpy functions of hyperparameters, one module per paper.
 
-Never imports the engine (or jax). ``THEORIES`` is the registry the comparison module reads: each
+Never imports the engine; jax only where a recursion is scanned (seed 004,
+:mod:`lrsweep.theory.random_features`). ``THEORIES`` is the registry the comparison module reads: each
 entry names a function ``fn(eta_1, eta_2, h, steps, **extra)`` returning the expected test loss
 (float64, numpy-broadcasting) and the setting it covers, in the config's vocabulary.
 

@@ -1,0 +1,228 @@
+"""Seed 004 (Bordelon & Mori 2026) joined with stored runs: registrations for :mod:`lrsweep.compare`.
+
+- Theory ``random_features.sgd``: the exact expected excess risk of SGD / heavy-ball momentum on
+  power-law features (:func:`lrsweep.theory.random_features.loss_curves`) for every logged step of
+  every grid point, against the Monte Carlo mean over seeds (an exact expectation: within standard
+  errors). The student's schedules are rebuilt from its stored columns by :mod:`lrsweep.schedules`,
+  the functions the engine trained it with.
+- Checks on ``schedule_summary.parquet`` (``lrsweep schedule``): the optimal schedule beats the best
+  constant and the best power law at every horizon, in the recursion and by Monte Carlo
+  (``random_features.optimal_beats_baselines``); the Monte Carlo final loss of every found schedule
+  equals the recursion's (``random_features.verify``); the exponents fitted over the horizons against
+  the seed's statements (``random_features.exponents``: asymptotic statements at finite N and T,
+  reported, never failing).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lrsweep import compare
+from lrsweep import config as config_lib
+from lrsweep import schedules
+
+SEED = "seed 004, arXiv 2602.04774 (Bordelon & Mori 2026)"
+POINT = ["a", "b", "input_dim", "noise_std", "batch_size"]
+HANDLED = ("seed", "task.a", "task.b", "task.input_dim", "task.noise_std", "task.online", "train.optimizer",
+           "train.batch_size", "train.batch_schedule", "train.batch_start", "train.batch_end",
+           "train.batch_ramp_exponent", "train.batch_array", "train.batch_index", "train.momentum",
+           "train.momentum_schedule", "train.momentum_array", "train.momentum_index", "train.steps",
+           "train.schedule", "train.schedule_exponent", "train.stable_fraction", "train.schedule_floor",
+           "train.schedule_array", "train.schedule_index", "train.warmup_steps", "train.log_every",
+           "train.log_steps", "train.formulation", "train.diverge_factor", "train.metrics",
+           "train.sharpness_iters", "init_scale",
+           # not read by this task and student
+           "task.n_train", "task.n_test", "task.design", "task.target", "task.target_std",
+           "task.teacher_activation", "task.test_noise", "task.label", "task.data", "task.margin",
+           "task.flip_fraction", "task.points", "model.width")
+SETTING = {"task.kind": "power_law_features", "model.parameterization": "standard", "model.n_layers": 1,
+           "init": "zeros"}
+
+
+def _matches(df: pd.DataFrame) -> np.ndarray:
+    mask = compare.matches_setting(df, SETTING, free=HANDLED)
+    mask &= df["optimizer"].isin(["sgd", "momentum"]).to_numpy(bool)
+    if "online" in df:
+        mask &= df["online"].map(lambda v: v is None or v != v or bool(v)).to_numpy(bool)
+    return mask
+
+
+def _value(row, column, default):
+    value = row.get(column, default)
+    return default if value is None or (isinstance(value, float) and value != value) else value
+
+
+def _table(row, column):
+    key = _value(row, column, None)
+    return None if key is None else config_lib.array_table(key)
+
+
+def student_schedule(row: dict):
+    """(lr (T,), batch (T,), momentum (T,) or None) of a stored student, by :mod:`lrsweep.schedules`."""
+    steps = int(row["steps"])
+    t = np.arange(steps)
+    lr_sched = schedules.Schedule(row["schedule"], steps, int(_value(row, "warmup_steps", 0)),
+                                  float(_value(row, "schedule_exponent", 1.0)), float(_value(row, "stable_fraction", 0.8)),
+                                  float(_value(row, "schedule_floor", 0.0)), _table(row, "schedule_array"),
+                                  int(_value(row, "schedule_index", 0)))
+    lr = float(row["lr_1"]) * np.asarray(schedules.lr_multiplier(lr_sched, t), float)
+    max_batch = int(row["batch_size"])
+    batch_sched = schedules.BatchSchedule(_value(row, "batch_schedule", "constant"), steps, max_batch,
+                                          float(_value(row, "batch_start", 1.0)), float(_value(row, "batch_end", max_batch)),
+                                          float(_value(row, "batch_ramp_exponent", 1.0)), _table(row, "batch_array"),
+                                          int(_value(row, "batch_index", 0)))
+    batch = np.asarray(schedules.batch_size(batch_sched, t), float)
+    beta = None
+    if row["optimizer"] == "momentum":
+        beta_sched = schedules.MomentumSchedule(_value(row, "momentum_schedule", "constant"),
+                                                float(_value(row, "momentum", 0.0)), _table(row, "momentum_array"),
+                                                int(_value(row, "momentum_index", 0)))
+        beta = np.asarray(schedules.momentum(beta_sched, t), float)
+    return lr, batch, beta
+
+
+_CURVES: dict = {}
+
+
+def expected_curve(row: dict) -> np.ndarray:
+    """The recursion's expected test loss at steps 0..T of a stored grid point (float64; cached)."""
+    import jax
+
+    from lrsweep.theory import random_features as rf
+    key = tuple(sorted((k, str(v)) for k, v in row.items() if k not in ("step", "mean", "sem", "n_seeds")))
+    if key not in _CURVES:
+        with jax.enable_x64(True):
+            lr, batch, beta = student_schedule(row)
+            lam, target = rf.spectrum(int(row["input_dim"]), float(row["a"]), float(row["b"]))
+            _CURVES[key] = np.asarray(rf.loss_curves(lam, target ** 2, float(row["noise_std"]) ** 2, lr, batch, beta))
+    return _CURVES[key]
+
+
+def _predict(rows: pd.DataFrame, step: int) -> np.ndarray:
+    return np.array([expected_curve(r)[int(step)] for r in rows.to_dict("records")])
+
+
+compare.register(compare.Theory(
+    name="random_features.sgd",
+    matches=_matches,
+    predict=_predict,
+    steps=tuple(range(0, 1_000_001)),
+    exact_for=lambda df: np.ones(len(df), bool),
+    reference=f"{SEED}; the second-moment recursion of lrsweep.theory.random_features (derived there)",
+    title="exact expected excess risk of SGD on power-law features (seed 004)",
+))
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks on lrsweep schedule runs
+# ------------------------------------------------------------------------------------------------
+
+def _label(point) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in zip(POINT, point))
+
+
+def optimal_beats_baselines(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per point and T: the optimal schedule's final loss is below the best constant's and the best power
+    law's, in the recursion and (after --verify) in the Monte Carlo mean."""
+    rows = []
+    for _, g in summary.groupby(POINT + ["T"], sort=True):
+        T = int(g["T"].iloc[0])
+        by_kind = g.set_index("kind")
+        if "optimal" not in by_kind.index:
+            continue
+        base = [k for k in ("constant", "power") if k in by_kind.index]
+        if not base:
+            continue
+        opt = by_kind.loc["optimal"]
+        ok = all(opt["expected_loss"] < by_kind.loc[k, "expected_loss"] for k in base)
+        detail = "recursion: optimal {:.4g} vs ".format(opt["expected_loss"]) + ", ".join(
+            f"{k} {by_kind.loc[k, 'expected_loss']:.4g}" for k in base)
+        if "mc_mean" in by_kind and np.isfinite(opt.get("mc_mean", np.nan)):
+            ok &= all(opt["mc_mean"] < by_kind.loc[k, "mc_mean"] for k in base)
+            detail += "; Monte Carlo: optimal {:.4g} vs ".format(opt["mc_mean"]) + ", ".join(
+                f"{k} {by_kind.loc[k, 'mc_mean']:.4g}" for k in base)
+        point_key = tuple(g.iloc[0][c] for c in POINT)
+        rows.append({"configuration": f"{_label(point_key)}, T={T}", "n": int(opt.get("mc_n", 0) or 0),
+                     "passed": bool(ok), "detail": detail})
+    return pd.DataFrame(rows, columns=list(compare.CHECK_COLUMNS))
+
+
+def verify(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per point, T and kind with Monte Carlo columns: |mc_mean - expected_loss| <= 3 mc_sem."""
+    if "mc_mean" not in summary:
+        return pd.DataFrame(columns=list(compare.CHECK_COLUMNS))
+    rows = []
+    for r in summary.itertuples(index=False):
+        z = (r.mc_mean - r.expected_loss) / r.mc_sem if r.mc_sem > 0 else np.inf
+        rows.append({"configuration": f"{_label([getattr(r, c) for c in POINT])}, T={r.T}, {r.kind}",
+                     "n": int(r.mc_n), "passed": bool(abs(z) <= 3.0 and r.mc_diverged == 0),
+                     "detail": f"Monte Carlo {r.mc_mean:.5g} +- {r.mc_sem:.2g} vs recursion {r.expected_loss:.5g} "
+                               f"(z = {z:.2f}, {int(r.mc_diverged)} diverged)"})
+    return pd.DataFrame(rows, columns=list(compare.CHECK_COLUMNS))
+
+
+def exponent_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per point: exponents fitted over the horizons T (log-log slopes with standard errors) against
+    the seed's statements (:func:`lrsweep.theory.random_features.statements`)."""
+    from lrsweep.theory import random_features as rf
+    rows = []
+    for point, g in summary.groupby(POINT, sort=True):
+        a, b = float(point[0]), float(point[1])
+        if g["T"].nunique() < 3:
+            continue
+        said = rf.statements(a, b)
+        kinds = set(g["kind"])
+
+        def slope(kind, column):
+            k = g[g["kind"] == kind].sort_values("T")
+            return rf.fit_exponent(k["T"].to_numpy(float), k[column].to_numpy(float))
+
+        wanted = []
+        if "constant" in kinds:
+            wanted.append(("best constant rate ~ T^-x", "constant", "lr_peak", -1, "constant_xi"))
+            wanted.append(("loss of the best constant ~ T^-x", "constant", "expected_loss", -1, "loss_constant"))
+        if "power" in kinds:
+            wanted.append(("loss of the best power law ~ T^-x", "power", "expected_loss", -1, "loss_power"))
+        if "optimal" in kinds:
+            wanted.append(("optimal peak rate ~ T^-xi", "optimal", "lr_peak", -1, "xi"))
+            wanted.append(("loss of the optimal schedule ~ T^-x", "optimal", "expected_loss", -1, "loss_optimal"))
+            if said["phase"]["value"] == "hard":
+                wanted.append(("decay window T - t_s ~ T^x", "optimal", "decay_window", 1, "window_exponent"))
+        if "polynomial" in kinds and "param_delta" in g:
+            k = g[g["kind"] == "polynomial"]
+            rows.append(_row(point, "delta of the best polynomial decay (median over T)",
+                             float(np.median(k["param_delta"])), float(np.std(k["param_delta"])), said["delta"]))
+        for what, kind, column, sign, name in wanted:
+            fitted, se = slope(kind, column)
+            rows.append(_row(point, what, sign * fitted, se, said[name]))
+        rows.append({**dict(zip(POINT, point)), "quantity": "phase", "fitted": np.nan, "se": np.nan,
+                     "predicted": np.nan, "source": said["phase"]["source"], "agrees": True,
+                     "note": said["phase"]["value"]})
+    return pd.DataFrame(rows)
+
+
+EXPONENT_TOLERANCE = 0.1  # |fitted - predicted| allowed beyond 3 standard errors of the fit
+
+
+def _row(point, quantity, fitted, se, statement) -> dict:
+    predicted = float(statement["value"])
+    agrees = abs(fitted - predicted) <= EXPONENT_TOLERANCE + 3 * (se if np.isfinite(se) else 0.0)
+    return {**dict(zip(POINT, point)), "quantity": quantity, "fitted": fitted, "se": se, "predicted": predicted,
+            "source": statement["source"], "agrees": bool(agrees), "note": ""}
+
+
+def exponents(summary: pd.DataFrame) -> pd.DataFrame:
+    table = exponent_table(summary)
+    if table.empty:
+        return pd.DataFrame(columns=list(compare.CHECK_COLUMNS))
+    rows = []
+    for r in table[table["quantity"] != "phase"].itertuples(index=False):
+        rows.append({"configuration": f"{_label([getattr(r, c) for c in POINT])}: {r.quantity}", "n": 0,
+                     "passed": r.agrees, "detail": f"fitted {r.fitted:.3f} +- {r.se:.3f} vs {r.predicted:.3f} ({r.source})"})
+    return pd.DataFrame(rows, columns=list(compare.CHECK_COLUMNS))
+
+
+compare.register_check("random_features.optimal_beats_baselines", optimal_beats_baselines, table="schedule_summary")
+compare.register_check("random_features.verify", verify, table="schedule_summary")
+compare.register_check("random_features.exponents", exponents, strict=False, table="schedule_summary")
