@@ -360,7 +360,7 @@ def _family_box(kind, eta_max, span=14.0):
     return np.asarray(lower), np.asarray(upper)
 
 
-def best_family(problem, kind, eta_max, *, n_grid=9, rounds=8, shrink=0.45):
+def best_family(problem, kind, eta_max, *, n_grid=9, rounds=5, shrink=0.35):
     """Parameters (H, p) minimising L_{T_h} in a family: coordinate zoom search, deterministic.
 
     Each round scans every coordinate over ``n_grid`` points of a window (the whole box first, then
