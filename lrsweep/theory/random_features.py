@@ -360,18 +360,20 @@ def _family_box(kind, eta_max, span=14.0):
     return np.asarray(lower), np.asarray(upper)
 
 
-def best_family(problem, kind, eta_max, *, n_grid=9, rounds=5, shrink=0.35):
+def best_family(problem, kind, eta_max, *, n_grid=9, rounds=5, shrink=0.35, x0=None):
     """Parameters (H, p) minimising L_{T_h} in a family: coordinate zoom search, deterministic.
 
     Each round scans every coordinate over ``n_grid`` points of a window (the whole box first, then
     ``shrink`` times smaller around the best), all horizons and candidates in one evaluation.
-    Returns (params (H, p) with the rate in log coordinates, losses (H,)).
+    ``x0`` (H, p): a starting incumbent (kept unless beaten). Returns (params (H, p) with the rate in
+    log coordinates, losses (H,)).
     """
     lower, upper = _family_box(kind, eta_max)
     n_horizons, n_params = problem.horizons.size, lower.size
-    x = np.tile((lower + upper) / 2, (n_horizons, 1))
+    x = np.tile((lower + upper) / 2, (n_horizons, 1)) if x0 is None else np.array(x0, float)
     width = (upper - lower) / 2
-    best = np.full(n_horizons, np.inf)
+    best = np.full(n_horizons, np.inf) if x0 is None else np.asarray(
+        _evaluate_family(problem, kind, x[:, None, :]))[:, 0]
     offsets = np.linspace(-1.0, 1.0, n_grid)
     for _ in range(rounds):
         for j in range(n_params):
@@ -398,8 +400,8 @@ def _evaluate_family(problem, kind, params):
     return problem.final_losses(_family_table(problem, kind, params))
 
 
-def _family_result(problem, kind, eta_max):
-    params, loss = best_family(problem, kind, eta_max)
+def _family_result(problem, kind, eta_max, x0=None):
+    params, loss = best_family(problem, kind, eta_max, x0=x0)
     lr = np.asarray(_family_table(problem, kind, params[:, None, :])[:, 0] * problem.mask)
     names = {"constant": ("eta",), "power": ("c", "chi"), "polynomial": ("eta_p", "delta"),
              "wsd": ("eta_0", "stable_fraction", "delta")}[kind]
@@ -573,7 +575,11 @@ def search(lam, c0, noise_var, horizons, kinds=("optimal", "constant", "power", 
     if any(k.startswith("optimal") for k in kinds):
         families += [k for k in ("polynomial", "wsd") if k not in families]
     for kind in families:
-        out[kind] = _family_result(problem, kind, eta_max)
+        x0 = None
+        if kind == "wsd" and "polynomial" in out:      # WSD with f = 0 is the polynomial: start there
+            poly = out["polynomial"]
+            x0 = np.stack([np.log(poly["eta_p"]), np.zeros_like(poly["delta"]), poly["delta"]], axis=1)
+        out[kind] = _family_result(problem, kind, eta_max, x0)
     if any(k.startswith("optimal") for k in kinds):
         start = np.where((out["polynomial"]["loss"] <= out["wsd"]["loss"])[:, None], out["polynomial"]["lr"],
                          out["wsd"]["lr"])
