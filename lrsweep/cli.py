@@ -268,8 +268,8 @@ def cmd_schedule(args) -> int:
         result = schedule_search.run_schedule(cfg, args.out, verify=args.verify, progress=not args.quiet,
                                               max_memory=args.max_memory)
     print(f"schedule run: {result.run_dir}")
-    print(f"search: {result.search_s:.1f} s for {result.summary[['a', 'b', 'input_dim', 'noise_std', 'batch_size']]"
-          f".drop_duplicates().shape[0]} point(s) x {result.summary['T'].nunique()} horizons x "
+    n_points = len(result.summary[["a", "b", "input_dim", "noise_std", "batch_size"]].drop_duplicates())
+    print(f"search: {result.search_s:.1f} s for {n_points} point(s) x {result.summary['T'].nunique()} horizons x "
           f"{result.summary['kind'].nunique()} kinds")
     _print_schedule_summary(result.summary)
     _print_schedule_checks(result.run_dir)

@@ -681,7 +681,7 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
         if section in raw and raw[section] is not None and not isinstance(raw[section], dict):
             raise ConfigError(section, f"must be a mapping, got {raw[section]!r}")
 
-    flat = _flatten({k: v for k, v in raw.items() if k not in ("grid", "seeds")})
+    flat = _flatten({k: v for k, v in raw.items() if k not in ("grid", "seeds", "schedule_search")})
     for alias, path in PATH_ALIASES.items():
         if alias in flat:
             if path in flat:
@@ -762,6 +762,10 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
                                                  f"combine it with {', '.join(layer_axes)}")
     if "lr_1_fraction" in names and "lr_total" not in names:
         raise ConfigError("grid.lr_1_fraction", "needs an lr_total axis (eta_1 = fraction * lr_total)")
+    if raw.get("schedule_search") is not None and not any(n in names for n in LR_AXES) \
+            and not any(_LR_LAYER.match(n) for n in names):
+        axes.append((("lr",), [(1.0,)]))  # `lrsweep schedule` finds the rates; its verify runs use lr 1 x array
+        names.append("lr")
     if not any(n in names for n in LR_AXES) and not any(_LR_LAYER.match(n) for n in names):
         raise ConfigError("grid", "no learning rate given: add lr, lr_1..lr_L, lr_total (with lr_1_fraction) "
                                   "or lr_line to the grid")

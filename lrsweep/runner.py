@@ -99,6 +99,9 @@ def plan_run(cfg: config_lib.SweepConfig, out: str | Path | None = None, *, x64:
     itself (:func:`prepare`); each group's mode; the smallest chunk of each group fits ``max_memory``
     and the device (:func:`check_memory`). ``lrsweep run --dry-run`` prints what this returns.
     """
+    if cfg.raw.get("schedule_search") is not None:
+        raise config_lib.ConfigError("schedule_search", "this config describes a schedule search: run it with "
+                                                        "lrsweep schedule CONFIG (lrsweep run trains a grid)")
     if out is not None:
         check_out(out, cfg.name)
     n = config_lib.grid_size(cfg) if max_students is None else config_lib.check_grid_size(cfg, max_students)

@@ -39,7 +39,10 @@ SEARCH_FIELDS = {
     "kinds": (list(BASE_KINDS), "schedule families: " + ", ".join(BASE_KINDS + EXTRA_KINDS)),
     "parameterization": ("segments", "the optimal schedule: `segments` (piecewise constant) or `array` (per step)"),
     "n_segments": (32, "pieces of a `segments` schedule"),
-    "eta_max": (None, "largest rate allowed (null: the recursion's stability bound)"),
+    "eta_max": (None, "largest rate allowed (null: eta_max_fraction times the recursion's stability bound)"),
+    "eta_max_fraction": (0.5, "with eta_max null: the share of the mean-square stability bound allowed. Near the "
+                              "bound the loss's higher moments diverge first, so a Monte Carlo mean converges "
+                              "slowly (it sits below the expectation for any practical number of seeds)"),
     "iterations": (None, "gradient steps of the search (null: the theory's default)"),
     "sample_budget": (None, "optimal_batch: total samples sum_t m_t (null: batch_size x T)"),
     "momentum_max": (0.99, "optimal_momentum: largest beta"),
@@ -78,12 +81,12 @@ def read_search(cfg: config_lib.SweepConfig) -> Search:
         v = value[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise ConfigError(f"schedule_search.{key}", f"expected an integer >= {low} or null, got {v!r}")
-    for key, (low, high) in (("eta_max", (0.0, np.inf)), ("momentum_max", (0.0, 1.0))):
+    for key, (low, high) in (("eta_max", (0.0, np.inf)), ("momentum_max", (0.0, 1.0)), ("eta_max_fraction", (0.0, 1.0))):
         v = value[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not low < v <= high):
             raise ConfigError(f"schedule_search.{key}", f"expected a number in ({low:g}, {high:g}], got {v!r}")
     options = {k: value[k] for k in ("parameterization", "n_segments", "eta_max", "iterations", "sample_budget",
-                                     "momentum_max")}
+                                     "momentum_max", "eta_max_fraction") if value[k] is not None}
     return Search(horizons, tuple(dict.fromkeys(kinds)), options)
 
 
@@ -113,8 +116,12 @@ def search_point(point: dict, search: Search) -> dict:
     """kind -> the theory's result for one point (see :func:`lrsweep.theory.random_features.search`)."""
     from lrsweep.theory import random_features as rf
     lam, target = rf.spectrum(int(point["input_dim"]), float(point["a"]), float(point["b"]))
+    options = dict(search.options)
+    fraction = options.pop("eta_max_fraction", 0.5)
+    if options.get("eta_max") is None:
+        options["eta_max"] = fraction * rf.stability_limit(lam, float(point["batch_size"]))
     return rf.search(lam, target ** 2, float(point["noise_std"]) ** 2, np.asarray(search.horizons),
-                     kinds=search.kinds, batch_size=float(point["batch_size"]), **search.options)
+                     kinds=search.kinds, batch_size=float(point["batch_size"]), **options)
 
 
 def tables(point: dict, horizons, result: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -134,7 +141,8 @@ def tables(point: dict, horizons, result: dict) -> tuple[pd.DataFrame, pd.DataFr
             row = {**base, "T": T, "kind": kind, "expected_loss": float(res["loss"][h]),
                    "lr_peak": float(lr.max()), "lr_initial": float(lr[0]),
                    "decay_window": float(rf.decay_window(lr, T)), "samples": float(batch.sum())}
-            row.update({f"param_{k}": float(np.asarray(v)[h]) for k, v in res.get("params", {}).items()})
+            row.update({f"param_{k}": float(np.asarray(v)[h]) for k, v in res.items()
+                        if k not in ("lr", "batch", "momentum", "loss", "curve") and np.ndim(v) == 1})
             summary.append(row)
     frame = pd.concat(long, ignore_index=True).rename(columns={"batch_size_t": "step_batch_size"})
     return frame, pd.DataFrame(summary)

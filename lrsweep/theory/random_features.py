@@ -300,8 +300,11 @@ def _eta_max(lam, eta_max, batch_size):
 class _Problem:
     """The model, the horizons and a jitted final-loss evaluator over (H, G) candidate schedules."""
 
-    def __init__(self, lam, c0, noise_var, horizons):
+    def __init__(self, lam, c0, noise_var, horizons, batch_size=1.0):
         lam, c0, noise_var = _check_model(lam, c0, noise_var)
+        if not (np.isscalar(batch_size) and batch_size >= 1):
+            raise ValueError(f"batch_size: a number >= 1, got {batch_size!r}")
+        self.batch_size = float(batch_size)
         self.horizons = _check_horizons(horizons)
         self.steps = _padded_steps(self.horizons)
         dtype = jnp.result_type(float)
@@ -314,7 +317,7 @@ class _Problem:
         """Final losses L_{T_h} of (H, G, T_max) rate tables (masked past T_h here)."""
         shape = lr.shape[:2]
         lr = (lr * self.mask[:, None, :]).reshape(-1, self.steps).T
-        batch = jnp.ones_like(lr) if batch is None else jnp.broadcast_to(batch, shape + (self.steps,)).reshape(
+        batch = jnp.full_like(lr, self.batch_size) if batch is None else jnp.broadcast_to(batch, shape + (self.steps,)).reshape(
             -1, self.steps).T
         xs = (lr, batch) if momentum is None else (lr, batch, jnp.broadcast_to(
             momentum, shape + (self.steps,)).reshape(-1, self.steps).T)
@@ -322,7 +325,7 @@ class _Problem:
 
     def curves(self, lr, batch=None, momentum=None):
         lr = lr * self.mask
-        xs = (lr.T, (jnp.ones_like(lr) if batch is None else batch).T)
+        xs = (lr.T, (jnp.full_like(lr, self.batch_size) if batch is None else batch).T)
         if momentum is not None:
             xs = xs + (momentum.T,)
         return np.asarray(_curves_jit(self.lam, self.c0, self.noise_var, xs, momentum is not None))
@@ -406,29 +409,33 @@ def _family_result(problem, kind, eta_max, x0=None):
     names = {"constant": ("eta",), "power": ("c", "chi"), "polynomial": ("eta_p", "delta"),
              "wsd": ("eta_0", "stable_fraction", "delta")}[kind]
     out = {name: (np.exp(params[:, i]) if i == 0 else params[:, i]) for i, name in enumerate(names)}
-    ones = np.where(np.asarray(problem.mask) > 0, 1.0, 0.0)
+    ones = np.where(np.asarray(problem.mask) > 0, problem.batch_size, 0.0)
     out.update(lr=lr, batch=ones, momentum=np.zeros_like(lr), loss=loss, curve=problem.curves(jnp.asarray(lr)))
     return out
 
 
-def best_constant(lam, c0, noise_var, horizons, *, eta_max=None):
+def best_constant(lam, c0, noise_var, horizons, *, eta_max=None, batch_size=1.0):
     """Best constant rate per horizon: dict eta (H,), lr, batch, momentum, loss, curve."""
-    return _family_result(_Problem(lam, c0, noise_var, horizons), "constant", _eta_max(lam, eta_max, 1.0))
+    return _family_result(_Problem(lam, c0, noise_var, horizons, batch_size), "constant",
+                          _eta_max(lam, eta_max, batch_size))
 
 
-def best_power_law(lam, c0, noise_var, horizons, *, eta_max=None):
+def best_power_law(lam, c0, noise_var, horizons, *, eta_max=None, batch_size=1.0):
     """Best c (1+t)^-chi per horizon (c <= eta_max, chi in [0, 1.5])."""
-    return _family_result(_Problem(lam, c0, noise_var, horizons), "power", _eta_max(lam, eta_max, 1.0))
+    return _family_result(_Problem(lam, c0, noise_var, horizons, batch_size), "power",
+                          _eta_max(lam, eta_max, batch_size))
 
 
-def best_polynomial(lam, c0, noise_var, horizons, *, eta_max=None):
+def best_polynomial(lam, c0, noise_var, horizons, *, eta_max=None, batch_size=1.0):
     """Best eta_p (1 - t/T)^delta per horizon (delta in [0, 12])."""
-    return _family_result(_Problem(lam, c0, noise_var, horizons), "polynomial", _eta_max(lam, eta_max, 1.0))
+    return _family_result(_Problem(lam, c0, noise_var, horizons, batch_size), "polynomial",
+                          _eta_max(lam, eta_max, batch_size))
 
 
-def best_wsd(lam, c0, noise_var, horizons, *, eta_max=None):
+def best_wsd(lam, c0, noise_var, horizons, *, eta_max=None, batch_size=1.0):
     """Best warmup-free WSD (eta_0, stable fraction f, delta) per horizon, schedules' "wsd" shape."""
-    return _family_result(_Problem(lam, c0, noise_var, horizons), "wsd", _eta_max(lam, eta_max, 1.0))
+    return _family_result(_Problem(lam, c0, noise_var, horizons, batch_size), "wsd",
+                          _eta_max(lam, eta_max, batch_size))
 
 
 # ------------------------------------------------------------------------------- free schedules
@@ -477,7 +484,7 @@ def optimize_schedules(lam, c0, noise_var, horizons, *, parameterization="segmen
         raise ValueError(f"momentum_max: in [0, 1), got {momentum_max!r}")
     if not isinstance(iterations, (int, np.integer)) or iterations < 0:
         raise ValueError(f"iterations: a non-negative integer, got {iterations!r}")
-    problem = _Problem(lam, c0, noise_var, horizons)
+    problem = _Problem(lam, c0, noise_var, horizons, batch_size)
     n_h, steps = problem.horizons.size, problem.steps
     eta_max = _eta_max(lam, eta_max, batch_size)
     if sample_budget is None:
@@ -557,8 +564,8 @@ def optimize_schedules(lam, c0, noise_var, horizons, *, parameterization="segmen
 
 
 def search(lam, c0, noise_var, horizons, kinds=("optimal", "constant", "power", "polynomial", "wsd"), *,
-           eta_max=None, n_segments=32, iterations=150, learning_rate=0.1, sample_budget=None,
-           momentum_max=0.99):
+           eta_max=None, batch_size=1.0, parameterization="segments", n_segments=32, iterations=150,
+           learning_rate=0.1, sample_budget=None, momentum_max=0.99):
     """Per-horizon best schedules of every kind in ``kinds`` (:data:`KINDS`).
 
     ``optimal`` starts from the better of the best polynomial and WSD (searched if not asked for);
@@ -568,8 +575,8 @@ def search(lam, c0, noise_var, horizons, kinds=("optimal", "constant", "power", 
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
         raise ValueError(f"kinds: {unknown or 'empty'} not among {', '.join(KINDS)}")
-    problem = _Problem(lam, c0, noise_var, horizons)
-    eta_max = _eta_max(lam, eta_max, 1.0)
+    problem = _Problem(lam, c0, noise_var, horizons, batch_size)
+    eta_max = _eta_max(lam, eta_max, batch_size)
     out = {}
     families = [k for k in ("constant", "power", "polynomial", "wsd") if k in kinds]
     if any(k.startswith("optimal") for k in kinds):
@@ -583,7 +590,8 @@ def search(lam, c0, noise_var, horizons, kinds=("optimal", "constant", "power", 
     if any(k.startswith("optimal") for k in kinds):
         start = np.where((out["polynomial"]["loss"] <= out["wsd"]["loss"])[:, None], out["polynomial"]["lr"],
                          out["wsd"]["lr"])
-        common = dict(eta_max=eta_max, n_segments=n_segments, iterations=iterations, learning_rate=learning_rate)
+        common = dict(eta_max=eta_max, batch_size=batch_size, parameterization=parameterization,
+                      n_segments=n_segments, iterations=iterations, learning_rate=learning_rate)
         out["optimal"] = optimize_schedules(lam, c0, noise_var, horizons, init_lr=start, **common)
         if "optimal_batch" in kinds:
             out["optimal_batch"] = optimize_schedules(lam, c0, noise_var, horizons, init_lr=out["optimal"]["lr"],

@@ -180,13 +180,13 @@ def exponent_table(summary: pd.DataFrame) -> pd.DataFrame:
 
         wanted = []
         if "constant" in kinds:
-            wanted.append(("best constant rate ~ T^-x", "constant", "lr_peak", -1, "constant_xi"))
-            wanted.append(("loss of the best constant ~ T^-x", "constant", "expected_loss", -1, "loss_constant"))
+            wanted.append(("best constant rate ~ T^-x", "constant", "lr_peak", -1, "constant_rate_exponent"))
+            wanted.append(("loss of the best constant ~ T^-x", "constant", "expected_loss", -1, "loss_exponent_constant"))
         if "power" in kinds:
-            wanted.append(("loss of the best power law ~ T^-x", "power", "expected_loss", -1, "loss_power"))
+            wanted.append(("loss of the best power law ~ T^-x", "power", "expected_loss", -1, "loss_exponent_power"))
         if "optimal" in kinds:
             wanted.append(("optimal peak rate ~ T^-xi", "optimal", "lr_peak", -1, "xi"))
-            wanted.append(("loss of the optimal schedule ~ T^-x", "optimal", "expected_loss", -1, "loss_optimal"))
+            wanted.append(("loss of the optimal schedule ~ T^-x", "optimal", "expected_loss", -1, "loss_exponent_optimal"))
             if said["phase"]["value"] == "hard":
                 wanted.append(("decay window T - t_s ~ T^x", "optimal", "decay_window", 1, "window_exponent"))
         if "polynomial" in kinds and "param_delta" in g:
