@@ -1,0 +1,146 @@
+"""Seed 004 end to end: Monte Carlo SGD of the engine against the exact recursion, and
+`lrsweep schedule` (search, --verify, checks, bad input)."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import cli_main
+from lrsweep import compare, config, runner, store
+
+
+def _mc_config(optimizer: str) -> dict:
+    train = {"optimizer": optimizer, "steps": 60, "log_every": 6, "stable_fraction": 0.5, "schedule_exponent": 2.0}
+    grid = {"zip": {"a": [2.5, 1.5], "b": [1.5, 2.0]}, "schedule": ["constant", "polynomial", "wsd"],
+            "batch_size": [1, 8], "lr": [0.15]}
+    if optimizer == "momentum":  # the effective rate lr / (1 - beta) stays well inside the stable range
+        grid.update(momentum=[0.6], lr=[0.06])
+    return {"name": f"mc_{optimizer}", "seeds": list(range(64)),
+            "task": {"kind": "power_law_features", "n_features": 24, "noise_std": 0.5},
+            "model": {"parameterization": "standard", "n_layers": 1}, "init": "zeros", "train": train, "grid": grid}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_monte_carlo_matches_recursion_at_every_logged_step(tmp_path, optimizer):
+    """64 seeds of the engine's SGD (and heavy ball) on power-law features: the seed mean of the test
+    loss is within 3 standard errors of the exact recursion at every logged step, for constant,
+    polynomial and WSD rates, batch 1 and 8, easy (a > b) and hard (a < b) phase."""
+    summary = runner.run(config.load_config(_mc_config(optimizer)), tmp_path, x64=True, progress=False)
+    table = compare.compare(summary.run_dir, ["random_features.sgd"])
+    assert len(table) == 2 * 3 * 2 * 11  # phases x schedules x batches x logged steps: every point covered
+    assert (table["n_seeds"] == 64).all()
+    start = table["step"] == 0  # the initial loss is deterministic (w = 0): equal, no spread
+    np.testing.assert_allclose(table.loc[start, "mean"], table.loc[start, "prediction"], rtol=1e-12)
+    later = table[~start]
+    assert (later["sem"] > 0).all()
+    assert later["z"].abs().max() <= 3.0, later.loc[later["z"].abs().idxmax()].to_dict()
+    # the recursion is not trivially matched: the schedules give different losses
+    final = later[later["step"] == 60]
+    assert final["prediction"].nunique() == len(final)
+
+
+def test_recursion_theory_covers_only_what_it_describes(tmp_path):
+    """The theory covers SGD/momentum on power-law features with the zero-initialised linear predictor;
+    gd on a fixed set, or a Gaussian init, is not covered."""
+    cfg = config.load_config(_mc_config("sgd"))
+    students, _ = runner.prepare(cfg)
+    theory = compare.REGISTRY["random_features.sgd"]
+    assert theory.matches(students).all()
+    assert not theory.matches(students.assign(init="gaussian")).any()
+    assert not theory.matches(students.assign(online=False)).any()
+    assert not theory.matches(students.assign(kind="linear_teacher")).any()
+
+
+SCHEDULE_CFG = {
+    "name": "search", "task": {"kind": "power_law_features", "n_features": 16, "noise_std": 0.5},
+    "model": {"parameterization": "standard", "n_layers": 1}, "init": "zeros",
+    "train": {"optimizer": "sgd", "batch_size": 2},
+    "grid": {"zip": {"a": [2.5, 1.5], "b": [1.5, 2.0]}},
+    "schedule_search": {"horizons": [20, 40, 80], "iterations": 60},
+}
+
+
+def test_schedule_search_and_verify(tmp_path):
+    """`lrsweep schedule --verify 64`: for every T the optimal schedule's expected loss is below the best
+    constant's and the best power law's, and so is its Monte Carlo mean; every found schedule's Monte
+    Carlo final loss is within 3 SE of the recursion."""
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(SCHEDULE_CFG))
+    rc, out, err = cli_main(["schedule", path, "--out", tmp_path / "results", "--verify", "64", "--quiet"])
+    assert rc == 0, err
+    (run,) = (tmp_path / "results" / "search").iterdir()
+    summary = store.read_parquet(run / "schedule_summary.parquet").to_pandas()
+    assert len(summary) == 2 * 3 * 5 and summary["mc_n"].eq(64).all()
+    for _, g in summary.groupby(["a", "b", "T"]):
+        k = g.set_index("kind")
+        for base in ("constant", "power"):
+            assert k.loc["optimal", "expected_loss"] < k.loc[base, "expected_loss"]
+            assert k.loc["optimal", "mc_mean"] < k.loc[base, "mc_mean"]
+    z = (summary["mc_mean"] - summary["expected_loss"]) / summary["mc_sem"]
+    assert z.abs().max() <= 3.0
+    schedules = store.read_parquet(run / "schedules.parquet").to_pandas()
+    # the stored curve ends at the summary's final loss, and the schedule has one rate per step
+    for r in summary.itertuples(index=False):
+        s = schedules[(schedules["a"] == r.a) & (schedules["T"] == r.T) & (schedules["kind"] == r.kind)]
+        assert len(s) == r.T + 1 and s["lr"].iloc[:-1].notna().all()
+        assert s["expected_loss"].iloc[-1] == pytest.approx(r.expected_loss, rel=1e-9)
+    checks = store.read_parquet(run / "checks.parquet").to_pandas()
+    strict = checks[checks["check"].isin(["random_features.optimal_beats_baselines", "random_features.verify"])]
+    assert len(strict) and strict["passed"].all()
+    assert "random_features.verify: 30/30 configurations pass" in out
+    # the verify run is an ordinary run that `lrsweep compare` checks step by step against the recursion
+    (verify,) = (run / "verify").iterdir()
+    assert len(store.load(verify, table="students")) == 30 * 64
+    rc, out, _ = cli_main(["compare", str(run)])
+    assert rc == 0 and "random_features.optimal_beats_baselines" in out
+
+
+@pytest.mark.parametrize("edit, field", [
+    ({"schedule_search": {"horizon": [10]}}, "schedule_search.horizon"),
+    ({"schedule_search": {"kinds": ["cosine"]}}, "schedule_search.kinds"),
+    ({"schedule_search": {"horizons": [1, 10]}}, "schedule_search.horizons"),
+    ({"schedule_search": {"eta_max_fraction": 1.5}}, "schedule_search.eta_max_fraction"),
+    ({"init": "gaussian"}, "init"),
+    ({"train": {"optimizer": "sgd", "batch_size": 2, "schedule": "polynomial"}}, "train.schedule"),
+])
+def test_schedule_bad_input_exits_2_before_any_directory(tmp_path, edit, field):
+    cfg = {**SCHEDULE_CFG, **edit}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rc, out, err = cli_main(["schedule", path, "--out", tmp_path / "results"])
+    assert rc == 2 and err.count("\n") == 1 and field in err, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_run_refuses_a_schedule_config(tmp_path):
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(SCHEDULE_CFG))
+    rc, _, err = cli_main(["run", path, "--out", tmp_path / "results"])
+    assert rc == 2 and "lrsweep schedule" in err and not (tmp_path / "results").exists()
+
+
+def test_verify_needs_two_seeds(tmp_path):
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(SCHEDULE_CFG))
+    rc, _, err = cli_main(["schedule", path, "--out", tmp_path / "results", "--verify", "1"])
+    assert rc == 2 and "--verify" in err and not (tmp_path / "results").exists()
+
+
+def test_exponent_table_fits_known_slopes():
+    """exponent_table recovers slopes planted in a synthetic summary (no search): lr_peak ~ T^-0.3,
+    loss ~ T^-0.5, and reports the seed's statements beside them."""
+    T = np.array([100, 200, 400, 800, 1600])
+    rows = []
+    for kind, peak, loss in (("optimal", 2 * T ** -0.3, 3 * T ** -0.5), ("constant", T ** -0.4, 4 * T ** -0.45)):
+        for t, p_, l_ in zip(T, peak, loss):
+            rows.append({"a": 2.5, "b": 1.5, "input_dim": 100, "noise_std": 0.5, "batch_size": 1, "T": t, "kind": kind,
+                         "expected_loss": l_, "lr_peak": p_, "decay_window": t / 2})
+    from lrsweep.theory.random_features_compare import exponent_table
+    table = exponent_table(pd.DataFrame(rows)).set_index("quantity")
+    assert table.loc["optimal peak rate ~ T^-xi", "fitted"] == pytest.approx(0.3, abs=1e-9)
+    assert table.loc["optimal peak rate ~ T^-xi", "predicted"] == pytest.approx((2.5 - 1.5) / 2.5)
+    assert table.loc["loss of the best constant ~ T^-x", "fitted"] == pytest.approx(0.45, abs=1e-9)
+    assert table.loc["best constant rate ~ T^-x", "predicted"] == pytest.approx(1.5 / 3.0)
+    assert table.loc["phase", "note"] == "easy"
