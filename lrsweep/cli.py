@@ -454,6 +454,15 @@ def cmd_ls(args) -> int:
 def cmd_show(args) -> int:
     from lrsweep import runner, runstate, store
     run = Path(args.run)
+    from lrsweep import schedule_search
+    if schedule_search.is_schedule_run(run):
+        meta = store.read_json(run / "meta.json")
+        print(f"schedule search: {len(meta['horizons'])} horizons x {len(meta['kinds'])} kinds x {meta['n_points']} "
+              f"point(s), {meta['search_s']:.1f} s; tables: {run / 'schedules.parquet'}, "
+              f"{run / 'schedule_summary.parquet'}" + (f"; Monte Carlo run: {run / meta['verify']['run']}"
+                                                        if "verify" in meta else ""))
+        _print_schedule_summary(store.read_parquet(run / "schedule_summary.parquet").to_pandas())
+        return 0
     _require_results(run)
     meta = store.read_json(run / "meta.json")
     print(f"status: {runstate.run_state(run).describe()}  jax {meta.get('jax')} on {meta.get('device_count')}x "

@@ -211,6 +211,10 @@ def run_state(run_dir: str | Path) -> RunState:
         return RunState(run_dir, "corrupt", 0, 0, f"meta.json unreadable ({error_line(e)})")
     total = int(meta.get("n_students", 0))
     common = dict(started=meta.get("started"), wall_time_s=meta.get("wall_time_s"))
+    if meta.get("kind") == "schedule":  # `lrsweep schedule`: tables written at once, no students
+        missing = [name for name in ("schedules.parquet", "schedule_summary.parquet") if not (run_dir / name).exists()]
+        return RunState(run_dir, "corrupt" if missing else "complete", 0, 0,
+                        f"{missing[0]} missing" if missing else "", **common)
 
     def state(name: str, detail: str = "") -> RunState:
         done, bad = store.count_done(run_dir)

@@ -183,7 +183,9 @@ def run_schedule(cfg: config_lib.SweepConfig, out: str | Path = "results", *, ve
     summary = pd.concat(summaries, ignore_index=True)
     store.write_table(pd.concat(longs, ignore_index=True), run_dir / "schedules.parquet")
     store.write_table(summary, run_dir / "schedule_summary.parquet")
-    meta = {"kind": "schedule", "status": "complete", "n_students": 0, "search_s": search_s,
+    import datetime as _dt
+    meta = {"kind": "schedule", "status": "complete", "n_students": 0, "search_s": search_s, "wall_time_s": search_s,
+            "started": _dt.datetime.now().isoformat(timespec="microseconds"),
             "horizons": list(search.horizons), "kinds": list(search.kinds), "n_points": len(pts)}
     store.write_json(meta, run_dir / "meta.json")
     result = ScheduleSummary(run_dir, summary, search_s)

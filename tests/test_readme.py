@@ -90,6 +90,10 @@ def test_use_commands_and_snippets_run(workdir, monkeypatch):
             args.append("--quiet")
         if args[0] == "plot":
             args += ["--dense", "20"]
+        if args[0] == "schedule":  # the search as written, on a small model and two short horizons
+            args += ["--set", "task.n_features=16", "--set", "schedule_search.horizons=[20,40]",
+                     "--set", "schedule_search.iterations=10", "--quiet"]
+            args = [a if a != "64" else "8" for a in args]
         rc, stdout, err = cli_main(args)
         assert rc == 0, (argv, err[-2000:])
         if args == ["run", "--quiet"]:
