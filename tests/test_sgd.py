@@ -393,3 +393,17 @@ def test_small_first_batch_loss_is_not_divergence():
     for sid, got in results.items():
         assert not got["diverged"], (sid, int(got["diverged_step"]), got["train_loss"][:3])
         assert np.all(np.isfinite(got["test_loss"])) and got["test_loss"][-1] < got["test_loss"][0]
+
+
+def test_reference_masked_batch_is_the_mean_over_its_first_rows():
+    """The reference's per-row weights (1/m on the first m rows, 0 on the rest) give the plain mean
+    loss and gradients of those m rows alone; the reference's own check, no engine involved."""
+    rng = np.random.default_rng(0)
+    params = [rng.normal(size=(D, H)), rng.normal(size=(H, 2))]
+    X, y = rng.normal(size=(M, D)), rng.normal(size=(M, 2))
+    kw = dict(parameterization="standard", activation="relu")
+    masked = reference.loss_and_grads(params, X, y, weights=mask(M, 3), **kw)
+    plain = reference.loss_and_grads(params, X[:3], y[:3], **kw)
+    np.testing.assert_allclose(masked[0], plain[0], rtol=1e-13)
+    for g, w in zip(masked[1], plain[1]):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
