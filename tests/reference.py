@@ -1,7 +1,8 @@
 """Independent plain-numpy float64 reference trainer for the lrsweep engine tests.
 
 This module deliberately shares NO code with ``lrsweep/``: no jax, no autodiff.
-It trains ONE student at a time with full-batch gradient descent, using
+It trains ONE student at a time with full-batch gradient descent (``reference_train``) or
+with SGD / heavy-ball momentum on batches handed to it (``reference_train_batches``), using
 gradients written out by hand (backprop through a chain of matmuls and ReLU
 masks). The JAX engine is checked against it to ~1e-10 relative, so it is kept
 short and written directly from the spec.
@@ -22,7 +23,8 @@ Losses (``loss=``), n training points, all means over points (see ``loss_and_dpr
     logistic   : L = (1/n) sum_i log(1 + exp(-m_i)),     dL/dpred_i = -(y_i/n) sigmoid(-m_i)
     exponential: L = (1/n) sum_i exp(-m_i),              dL/dpred_i = -(y_i/n) exp(-m_i)
 
-with margin m_i = y_i pred_i. The two classification losses need labels y_i in {-1, +1} and one
+with margin m_i = y_i pred_i. With per-row ``weights`` w_i (a masked minibatch: 1/m on m rows, 0 on
+the rest) every 1/n above becomes w_i: L = sum_i w_i ell_i. The two classification losses need labels y_i in {-1, +1} and one
 output (pred of shape (n, 1)); logistic is computed stably (finite at |m| = 1e4), exponential may
 overflow to inf (allowed: divergence), without raising.
 ``gradient="signal_only"`` (mse only) replaces the residual pred - y by -y (pred treated as zero).
@@ -95,10 +97,16 @@ def effective_weight(params, *, parameterization, head=None):
                    activation="linear", head=head)
 
 
-def loss_and_dpred(pred, y, loss="mse"):
-    """The train loss (a mean over the n rows) and dL/dpred, for predictions ``pred`` (n, k)."""
+def loss_and_dpred(pred, y, loss="mse", weights=None):
+    """The train loss (a mean over the n rows, or sum_i weights_i ell_i) and dL/dpred, for predictions
+    ``pred`` (n, k)."""
     pred, y = np.asarray(pred, dtype=np.float64), np.asarray(y, dtype=np.float64)
     n = pred.shape[0]
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64).reshape(n, 1)
+        value, dpred = loss_and_dpred(pred, y, loss)  # mean form: ell_i / n and d ell_i / n per row
+        ell = _per_row_loss(pred, y, loss)
+        return float(np.sum(w[:, 0] * ell)), dpred * n * w
     if loss == "mse":
         return float(0.5 / n * np.sum((pred - y) ** 2)), (pred - y) / n
     if loss not in LOSSES:
@@ -117,14 +125,23 @@ def loss_and_dpred(pred, y, loss="mse"):
         return float(np.sum(e) / n), -y / n * e
 
 
+def _per_row_loss(pred, y, loss):
+    """ell_i of each row (n,): 0.5 ||pred_i - y_i||^2, log(1 + e^-m_i) or e^-m_i."""
+    if loss == "mse":
+        return 0.5 * np.sum((pred - y) ** 2, axis=1)
+    m = y.reshape(pred.shape) * pred
+    with np.errstate(over="ignore", under="ignore"):
+        return (np.logaddexp(0.0, -m) if loss == "logistic" else np.exp(-m))[:, 0]
+
+
 def loss_and_grads(params, X, y, *, parameterization, activation="linear", head=None,
-                   gradient="exact", loss="mse"):
+                   gradient="exact", loss="mse", weights=None):
     """Train loss and [dL/dW_l] for the trainable layers (the module docstring has the conventions)."""
     params = _as_params(params)
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
     head = None if head is None else np.asarray(head, dtype=np.float64)
     pred, (inputs, masks) = _forward(params, X, parameterization, activation, head)
-    value, dpred = loss_and_dpred(pred, y, loss)
+    value, dpred = loss_and_dpred(pred, y, loss, weights)
     if gradient == "signal_only":
         if loss != "mse":
             raise ValueError("signal_only is only defined for the mse loss")
@@ -206,4 +223,42 @@ def reference_train(params0, X, y, *, lrs, steps, parameterization, activation="
             if k < steps:  # simultaneous update, all layers from the same gradient
                 factor = 1.0 if lr_multipliers is None else float(lr_multipliers[k])
                 params = [W - float(lr) * factor * G for W, lr, G in zip(params, lrs, grads)]
+    return out
+
+
+def reference_train_batches(params0, batches, *, lrs, steps, parameterization, activation="linear", head=None,
+                            betas=None, lr_multipliers=None, train_set=None, test_loss=None, loss="mse"):
+    """SGD (``betas`` None) or heavy-ball momentum, one student, on the batches it is handed.
+
+    ``batches[t] = (X_t, y_t, weights_t or None)`` for t = 0..steps: step t's gradient is that of
+    sum_i w_i ell_i (the mean without weights); ``batches[steps]`` is only read for the last logged
+    batch loss. Momentum (optax.trace's convention): v_l <- beta(t) v_l + g_l, W_l <- W_l - eta_l s(t) v_l,
+    v = 0 at the start; SGD: W_l <- W_l - eta_l s(t) g_l. ``lr_multipliers``: s(t) (None: 1).
+
+    Returns arrays over k = 0..steps (weights after k updates), and "params", the final weights:
+    "train_loss": the mean loss over ``train_set = (X, y)`` (a fixed training set), or without it the
+    loss of batch k; "test_loss": ``test_loss(params)`` (nan without it).
+    """
+    params = _as_params(params0)
+    if len(lrs) != len(params) or len(batches) != steps + 1:
+        raise ValueError("need one learning rate per trainable layer and steps + 1 batches")
+    kw = dict(parameterization=parameterization, activation=activation, head=head, loss=loss)
+    velocity = [np.zeros_like(W) for W in params]
+    out = {"train_loss": np.empty(steps + 1), "test_loss": np.full(steps + 1, np.nan)}
+    with np.errstate(all="ignore"):  # divergence is allowed: values just become inf/nan
+        for k in range(steps + 1):
+            X, y, weights = batches[k]
+            value, grads = loss_and_grads(params, X, y, weights=weights, **kw)
+            if train_set is not None:
+                value = loss_and_grads(params, *train_set, **kw)[0]
+            out["train_loss"][k] = value
+            if test_loss is not None:
+                out["test_loss"][k] = test_loss(params)
+            if k < steps:
+                factor = 1.0 if lr_multipliers is None else float(lr_multipliers[k])
+                if betas is not None:
+                    velocity = [float(betas[k]) * v + G for v, G in zip(velocity, grads)]
+                    grads = velocity
+                params = [W - float(lr) * factor * G for W, lr, G in zip(params, lrs, grads)]
+    out["params"] = params
     return out
