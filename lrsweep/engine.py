@@ -84,7 +84,10 @@ def make_student_fns(spec) -> StudentFns:
     def observe(t, params0, state, inst, loss, w_eff, carry):
         """Divergence bookkeeping and reductions at step t and, if t is logged, write the metrics."""
         alive, loss0, div_step, bufs, reduced, mstates = carry
-        loss0 = jnp.where(t == 0, loss, loss0)
+        if spec.stochastic:  # a batch's loss can be ~0 by chance: judge divergence against the whole set's
+            loss0 = jax.lax.cond(t == 0, lambda: initial_loss(params0, state, inst).astype(loss.dtype), lambda: loss0)
+        else:
+            loss0 = jnp.where(t == 0, loss, loss0)
         bad = divergence.exceeds(loss, loss0, spec.diverge_factor, jnp)
         div_step = jnp.where(alive & bad, t, div_step)
         alive = alive & ~bad
@@ -114,6 +117,14 @@ def make_student_fns(spec) -> StudentFns:
         # `slot` does not depend on the student, so this cond stays a real branch under vmap.
         bufs, mstates = jax.lax.cond(slot >= 0, write, lambda operand: operand, (bufs, mstates))
         return alive, loss0, div_step, bufs, reduced, mstates
+
+    def initial_loss(params0, state, inst):
+        """The divergence rule's reference for sampled batches: the whole training set's loss at step 0,
+        or, for an online task, its expected loss (:attr:`lrsweep.tasks.Task.population_loss`)."""
+        dense = form.dense(spec, params0, state)
+        if task.population_loss is not None and "x" not in inst:
+            return task.population_loss(spec, inst, dense)
+        return steps_lib.train_loss(spec, dense, inst, step_context(inst, 0))
 
     def context(inst, hparams, t):
         """The step's context: a sampled batch of m(t) rows for sgd and momentum."""

@@ -380,8 +380,6 @@ def test_segments_give_the_numbers_of_one_scan(x64):
         np.testing.assert_array_equal(parts["curves"][name], whole["curves"][name])
 
 
-@pytest.mark.xfail(strict=True, reason="divergence is judged against the step-0 BATCH loss: a batch of 1 "
-                                       "that happens to fit (loss ~1e-6) freezes a healthy student")
 def test_small_first_batch_loss_is_not_divergence():
     """Online SGD, batch 1, a gentle rate (the excess risk falls for every seed): no student diverges.
     Seeds 1447 and 2593 draw a first sample whose loss is ~3e-6 and 5e-8 of the usual ~1 (float32),

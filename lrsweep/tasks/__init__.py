@@ -78,6 +78,7 @@ class Task(NamedTuple):
     metric_names: Callable
     batch: Callable
     exact_linear_risk: Callable  # spec -> bool: test loss = ||W_eff - beta||^2 + noise_var (poly, lowrank)
+    population_loss: Callable | None = None  # (spec, inst, params) -> the expected train loss (online tasks)
 
 
 def mask_weights(size: int, batch_size, dtype=None):

@@ -61,5 +61,11 @@ def evaluate(spec, ctx) -> dict:
     return {"test_loss": jnp.sum(inst["lam"][:, None] * (w_eff - inst["target"]) ** 2)}
 
 
+def population_loss(spec, inst, params):
+    """E over a fresh sample of 1/2 (w.x - y)^2 = (excess risk + sigma^2) / 2."""
+    w_eff = effective_weight(spec.arch, params, inst["head"])
+    return 0.5 * (jnp.sum(inst["lam"][:, None] * (w_eff - inst["target"]) ** 2) + inst["noise_std"] ** 2)
+
+
 TASK = tasks.Task("power_law_features", make_data, evaluate, lambda spec: ("test_loss",), batch,
-                  lambda spec: True)
+                  lambda spec: True, population_loss)
