@@ -242,8 +242,9 @@ def loss_vs_T_figure(summary: pd.DataFrame, reference: tuple[float, str] | None 
         ax.plot(T, loss, color=color, marker="o", ms=3.5, lw=1.2, label=label, gid=f"loss {kind}")
         if has_mc and g["mc_mean"].notna().any():
             shift = 1.0 + 0.02 * (i - (len(kinds) - 1) / 2)  # kinds side by side at one T
-            ax.errorbar(T * shift, g["mc_mean"].to_numpy(float), yerr=g["mc_sem"].to_numpy(float), color=color,
-                        fmt="s", mfc="none", ms=4, capsize=2, lw=0.9, gid=f"mc {kind}")
+            bars = ax.errorbar(T * shift, g["mc_mean"].to_numpy(float), yerr=g["mc_sem"].to_numpy(float),
+                               color=color, fmt="s", mfc="none", ms=4, capsize=2, lw=0.9)
+            bars.lines[0].set_gid(f"mc {kind}")
     handles = ax.get_legend_handles_labels()[0]
     if reference is not None and "optimal" in kinds:
         x, words = reference
