@@ -260,6 +260,7 @@ def loss_vs_T_figure(summary: pd.DataFrame, reference: tuple[float, str] | None 
                               label=f"Monte Carlo mean \u00b11 standard error over {n} seeds (engine, --verify)"))
     plot.style_panel(ax, "horizon T (steps)", "final expected test loss", True, True)
     plot_catapult.log_ticks(ax.xaxis, float(summary["T"].min()), float(summary["T"].max()))
+    plot_catapult.log_ticks(ax.yaxis, *ax.get_ylim())
     plot.add_legend(fig, handles, ncols=1)
     if title:
         plot_catapult.set_title(fig, title)
@@ -379,6 +380,7 @@ def rf_loss_curves_figure(points: pd.DataFrame, expected: dict, colour: str | No
         top, low = np.nanmax(tops + [np.nan]), np.nanmin(lows + [np.nan])
         if np.isfinite(top) and np.isfinite(low):
             ax.set_ylim(0.7 * low, TOP_FACTOR * top)
+            plot_catapult.log_ticks(ax.yaxis, 0.7 * low, TOP_FACTOR * top)
         ax.set_title(plot_catapult.configuration_words(panel_keys, values), fontsize=8)
     n_seeds = int(points["n_students"].max())
     handles = [Patch(color="0.5", alpha=0.35, label=f"markers, band: Monte Carlo mean \u00b11 standard error "
@@ -441,7 +443,7 @@ def rf_figures(run: str | Path, name: str = "", curves: pd.DataFrame | None = No
     out = []
     for values, g in plot._groups(points, split):
         extra = plot_catapult.configuration_words(split, values)
-        what = "test loss of SGD on power-law features: Monte Carlo and the exact expectation"
+        what = "test loss on power-law features: Monte Carlo and the exact expectation"
         title = "\n".join(filter(None, [f"{name}: {what}" if name else what, rf_words(g), extra]))
         out.append((plot._stem("loss_curves_rf", split, values),
                     rf_loss_curves_figure(g, expected, colour, inner, title)))
