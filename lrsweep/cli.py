@@ -411,8 +411,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from lrsweep import plot
-    _require_results(Path(args.run))
+    from lrsweep import plot, schedule_search
+    if not schedule_search.is_schedule_run(args.run):  # a schedule run holds tables, not students
+        _require_results(Path(args.run))
     paths = plot.plot_run(args.run, args.out, dense=args.dense)
     print(f"wrote {len(paths)} files to {paths[0].parent if paths else args.out}")
     for p in paths:

@@ -766,13 +766,16 @@ def run_figures(run: str | Path, dense: int = 400) -> list[tuple[str, object]]:
     """Every figure of a run as ``(file stem, Figure)``: where test losses are stored, line figures
     (per theory) or loss against the learning rate, (eta_1, eta_2) heat maps and dense maps of
     poly-mode groups; where phases or curvature are stored, the phase figures of
-    :mod:`lrsweep.plot_catapult` (loss curves by eta lambda_0, final curvature, phase diagram).
+    :mod:`lrsweep.plot_catapult` (loss curves by eta lambda_0, final curvature, phase diagram); for
+    power_law_features SGD students and schedule runs, the figures of :mod:`lrsweep.plot_schedules`.
 
     Raises:
       StoreError: the run has no results yet.
     """
-    from lrsweep import compare, plot_catapult, store
+    from lrsweep import compare, plot_catapult, plot_schedules, schedule_search, store
     run = Path(run)
+    if schedule_search.is_schedule_run(run):
+        return plot_schedules.schedule_figures(run)
     curves = store.load(run)
     if curves.empty and plot_catapult.read_boundaries(run).empty:
         raise StoreError(run, "no results yet (no chunk has finished); nothing to plot")
@@ -788,6 +791,7 @@ def run_figures(run: str | Path, dense: int = 400) -> list[tuple[str, object]]:
         figures += heatmap_figures(name, points)
         figures += dense_heatmap_figures(run, name, curves, dense)
     figures += plot_catapult.catapult_figures(run, name, curves)
+    figures += plot_schedules.rf_figures(run, name, curves)
     if not figures:
         raise StoreError(run, "nothing to plot: test-loss figures need test losses and a varying learning "
                               "rate; phase figures need phase, ntk_eig or sharpness and one rate shared by "
@@ -796,10 +800,10 @@ def run_figures(run: str | Path, dense: int = 400) -> list[tuple[str, object]]:
 
 
 def save(fig, path: Path) -> list[Path]:
-    """Write ``path``.png and .pdf."""
+    """Write ``path``.png and .pdf (a stem with dots, ``noise0.5``, keeps them)."""
     out = []
     for ext in (".png", ".pdf"):
-        target = path.with_suffix(ext)
+        target = path.parent / (path.name + ext)
         fig.savefig(target, dpi=DPI)
         out.append(target)
     return out
