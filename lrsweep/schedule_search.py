@@ -120,8 +120,20 @@ def search_point(point: dict, search: Search) -> dict:
     fraction = options.pop("eta_max_fraction", 0.5)
     if options.get("eta_max") is None:
         options["eta_max"] = fraction * rf.stability_limit(lam, float(point["batch_size"]))
-    return rf.search(lam, target ** 2, float(point["noise_std"]) ** 2, np.asarray(search.horizons),
-                     kinds=search.kinds, batch_size=float(point["batch_size"]), **options)
+    import jax
+    noise_var, horizons = float(point["noise_std"]) ** 2, np.asarray(search.horizons)
+    with jax.enable_x64(False):  # the search in float32 (twice as fast): it only has to locate the optimum
+        result = rf.search(lam, target ** 2, noise_var, horizons, kinds=search.kinds,
+                           batch_size=float(point["batch_size"]), **options)
+    with jax.enable_x64(True):  # every reported loss is the exact recursion in float64
+        for res in result.values():
+            mask = np.arange(res["lr"].shape[1])[None, :] < horizons[:, None]
+            batch = np.where(mask, res["batch"], 1.0)
+            momentum = res["momentum"] if np.any(res["momentum"]) else None
+            curve = np.asarray(rf.loss_curves(lam, target ** 2, noise_var, np.where(mask, res["lr"], 0.0), batch,
+                                              momentum))
+            res.update(curve=curve, loss=curve[np.arange(len(horizons)), horizons])
+    return result
 
 
 def tables(point: dict, horizons, result: dict) -> tuple[pd.DataFrame, pd.DataFrame]:

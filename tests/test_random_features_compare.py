@@ -144,3 +144,18 @@ def test_exponent_table_fits_known_slopes():
     assert table.loc["loss of the best constant ~ T^-x", "fitted"] == pytest.approx(0.45, abs=1e-9)
     assert table.loc["best constant rate ~ T^-x", "predicted"] == pytest.approx(1.5 / 3.0)
     assert table.loc["phase", "note"] == "easy"
+
+
+def test_run_of_a_one_layer_lr_grid_prints_its_comparison(tmp_path):
+    """`lrsweep run` of a power-law-features grid over lr (one trained layer) ends with its theory
+    verdict: the layer-balancing line summary skips the other families' rows (it crashed with
+    KeyError 'lr_2')."""
+    cfg = _mc_config("sgd")
+    cfg.update(seeds=[0, 1, 2])
+    cfg["train"].update(steps=6, log_every=3)
+    cfg["grid"] = {"lr": [0.05, 0.1], "batch_size": [2]}
+    path = tmp_path / "rf.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rc, out, err = cli_main(["run", path, "--out", tmp_path / "results", "--quiet", "--x64"])
+    assert rc == 0, err
+    assert "random_features.sgd: 4 exact points" in out and "AGREES" in out  # 2 rates x steps 3, 6

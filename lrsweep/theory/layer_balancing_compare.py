@@ -172,6 +172,8 @@ def line_summary(table: pd.DataFrame, experiment_along: Callable | None = None) 
     when ``experiment_along(rows, step, total)`` returns a callable eta_1 -> loss (runs with stored
     learning-rate polynomials, :mod:`lrsweep.poly`), else the grid answer is used for it.
     """
+    if not table.empty:  # the comparison table holds every family's rows; lines are layer balancing's
+        table = table[table["theory"].str.startswith("layer_balancing.")]
     if table.empty:
         return pd.DataFrame()
     line = line_key(table)

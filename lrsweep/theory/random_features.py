@@ -363,7 +363,7 @@ def _family_box(kind, eta_max, span=14.0):
     return np.asarray(lower), np.asarray(upper)
 
 
-def best_family(problem, kind, eta_max, *, n_grid=9, rounds=5, shrink=0.35, x0=None):
+def best_family(problem, kind, eta_max, *, n_grid=7, rounds=4, shrink=0.3, x0=None):
     """Parameters (H, p) minimising L_{T_h} in a family: coordinate zoom search, deterministic.
 
     Each round scans every coordinate over ``n_grid`` points of a window (the whole box first, then
@@ -564,7 +564,7 @@ def optimize_schedules(lam, c0, noise_var, horizons, *, parameterization="segmen
 
 
 def search(lam, c0, noise_var, horizons, kinds=("optimal", "constant", "power", "polynomial", "wsd"), *,
-           eta_max=None, batch_size=1.0, parameterization="segments", n_segments=32, iterations=150,
+           eta_max=None, batch_size=1.0, parameterization="segments", n_segments=32, iterations=50,
            learning_rate=0.1, sample_budget=None, momentum_max=0.99):
     """Per-horizon best schedules of every kind in ``kinds`` (:data:`KINDS`).
 
