@@ -152,12 +152,21 @@ def tables(point: dict, horizons, result: dict) -> tuple[pd.DataFrame, pd.DataFr
                                       "momentum": np.append(beta, np.nan), "expected_loss": curve}))
             row = {**base, "T": T, "kind": kind, "expected_loss": float(res["loss"][h]),
                    "lr_peak": float(lr.max()), "lr_initial": float(lr[0]),
-                   "decay_window": float(rf.decay_window(lr, T)), "samples": float(batch.sum())}
+                   "decay_window": float(rf.decay_window(lr, T)), "samples": float(batch.sum()),
+                   "decay_exponent": _decay_exponent(rf, lr, T)}
             row.update({f"param_{k}": float(np.asarray(v)[h]) for k, v in res.items()
                         if k not in ("lr", "batch", "momentum", "loss", "curve") and np.ndim(v) == 1})
             summary.append(row)
     frame = pd.concat(long, ignore_index=True).rename(columns={"batch_size_t": "step_batch_size"})
     return frame, pd.DataFrame(summary)
+
+
+def _decay_exponent(rf, lr, T) -> float:
+    """delta of a log-log fit lr ~ (1 - t/T)^delta over the schedule (NaN for fewer than 2 positive rates)."""
+    try:
+        return rf.fit_decay(lr, T)["delta"]
+    except ValueError:
+        return float("nan")
 
 
 @dataclasses.dataclass
