@@ -616,16 +616,24 @@ def fit_exponent(T, y):
     return float(coef[0]), float(np.sqrt(max(cov[0, 0], 0.0)))
 
 
-def fit_decay(lr, T):
-    """Fit lr_t = eta_p (1 - t/T)^delta over t < T (log-log least squares): dict delta, peak."""
+def fit_decay(lr, T, edge=1.0, plateau=0.9):
+    """Fit lr_t = eta_p (1 - t/T)^delta by log-log least squares over the decay: the steps after the
+    last one at >= ``plateau`` times the peak (a WSD's stable phase, or t = 0 for a pure decay) and
+    before the edge where the remaining intrinsic time sum_{s >= t} lr_s drops below ``edge`` (the
+    seed's eq. 83 edge boundary chi(t*) = 1: beyond it the continuous-time shape does not apply).
+    Returns dict delta, peak (the fitted eta_p), n (steps fitted)."""
     T = int(T)
     lr = np.asarray(lr, float)[:T]
     t = np.arange(T)
-    keep = lr > 0
+    remaining = np.cumsum(lr[::-1])[::-1]
+    start = int(np.nonzero(lr >= plateau * lr.max())[0][-1]) if lr.max() > 0 else 0
+    keep = (lr > 0) & (t >= start) & (remaining >= edge)
+    if keep.sum() < 2:
+        keep = lr > 0
     if keep.sum() < 2:
         raise ValueError("lr: at least two positive rates before T")
     slope, intercept = np.polyfit(np.log1p(-t[keep] / T), np.log(lr[keep]), 1)
-    return {"delta": float(slope), "peak": float(np.exp(intercept))}
+    return {"delta": float(slope), "peak": float(np.exp(intercept)), "n": int(keep.sum())}
 
 
 def decay_window(lr, T, level=0.5):

@@ -189,16 +189,11 @@ def exponent_table(summary: pd.DataFrame) -> pd.DataFrame:
             wanted.append(("loss of the optimal schedule ~ T^-x", "optimal", "expected_loss", -1, "loss_exponent_optimal"))
             if said["phase"]["value"] == "hard":
                 wanted.append(("decay window T - t_s ~ T^x", "optimal", "decay_window", 1, "window_exponent"))
-        # delta: the optimal schedule's own decay (easy phase: it is the polynomial); in the hard phase
-        # the decay after t_s, read from the best WSD (the optimal schedule is flat before it)
-        easy = said["phase"]["value"] == "easy"
-        source, column = ("optimal", "decay_exponent") if easy else ("wsd", "param_delta")
-        if source in kinds and column in g:
-            k = g[g["kind"] == source][column].dropna()
-            if len(k):
-                what = "delta: optimal schedule ~ (1 - t/T)^delta" if easy else "delta: decay of the best WSD"
-                rows.append(_row(point, what + " (median over T)", float(np.median(k)),
-                                 float(np.std(k) / np.sqrt(len(k))), said["delta"]))
+        # delta: the optimal schedule's decay (after its plateau, before the eq. 83 edge) at the largest T
+        if "optimal" in kinds and "decay_exponent" in g:
+            k = g[g["kind"] == "optimal"].sort_values("T")
+            rows.append(_row(point, f"delta: optimal schedule's decay ~ (1 - t/T)^delta at T = {int(k['T'].iloc[-1])}",
+                             float(k["decay_exponent"].iloc[-1]), float("nan"), said["delta"]))
         for what, kind, column, sign, name in wanted:
             fitted, se = slope(kind, column)
             rows.append(_row(point, what, sign * fitted, se, said[name]))
