@@ -51,7 +51,8 @@ def main() -> None:
     for (a, b), g in table.groupby(["a", "b"], sort=False):
         phase = g.loc[g["quantity"] == "phase", "note"].iloc[0]
         for r in g[g["quantity"] != "phase"].itertuples(index=False):
-            print(f"| {a:g} | {b:g} | {phase} | {r.quantity} | {r.fitted:.3f} +- {r.se:.3f} | {r.predicted:.3f} | "
+            fitted = f"{r.fitted:.3f}" + (f" +- {r.se:.3f}" if np.isfinite(r.se) else "")
+            print(f"| {a:g} | {b:g} | {phase} | {r.quantity} | {fitted} | {r.predicted:.3f} | "
                   f"{r.source} | {'yes' if r.agrees else 'no'} |")
 
 

@@ -159,3 +159,17 @@ def test_run_of_a_one_layer_lr_grid_prints_its_comparison(tmp_path):
     rc, out, err = cli_main(["run", path, "--out", tmp_path / "results", "--quiet", "--x64"])
     assert rc == 0, err
     assert "random_features.sgd: 4 exact points" in out and "AGREES" in out  # 2 rates x steps 3, 6
+
+
+def test_verify_threshold_is_family_wise():
+    """3 SE for a handful of schedules; the Bonferroni z for many (two-sided, 1% family-wise): 60
+    comparisons -> 3.76, so one schedule at z = -3.02 among 60 passes and one at 4 fails."""
+    from lrsweep.theory.random_features_compare import verify, z_threshold
+    assert z_threshold(2) == 3.0
+    assert z_threshold(60) == pytest.approx(3.7648, abs=1e-3)  # Phi^-1(1 - 0.01 / 120)
+    rows = [{"a": 1.5, "b": 2.0, "input_dim": 8, "noise_std": 1.0, "batch_size": 1, "T": 10 + i, "kind": "constant",
+             "expected_loss": 1.0, "mc_mean": 1.0, "mc_sem": 0.01, "mc_n": 64, "mc_diverged": 0} for i in range(60)]
+    rows[7]["mc_mean"] = 1.0 - 3.02 * 0.01
+    assert verify(pd.DataFrame(rows))["passed"].all()
+    rows[8]["mc_mean"] = 1.04
+    assert verify(pd.DataFrame(rows))["passed"].sum() == 59
