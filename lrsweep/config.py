@@ -361,6 +361,8 @@ def _read_arrays(value: Any, where: str) -> list[np.ndarray]:
     such, as a list of 1-D float arrays."""
     def one_file(path: str) -> list[np.ndarray]:
         file = Path(path).expanduser()
+        if not file.is_absolute() and _CONFIG_DIR[0] is not None and (_CONFIG_DIR[0] / file).is_file():
+            file = _CONFIG_DIR[0] / file  # relative to the config file first, then to the working directory
         if not file.is_file():
             raise ConfigError(where, f"file not found: {path} (give a list of numbers, or a .npy or .csv file)")
         try:
@@ -389,6 +391,9 @@ def _read_arrays(value: Any, where: str) -> list[np.ndarray]:
         if not np.all(np.isfinite(a)) or (a < 0).any():
             raise ConfigError(where, f"array {i}: entries must be finite and >= 0")
     return arrays
+
+
+_CONFIG_DIR: list = [None]  # the directory of the config file being loaded (relative array files)
 
 
 def register_arrays(arrays: list[np.ndarray], where: str = "") -> str:
@@ -661,8 +666,16 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
         raw = parse_yaml(_read_text(path), "config", f"{path}: ")
         if raw is None:
             raw = {}
-    else:
-        raw = source
+        _CONFIG_DIR[0] = path.parent
+        try:
+            return _load(raw, overrides)
+        finally:
+            _CONFIG_DIR[0] = None
+    return _load(source, overrides)
+
+
+def _load(raw, overrides: list[str] | None) -> SweepConfig:
+    """:func:`load_config` of parsed data."""
     if not isinstance(raw, dict):
         raise ConfigError("config", f"top level must be a mapping of {', '.join(TOP_LEVEL)}")
     raw = apply_overrides(raw, overrides)

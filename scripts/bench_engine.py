@@ -31,20 +31,12 @@ from lrsweep.optim import make_optimizer
 from lrsweep.spec import GroupSpec
 from lrsweep.tasks import make_instance, step_context
 
+from benchutil import device_header, quick_defaults, timed
+
 # (parameterization, activation, formulation, bound): "flop" = matrix-matrix, "bytes" = matrix-vector.
 CASES = [("paper_2nn", "linear", "moments", "flop"), ("paper_2nn", "linear", "autodiff", "flop"),
          ("paper_deep", "relu", "autodiff", "flop"), ("standard", "relu", "autodiff", "flop"),
          ("paper_deep", "linear", "moments", "bytes"), ("paper_deep", "linear", "lowrank", "flop")]
-
-
-def timed(fn, repeats: int) -> float:
-    """Best wall time of ``fn()`` (which must block on its result) over ``repeats`` calls."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def device_peaks(n_mm: int, n_words: int, dtype, repeats: int) -> tuple[float, float, float]:
@@ -227,26 +219,18 @@ def parse_args():
     ap.add_argument("--max-memory", type=int, default=None, help="engine chunk budget, bytes (default: the runner's, per case)")
     ap.add_argument("--x64", action="store_true", help="float64")
     args = ap.parse_args()
-    q = args.quick
-    args.widths = args.widths or ([64, 256] if q else [64, 256, 1024])
-    args.student_budget = args.student_budget or (1 << 28 if q else 1 << 32)
-    args.min_students = args.min_students or (16 if q else 256)
-    args.loop_students = args.loop_students or (8 if q else 32)
-    args.repeats = args.repeats or (2 if q else 3)
-    args.mm_size, args.copy_size = (2048, 1 << 26) if q else (8192, 1 << 28)
+    quick_defaults(args, widths=([64, 256], [64, 256, 1024]), student_budget=(1 << 28, 1 << 32),
+                   min_students=(16, 256), loop_students=(8, 32), repeats=(2, 3))
+    args.mm_size, args.copy_size = (2048, 1 << 26) if args.quick else (8192, 1 << 28)
     return args
 
 
 def main():
     args = parse_args()
-    jax.config.update("jax_enable_x64", args.x64)
-    dtype = jnp.result_type(float)
-    dev = jax.devices()[0]
     t_start = time.perf_counter()
+    dtype = device_header(args.x64)
     mm, read, copy = device_peaks(args.mm_size, args.copy_size, dtype, max(args.repeats, 5))
     peaks = (mm, read)
-    print(f"device: {dev.device_kind} ({dev.platform}, {jax.device_count()} device(s))  jax {jax.__version__}  "
-          f"dtype {jnp.dtype(dtype).name}")
     print(f"peaks: matmul {args.mm_size}^2 {mm / 1e9:.3g} GFLOP/s | {args.copy_size * jnp.dtype(dtype).itemsize >> 20}"
           f" MiB: sum (read) {read / 1e9:.3g} GB/s, x*1.5 (read + write) {copy / 1e9:.3g} GB/s; %peak uses "
           f"matmul, or the sum; %bmm: of a batched (students per chunk, h, h) matmul, the same-shape ceiling")

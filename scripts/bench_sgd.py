@@ -35,15 +35,7 @@ from lrsweep.optim import batch_size_at, make_optimizer
 from lrsweep.spec import GroupSpec
 from lrsweep.tasks import TASKS, make_instance, step_context
 
-
-def timed(fn, repeats: int) -> float:
-    """Best wall time of ``fn()`` (which must block on its result) over ``repeats`` calls."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from benchutil import device_header, quick_defaults, timed
 
 
 def make_students(n_features: int, batch: int, n_students: int, steps: int, lr: float, optimizer: str):
@@ -142,22 +134,14 @@ def parse_args():
     ap.add_argument("--chunk-size", type=int, default=None, help="students per chunk (default: from the budget)")
     ap.add_argument("--x64", action="store_true", help="float64")
     args = ap.parse_args()
-    q = args.quick
-    args.students = args.students or (1024 if q else 4096)
-    args.steps = args.steps or (16 if q else 64)
-    args.loop_students = args.loop_students or (16 if q else 64)
-    args.repeats = args.repeats or (2 if q else 3)
+    quick_defaults(args, students=(1024, 4096), steps=(16, 64), loop_students=(16, 64), repeats=(2, 3))
     return args
 
 
 def main():
     args = parse_args()
-    jax.config.update("jax_enable_x64", args.x64)
-    dtype = jnp.result_type(float)
-    dev = jax.devices()[0]
     t_start = time.perf_counter()
-    print(f"device: {dev.device_kind} ({dev.platform}, {jax.device_count()} device(s))  jax {jax.__version__}  "
-          f"dtype {jnp.dtype(dtype).name}")
+    device_header(args.x64)
     spec, students = make_students(args.features, args.batch, args.students, args.steps, args.lr, args.optimizer)
     eng, per_chunk, eng_finals = bench_engine(spec, students, args.repeats, args.max_memory, args.chunk_size)
     subset = students.iloc[:args.loop_students]

@@ -545,3 +545,20 @@ def test_seed_axis_inside_grid(grid):
     assert sorted(df["seed"]) == [3, 4]
     again = expand_grid(load_config(load_config(cfg).to_dict()))
     assert again["seed"].tolist() == df["seed"].tolist()
+
+
+def test_array_file_relative_to_the_config(tmp_path, monkeypatch):
+    """A relative .npy path in a config file is read next to the config (it failed from another
+    working directory: the path was resolved against the cwd only)."""
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    np.save(folder / "rates.npy", np.array([[1.0, 0.5], [0.25, 0.125]]))
+    (folder / "sweep.yaml").write_text(
+        "train: {schedule: array, schedule_array: rates.npy, steps: 2}\ngrid: {lr: [1.0]}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = config.load_config(folder / "sweep.yaml")
+    df = config.expand_grid(cfg)
+    assert sorted(df["schedule_index"]) == [0, 1]
+    assert cfg.raw["train"]["schedule_array"] == [[1.0, 0.5], [0.25, 0.125]]

@@ -414,27 +414,17 @@ def _family_result(problem, kind, eta_max, x0=None):
     return out
 
 
-def best_constant(lam, c0, noise_var, horizons, *, eta_max=None, batch_size=1.0):
-    """Best constant rate per horizon: dict eta (H,), lr, batch, momentum, loss, curve."""
-    return _family_result(_Problem(lam, c0, noise_var, horizons, batch_size), "constant",
-                          _eta_max(lam, eta_max, batch_size))
+FAMILIES = {"constant": "eta", "power": "c (1+t)^-chi, c <= eta_max, chi in [0, 1.5]",
+            "polynomial": "eta_p (1 - t/T)^delta, delta in [0, 12]",
+            "wsd": "warmup-free WSD (eta_0, stable fraction f, delta): lrsweep.schedules' wsd shape"}
 
 
-def best_power_law(lam, c0, noise_var, horizons, *, eta_max=None, batch_size=1.0):
-    """Best c (1+t)^-chi per horizon (c <= eta_max, chi in [0, 1.5])."""
-    return _family_result(_Problem(lam, c0, noise_var, horizons, batch_size), "power",
-                          _eta_max(lam, eta_max, batch_size))
-
-
-def best_polynomial(lam, c0, noise_var, horizons, *, eta_max=None, batch_size=1.0):
-    """Best eta_p (1 - t/T)^delta per horizon (delta in [0, 12])."""
-    return _family_result(_Problem(lam, c0, noise_var, horizons, batch_size), "polynomial",
-                          _eta_max(lam, eta_max, batch_size))
-
-
-def best_wsd(lam, c0, noise_var, horizons, *, eta_max=None, batch_size=1.0):
-    """Best warmup-free WSD (eta_0, stable fraction f, delta) per horizon, schedules' "wsd" shape."""
-    return _family_result(_Problem(lam, c0, noise_var, horizons, batch_size), "wsd",
+def best_family_schedule(kind, lam, c0, noise_var, horizons, *, eta_max=None, batch_size=1.0):
+    """The best schedule of a family (:data:`FAMILIES`) per horizon: dict of its parameters (H,) and
+    lr, batch, momentum (H, T_max), loss (H,), curve (H, T_max + 1)."""
+    if kind not in FAMILIES:
+        raise ValueError(f"kind: one of {', '.join(FAMILIES)}, got {kind!r}")
+    return _family_result(_Problem(lam, c0, noise_var, horizons, batch_size), kind,
                           _eta_max(lam, eta_max, batch_size))
 
 
