@@ -555,6 +555,10 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
             for key in ("seed", "seeds"):
                 (raw.get("grid") or {}).pop(key, None)
             continue
+        for alias, target in PATH_ALIASES.items():  # the override replaces the field under either name
+            section, key = alias.split(".")
+            if target == path and isinstance(raw.get(section), dict):
+                raw[section].pop(key, None)
         _set_path(raw, path, value)
         grid = raw.get("grid") or {}
         short = {v: k for k, v in ALIASES.items()}.get(path)

@@ -133,6 +133,7 @@ def parse_args():
     ap.add_argument("--max-memory", type=int, default=None, help="engine chunk budget, bytes (default: the runner's)")
     ap.add_argument("--chunk-size", type=int, default=None, help="students per chunk (default: from the budget)")
     ap.add_argument("--x64", action="store_true", help="float64")
+    ap.add_argument("--no-schedule", action="store_true", help="skip timing the schedule search")
     args = ap.parse_args()
     quick_defaults(args, students=(1024, 4096), steps=(16, 64), loop_students=(16, 64), repeats=(2, 3))
     return args
@@ -157,7 +158,26 @@ def main():
     print(f"  scan loop         {scan_rate:>12.4g} student-steps/s   engine/loop {eng / scan_rate:>7.1f}x")
     print(f"  final test loss, step loop vs engine: max relative gap {gap:.1e} (mean over students "
           f"{np.mean(list(eng_finals.values())):.4g}, initial {np.sum(np.arange(1, args.features + 1.0) ** -1.5):.4g})")
+    if not args.no_schedule:
+        time_schedule_search(args.features)
     print(f"total wall time {time.perf_counter() - t_start:.0f} s (compiles included)")
+
+
+def time_schedule_search(n_features: int, a: float = 2.5, b: float = 1.5, noise_std: float = 0.5) -> None:
+    """The search of `lrsweep schedule` (lrsweep.schedule_search.search_point, every base kind) for 10
+    horizons T = 100 .. 10,000: first call (compiles) and a second one."""
+    from lrsweep.schedule_search import BASE_KINDS, Search, search_point
+    horizons = tuple(int(round(t)) for t in np.geomspace(100, 10_000, 10))
+    point = {"a": a, "b": b, "input_dim": n_features, "noise_std": noise_std, "batch_size": 1}
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        result = search_point(point, Search(horizons, BASE_KINDS, {}))
+        times.append(time.perf_counter() - t0)
+    losses = ", ".join(f"{k} {result[k]['loss'][-1]:.4g}" for k in BASE_KINDS)
+    print(f"lrsweep schedule search, N={n_features}, a={a:g}, b={b:g}, sigma={noise_std:g}, batch 1, 10 horizons "
+          f"T = 100..10,000, kinds {', '.join(BASE_KINDS)}: {times[0]:.1f} s first (compiles), {times[1]:.1f} s "
+          f"second; final loss at T = 10,000: {losses}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import pandas as pd
 
 from lrsweep import compare
 from lrsweep import config as config_lib
-from lrsweep import schedules
 
 SEED = "seed 004, arXiv 2602.04774 (Bordelon & Mori 2026)"
 POINT = ["a", "b", "input_dim", "noise_std", "batch_size"]
@@ -61,6 +60,7 @@ def _table(row, column):
 
 def student_schedule(row: dict):
     """(lr (T,), batch (T,), momentum (T,) or None) of a stored student, by :mod:`lrsweep.schedules`."""
+    from lrsweep import schedules  # jax: only where a prediction is made (reading runs needs numpy alone)
     steps = int(row["steps"])
     t = np.arange(steps)
     lr_sched = schedules.Schedule(row["schedule"], steps, int(_value(row, "warmup_steps", 0)),
