@@ -37,7 +37,9 @@ EXTRA_KINDS = ("optimal_batch", "optimal_momentum")
 SEARCH_FIELDS = {
     "horizons": ({"geomspace": [100, 10000, 10]}, "training horizons T: a list or {geomspace: [T_min, T_max, n]}"),
     "kinds": (list(BASE_KINDS), "schedule families: " + ", ".join(BASE_KINDS + EXTRA_KINDS)),
-    "parameterization": ("segments", "the optimal schedule: `segments` (piecewise constant) or `array` (per step)"),
+    "parameterization": ("segments", "the optimal schedule: `segments` (linear between n_segments + 1 nodes "
+                                     "equally spaced in log(1 - t/T)), `piecewise_constant` (constant on the "
+                                     "n_segments pieces between them) or `array` (one rate per step)"),
     "n_segments": (32, "pieces of a `segments` schedule"),
     "eta_max": (None, "largest rate allowed (null: eta_max_fraction times the recursion's stability bound)"),
     "eta_max_fraction": (0.5, "with eta_max null: the share of the mean-square stability bound allowed. Near the "
@@ -74,9 +76,9 @@ def read_search(cfg: config_lib.SweepConfig) -> Search:
     allowed = BASE_KINDS + EXTRA_KINDS
     if not isinstance(kinds, list) or not kinds or any(k not in allowed for k in kinds):
         raise ConfigError("schedule_search.kinds", f"got {kinds!r}; allowed values: {', '.join(allowed)}")
-    if value["parameterization"] not in ("segments", "array"):
+    if value["parameterization"] not in ("segments", "piecewise_constant", "array"):
         raise ConfigError("schedule_search.parameterization", f"got {value['parameterization']!r}; allowed values: "
-                                                              f"segments, array")
+                                                              f"segments, piecewise_constant, array")
     for key, low in (("n_segments", 1), ("iterations", 1), ("sample_budget", 1)):
         v = value[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):

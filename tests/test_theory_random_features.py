@@ -199,3 +199,18 @@ def test_fitted_peak_exponent_approaches_statement(a, b):
         windows = [rf.decay_window(lr[h], T) for h, T in enumerate(horizons)]
         assert abs(rf.fit_exponent(horizons, windows)[0] - st["window_exponent"]["value"]) < 0.15, windows
         assert windows[-1] / horizons[-1] < windows[0] / horizons[0]
+
+
+def test_piecewise_constant_schedules_have_k_pieces_and_beat_the_constant(x64):
+    """parameterization piecewise_constant: at most K distinct rates before each T, the pieces in
+    order of log(1 - t/T), and a final loss below the best constant rate's."""
+    lam, target = rf.spectrum(8, 2.5, 1.5)
+    horizons = [40, 80]
+    out = rf.optimize_schedules(lam, target ** 2, 0.25, horizons, parameterization="piecewise_constant",
+                                n_segments=4, iterations=40)
+    best = rf.best_family_schedule("constant", lam, target ** 2, 0.25, horizons)
+    for h, T in enumerate(horizons):
+        lr = out["lr"][h][:T]
+        changes = np.count_nonzero(np.diff(lr))
+        assert 1 <= changes <= 3, (T, changes)
+        assert out["loss"][h] < best["loss"][h]

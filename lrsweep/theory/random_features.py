@@ -429,15 +429,16 @@ def best_family_schedule(kind, lam, c0, noise_var, horizons, *, eta_max=None, ba
 
 
 # ------------------------------------------------------------------------------- free schedules
-def _node_weights(problem, n_segments):
-    """(H, T_max, K+1) linear-interpolation weights of nodes equally spaced in z = log(1-t/T)/log(1/T)."""
+def _node_weights(problem, n_segments, constant=False):
+    """(H, T_max, K+1) linear-interpolation weights of nodes equally spaced in z = log(1-t/T)/log(1/T);
+    ``constant``: one-hot weights of the segment [z_k, z_{k+1}) a step falls in (K pieces, node K unused)."""
     weights = np.zeros((problem.horizons.size, problem.steps, n_segments + 1))
     for h, T in enumerate(problem.horizons):
         t = np.arange(int(T))
         z = np.log1p(-t / T) / math.log(1.0 / T) if T > 1 else np.zeros(1)
         pos = np.clip(z * n_segments, 0.0, n_segments)
         lo = np.minimum(np.floor(pos).astype(int), n_segments - 1)
-        frac = pos - lo
+        frac = np.zeros_like(pos) if constant else pos - lo
         weights[h, t, lo] = 1.0 - frac
         weights[h, t, lo + 1] += frac
     return weights
@@ -448,14 +449,17 @@ def _logit(p):
     return np.log(p) - np.log1p(-p)
 
 
+PARAMETERIZATIONS = ("segments", "piecewise_constant", "array")
+
+
 def optimize_schedules(lam, c0, noise_var, horizons, *, parameterization="segments", n_segments=32, eta_max=None,
                        batch_size=1, optimize_batch=False, sample_budget=None, optimize_momentum=False,
                        momentum_max=0.99, iterations=150, learning_rate=0.1, init_lr=None):
     """Minimise each horizon's final expected loss over per-step schedules by Adam on log L_{T_h}.
 
-    Rates eta_t = eta_max sigmoid(y_t) in [0, eta_max]; y is per step (``"array"``) or linear between
+    Rates eta_t = eta_max sigmoid(y_t) in [0, eta_max]; y is per step (``"array"``), linear between
     ``n_segments + 1`` nodes equally spaced in log(1 - t/T) (``"segments"``: a polynomial (1-t/T)^delta
-    is a line there). Batches (``optimize_batch``): m_t = 1 + (B_h - T_h) softmax(z)_t, so sum m_t = B_h
+    is a line there), or constant on the ``n_segments`` pieces between them (``"piecewise_constant"``). Batches (``optimize_batch``): m_t = 1 + (B_h - T_h) softmax(z)_t, so sum m_t = B_h
     (``sample_budget``, default batch_size T_h). Momentum (``optimize_momentum``): beta_t =
     momentum_max sigmoid(u_t). All horizons in one program; rates after T_h are 0.
 
@@ -464,8 +468,8 @@ def optimize_schedules(lam, c0, noise_var, horizons, *, parameterization="segmen
     Returns:
       dict of numpy arrays: lr, batch, momentum (H, T_max), loss (H,), curve (H, T_max+1).
     """
-    if parameterization not in ("segments", "array"):
-        raise ValueError(f"parameterization: 'segments' or 'array', got {parameterization!r}")
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization: one of {', '.join(PARAMETERIZATIONS)}, got {parameterization!r}")
     if not isinstance(n_segments, (int, np.integer)) or n_segments < 1:
         raise ValueError(f"n_segments: a positive integer, got {n_segments!r}")
     if not (np.isscalar(batch_size) and batch_size >= 1):
@@ -488,8 +492,9 @@ def optimize_schedules(lam, c0, noise_var, horizons, *, parameterization="segmen
         init_lr = np.asarray(_family_result(problem, "constant", eta_max)["lr"])
     init_lr = np.broadcast_to(np.asarray(init_lr, float), (n_h, steps))
     y0 = _logit(np.where(np.asarray(mask) > 0, init_lr, init_lr[:, :1]) / eta_max)
-    if parameterization == "segments":
-        weights = jnp.asarray(_node_weights(problem, n_segments), problem.t.dtype)
+    if parameterization in ("segments", "piecewise_constant"):
+        weights = jnp.asarray(_node_weights(problem, n_segments, parameterization == "piecewise_constant"),
+                              problem.t.dtype)
         nodes = np.linspace(0.0, 1.0, n_segments + 1)
         # node values: the start schedule at node times t = T (1 - T^-z)
         node_t = np.minimum((problem.horizons[:, None] * (1.0 - problem.horizons[:, None] ** -nodes[None, :]))
