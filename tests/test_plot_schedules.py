@@ -196,26 +196,3 @@ def test_loss_curves_rf_draws_the_recursion_over_the_monte_carlo_mean(tmp_path):
         np.testing.assert_allclose(mc.get_xdata(), means[lr].index.to_numpy(float) + 1)
         np.testing.assert_allclose(mc.get_ydata(), means[lr].to_numpy(float), rtol=1e-6)
     assert len(fig.axes) == 2  # one panel, one colour bar (by the learning rate)
-
-
-def test_schedule_run_with_verify_plots_its_monte_carlo_curves_by_kind(tmp_path):
-    import yaml
-
-    from lrsweep import config, schedule_search
-    cfg = yaml.safe_load("""
-name: sched_tiny
-task: {kind: power_law_features, n_features: 10, a: 2.0, b: 1.5, noise_std: 0.3}
-model: {parameterization: standard, n_layers: 1}
-init: zeros
-train: {optimizer: sgd, batch_size: 2}
-schedule_search: {horizons: [20, 40], kinds: [optimal, constant], iterations: 5}
-""")
-    result = schedule_search.run_schedule(config.load_config(cfg), tmp_path, verify=2, progress=False)
-    figures = dict(plot_schedules.schedule_figures(result.run_dir))
-    fig = figures["verify_loss_curves_rf"]
-    labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert any(t.startswith("optimal") for t in labels) and any(t.startswith("best constant") for t in labels)
-    titles = sorted(ax.get_title() for ax in fig.axes if ax.get_title())
-    assert titles == ["steps = 20", "steps = 40"]  # one panel per horizon, both kinds in each
-    lines = lines_by_gid(fig)
-    assert sum(g.startswith("theory") for g in lines) == 4

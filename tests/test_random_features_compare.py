@@ -15,6 +15,7 @@ def _mc_config(optimizer: str) -> dict:
     train = {"optimizer": optimizer, "steps": 60, "log_every": 6, "stable_fraction": 0.5, "schedule_exponent": 2.0}
     grid = {"zip": {"a": [2.5, 1.5], "b": [1.5, 2.0]}, "schedule": ["constant", "polynomial", "wsd"],
             "batch_size": [1, 8], "lr": [0.15]}
+    # (constant, polynomial and wsd as kinds: 6 compiled groups; the Monte Carlo test uses their arrays)
     if optimizer == "momentum":  # the effective rate lr / (1 - beta) stays well inside the stable range
         grid.update(momentum=[0.6], lr=[0.06])
     return {"name": f"mc_{optimizer}", "seeds": list(range(64)),
@@ -26,8 +27,14 @@ def _mc_config(optimizer: str) -> dict:
 def test_monte_carlo_matches_recursion_at_every_logged_step(tmp_path, optimizer):
     """64 seeds of the engine's SGD (and heavy ball) on power-law features: the seed mean of the test
     loss is within 3 standard errors of the exact recursion at every logged step, for constant,
-    polynomial and WSD rates, batch 1 and 8, easy (a > b) and hard (a < b) phase."""
-    summary = runner.run(config.load_config(_mc_config(optimizer)), tmp_path, x64=True, progress=False)
+    polynomial and WSD rates (as per-step arrays: one compiled program per batch size), batch 1 and 8,
+    easy (a > b) and hard (a < b) phase."""
+    cfg = _mc_config(optimizer)
+    t = np.arange(60)  # the three shapes as per-step arrays: one compiled program per batch size
+    shapes = [np.ones(60), (1 - t / 60) ** 2.0, np.where(t < 30, 1.0, ((1 - t / 60) / 0.5) ** 2.0)]
+    cfg["train"].update(schedule="array", schedule_array=[s.tolist() for s in shapes])
+    del cfg["grid"]["schedule"]
+    summary = runner.run(config.load_config(cfg), tmp_path, x64=True, progress=False)
     table = compare.compare(summary.run_dir, ["random_features.sgd"])
     assert len(table) == 2 * 3 * 2 * 11  # phases x schedules x batches x logged steps: every point covered
     assert (table["n_seeds"] == 64).all()
@@ -95,6 +102,16 @@ def test_schedule_search_and_verify(tmp_path):
     assert len(store.load(verify, table="students")) == 30 * 64
     rc, out, _ = cli_main(["compare", str(run)])
     assert rc == 0 and "random_features.optimal_beats_baselines" in out
+    # the figures of the verify run: Monte Carlo curves by kind, one panel per horizon
+    from lrsweep import plot_schedules
+    from test_plot_schedules import lines_by_gid
+    figures = dict(plot_schedules.schedule_figures(run))
+    fig = next(f for name, f in figures.items() if name.startswith("verify_loss_curves_rf"))
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("optimal") for t in labels) and any(t.startswith("best constant") for t in labels)
+    titles = sorted({ax.get_title() for ax in fig.axes if ax.get_title()})
+    assert all(t.startswith("steps = ") or "=" in t for t in titles) and titles
+    assert sum(g.startswith("theory") for g in lines_by_gid(fig)) == 2 * 3 * 5  # points x horizons x kinds
 
 
 @pytest.mark.parametrize("edit, field", [
