@@ -15,9 +15,12 @@ import jax
 
 if os.environ.get("LRSWEEP_TEST_SESSION_CACHE", "1") == "1":
     # One compilation cache per test session (a fresh temporary directory: nothing is shared across
-    # runs): the same XLA program built by different closures in different tests compiles once.
+    # runs): the same XLA program built by different closures in different tests compiles once. The
+    # controller makes it before pytest-xdist starts its workers, which inherit the variable and share it.
     import tempfile
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="lrsweep-test-xla-"))
+    if "LRSWEEP_TEST_XLA_CACHE" not in os.environ:
+        os.environ["LRSWEEP_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="lrsweep-test-xla-")
+    jax.config.update("jax_compilation_cache_dir", os.environ["LRSWEEP_TEST_XLA_CACHE"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 import numpy as np
