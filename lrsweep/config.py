@@ -8,7 +8,11 @@ and raises :class:`ConfigError` naming the field and the allowed values.
 Learning rates (seed 000, arXiv 2606.00340, Sec. 5 and App. F) are given per trainable layer
 (``lr_1 .. lr_m``, eta_l), as ``lr_total`` (C = eta_1 + ... + eta_m) times ``lr_1_fraction``
 (eta_1 = f C, the other layers share the rest equally), or as the authors' line grid
-``lr_line`` (see :func:`authors_line_grid`).
+``lr_line`` (see :func:`authors_line_grid`). Students with a head (seed 002: standard or ntk, the last
+layer W_m the head, the layers before it the body) take ``lr_body`` (every body layer) with ``lr_head``
+or ``lr_ratio`` (eta_head / eta_body), or ``lr_head`` with ``lr_ratio``, or ``lr_total`` with
+``lr_ratio`` (an equal budget: (m - 1) eta_body + eta_head = C); ``lr_ratio: .inf`` is the
+best-response limit (``train.head: best_response``).
 """
 
 from __future__ import annotations
@@ -132,7 +136,10 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "Hessian, Lanczos warm-started from the previous logged step), `ntk_eig` (top eigenvalue of the "
           "empirical NTK over the number of samples, seed 003); running over every step: `loss_peak` "
           "(largest train loss and its first step), `phase` (lazy, catapult, oscillating or divergent, "
-          "lrsweep.metrics.PHASE).", choices=("weight_norm", "sharpness", "ntk_eig", "loss_peak", "phase"),
+          "lrsweep.metrics.PHASE); for students with a head (seed 002): `phi_sharpness` (top eigenvalue of the "
+          "Hessian of Phi(body) = loss(body, w*(body)) over the body's weights), `body_sketch` (the body's "
+          "weights, or train.sketch_dim projections of them: distances between runs).",
+          choices=("weight_norm", "sharpness", "ntk_eig", "loss_peak", "phase", "phi_sharpness", "body_sketch"),
           axis=False),
     Field("train.sharpness_iters", "int", 20, "Lanczos iterations (Hessian-vector products) per logged step of "
           "`sharpness` (at most the number of parameters are used).", positive=True),
@@ -184,6 +191,26 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           minimum=0, role="traced"),
     Field("train.warmup_steps", "int", 0, "Linear warmup: the rate is multiplied by min(1, (t + 1) / w) over the "
           "first w steps (0: none; at most train.steps).", minimum=0),
+    Field("train.head", "str", "gd",
+          "The head: the last layer W_m of a standard or ntk student with n_layers >= 2 (the layers before it are the "
+          "body; seed 002, lrsweep.heads). `gd`: moved by the optimizer at rate lr_m (lr_head); `best_response`: set "
+          "to its exact minimiser w*(body) before every body step (ridge least squares for mse, Newton for logistic "
+          "and exponential), so the body descends Phi(body) = loss(body, w*(body)); `lr_ratio: .inf` in the grid "
+          "selects it.", choices=("gd", "best_response")),
+    Field("train.update", "str", "simultaneous",
+          "With train.head gd: `simultaneous` (body and head gradients at the same weights: per-layer GD, the seed's "
+          "algorithm) or `alternating` (train.head_steps gradient steps of the head at the current body, then the "
+          "body's step at the moved head).", choices=("simultaneous", "alternating")),
+    Field("train.head_steps", "int", 1, "k: head steps per body step of `alternating` (k -> infinity: the best "
+          "response).", positive=True),
+    Field("train.head_ridge", "float", 0.0, "lambda of the best response: w* minimises loss + lambda/2 ||w||^2 "
+          "(> 0 needed for logistic and exponential, whose minimiser is at infinity on separable features, and "
+          "for mse when model.width > task.n_train).", minimum=0.0),
+    Field("train.newton_steps", "int", 8, "Newton steps of the logistic / exponential best response per body "
+          "step, each with a line search, warm-started from the previous head.", positive=True),
+    Field("train.sketch_dim", "int", 64, "k of `body_sketch`: the body's weights themselves when they number at "
+          "most k, else k Gaussian projections of them (a Johnson-Lindenstrauss sketch, the same for every "
+          "student of an instance).", positive=True),
     Field("train.log_every", "int", 1, "Log metrics every k steps (and at the last step).", positive=True),
     Field("train.log_steps", "int_list", None,
           "Explicit steps to log (overrides log_every), e.g. [0, 1, 2, 4, 8].", nullable=True),
@@ -239,8 +266,10 @@ ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers"
            "batch_start": "train.batch_start", "batch_end": "train.batch_end",
            "batch_ramp_exponent": "train.batch_ramp_exponent", "schedule_floor": "train.schedule_floor",
            "schedule_index": "train.schedule_index", "batch_index": "train.batch_index",
-           "momentum_index": "train.momentum_index"}
-LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line")
+           "momentum_index": "train.momentum_index", "head": "train.head", "update": "train.update",
+           "head_steps": "train.head_steps", "head_ridge": "train.head_ridge"}
+HEAD_LR_AXES = ("lr_body", "lr_head", "lr_ratio")
+LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line") + HEAD_LR_AXES
 _LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
 TOP_LEVEL = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid", "schedule_search")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
@@ -642,7 +671,7 @@ def _axis_name(key: str, where: str) -> str:
     options = list(FIELDS) + list(ALIASES) + list(LR_AXES) + ["lr_1", "lr_2", "zip"]
     raise ConfigError(where, f"unknown grid axis '{key}'{_suggest(key, options)}; axes are config fields "
                              f"(e.g. width, n_layers, init, noise_std, steps), lr_1..lr_L, lr, lr_total, "
-                             f"lr_1_fraction, lr_line, or zip")
+                             f"lr_1_fraction, lr_line, lr_body, lr_head, lr_ratio, or zip")
 
 
 def _check_axis_values(name: str, values: list, where: str) -> list:
@@ -653,7 +682,12 @@ def _check_axis_values(name: str, values: list, where: str) -> list:
     for v in values:
         if isinstance(v, str) and _FLOAT_RE.match(v.strip()):
             v = float(v)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if name == "lr_ratio" and isinstance(v, str) and v.strip().lstrip("+.").lower() == "inf":
+            v = math.inf  # `--set grid.lr_ratio=[1,inf]`
+        if name == "lr_ratio" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+            raise ConfigError(where, f"lr_ratio (eta_head / eta_body) must be a number > 0, or .inf for the "
+                                     f"best-response head; got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) or name == "lr_ratio"):
             raise ConfigError(where, f"learning rates must be finite numbers, got {v!r}")
         if name == "lr_1_fraction" and not 0.0 <= v <= 1.0:
             raise ConfigError(where, f"lr_1_fraction must be in [0, 1], got {v!r}")
@@ -774,6 +808,7 @@ def _load(raw, overrides: list[str] | None) -> SweepConfig:
                                           "with lr, lr_total, lr_1_fraction or lr_1..lr_L")
     if "lr" in names and "lr_total" in names:
         raise ConfigError("grid.lr", "give a shared lr or an lr_total, not both")
+    _check_head_axes(names, axes)
     if "lr_1_fraction" in names and layer_axes:
         raise ConfigError("grid.lr_1_fraction", f"lr_1_fraction sets every layer's learning rate; do not "
                                                  f"combine it with {', '.join(layer_axes)}")
@@ -796,12 +831,39 @@ def _load(raw, overrides: list[str] | None) -> SweepConfig:
     return SweepConfig(base=base, axes=tuple(axes), raw=resolved)
 
 
+def _check_head_axes(names: list, axes: list) -> None:
+    """The head's rate axes combine as lr_body + lr_head, lr_body + lr_ratio, lr_head + lr_ratio or
+    lr_total + lr_ratio, and with no other rate axis."""
+    head = [n for n in HEAD_LR_AXES if n in names]
+    if not head:
+        return
+    others = [n for n in names if n in ("lr", "lr_line", "lr_1_fraction") or _LR_LAYER.match(n)]
+    if others:
+        raise ConfigError(f"grid.{head[0]}", f"{head[0]} sets the body's and the head's rates; do not combine it "
+                                             f"with {', '.join(others)}")
+    allowed = "lr_body with lr_head or lr_ratio, lr_head with lr_ratio, or lr_total with lr_ratio"
+    if "lr_total" in names:
+        if head != ["lr_ratio"]:
+            raise ConfigError(f"grid.{head[0]}", f"with lr_total give only lr_ratio (an equal budget "
+                                                 f"(m - 1) eta_body + eta_head = lr_total); allowed: {allowed}")
+        ratios = [v for ns, values in axes for j, n in enumerate(ns) if n == "lr_ratio" for v in (r[j] for r in values)]
+        if any(math.isinf(r) for r in ratios):
+            raise ConfigError("grid.lr_ratio", "lr_ratio .inf (the best-response head) has no share of an "
+                                               "lr_total budget; give lr_body with lr_ratio instead")
+    elif len(head) != 2:
+        raise ConfigError(f"grid.{head[0]}", f"give two of lr_body, lr_head, lr_ratio; allowed: {allowed}")
+
+
 # --------------------------------------------------------------------------------------
 # Students
 # --------------------------------------------------------------------------------------
 
 def resolve_lrs(point: dict, m: int) -> list[float]:
-    """Per-layer learning rates eta_1..eta_m for one grid point (see module docstring)."""
+    """Per-layer learning rates eta_1..eta_m for one grid point (see module docstring); the values may be
+    numpy columns (one entry per student)."""
+    if any(k in point for k in HEAD_LR_AXES):
+        body, head = _body_head_rates(point, m)
+        return [body] * (m - 1) + [head]
     if "lr_line_eta_1" in point:
         eta_1, rest_total = point["lr_line_eta_1"], point["lr_line_rest"]
         return [eta_1] + [rest_total / (m - 1)] * (m - 1) if m > 1 else [eta_1]
@@ -827,6 +889,55 @@ def resolve_lrs(point: dict, m: int) -> list[float]:
             raise ConfigError(f"grid.{key}", f"no learning rate for layer {layer} of {m} trainable layers: "
                                              f"give {key} or a shared `lr`")
     return lrs
+
+
+def _body_head_rates(point: dict, m: int):
+    """(eta_body, eta_head) from lr_body, lr_head, lr_ratio = eta_head / eta_body (inf: the best response)
+    or lr_total = (m - 1) eta_body + eta_head."""
+    ratio = point.get("lr_ratio")
+    if "lr_total" in point:
+        body = point["lr_total"] / (m - 1 + ratio)
+        return body, ratio * body
+    if "lr_body" in point and "lr_head" in point:
+        return point["lr_body"], point["lr_head"]
+    if "lr_body" in point:
+        body = point["lr_body"]
+        return body, np.where(np.isinf(ratio), np.inf, body * ratio)
+    return np.where(np.isinf(ratio), point["lr_head"] * 0.0, point["lr_head"] / ratio), point["lr_head"]
+
+
+def _check_head(p: dict, arch: Architecture, head_axes: bool) -> None:
+    """train.head, train.update and the head's rate axes need a student with a head (standard or ntk,
+    n_layers >= 2); the head rules other than simultaneous gd run under gd on a fixed training set."""
+    rule = p["train.head"] != "gd" or p["train.update"] != "simultaneous"
+    needs = [m for m in ("phi_sharpness", "body_sketch") if m in (p["train.metrics"] or ())]
+    if rule or head_axes or needs:
+        what = ("train.head" if p["train.head"] != "gd" else "train.update" if rule else
+                "train.metrics" if needs and not head_axes else "grid")
+        if arch.parameterization not in ("standard", "ntk") or arch.n_trainable < 2:
+            raise ConfigError(what, f"needs a student with a trained head and a body: model.parameterization "
+                                    f"standard or ntk with n_layers >= 2 (got {arch.parameterization}, n_layers "
+                                    f"{p['model.n_layers']})")
+    if p["train.update"] == "alternating" and p["train.head"] != "gd":
+        raise ConfigError("train.update", "best_response sets the head exactly before every body step; allowed "
+                                          "with train.head best_response: simultaneous")
+    if p["train.head_steps"] != 1 and p["train.update"] != "alternating":
+        raise ConfigError("train.head_steps", "only read by train.update: alternating (k head steps per body step)")
+    if rule and p["train.optimizer"] != "gd":
+        raise ConfigError("train.optimizer", f"train.head {p['train.head']} with train.update {p['train.update']} "
+                                             f"runs under full-batch gd; allowed: gd")
+    if p["train.head"] == "best_response" or "phi_sharpness" in needs:
+        where = "train.head" if p["train.head"] == "best_response" else "train.metrics"
+        if online(p):
+            raise ConfigError(where, "the best response is a minimiser over a fixed training set; task.online "
+                                     "draws fresh samples (allowed: task.online false)")
+        if p["train.head_ridge"] == 0 and p["train.loss"] != "mse":
+            raise ConfigError("train.head_ridge", f"must be > 0 for train.loss {p['train.loss']}: on separable "
+                                                  f"features its minimiser over the head is at infinity")
+        if p["train.head_ridge"] == 0 and arch.width > p["task.n_train"]:
+            raise ConfigError("train.head_ridge", f"must be > 0 when model.width ({arch.width}) > task.n_train "
+                                                  f"({p['task.n_train']}): the head's least squares has no unique "
+                                                  f"minimiser")
 
 
 def _check_student_shapes(p: dict) -> None:
@@ -863,6 +974,7 @@ def _check_student_shapes(p: dict) -> None:
     else:
         _check_classification(p, arch)
     _check_optimizer(p)
+    _check_head(p, arch, any(k in p for k in HEAD_LR_AXES))
     if p["train.loss"] != "mse" and p["task.kind"] != "classification":  # linear_teacher, single_point
         raise ConfigError("train.loss", f"{p['train.loss']} needs labels in {{-1, +1}} (task.kind: "
                                         f"classification); allowed for task.kind {p['task.kind']}: mse")
@@ -1022,11 +1134,16 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     combo = (np.ravel_multi_index([index[a] for a in static_axes], [shape[a] for a in static_axes])
              if static_axes else np.zeros(n, np.int64))
     n_trainable, target_std = [], []
+    best_response_rows = "lr_ratio" in on_axis and any(  # lr_ratio .inf: those rows get train.head best_response
+        math.isinf(v[on_axis["lr_ratio"][1]]) for v in axes[on_axis["lr_ratio"][0]][1])
     for entries in itertools.product(*[range(shape[a]) for a in static_axes]):
         point = dict(cfg.base)
         for a, (names, values) in enumerate(axes):
             point.update(zip(names, values[entries[static_axes.index(a)] if a in static_axes else 0]))
         _check_student_shapes(point)
+        if best_response_rows:
+            _check_student_shapes({**point, "train.head": "best_response", "train.update": "simultaneous",
+                                   "train.head_steps": 1})
         m = Architecture.from_fields(point).n_trainable
         extra = sorted((k for k in point if _LR_LAYER.match(k) and int(k[3:]) > m), key=lambda k: int(k[3:]))
         if extra:
@@ -1045,10 +1162,32 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     table["target_std"] = _target_std(cfg, axes, on_axis, index, np.asarray(target_std)[combo])
     table = {_short(k): table[_short(k)] for k in cfg.base}  # the config's field order
     table.update(_lr_columns(axes, on_axis, column, m_row))
+    _resolve_best_response(table)
     df = pd.DataFrame(table, copy=False)
     df.insert(0, "student_id", np.arange(n, dtype=np.int64))
     _check_distinct_students(df, cfg, axes, shape)
     return df
+
+
+def _resolve_best_response(table: dict) -> None:
+    """``lr_ratio`` .inf is ``train.head: best_response`` (with ``train.update`` simultaneous and one head step:
+    the best response leaves nothing to alternate); a best-response student's head rate (lr_m, ``lr_head``,
+    ``lr_ratio``, so ``lr_total``) is stored as inf: the head is never moved by the optimizer."""
+    ratio = table.get("lr_ratio")
+    best = np.asarray(table["head"] == "best_response", bool)
+    if ratio is not None:
+        best = best | np.isinf(ratio)
+    if not best.any():
+        return
+    table["head"] = np.where(best, "best_response", table["head"]).astype(object)
+    table["update"] = np.where(best, "simultaneous", table["update"]).astype(object)
+    table["head_steps"] = np.where(best, 1, table["head_steps"])
+    m_row = table["n_trainable"]
+    for m in np.unique(m_row[best]):
+        table[f"lr_{m}"] = np.where(best & (m_row == m), np.inf, table[f"lr_{m}"])
+    for column in ("lr_total", "lr_head", "lr_ratio"):
+        if column in table:
+            table[column] = np.where(best, np.inf, table[column])
 
 
 def _resolve_schedule_columns(table: dict) -> None:
@@ -1159,6 +1298,11 @@ def _lr_columns(axes, on_axis, column, m_row: np.ndarray) -> dict:
     for label in ("lr_1_fraction", "lr_line"):
         if label in point:
             out[label] = point[label].astype(float)
+    if any(k in point for k in HEAD_LR_AXES):  # every student has a head (checked per static combination)
+        out["lr_body"] = lrs["lr_1"].copy()
+        out["lr_head"] = np.choose(m_row - 1, [lrs[f"lr_{l}"] for l in range(1, max(m_order) + 1)])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["lr_ratio"] = np.where(np.isinf(out["lr_head"]), np.inf, out["lr_head"] / out["lr_body"])
     out["n_trainable"] = m_row
     out.update({k: v for k, v in lrs.items() if k not in out})
     return out
@@ -1188,7 +1332,9 @@ def student_columns(df: pd.DataFrame) -> list[str]:
 def axis_columns(cfg: SweepConfig) -> set[str]:
     """Student-table columns of the fields on an axis of more than one value: every other field
     column of :func:`expand_grid` holds one value."""
-    return {_short(name) for names, values in cfg.axes if len(values) > 1 for name in names if name in FIELDS}
+    on = {name for names, values in cfg.axes if len(values) > 1 for name in names}
+    derived = {"head", "update", "head_steps"} if "lr_ratio" in on else set()  # lr_ratio .inf: best response
+    return {_short(name) for name in on if name in FIELDS} | derived
 
 
 def _check_distinct_students(df: pd.DataFrame, cfg: SweepConfig, axes, shape) -> None:

@@ -46,6 +46,12 @@ def hessian_top_eig(loss_fn, theta, start, iters: int):
     of H wherever the start vector has a component along that eigenvector.
     """
     _, hvp = jax.linearize(jax.grad(loss_fn), theta)
+    return top_eig(hvp, start, iters)
+
+
+def top_eig(hvp, start, iters: int):
+    """The largest eigenvalue of the symmetric operator ``hvp`` (P,) -> (P,) and its Ritz vector, by
+    ``iters`` Lanczos steps from ``start``, with the breakdown cut of :func:`hessian_top_eig`."""
     basis, tridiag, _, _ = decomp.tridiag_sym(iters, reortho="full", custom_vjp=False)(hvp, start)
     kept = _unbroken(tridiag)
     both = kept[:, None] & kept[None, :]

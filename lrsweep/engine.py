@@ -5,10 +5,11 @@ A group (:class:`lrsweep.spec.GroupSpec`) compiles once. A chunk (:mod:`lrsweep.
 its hyperparameters (:func:`lrsweep.tasks.make_instance`) and broadcast (not copied) to its
 learning-rate points; the instance axis is sharded over all devices.
 
-One student's step is: its formulation's loss and gradients (:mod:`lrsweep.steps`: dense weights,
-or low-rank corrections to the shared initial weights), the optax transform of its traced
-hyperparameters read by name (:mod:`lrsweep.optim`), the formulation's update and post-update
-hook. Every step receives a :class:`lrsweep.tasks.StepContext` (t and a key derived from the
+One student's step is: the head rule's move of the last layer at the current body (identity for
+plain per-layer GD; alternating head steps or the best response: :mod:`lrsweep.heads`), its
+formulation's loss and gradients (:mod:`lrsweep.steps`: dense weights, or low-rank corrections to
+the shared initial weights), the optax transform of its traced hyperparameters read by name
+(:mod:`lrsweep.optim`) and the formulation's update. Every step receives a :class:`lrsweep.tasks.StepContext` (t and a key derived from the
 instance and t). At logged steps the train loss, the task's evaluation and the metrics of
 ``train.metrics`` are written into a small buffer (:mod:`lrsweep.metrics`); running reductions
 see every step. Chunks of many steps can be trained in segments, with checkpoints
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrsweep import divergence
+from lrsweep import heads
 from lrsweep import metrics as metrics_lib
 from lrsweep import steps as steps_lib
 from lrsweep.architecture import Architecture
@@ -148,10 +150,11 @@ def make_student_fns(spec) -> StudentFns:
         def body(state, t):
             params, opt_state, carry = state
             ctx = context(inst, hparams, t)
-            loss, grads, w_eff, aux = form.loss_and_grads(spec, params0, params, inst, ctx)
-            carry = observe(t, params0, params, inst, loss, w_eff, carry)
-            updates, new_opt_state = tx.update(grads, opt_state, params)
-            new_params = form.post_update(spec, form.apply(params, updates, aux, t), inst, ctx)
+            moved = heads.prepare(spec, hparams, params, inst, ctx)
+            loss, grads, w_eff, aux = form.loss_and_grads(spec, params0, moved, inst, ctx)
+            carry = observe(t, params0, moved, inst, loss, w_eff, carry)
+            updates, new_opt_state = tx.update(grads, opt_state, moved)
+            new_params = form.apply(moved, updates, aux, t)
             alive = carry[0]
             keep = lambda new, old: jnp.where(alive, new, old)  # freeze diverged students
             params = jax.tree_util.tree_map(keep, new_params, params)
@@ -163,7 +166,9 @@ def make_student_fns(spec) -> StudentFns:
 
     def finish(state, params0, inst, hparams) -> StudentResult:
         params, _, carry = state
-        loss, _, w_eff, _ = form.loss_and_grads(spec, params0, params, inst, context(inst, hparams, spec.steps))
+        ctx = context(inst, hparams, spec.steps)
+        params = heads.prepare(spec, hparams, params, inst, ctx)
+        loss, _, w_eff, _ = form.loss_and_grads(spec, params0, params, inst, ctx)
         alive, _, div_step, bufs, reduced, _ = observe(spec.steps, params0, params, inst, loss, w_eff, carry)
         columns = {}
         for r, c in zip(reductions, reduced):

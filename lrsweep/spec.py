@@ -39,6 +39,12 @@ class GroupSpec:
     schedule_array: str | None = None    # digests of per-step arrays (lrsweep.config.ARRAYS)
     batch_array: str | None = None
     momentum_array: str | None = None
+    head: str = "gd"                     # the head rule (lrsweep.heads): gd | best_response
+    update: str = "simultaneous"         # simultaneous | alternating (head: gd)
+    head_steps: int = 1                  # k head steps per body step (alternating)
+    head_ridge: float = 0.0              # lambda of the best response
+    newton_steps: int = 8                # Newton steps of a non-quadratic best response
+    sketch_dim: int = 64                 # k of the body_sketch metric
 
     @classmethod
     def from_row(cls, row) -> "GroupSpec":
@@ -51,7 +57,9 @@ class GroupSpec:
                    row.get("loss", "mse"), tuple(row.get("metrics", ()) or ()), int(row.get("sharpness_iters", 20)),
                    _int_or_none(row.get("batch_size")), row.get("batch_schedule", "constant"),
                    row.get("momentum_schedule", "constant"), _str_or_none(row.get("schedule_array")),
-                   _str_or_none(row.get("batch_array")), _str_or_none(row.get("momentum_array")))
+                   _str_or_none(row.get("batch_array")), _str_or_none(row.get("momentum_array")),
+                   row.get("head", "gd"), row.get("update", "simultaneous"), int(row.get("head_steps", 1)),
+                   float(row.get("head_ridge", 0.0)), int(row.get("newton_steps", 8)), int(row.get("sketch_dim", 64)))
         if spec.gradient == "signal_only" and not losses.LOSSES[spec.loss].quadratic:
             raise ConfigError("train.gradient", f"signal_only replaces the squared loss's residual f(X) - y by -y "
                                                 f"and needs train.loss: mse (got {spec.loss}); allowed here: exact")
@@ -65,6 +73,12 @@ class GroupSpec:
     def stochastic(self) -> bool:
         """Whether a step sees a sampled batch (minibatches of a fixed set, or fresh samples)."""
         return self.batch_size is not None
+
+    @property
+    def head_moves_in_step(self) -> bool:
+        """Whether the optimizer's step moves the head with the body (simultaneous gd: plain per-layer
+        GD); else the head rule of :mod:`lrsweep.heads` moves it before the step."""
+        return self.head == "gd" and self.update == "simultaneous"
 
     @property
     def n_logs(self) -> int:

@@ -23,8 +23,9 @@ f(X) - y replaced by -y): the paper's gradient approximation (seed 000, Sec. 4, 
 Each formulation is a :class:`Formulation`: ``requires`` says what it needs of a group (or why it
 cannot run it), ``init`` builds a student's trained state from the instance's initial weights,
 ``loss_and_grads`` returns ``(train_loss, grads, w_eff, aux)`` (grads by layer name; ``w_eff`` None
-where the step did not form it), ``apply`` adds the optimizer's updates, ``post_update`` runs after
-each update (identity here; a best-response head goes there), ``dense`` gives the weights.
+where the step did not form it), ``apply`` adds the optimizer's updates, ``dense`` gives the weights.
+A head moved outside the optimizer's step (best response, alternating: :mod:`lrsweep.heads`) acts
+on the dense weights before each step, so it runs with the dense formulations only.
 """
 
 from __future__ import annotations
@@ -143,15 +144,13 @@ class Formulation(NamedTuple):
 
     requires(spec) -> None or why it cannot run the group; init(spec, params0) -> state;
     loss_and_grads(spec, params0, state, inst, ctx) -> (loss, grads {layer: array}, w_eff, aux);
-    apply(state, updates, aux, t) -> state; post_update(spec, state, inst, ctx) -> state (after
-    every update; identity by default); dense(spec, params0, state) -> weights {layer: matrix}.
+    apply(state, updates, aux, t) -> state; dense(spec, params0, state) -> weights {layer: matrix}.
     """
     requires: Callable
     init: Callable
     loss_and_grads: Callable
     apply: Callable
     dense: Callable
-    post_update: Callable = lambda spec, state, inst, ctx: state
 
 
 def moments_blocker(spec) -> str | None:
@@ -178,7 +177,15 @@ def lowrank_blocker(spec) -> str | None:
         return f"the teacher is not linear (task.teacher_activation: {spec.task.teacher_activation})"
     if spec.optimizer != "gd":
         return f"train.optimizer is {spec.optimizer}, not gd"
-    return None
+    return head_rule_blocker(spec)
+
+
+def head_rule_blocker(spec) -> str | None:
+    """None where the optimizer's step moves every layer (no head rule acts on the dense weights)."""
+    if spec.head_moves_in_step:
+        return None
+    return (f"the head is moved outside the optimizer's step (train.head: {spec.head}, train.update: "
+            f"{spec.update})")
 
 
 def _dense(loss_and_grads, requires) -> Formulation:

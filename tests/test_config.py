@@ -266,6 +266,13 @@ AXIS_VALUES = {
     "train.gradient": (["signal_only", "exact"], {}),
     "train.formulation": (["moments", "autodiff"], {}),
     "train.diverge_factor": ([10.0, 1e3], {}),
+    "train.head": (["best_response", "gd"], {"model.parameterization": "standard", "model.n_layers": 2}),
+    "train.update": (["alternating", "simultaneous"], {"model.parameterization": "standard", "model.n_layers": 2}),
+    "train.head_steps": ([2, 3], {"model.parameterization": "standard", "model.n_layers": 2,
+                                  "train.update": "alternating"}),
+    "train.head_ridge": ([0.1, 0.2], {}),
+    "train.newton_steps": ([2, 3], {}),
+    "train.sketch_dim": ([4, 8], {}),
 }
 
 

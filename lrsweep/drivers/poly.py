@@ -39,6 +39,8 @@ def qualifies(spec) -> str | None:
                f"task.teacher_activation: {spec.task.teacher_activation})")
     if why is None and spec.optimizer != "gd":
         why = f"train.optimizer is {spec.optimizer}, not gd"
+    if why is None:
+        why = steps_lib.head_rule_blocker(spec)
     if why is not None:
         return why
     if not spec.constant_rates:
