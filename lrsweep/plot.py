@@ -12,6 +12,9 @@ Which figures a run gets follows from its grid (:func:`run_figures`):
 - phases or curvature stored (seed 003): loss curves coloured by eta lambda_0, final curvature
   against eta and the phase diagram of ``boundaries.parquet`` (:mod:`lrsweep.plot_catapult`).
   A run without test losses (``single_point``) gets only these.
+- students with a head (seed 002: an ``lr_ratio`` axis or a best-response head): loss curves and
+  curvature by head/body ratio, steps to a target loss and the distance to the best-response run
+  against the ratio (:mod:`lrsweep.plot_stackelberg`), in place of the test-loss figures.
 
 Every curve is the mean over the seeds that survived to that step, with a band of +-1 standard
 error; a point where every seed diverged is an x at the top of its panel. Panels wrap into rows
@@ -767,12 +770,13 @@ def run_figures(run: str | Path, dense: int = 400) -> list[tuple[str, object]]:
     (per theory) or loss against the learning rate, (eta_1, eta_2) heat maps and dense maps of
     poly-mode groups; where phases or curvature are stored, the phase figures of
     :mod:`lrsweep.plot_catapult` (loss curves by eta lambda_0, final curvature, phase diagram); for
-    power_law_features SGD students and schedule runs, the figures of :mod:`lrsweep.plot_schedules`.
+    power_law_features SGD students and schedule runs, the figures of :mod:`lrsweep.plot_schedules`;
+    for students with a head, those of :mod:`lrsweep.plot_stackelberg` instead of the test-loss ones.
 
     Raises:
       StoreError: the run has no results yet.
     """
-    from lrsweep import compare, plot_catapult, plot_schedules, schedule_search, store
+    from lrsweep import compare, plot_catapult, plot_schedules, plot_stackelberg, schedule_search, store
     run = Path(run)
     if schedule_search.is_schedule_run(run):
         return plot_schedules.schedule_figures(run)
@@ -780,14 +784,15 @@ def run_figures(run: str | Path, dense: int = 400) -> list[tuple[str, object]]:
     if curves.empty and plot_catapult.read_boundaries(run).empty:
         raise StoreError(run, "no results yet (no chunk has finished); nothing to plot")
     name = str(curves["name"].iloc[0]) if "name" in curves and curves["name"].nunique() == 1 else ""
-    figures = []
-    if "test_loss" in curves and curves["test_loss"].notna().any():  # single_point runs have none
+    figures = plot_stackelberg.stackelberg_figures(name, curves)
+    head_run = plot_stackelberg.is_head_run(curves)  # rates per layer by ratio, inf for a best-response head
+    if not head_run and "test_loss" in curves and curves["test_loss"].notna().any():  # single_point: none
         points, keys = seed_means(curves)
         table = compare.compare(run)
         if is_line_grid(points):
-            figures = line_figures(name, points, keys, table)
+            figures += line_figures(name, points, keys, table)
         else:
-            figures = lr_figures(name, points, keys, table)
+            figures += lr_figures(name, points, keys, table)
         figures += heatmap_figures(name, points)
         figures += dense_heatmap_figures(run, name, curves, dense)
     figures += plot_catapult.catapult_figures(run, name, curves)
