@@ -14,7 +14,7 @@ T = 10  # logged steps 0..T
 
 
 def student(sid, seed, ratio, run="r0", body=0.1, total=None, diverged=False, update="simultaneous"):
-    head = 0.1 * ratio if total is None else total * ratio / (1 + ratio)
+    head = body * ratio if total is None else total * ratio / (1 + ratio)
     body = body if total is None else total / (1 + ratio)
     return {"run_id": run, "student_id": sid, "seed": seed, "width": 4, "n_layers": 2, "loss": "mse",
             "steps": T, "head": "best_response" if math.isinf(ratio) else "gd", "update": update,
@@ -189,3 +189,27 @@ grid: {lr_body: [0.05], lr_ratio: [1, 2, 4, 8, .inf]}
     assert "stackelberg.distance_vs_ratio: 1/1 configurations pass" in out
     assert "stackelberg.curvature_bound: 1/1 configurations pass" in out
     assert "stackelberg.sharper_early" in out
+
+
+def test_equal_budget_ignores_totals_shared_by_coincidence():
+    """An lr_body x lr_ratio grid where lr_body 0.01 at ratio 2 and lr_body 0.015 at ratio 1 both sum to 0.03:
+    not an equal-budget comparison (the other ratios do not share that total)."""
+    rows = []
+    for sid, (body, ratio) in enumerate([(0.01, 1), (0.01, 2), (0.01, 4), (0.015, 1), (0.015, 2), (0.015, 4)]):
+        rows.append(student(sid, 0, float(ratio), body=body))
+    students = pd.DataFrame(rows)
+    students["lr_total"] = students["lr_1"] + students["lr_2"]
+    students.loc[students["lr_total"].sub(0.03).abs() < 1e-12, "lr_total"] = 0.03
+    assert (students["lr_total"] == 0.03).sum() == 2
+    curves = join(students, [{"run_id": "r0", "student_id": sid, "step": t, "train_loss": math.exp(-0.1 * t)}
+                             for sid in students["student_id"] for t in range(T + 1)])
+    assert sc.equal_budget_summary(students, curves).empty
+
+
+def test_exponent_is_the_mean_of_the_seeds_slopes():
+    """Seed 0: 1 / r, seed 1: 5 / sqrt(r): slope (-1 - 0.5) / 2 = -0.75 with SE 0.25 (sd of two slopes over
+    sqrt 2); a pooled fit would mix the seeds' offsets into the slope."""
+    students, curves = distance_frames([1, 2, 4, 8], lambda r, s: 0.1 / r if s == 0 else 0.5 / math.sqrt(r))
+    fit = sc.distance_fits(students, curves).iloc[0]
+    assert fit["slope"] == pytest.approx(-0.75, abs=1e-9) and fit["se"] == pytest.approx(0.25, abs=1e-9)
+    assert list(fit["fit_ratios"]) == [4.0, 8.0]

@@ -193,12 +193,24 @@ def distance_summary(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFra
     return pd.DataFrame(rows, columns=columns)
 
 
+def seed_slope(points: pd.DataFrame, metric: str) -> tuple[float, float]:
+    """(mean, standard error) over seeds of each seed's fitted exponent (:func:`lrsweep.theory.stackelberg.fit_exponent`
+    of ``metric`` against ``lr_ratio``): each seed's own offset drops out. One seed: its fit's own SE."""
+    fits = [stackelberg.fit_exponent(g["lr_ratio"], g[metric]) for _, g in points.groupby(["run_id", "seed"])]
+    slopes = np.array([f[0] for f in fits if np.isfinite(f[0])])
+    if len(slopes) == 0:
+        return np.nan, np.nan
+    if len(slopes) == 1:
+        return float(slopes[0]), float(fits[0][1])
+    return float(slopes.mean()), float(slopes.std(ddof=1) / np.sqrt(len(slopes)))
+
+
 def distance_fits(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """Per configuration and body rate, over the ratios at which no seed diverged (sorted): ``ratios``,
     ``distances`` (seed means of ``metric``), ``decreasing`` (strictly, ratio by ratio; None with fewer
     than two ratios), ``first_rise`` (the ratio where it first does not decrease), and the exponent of
-    :func:`lrsweep.theory.stackelberg.fit_exponent` over the largest half of those ratios (at least two),
-    on the per-seed distances: ``slope``, ``se``, ``fit_ratios``; ``diverged_ratios``."""
+    :func:`seed_slope` over the largest half of those ratios (at least two): ``slope``, ``se``,
+    ``fit_ratios``; ``diverged_ratios``."""
     seeds = seed_distances(students, curves)
     summary = distance_summary(students, curves)
     rows = []
@@ -211,7 +223,7 @@ def distance_fits(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
         first_rise = float(ratios[1:][np.argmax(steps >= 0)]) if decreasing is False else np.nan
         fit = ratios[len(ratios) - max(2, -(-len(ratios) // 2)):] if len(ratios) >= 2 else ratios[:0]
         pts = seeds[(seeds["configuration"] == config) & (seeds["lr_body"] == body) & seeds["lr_ratio"].isin(fit)]
-        slope, se = stackelberg.fit_exponent(pts["lr_ratio"], pts[metric])
+        slope, se = seed_slope(pts, metric)
         rows.append({"configuration": config, "lr_body": body, "metric": metric, "n": int(g["n_seeds"].sum()),
                      "ratios": ratios, "distances": dist, "decreasing": decreasing, "first_rise": first_rise,
                      "slope": slope, "se": se, "fit_ratios": fit,
@@ -326,7 +338,8 @@ def check_sharper_early(students: pd.DataFrame, curves: pd.DataFrame) -> pd.Data
 
 def equal_budget_summary(students: pd.DataFrame, curves: pd.DataFrame, fraction: float = TARGET_FRACTION) -> pd.DataFrame:
     """Per configuration and lr_total (students with lr_total and a finite lr_ratio: (m - 1) eta_body +
-    eta_head = C; only where several ratios share the total), per ratio: the median over seeds of the steps to the target (:func:`steps_to_target`;
+    eta_head = C; only where every ratio of the configuration shares the total, as in an lr_total x lr_ratio
+    grid, and not by coincidence in an lr_body x lr_ratio one), per ratio: the median over seeds of the steps to the target (:func:`steps_to_target`;
     inf where the student diverged or never reaches it) and how many seeds reach it. The target is per seed
     (all ratios of a seed share the init, so L_0): max(``fraction`` L_0, sqrt(L_0 L_min)), L_min the lowest
     logged loss of that seed's non-diverged students: a tenth of the initial loss, or halfway (in log) to
@@ -356,11 +369,12 @@ def equal_budget_summary(students: pd.DataFrame, curves: pd.DataFrame, fraction:
                 per_student.append({"configuration": config, "lr_total": total, "lr_ratio": float(r["lr_ratio"]),
                                     "steps": float(hit.get(sid, np.inf)), "target": target})
     p = pd.DataFrame(per_student, columns=["configuration", "lr_total", "lr_ratio", "steps", "target"])
+    all_ratios = p.groupby("configuration")["lr_ratio"].agg(lambda r: frozenset(r))
     rows = []
     for (config, total), g in p.groupby(["configuration", "lr_total"], sort=True):
         by = g.groupby("lr_ratio", sort=True)
-        if len(by) < 2:  # one ratio at this total: not an equal-budget comparison (e.g. an lr_body x lr_ratio grid)
-            continue
+        if len(by) < 2 or frozenset(g["lr_ratio"]) != all_ratios[config]:
+            continue  # not an lr_total x lr_ratio grid (an lr_body x lr_ratio grid whose sums coincide)
         med = by["steps"].median()
         best = med.min()
         winner = float(med.index[np.argmax(med.to_numpy() == best)]) if np.isfinite(best) else np.nan
