@@ -213,3 +213,18 @@ def test_exponent_is_the_mean_of_the_seeds_slopes():
     fit = sc.distance_fits(students, curves).iloc[0]
     assert fit["slope"] == pytest.approx(-0.75, abs=1e-9) and fit["se"] == pytest.approx(0.25, abs=1e-9)
     assert list(fit["fit_ratios"]) == [4.0, 8.0]
+
+
+def test_seeds_whose_best_response_run_diverged_are_left_out_and_named():
+    """A twin that diverged (e.g. at step 0) leaves its seed without a reference: that seed is left out, not
+    every ratio; with no reference at all the configuration fails, saying so."""
+    students, curves = distance_frames([1, 2, 4], lambda r, s: 1.0 / r, seeds=(0, 1))
+    students.loc[(students["seed"] == 1) & (students["head"] == "best_response"), "diverged"] = True
+    curves = curves.drop(columns="diverged").merge(students[["student_id", "diverged"]], on="student_id")
+    rows = sc.check_distance_vs_ratio(students, curves)
+    assert rows["passed"].iloc[0] and "1 seeds left out" in rows["detail"].iloc[0]
+    assert sc.distance_summary(students, curves)["n_seeds"].tolist() == [1, 1, 1]
+    students.loc[students["head"] == "best_response", "diverged"] = True
+    curves = curves.drop(columns="diverged").merge(students[["student_id", "diverged"]], on="student_id")
+    rows = sc.check_distance_vs_ratio(students, curves)
+    assert not rows["passed"].iloc[0] and "diverged in all 2 seeds" in rows["detail"].iloc[0]

@@ -191,3 +191,18 @@ def test_best_response_with_a_ridge_escapes_the_origin_at_its_own_rate():
                                          ridge=0.01)
     assert steps[1] - steps[0] == pytest.approx(3 * math.log(10) / math.log(6.0), abs=1.0)
     assert steps[0] <= 12 and steps_for("simultaneous", 1, [1e-4])[0] >= 200
+
+
+def test_at_an_equal_budget_uniform_rates_escape_the_saddle_fastest():
+    """alpha + beta = C: the escape factor 1 + b C sqrt(r) / (1 + r) peaks at r = 1 (AM-GM); in the recursion
+    from s = 1e-3 the steps to target are smallest at r = 1, and a decade of init scale costs
+    log(10) / log(1 + b C sqrt(r) / (1 + r)) steps (hand-derived), the same for r and 1 / r."""
+    C, direction = 0.1, (math.cos(1.3), math.sin(1.3))
+    ratios = [0.25, 0.5, 1.0, 2.0, 4.0]
+    rates = [sb.equal_budget_escape_rate(1.0, C, r) for r in ratios]
+    assert rates == pytest.approx([1 + C * math.sqrt(r) / (1 + r) for r in ratios]) and np.argmax(rates) == 2
+    steps = [sb.width_one_steps_to_target(1.0, direction, 0.5, [1e-3, 1e-5], C / (1 + r), C * r / (1 + r), 20000,
+                                          0.005) for r in ratios]
+    assert np.argmin([s[0] for s in steps]) == 2
+    for r, s in zip(ratios, steps):
+        assert (s[1] - s[0]) / 2 == pytest.approx(math.log(10) / math.log(1 + C * math.sqrt(r) / (1 + r)), abs=0.5)

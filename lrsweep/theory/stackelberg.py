@@ -230,6 +230,14 @@ def saddle_escape_rate(b, lr_body, lr_head, scale=1.0) -> float:
     return 1.0 + scale * b * math.sqrt(lr_body * lr_head)
 
 
+def equal_budget_escape_rate(b, lr_total, ratio, scale=1.0) -> float:
+    """:func:`saddle_escape_rate` at an equal budget alpha + beta = C, beta = ratio alpha: 1 + c b C sqrt(r) / (1 + r).
+    By AM-GM, sqrt(alpha beta) <= (alpha + beta) / 2 with equality at alpha = beta: near the saddle of L at the
+    origin, uniform rates (r = 1) escape fastest, and r and 1 / r escape at the same rate. So at an equal
+    budget the seed's mechanism (i) cannot come from the saddle escape of simultaneous GD."""
+    return saddle_escape_rate(b, lr_total / (1.0 + ratio), lr_total * ratio / (1.0 + ratio), scale)
+
+
 def best_response_escape_rate(b, lr_body, ridge, scale=1.0) -> float:
     """The growth factor per step of the best-response run near u = 0 with a ridge lambda > 0.
 

@@ -128,18 +128,18 @@ def _per_run(students: pd.DataFrame, curves: pd.DataFrame):
         yield s, curves[curves["run_id"] == run_id]
 
 
-RATE_LABELS = ("lr_body", "lr_head", "lr_ratio", "lr_total")
+HOW = ("formulation", "mode")  # how a student is computed (the formulations agree): never part of a label
 
 
 def _labels(frame: pd.DataFrame, drop: tuple = (), rates: bool = False) -> pd.Series:
     """Per row, the configuration as text: the config fields (and run_id, with several runs) whose values
-    vary among the rows of ``frame``, but the seed and ``drop``; with ``rates``, the learning-rate labels
-    too (lr_body, lr_head, lr_ratio, lr_total where stored, else lr_1..lr_m). "all students" when none vary."""
+    vary among the rows of ``frame``, but the seed, :data:`HOW` and ``drop``; with ``rates``, the rates too
+    (lr_body and lr_ratio where stored, else lr_1..lr_m). "all students" when none vary."""
     cols = ["run_id", *config_lib.field_columns()]
     if rates:
-        labels = [c for c in RATE_LABELS if c in frame]
-        cols += labels or [c for c in frame if c.startswith("lr_") and c[3:].isdigit()]
-    cols = [c for c in cols if c in frame and c != "seed" and c not in drop]
+        cols += (["lr_body", "lr_ratio"] if {"lr_body", "lr_ratio"} <= set(frame)
+                 else [c for c in frame if c.startswith("lr_") and c[3:].isdigit()])
+    cols = [c for c in cols if c in frame and c != "seed" and c not in HOW and c not in drop]
     text = frame[cols].astype(str)
     varying = [c for c in cols if text[c].nunique() > 1]
     if not varying:
@@ -148,8 +148,9 @@ def _labels(frame: pd.DataFrame, drop: tuple = (), rates: bool = False) -> pd.Se
 
 
 def seed_distances(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """:func:`distance_table` of every run, with ``run_id``, ``seed`` and ``configuration`` (every varying
-    config field but the seed and the head's rate: a gd student's update rule is part of it)."""
+    """:func:`distance_table` of every run, with ``run_id``, ``seed``, ``twin_diverged`` (the best-response
+    twin diverged: no reference) and ``configuration`` (every varying config field but the seed and the head's
+    rate: a gd student's update rule is part of it)."""
     frames = []
     for s, c in _per_run(students, curves):
         if "head" not in s or not (s["head"] == "best_response").any():
@@ -160,6 +161,8 @@ def seed_distances(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
         keep = s.set_index("student_id")
         d["run_id"] = keep["run_id"].reindex(d["student_id"]).to_numpy() if "run_id" in keep else ""
         d["seed"] = keep["seed"].reindex(d["student_id"]).to_numpy()
+        flag = keep["diverged"].astype(bool) if "diverged" in keep else pd.Series(False, index=keep.index)
+        d["twin_diverged"] = flag.reindex(d["twin_id"]).to_numpy(bool)
         labels = ("lr_body", "lr_ratio", "seed", "run_id", "diverged", "diverged_step")
         frames.append(d.merge(s.drop(columns=[c for c in labels if c in s]), on="student_id", how="left"))
     if not frames:
@@ -174,20 +177,23 @@ def _distance_metric(g: pd.DataFrame) -> str:
 
 
 def distance_summary(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration, body rate and ratio: ``n_seeds``, ``n_diverged``, the seed means (over the seeds
-    that did not diverge) of ``body_distance``, ``loss_distance`` and their final values, and ``metric``:
+    """Per configuration, body rate and ratio: ``n_seeds`` (those whose best-response twin did not diverge;
+    ``n_no_reference`` the others, left out), ``n_diverged`` (of the gd students), the seed means (over the
+    seeds that did not diverge) of ``body_distance``, ``loss_distance`` and their final values, and ``metric``:
     which distance the checks read (``body_distance`` where the run logged ``body_sketch``)."""
     d = seed_distances(students, curves)
-    columns = ["configuration", "lr_body", "lr_ratio", "n_seeds", "n_diverged", "metric", "body_distance",
+    columns = ["configuration", "lr_body", "lr_ratio", "n_seeds", "n_no_reference", "n_diverged", "metric", "body_distance",
                "loss_distance", "final_body_distance", "final_loss_distance"]
     if d.empty:
         return pd.DataFrame(columns=columns)
     rows = []
     for (config, body), g in d.groupby(["configuration", "lr_body"], sort=True):
         metric = _distance_metric(g)
-        for ratio, r in g.groupby("lr_ratio", sort=True):
+        for ratio, r_all in g.groupby("lr_ratio", sort=True):
+            r = r_all[~r_all["twin_diverged"]]
             ok = r[~r["diverged"].astype(bool)]
             rows.append({"configuration": config, "lr_body": body, "lr_ratio": ratio, "n_seeds": len(r),
+                         "n_no_reference": int(r_all["twin_diverged"].sum()),
                          "n_diverged": int(r["diverged"].astype(bool).sum()), "metric": metric,
                          **{c: float(ok[c].mean()) if len(ok) else np.nan for c in columns[-4:]}})
     return pd.DataFrame(rows, columns=columns)
@@ -210,26 +216,28 @@ def distance_fits(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     ``distances`` (seed means of ``metric``), ``decreasing`` (strictly, ratio by ratio; None with fewer
     than two ratios), ``first_rise`` (the ratio where it first does not decrease), and the exponent of
     :func:`seed_slope` over the largest half of those ratios (at least two): ``slope``, ``se``,
-    ``fit_ratios``; ``diverged_ratios``."""
+    ``fit_ratios``; ``n_no_reference`` (seeds left out: their best-response run diverged); ``diverged_ratios``."""
     seeds = seed_distances(students, curves)
     summary = distance_summary(students, curves)
     rows = []
     for (config, body), g in summary.groupby(["configuration", "lr_body"], sort=True):
         metric = g["metric"].iloc[0]
-        clean = g[(g["n_diverged"] == 0) & g[metric].notna()].sort_values("lr_ratio")
+        clean = g[(g["n_diverged"] == 0) & (g["n_seeds"] > 0) & g[metric].notna()].sort_values("lr_ratio")
         ratios, dist = clean["lr_ratio"].to_numpy(float), clean[metric].to_numpy(float)
         steps = np.diff(dist)
         decreasing = bool(np.all(steps < 0)) if len(dist) >= 2 else None
         first_rise = float(ratios[1:][np.argmax(steps >= 0)]) if decreasing is False else np.nan
         fit = ratios[len(ratios) - max(2, -(-len(ratios) // 2)):] if len(ratios) >= 2 else ratios[:0]
-        pts = seeds[(seeds["configuration"] == config) & (seeds["lr_body"] == body) & seeds["lr_ratio"].isin(fit)]
+        pts = seeds[(seeds["configuration"] == config) & (seeds["lr_body"] == body) & seeds["lr_ratio"].isin(fit)
+                    & ~seeds["twin_diverged"]]
         slope, se = seed_slope(pts, metric)
-        rows.append({"configuration": config, "lr_body": body, "metric": metric, "n": int(g["n_seeds"].sum()),
+        n = int((g["n_seeds"] + g["n_no_reference"]).sum())
+        rows.append({"configuration": config, "lr_body": body, "metric": metric, "n": n,
                      "ratios": ratios, "distances": dist, "decreasing": decreasing, "first_rise": first_rise,
-                     "slope": slope, "se": se, "fit_ratios": fit,
+                     "slope": slope, "se": se, "fit_ratios": fit, "n_no_reference": int(g["n_no_reference"].max()),
                      "diverged_ratios": g.loc[g["n_diverged"] > 0, "lr_ratio"].to_numpy(float)})
     return pd.DataFrame(rows, columns=["configuration", "lr_body", "metric", "n", "ratios", "distances", "decreasing",
-                                       "first_rise", "slope", "se", "fit_ratios", "diverged_ratios"])
+                                       "first_rise", "slope", "se", "fit_ratios", "n_no_reference", "diverged_ratios"])
 
 
 def _ratios_text(ratios) -> str:
@@ -242,7 +250,11 @@ def check_distance_vs_ratio(students: pd.DataFrame, curves: pd.DataFrame) -> pd.
     the largest half of them is reported against -1 (:func:`lrsweep.theory.stackelberg.statements`)."""
     rows = []
     for _, f in distance_fits(students, curves).iterrows():
+        where = f"{f['configuration']}, lr_body={f['lr_body']:g}"
         if f["decreasing"] is None:
+            if f["n_no_reference"] and not len(f["ratios"]):  # the reference itself is missing: say so
+                rows.append({"configuration": where, "n": f["n"], "passed": False,
+                             "detail": f"the best-response run diverged in all {f['n_no_reference']} seeds: no reference"})
             continue
         dist = "; ".join(f"{r:g}: {d:.3g}" for r, d in zip(f["ratios"], f["distances"]))
         trend = "decreasing" if f["decreasing"] else f"not decreasing at ratio {f['first_rise']:g}"
@@ -251,7 +263,9 @@ def check_distance_vs_ratio(students: pd.DataFrame, curves: pd.DataFrame) -> pd.
                   f"{_ratios_text(f['fit_ratios'])} (theory {EXPONENT:g}, z = {z:+.1f})")
         if len(f["diverged_ratios"]):
             detail += f"; diverged at ratios {_ratios_text(f['diverged_ratios'])}"
-        rows.append({"configuration": f"{f['configuration']}, lr_body={f['lr_body']:g}", "n": f["n"],
+        if f["n_no_reference"]:
+            detail += f"; {f['n_no_reference']} seeds left out (their best-response run diverged)"
+        rows.append({"configuration": where, "n": f["n"],
                      "passed": bool(f["decreasing"]), "detail": detail})
     return pd.DataFrame(rows, columns=list(compare.CHECK_COLUMNS))
 
