@@ -206,3 +206,22 @@ def test_at_an_equal_budget_uniform_rates_escape_the_saddle_fastest():
     assert np.argmin([s[0] for s in steps]) == 2
     for r, s in zip(ratios, steps):
         assert (s[1] - s[0]) / 2 == pytest.approx(math.log(10) / math.log(1 + C * math.sqrt(r) / (1 + r)), abs=0.5)
+
+
+def test_the_exponent_is_flat_below_the_ratio_window_and_minus_one_inside_it():
+    """Width-1 model (a = |u|^2 ~ 0.9, alpha = 0.02): with T = 5 steps the window starts at 1 / (alpha a T) ~ 11,
+    and the distance barely moves with the ratio below it (local exponent > -0.1 over ratios 0.25..2) and
+    approaches -1 far above it (< -0.85 over 32..64); with T = 200 (window from ~0.28) the exponent is < -0.9
+    over 16..64."""
+    b, x0, y0, w0, alpha = 1.0, 0.3, 0.9, 0.2, 0.02
+    lower, upper = sb.ratio_window(alpha, 5, x0 ** 2 + y0 ** 2, x0 ** 2 + y0 ** 2)
+    assert lower == pytest.approx(1 / (alpha * 0.9 * 5)) and upper == pytest.approx(2 / (alpha * 0.9))
+
+    def slope(steps, ratios):
+        br = sb.width_one_run(b, x0, y0, w0, alpha, 0.0, steps, "best_response")
+        dist = [np.max(np.hypot(r["x"] - br["x"], r["y"] - br["y"]))
+                for r in (sb.width_one_run(b, x0, y0, w0, alpha, alpha * q, steps) for q in ratios)]
+        return sb.fit_exponent(ratios, dist)[0]
+
+    assert slope(5, [0.25, 0.5, 1, 2]) > -0.1 and slope(5, [32, 64]) < -0.85
+    assert slope(200, [16, 32, 64]) < -0.9

@@ -11,8 +11,9 @@ This module holds what can be said without running the engine (numpy only):
 - :func:`statements`: the values the comparison checks (:mod:`lrsweep.theory.stackelberg_compare`)
   test, each with where it comes from: two derived here (the ratio exponent of the distance to the
   best-response run, the curvature bound at a best response) and the seed's own claims.
-- :func:`fit_exponent`, :func:`max_stable_ratio`: the log-log fit of a distance against the ratio
-  and the largest ratio at which the head's GD is stable.
+- :func:`fit_exponent`, :func:`head_lag_factor`, :func:`ratio_window`, :func:`max_stable_ratio`: the
+  log-log fit of a distance against the ratio, the head's quasi-static lag, the ratios where the exponent
+  -1 can show, and the largest ratio at which the head's GD is stable.
 - An exact reduced model (:func:`width_one_run`): a two-layer linear student of width 1 on a whitened
   design and a noiseless linear teacher, where every update rule reduces to a recursion in three
   numbers, and with it the seed's mechanism (i) (a Stackelberg objective without the saddle of L):
@@ -38,8 +39,9 @@ def statements() -> dict:
     initial transient (geometric, ~1/(beta mu) steps) e_t = (beta A)^{-1} O(alpha) = O(alpha / beta) = O(1/r):
     the singular-perturbation (Tikhonov) lag of a fast variable. The body's step differs from the
     best-response run's by alpha grad_Mw G e_t, so over a fixed horizon the bodies differ by O(1/r) (the
-    transient contributes alpha sum_t (1 - beta mu)^t |e_0| = O(alpha / beta) too): distance ~ r^-1,
-    while beta stays below the stability limit 2 / lambda_max(A) (:func:`max_stable_ratio`).
+    transient contributes alpha sum_t (1 - beta mu)^t |e_0| = O(alpha / beta) too, once it is over within the
+    horizon): distance ~ r^-1 for ratios inside :func:`ratio_window`, i.e. beta mu T >> 1 and beta below the
+    stability limit 2 / lambda_max(A) (:func:`max_stable_ratio`).
 
     ``curvature_bound`` (derived): at a best response (grad_w G = 0, G_ww > 0), the implicit-function
     theorem gives Hess Phi = G_MM - G_Mw G_ww^{-1} G_wM, a Schur complement, so Hess Phi <= G_MM (Loewner:
@@ -102,6 +104,22 @@ def head_lag_factor(rule, step_curvature, head_steps=1):
         q = (1.0 - x) ** head_steps
         return q / (1.0 - q)
     raise ValueError(f"rule: unknown '{rule}'; allowed: simultaneous, alternating")
+
+
+def ratio_window(lr_body, steps, head_hessian_min, head_hessian_top) -> tuple[float, float]:
+    """(lower, upper) = (1 / (alpha a_min T), 2 / (alpha a_max)): the ratios where the distance to the
+    best-response run can shrink like ratio^-1 over a horizon of T steps at body rate alpha (a_min, a_max: the
+    extreme eigenvalues of the head's Hessian A).
+
+    Below ``lower`` the head's slowest direction has not finished its transient within T steps
+    ((1 - beta a_min)^T ~ 1): the body moves with a head error of about |e_0| throughout, whatever beta, and the
+    distance is nearly flat in the ratio (exponent ~ 0). Well above it the transient is over and the lag is
+    the quasi-static 1 / (beta a) of :func:`head_lag_factor` (exponent -1). Above ``upper`` the head's GD is
+    unstable (:func:`max_stable_ratio`). An ill-conditioned head (a_max / a_min > 2 alpha T a_max, e.g. a body
+    with a square Gaussian hidden layer, whose smallest singular value is near 0) has no such window: the
+    measured exponent stays between 0 and -1."""
+    lower = 1.0 / (lr_body * head_hessian_min * steps) if head_hessian_min > 0 else math.inf
+    return lower, float(max_stable_ratio(lr_body, head_hessian_top))
 
 
 def max_stable_ratio(lr_body, head_hessian_top):
