@@ -67,7 +67,8 @@ def distance_table(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     diverged_ids = set(students.loc[students.get("diverged", pd.Series(False, index=students.index)).astype(bool),
                                     "student_id"])
     sketch = _sketch_columns(curves)
-    by_id = {sid: frame.sort_values("step") for sid, frame in curves.groupby("student_id")}
+    needed = curves[["student_id", "step", "train_loss", *sketch]]  # the joined student columns: not merged
+    by_id = {sid: frame.drop(columns="student_id").sort_values("step") for sid, frame in needed.groupby("student_id")}
     rows = []
     for (_, s), ratio in zip(gd.iterrows(), _head_rate(gd) / gd["lr_1"].to_numpy(float)):
         sid, tid = int(s["student_id"]), int(twins[s["student_id"]])
@@ -176,12 +177,13 @@ def _distance_metric(g: pd.DataFrame) -> str:
     return "body_distance" if g["body_distance"].notna().any() else "loss_distance"
 
 
-def distance_summary(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+def distance_summary(students: pd.DataFrame, curves: pd.DataFrame, seeds: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per configuration, body rate and ratio: ``n_seeds`` (those whose best-response twin did not diverge;
     ``n_no_reference`` the others, left out), ``n_diverged`` (of the gd students), the seed means (over the
     seeds that did not diverge) of ``body_distance``, ``loss_distance`` and their final values, and ``metric``:
-    which distance the checks read (``body_distance`` where the run logged ``body_sketch``)."""
-    d = seed_distances(students, curves)
+    which distance the checks read (``body_distance`` where the run logged ``body_sketch``). ``seeds``: the
+    :func:`seed_distances` of the frames, if already computed."""
+    d = seed_distances(students, curves) if seeds is None else seeds
     columns = ["configuration", "lr_body", "lr_ratio", "n_seeds", "n_no_reference", "n_diverged", "metric", "body_distance",
                "loss_distance", "final_body_distance", "final_loss_distance"]
     if d.empty:
@@ -218,7 +220,7 @@ def distance_fits(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     :func:`seed_slope` over the largest half of those ratios (at least two): ``slope``, ``se``,
     ``fit_ratios``; ``n_no_reference`` (seeds left out: their best-response run diverged); ``diverged_ratios``."""
     seeds = seed_distances(students, curves)
-    summary = distance_summary(students, curves)
+    summary = distance_summary(students, curves, seeds)
     rows = []
     for (config, body), g in summary.groupby(["configuration", "lr_body"], sort=True):
         metric = g["metric"].iloc[0]
