@@ -299,3 +299,4 @@ def write_comparison(run: str | Path, theories: list[str] | None = None) -> tupl
 from lrsweep.theory import layer_balancing_compare  # noqa: E402,F401  (registers the seed 000 theories)
 from lrsweep.theory import catapult_compare  # noqa: E402,F401  (registers the seed 003 checks)
 from lrsweep.theory import random_features_compare  # noqa: E402,F401  (registers the seed 004 theory and checks)
+from lrsweep.theory import stackelberg_compare  # noqa: E402,F401  (registers the seed 002 checks)
