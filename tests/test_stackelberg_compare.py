@@ -228,3 +228,15 @@ def test_seeds_whose_best_response_run_diverged_are_left_out_and_named():
     curves = curves.drop(columns="diverged").merge(students[["student_id", "diverged"]], on="student_id")
     rows = sc.check_distance_vs_ratio(students, curves)
     assert not rows["passed"].iloc[0] and "diverged in all 2 seeds" in rows["detail"].iloc[0]
+
+
+def test_distance_table_and_steps_to_target_keep_runs_apart():
+    """Frames of two runs (student ids reused) give each run's rows, each paired within its run."""
+    s0, c0 = distance_frames([1, 2], lambda r, s: 1.0 / r, seeds=(0,), run="r0")
+    s1, c1 = distance_frames([1, 2], lambda r, s: 4.0 / r, seeds=(0,), run="r1")
+    table = sc.distance_table(pd.concat([s0, s1]), pd.concat([c0, c1]))
+    got = sorted(zip(table["run_id"], table["lr_ratio"], table["final_body_distance"].round(12)))
+    assert got == [("r0", 1.0, 1.0), ("r0", 2.0, 0.5), ("r1", 1.0, 4.0), ("r1", 2.0, 2.0)]
+    reached = sc.steps_to_target(pd.concat([c0, c1]), math.exp(-1.0))  # the twin (gap 0) reaches it at t = 5
+    assert reached.loc[("r0", 2)] == pytest.approx(5.0) and reached.loc[("r1", 2)] == pytest.approx(5.0)
+    assert len(reached) == 6

@@ -60,7 +60,10 @@ def distance_table(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     is left out: there the gap is the initial head's, whatever the ratio) and ``final_loss_distance`` at
     the last step; ``body_distance`` = max_t ||M_r(t) - M_BR(t)|| / ||M_BR(0)|| and
     ``final_body_distance`` from the ``body_sketch`` columns (NaN without them); ``diverged`` (either run
-    diverged: distances NaN)."""
+    diverged: distances NaN). Frames of several runs: each run's rows, paired within the run, with ``run_id``."""
+    if "run_id" in students and students["run_id"].nunique() > 1:
+        return pd.concat([distance_table(s, c).assign(run_id=s["run_id"].iloc[0]) for s, c in _per_run(students, curves)],
+                         ignore_index=True)
     twins = twin_ids(students)
     has_twin = twins.reindex(students["student_id"]).notna().to_numpy()
     gd = students[(students["head"] == "gd").to_numpy() & has_twin]
@@ -90,10 +93,12 @@ def distance_table(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
 
 
 def steps_to_target(curves: pd.DataFrame, target: float) -> pd.Series:
-    """student_id -> the first step at which the train loss reaches ``target`` (log-linear interpolation
-    between the logged steps around the crossing; inf where it never does, 0 if it starts there)."""
+    """student_id (``(run_id, student_id)`` for frames of several runs) -> the first step at which the train
+    loss reaches ``target`` (log-linear interpolation between the logged steps around the crossing; inf
+    where it never does, 0 if it starts there)."""
     out = {}
-    for sid, frame in curves.groupby("student_id"):
+    keys = ["run_id", "student_id"] if "run_id" in curves and curves["run_id"].nunique() > 1 else "student_id"
+    for sid, frame in curves.groupby(keys):
         frame = frame.sort_values("step")
         steps, loss = frame["step"].to_numpy(float), frame["train_loss"].to_numpy(float)
         hit = np.flatnonzero(loss <= target)
