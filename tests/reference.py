@@ -320,7 +320,9 @@ def ridge_least_squares_head(Z, y, c, ridge):
 
 def newton_head(Z, y, c, ridge, loss, w0=None, max_iter=200):
     """argmin_w (1/n) sum_i ell(y_i c z_i w) + ridge/2 ||w||^2 (one output, labels +-1) by Newton's
-    method with step halving (Armijo), iterated until the step is below round-off."""
+    method, iterated until the step is below round-off: step halving (Armijo) while the Newton decrement
+    g^T H^-1 g exceeds 1e-12, full steps below (quadratic convergence; there the objective's decrease is
+    at round-off and Armijo's test would stall the iteration short of the minimiser)."""
     n, h = Z.shape
     y = np.asarray(y, dtype=np.float64).reshape(n, 1)
     w = np.zeros((h, 1)) if w0 is None else np.array(w0, dtype=np.float64).reshape(h, 1)
@@ -333,8 +335,9 @@ def newton_head(Z, y, c, ridge, loss, w0=None, max_iter=200):
         grad = c * Z.T @ (y * d1) / n + ridge * w
         hess = c * c * (Z.T * d2[:, 0]) @ Z / n + ridge * np.eye(h)
         step = -np.linalg.solve(hess, grad)
-        size, value = 1.0, objective(w)
-        while objective(w + size * step) > value + 1e-4 * size * np.sum(grad * step) and size > 1e-10:
+        size, value, decrement = 1.0, objective(w), -np.sum(grad * step)
+        while (decrement > 1e-12 and objective(w + size * step) > value - 1e-4 * size * decrement
+               and size > 1e-10):
             size *= 0.5
         w = w + size * step
         if np.max(np.abs(size * step)) <= 1e-15 * (1.0 + np.max(np.abs(w))):
