@@ -20,11 +20,12 @@ from lrsweep import config, heads, runner
 INF = float("inf")
 
 
-def head_cfg(par, n_layers, act, *, lr_body, ratios=(3.0, INF), teacher="linear", formulation="auto", ridge=0.0,
+def head_cfg(par, n_layers, act, *, lr_body=None, ratios=(3.0, INF), teacher="linear", formulation="auto", ridge=0.0,
              update="simultaneous", head_steps=1, output_dim=1, steps=8, seeds=(0, 1), width=4, input_dim=6,
              n_train=16, metrics=("body_sketch",), grid_rates=None, **train):
-    """A linear-teacher config of students with a head: lr_body x lr_ratio (.inf: the best response),
-    logged at every step, body_sketch holding the body's weights themselves (sketch_dim >= P_body)."""
+    """A linear_teacher config of students with a head: lr_body x lr_ratio (.inf: the best response) or the
+    rate axes ``grid_rates``, logged at every step, body_sketch holding the body's weights themselves
+    (sketch_dim >= P_body)."""
     return {"name": "heads", "seeds": list(seeds),
             "task": {"input_dim": input_dim, "n_train": n_train, "teacher_activation": teacher,
                      "noise_std": 0.0 if teacher == "relu" else 0.1},
@@ -162,7 +163,7 @@ def test_head_rules_match_numpy_reference(x64, par, n_layers, act, teacher, form
 # 2. Logistic and exponential best responses: Newton's head
 # --------------------------------------------------------------------------------------
 
-def classification_cfg(par, act, loss, *, lr_body, ridge=0.1, n_layers=2, steps=6, metrics=("body_sketch",),
+def classification_cfg(par, act, loss, *, lr_body=None, ridge=0.1, n_layers=2, steps=6, metrics=("body_sketch",),
                        ratios=(3.0, INF), seeds=(0, 1), grid_rates=None, **train):
     return {"name": "cls", "seeds": list(seeds),
             "task": {"kind": "classification", "data": "nonseparable", "flip_fraction": 0.125, "input_dim": 5,
@@ -250,10 +251,11 @@ def test_phi_sharpness_matches_numpy_hessian(x64, case):
         for t, theta in enumerate(body_curve(got)):
             body = [theta[i:j].reshape(s) for i, j, s in zip(cuts[:-1], cuts[1:], shapes)]
             want = np.linalg.eigvalsh(reference.phi_hessian_fd(body, inst["x"], inst["y"], **kw))[-1]
-            np.testing.assert_allclose(got["phi_sharpness"][t], want, rtol=1e-5, err_msg=f"{case} student {sid} log {t}")
+            np.testing.assert_allclose(got["phi_sharpness"][t], want, rtol=1e-5, err_msg=f"{case} {sid} log {t}")
         assert got["phi_sharpness"].shape == (3,)
         if row["head"] == "best_response" and "sharpness" in got:
-            assert np.all(got["phi_sharpness"] <= got["sharpness"] * (1 + 1e-9)), (got["phi_sharpness"], got["sharpness"])
+            assert np.all(got["phi_sharpness"] <= got["sharpness"] * (1 + 1e-9)), (got["phi_sharpness"],
+                                                                                  got["sharpness"])
             checked.append(sid)
     assert len(checked) == ("sharpness" in PHI_CASES[case]["train"]["metrics"])
 
@@ -348,9 +350,9 @@ def test_body_sketch_is_one_linear_map_per_instance(x64):
 def independence_cfg(seeds=(0, 1, 2, 3), lr_bodies=(0.2, 0.5), ratios=(2.0, 8.0, INF), loss="mse"):
     """Alternating gd heads (k = 2) and best responses of one ReLU student, several instances."""
     if loss == "mse":
-        return head_cfg("ntk", 3, "relu", lr_body=0.0, ridge=0.05, update="alternating", head_steps=2, steps=6,
+        return head_cfg("ntk", 3, "relu", ridge=0.05, update="alternating", head_steps=2, steps=6,
                         seeds=seeds, metrics=(), grid_rates={"lr_body": list(lr_bodies), "lr_ratio": list(ratios)})
-    return classification_cfg("ntk", "relu", loss, lr_body=0.0, steps=6, seeds=seeds, metrics=(),
+    return classification_cfg("ntk", "relu", loss, steps=6, seeds=seeds, metrics=(),
                               grid_rates={"lr_body": list(lr_bodies), "lr_ratio": list(ratios)})
 
 
@@ -397,7 +399,8 @@ def test_head_rules_on_four_devices_match_one(x64, tmp_path):
         from conftest import train_config
         from test_heads import by_point, independence_cfg
         students, res = train_config(independence_cfg())
-        curves = {{repr(k): v["train_loss"].tolist() + v["test_loss"].tolist() for k, v in by_point(students, res).items()}}
+        curves = {{repr(k): v["train_loss"].tolist() + v["test_loss"].tolist()
+                  for k, v in by_point(students, res).items()}}
         print(json.dumps({{"n_dev": jax.device_count(), "curves": curves}}))
     """)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -417,7 +420,7 @@ def test_diverging_head_is_recorded_and_isolated(x64):
     leaves the bound (non-finite or > 1e6 x its initial loss) and is frozen; its neighbours in the same
     chunk, and the best responses beside them, have the curves they have without it (1e-12)."""
     def cfg(ratios):
-        return head_cfg("standard", 2, "relu", lr_body=0.0, ridge=0.1, steps=8, seeds=(0, 1), metrics=(),
+        return head_cfg("standard", 2, "relu", ridge=0.1, steps=8, seeds=(0, 1), metrics=(),
                         grid_rates={"lr_body": [0.05, 0.1], "lr_ratio": list(ratios)})
     students, results = train_config(cfg([2.0, 1e3, INF]))
     full = by_point(students, results)
@@ -538,12 +541,14 @@ BAD_HEADS = {  # config changes -> words of the one line on stderr (the field fi
                                    ["grid.lr_ratio", "lr_head", "lr_body"]),
     "lr_body with lr_1": (dict(grid={"lr_body": [0.1], "lr_1": [0.2], "lr_ratio": [2.0]}), ["grid.lr_body", "lr_1"]),
     "lr_ratio alone": (dict(grid={"lr_ratio": [2.0]}), ["grid.lr_ratio", "two of"]),
-    "all three head axes": (dict(grid={"lr_body": [0.1], "lr_head": [0.2], "lr_ratio": [2.0]}), ["grid.lr_body", "two of"]),
+    "all three head axes": (dict(grid={"lr_body": [0.1], "lr_head": [0.2], "lr_ratio": [2.0]}),
+                            ["grid.lr_body", "two of"]),
     "sgd with best_response": (dict(train={"steps": 2, "optimizer": "sgd", "batch_size": 4},
                                     grid={"lr_body": [0.1], "lr_ratio": [2.0, ".inf"]}), ["train.optimizer", "gd"]),
     "unknown head": (dict(train={"steps": 2, "head": "newton"}), ["train.head", "gd, best_response"]),
-    "phi_sharpness on paper_deep": (dict(model__parameterization="paper_deep", train={"steps": 2, "metrics": ["phi_sharpness"]},
-                                         grid={"lr": [0.1]}), ["train.metrics", "standard or ntk"]),
+    "phi_sharpness on paper_deep": (dict(model__parameterization="paper_deep", grid={"lr": [0.1]},
+                                         train={"steps": 2, "metrics": ["phi_sharpness"]}),
+                                    ["train.metrics", "standard or ntk"]),
     # 7. poly mode and the lowrank formulation cannot run a head moved outside the optimizer's step
     "lowrank with best_response": (dict(model__activation="linear", train={"steps": 2, "formulation": "lowrank"},
                                         grid={"lr_body": [0.1], "lr_ratio": [".inf"]}),
@@ -551,8 +556,9 @@ BAD_HEADS = {  # config changes -> words of the one line on stderr (the field fi
     "lowrank alternating": (dict(model__activation="linear", train={"steps": 2, "formulation": "lowrank",
                                                                     "update": "alternating"}),
                             ["train.formulation", "lowrank", "alternating"]),
-    "poly with best_response": (dict(model__activation="linear", train={"steps": 2, "mode": "poly", "head": "best_response"},
-                                     grid={"lr": [0.1, 0.2]}), ["train.mode", "poly", "best_response"]),
+    "poly with best_response": (dict(model__activation="linear", grid={"lr": [0.1, 0.2]},
+                                     train={"steps": 2, "mode": "poly", "head": "best_response"}),
+                                ["train.mode", "poly", "best_response"]),
 }
 
 
