@@ -345,12 +345,12 @@ def newton_head(Z, y, c, ridge, loss, w0=None, max_iter=200):
     return w
 
 
-def best_response_head(body, X, y, *, parameterization, activation="linear", ridge=0.0, loss="mse"):
-    """w*(M) = argmin_w L(M, w) + ridge/2 ||w||^2 at the body M = ``body``."""
+def best_response_head(body, X, y, *, parameterization, activation="linear", ridge=0.0, loss="mse", w0=None):
+    """w*(M) = argmin_w L(M, w) + ridge/2 ||w||^2 at the body M = ``body`` (Newton from ``w0``, or 0)."""
     Z, c = features(body, X, activation), head_scale(body, parameterization)
     if loss == "mse":
         return ridge_least_squares_head(Z, np.asarray(y, dtype=np.float64), c, ridge)
-    return newton_head(Z, y, c, ridge, loss)
+    return newton_head(Z, y, c, ridge, loss, w0)
 
 
 def phi(body, X, y, *, parameterization, activation="linear", ridge=0.0, loss="mse"):
@@ -362,11 +362,11 @@ def phi(body, X, y, *, parameterization, activation="linear", ridge=0.0, loss="m
     return value + 0.5 * ridge * float(np.sum(w * w))
 
 
-def phi_grad(body, X, y, *, parameterization, activation="linear", ridge=0.0, loss="mse"):
+def phi_grad(body, X, y, *, parameterization, activation="linear", ridge=0.0, loss="mse", w0=None):
     """[dPhi/dW_l] over the body: the loss gradient at the best-response head (the envelope theorem:
-    the head's gradient of L + ridge/2 ||w||^2 vanishes there)."""
+    the head's gradient of L + ridge/2 ||w||^2 vanishes there); Newton starts from ``w0``."""
     w = best_response_head(body, X, y, parameterization=parameterization, activation=activation, ridge=ridge,
-                           loss=loss)
+                           loss=loss, w0=w0)
     grads = loss_and_grads(list(body) + [w], X, y, parameterization=parameterization, activation=activation,
                            loss=loss)[1]
     return grads[:-1]
@@ -379,7 +379,8 @@ def flatten_body(body):
 
 def phi_hessian_fd(body, X, y, *, eps=1e-5, **kw):
     """The Hessian of Phi over the body, in :func:`flatten_body` order, (P, P): central differences of
-    :func:`phi_grad`, symmetrized (error O(eps^2))."""
+    :func:`phi_grad`, symmetrized (error O(eps^2)); Newton starts from the minimiser at ``body``."""
+    kw["w0"] = best_response_head(body, X, y, **kw)
     shapes = [np.shape(W) for W in body]
     cuts = np.cumsum([0] + [a * b for a, b in shapes])
     theta = flatten_body(body)
