@@ -181,8 +181,7 @@ def test_newton_best_response_converges_to_reference_minimiser(x64, loss):
     Newton steps) and from a warm start (t > 0: newton_steps), the head equals the reference's minimiser of
     loss + ridge/2 |w|^2 (Newton run to convergence) to 1e-10."""
     cfg = classification_cfg("ntk", "relu", loss, lr_body=1.0)
-    (spec,) = {s.head: s for s in runner.prepare(config.load_config(cfg))[1].values()
-               if s.head == "best_response"}.values()
+    spec = next(s for s in runner.prepare(config.load_config(cfg))[1].values() if s.head == "best_response")
     rng = np.random.default_rng(3)
     n, h = 16, spec.arch.width
     Z = np.maximum(rng.standard_normal((n, h)), 0.0) * 2.0
