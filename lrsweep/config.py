@@ -846,12 +846,14 @@ def _check_head_axes(names: list, axes: list) -> None:
         if head != ["lr_ratio"]:
             raise ConfigError(f"grid.{head[0]}", f"with lr_total give only lr_ratio (an equal budget "
                                                  f"(m - 1) eta_body + eta_head = lr_total); allowed: {allowed}")
-        ratios = [v for ns, values in axes for j, n in enumerate(ns) if n == "lr_ratio" for v in (r[j] for r in values)]
-        if any(math.isinf(r) for r in ratios):
-            raise ConfigError("grid.lr_ratio", "lr_ratio .inf (the best-response head) has no share of an "
-                                               "lr_total budget; give lr_body with lr_ratio instead")
     elif len(head) != 2:
         raise ConfigError(f"grid.{head[0]}", f"give two of lr_body, lr_head, lr_ratio; allowed: {allowed}")
+    ratios = [v for ns, values in axes for j, n in enumerate(ns) if n == "lr_ratio" for v in (r[j] for r in values)]
+    if "lr_body" not in names and any(math.isinf(r) for r in ratios):  # eta_body = lr_total / inf = lr_head / inf = 0
+        why = ("has no share of an lr_total budget" if "lr_total" in names else
+               "with lr_head leaves the body the rate lr_head / lr_ratio = 0")
+        raise ConfigError("grid.lr_ratio", f"lr_ratio .inf (the best-response head) {why}; give lr_body with "
+                                           f"lr_ratio instead")
 
 
 # --------------------------------------------------------------------------------------
@@ -906,14 +908,15 @@ def _body_head_rates(point: dict, m: int):
     return np.where(np.isinf(ratio), point["lr_head"] * 0.0, point["lr_head"] / ratio), point["lr_head"]
 
 
-def _check_head(p: dict, arch: Architecture, head_axes: bool) -> None:
-    """train.head, train.update and the head's rate axes need a student with a head (standard or ntk,
-    n_layers >= 2); the head rules other than simultaneous gd run under gd on a fixed training set."""
+def _check_head(p: dict, arch: Architecture, head_axes: list) -> None:
+    """train.head, train.update and the head's rate axes (``head_axes``: those of the grid) need a student
+    with a head (standard or ntk, n_layers >= 2); the head rules other than simultaneous gd run under gd
+    on a fixed training set."""
     rule = p["train.head"] != "gd" or p["train.update"] != "simultaneous"
     needs = [m for m in ("phi_sharpness", "body_sketch") if m in (p["train.metrics"] or ())]
     if rule or head_axes or needs:
         what = ("train.head" if p["train.head"] != "gd" else "train.update" if rule else
-                "train.metrics" if needs and not head_axes else "grid")
+                "train.metrics" if needs and not head_axes else f"grid.{head_axes[0]}")
         if arch.parameterization not in ("standard", "ntk") or arch.n_trainable < 2:
             raise ConfigError(what, f"needs a student with a trained head and a body: model.parameterization "
                                     f"standard or ntk with n_layers >= 2 (got {arch.parameterization}, n_layers "
@@ -974,7 +977,7 @@ def _check_student_shapes(p: dict) -> None:
     else:
         _check_classification(p, arch)
     _check_optimizer(p)
-    _check_head(p, arch, any(k in p for k in HEAD_LR_AXES))
+    _check_head(p, arch, [k for k in HEAD_LR_AXES if k in p])
     if p["train.loss"] != "mse" and p["task.kind"] != "classification":  # linear_teacher, single_point
         raise ConfigError("train.loss", f"{p['train.loss']} needs labels in {{-1, +1}} (task.kind: "
                                         f"classification); allowed for task.kind {p['task.kind']}: mse")
@@ -1301,8 +1304,9 @@ def _lr_columns(axes, on_axis, column, m_row: np.ndarray) -> dict:
     if any(k in point for k in HEAD_LR_AXES):  # every student has a head (checked per static combination)
         out["lr_body"] = lrs["lr_1"].copy()
         out["lr_head"] = np.choose(m_row - 1, [lrs[f"lr_{l}"] for l in range(1, max(m_order) + 1)])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["lr_ratio"] = np.where(np.isinf(out["lr_head"]), np.inf, out["lr_head"] / out["lr_body"])
+        with np.errstate(divide="ignore", invalid="ignore"):  # a ratio on the grid stays as given (lr_body 0)
+            ratio = point["lr_ratio"].astype(float) if "lr_ratio" in point else out["lr_head"] / out["lr_body"]
+            out["lr_ratio"] = np.where(np.isinf(out["lr_head"]), np.inf, ratio)
     out["n_trainable"] = m_row
     out.update({k: v for k, v in lrs.items() if k not in out})
     return out

@@ -7,7 +7,10 @@ All measured in one run on jax.devices()[0]:
   2. the metrics' share of the run time: the same grid without the metrics;
   3. ``lrsweep boundary`` on the uv model: students trained (coarse grid + bisection) against a
      dense geometric grid reaching the same precision rtol, and the wall time against that grid's
-     time at the measured engine rate.
+     time at the measured engine rate;
+  4. seed 002's head rules: student-steps/s of best-response students (the head set to its ridge least
+     squares, or Newton's minimiser for logistic, before every body step) against simultaneous gd
+     students of the same shape (2-layer ReLU, width --head-width), for mse and logistic.
 
     python scripts/bench_catapult.py            # GPU sizes (>= 10,000 students)
     python scripts/bench_catapult.py --quick    # a 2-core CPU in about a minute
@@ -34,6 +37,19 @@ def grid_config(n_seeds: int, n_rates: int, width: int, steps: int, log_every: i
             "train": {"loss": "logistic", "steps": steps, "log_every": log_every, "metrics": metrics,
                       "sharpness_iters": 10},
             "grid": {"lr": {"geomspace": [0.05, 20.0, n_rates]}}}
+
+
+def head_config(n_seeds: int, n_rates: int, width: int, steps: int, loss: str, best_response: bool) -> dict:
+    """2-layer ReLU students of width h with a head, n_rates body rates per seed: simultaneous gd at
+    lr_ratio 4, or the best response (lr_ratio .inf); n = 2 h training points, ridge 1e-3."""
+    d, n = 16, 2 * width
+    task = ({"kind": "linear_teacher", "input_dim": d, "n_train": n, "noise_std": 0.1} if loss == "mse" else
+            {"kind": "classification", "data": "nonseparable", "flip_fraction": 0.1, "input_dim": d, "n_train": n})
+    return {"name": "bench_heads", "seeds": {"range": [0, n_seeds - 1, 1]}, "task": task,
+            "model": {"parameterization": "standard", "n_layers": 2, "width": width, "activation": "relu",
+                      "output_dim": 1},
+            "init": "gaussian", "train": {"loss": loss, "steps": steps, "log_every": steps, "head_ridge": 1e-3},
+            "grid": {"lr_body": {"geomspace": [1e-3, 1e-1, n_rates]}, "lr_ratio": [math.inf if best_response else 4.0]}}
 
 
 def engine_time(cfg: dict, max_memory: int | None) -> tuple[float, int, object, object]:
@@ -83,12 +99,16 @@ def main() -> None:
     ap.add_argument("--loop-sample", type=int, default=None, help="students timed in the loop (default 64; quick 16)")
     ap.add_argument("--max-memory", type=int, default=None, help="bytes per chunk (default: the engine's)")
     ap.add_argument("--rtol", type=float, default=1e-3)
+    ap.add_argument("--head-width", type=int, default=64, help="width of the head-rule students (default 64)")
+    ap.add_argument("--head-steps", type=int, default=None, help="steps of the head-rule students (default 500; "
+                                                                  "quick 50)")
     a = ap.parse_args()
     seeds = a.seeds or (4 if a.quick else 16)
     rates = a.rates or (64 if a.quick else 640)
     width = a.width or (64 if a.quick else 256)
     steps = a.steps or (200 if a.quick else 500)
     sample = a.loop_sample or (16 if a.quick else 64)
+    head_steps = a.head_steps or (50 if a.quick else 500)
     dev = jax.devices()[0]
     print(f"device: {dev.device_kind} ({dev.platform}), jax {jax.__version__}")
 
@@ -120,6 +140,15 @@ def main() -> None:
     print(f"  wall time {t_boundary:.1f} s, two compiles included (the coarse grid's program and the "
           f"bisection's); the dense grid at the engine's measured rate: {dense_s:.1f} s plus its compile")
     assert math.isfinite(t_boundary)
+
+    for loss in ("mse", "logistic"):
+        shape = (seeds, rates // 4, a.head_width, head_steps, loss)
+        t_br, n, spec, _ = engine_time(head_config(*shape, best_response=True), a.max_memory)
+        t_gd, *_ = engine_time(head_config(*shape, best_response=False), a.max_memory)
+        newton = "" if loss == "mse" else f", {spec.newton_steps} Newton steps per body step"
+        print(f"heads ({loss}, 2-layer ReLU, h = {a.head_width}, n = {spec.task.n_train}, {n} students x {head_steps} "
+              f"steps{newton}): best response {n * head_steps / t_br:,.0f} student-steps/s, simultaneous gd "
+              f"{n * head_steps / t_gd:,.0f} -> the best response costs {t_br / t_gd:.1f}x")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Every model is the same chain, differing only in masks, scale ``c`` and head:
     paper_2nn : linear only, m = 2, c = 1/h,       no head
     paper_deep: act = relu after EVERY layer (if relu), c = 1/sqrt(h), fixed head a
     standard  : act = relu after layers 1..m-1 (if relu), c = 1, no head
+    ntk       : as standard, c = 1/sqrt(fan_in_1 * .. * fan_in_m) = 1/sqrt(d h^(m-1))
 
 Losses (``loss=``), n training points, all means over points (see ``loss_and_dpred``):
 
@@ -28,10 +29,19 @@ the rest) every 1/n above becomes w_i: L = sum_i w_i ell_i. The two classificati
 output (pred of shape (n, 1)); logistic is computed stably (finite at |m| = 1e4), exponential may
 overflow to inf (allowed: divergence), without raising.
 ``gradient="signal_only"`` (mse only) replaces the residual pred - y by -y (pred treated as zero).
+
+Trainable heads (seed 002; standard and ntk, m >= 2): the body is W_1..W_{m-1}, the head w = W_m, and
+pred = c z w with z the body's features. ``reference_train_heads`` trains one student under the head
+rules written out from the issue: simultaneous per-layer GD, alternating (k head steps at the current
+body, then the body step), and the best response (the head set to argmin_w L + ridge/2 ||w||^2 before
+every body step: ``np.linalg.solve`` of the ridge normal equations for mse, Newton run to convergence
+for logistic and exponential). ``phi`` and ``phi_grad`` give Phi(M) = min_w L + ridge/2 ||w||^2 and its
+gradient (the loss gradient at the minimising head: the envelope theorem); ``phi_hessian_fd`` its
+Hessian over the body by central differences of that gradient.
 """
 import numpy as np
 
-PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard")
+PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard", "ntk")
 LOSSES = ("mse", "logistic", "exponential")
 
 
@@ -49,6 +59,8 @@ def _check(params, parameterization, activation, head):
 
 
 def _scale(params, parameterization):
+    if parameterization == "ntk":
+        return 1.0 / np.sqrt(np.prod([float(W.shape[0]) for W in params]))
     h = params[0].shape[1]
     return {"paper_2nn": 1.0 / h, "paper_deep": 1.0 / np.sqrt(h), "standard": 1.0}[parameterization]
 
@@ -145,7 +157,7 @@ def loss_and_grads(params, X, y, *, parameterization, activation="linear", head=
     if gradient == "signal_only":
         if loss != "mse":
             raise ValueError("signal_only is only defined for the mse loss")
-        if activation != "linear" or parameterization == "standard":
+        if activation != "linear" or parameterization in ("standard", "ntk"):
             raise ValueError("signal_only is only for linear paper_2nn / paper_deep")
         dpred = -y / X.shape[0]  # target-driven part only: residual as if pred were zero
     elif gradient != "exact":
@@ -261,4 +273,152 @@ def reference_train_batches(params0, batches, *, lrs, steps, parameterization, a
                     grads = velocity
                 params = [W - float(lr) * factor * G for W, lr, G in zip(params, lrs, grads)]
     out["params"] = params
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainable heads (seed 002): standard and ntk students, body W_1..W_{m-1}, head w = W_m
+# ---------------------------------------------------------------------------------------------
+
+def features(body, X, activation="linear"):
+    """The body's output z = act(..act(X W_1)..W_{m-1}), shape (n, h)."""
+    z = np.asarray(X, dtype=np.float64)
+    for W in body:
+        z = z @ np.asarray(W, dtype=np.float64)
+        if activation == "relu":
+            z = np.maximum(z, 0.0)
+    return z
+
+
+def head_scale(body, parameterization):
+    """c of pred = c z w: 1 (standard), 1/sqrt(d h^(m-1)) (ntk: every fan-in, the head's included)."""
+    if parameterization == "standard":
+        return 1.0
+    if parameterization != "ntk":
+        raise ValueError("heads are for standard and ntk students")
+    fan_ins = [W.shape[0] for W in body] + [body[-1].shape[1]]
+    return 1.0 / np.sqrt(np.prod(np.asarray(fan_ins, dtype=np.float64)))
+
+
+def _margin_derivatives(m, loss):
+    """ell(m), ell'(m), ell''(m) per sample of the margin losses (logistic, exponential)."""
+    with np.errstate(over="ignore", under="ignore"):
+        if loss == "logistic":
+            s = np.exp(-np.logaddexp(0.0, m))  # sigmoid(-m)
+            return np.logaddexp(0.0, -m), -s, s * (1.0 - s)
+        if loss == "exponential":
+            e = np.exp(-m)
+            return e, -e, e
+    raise ValueError(f"no margin loss {loss!r}")
+
+
+def ridge_least_squares_head(Z, y, c, ridge):
+    """argmin_w (0.5/n) ||c Z w - y||^2 + ridge/2 ||w||^2 = (c^2 Z^T Z / n + ridge I)^{-1} c Z^T y / n."""
+    n, h = Z.shape
+    return np.linalg.solve(c * c * (Z.T @ Z) / n + ridge * np.eye(h), c * (Z.T @ y) / n)
+
+
+def newton_head(Z, y, c, ridge, loss, w0=None, max_iter=200):
+    """argmin_w (1/n) sum_i ell(y_i c z_i w) + ridge/2 ||w||^2 (one output, labels +-1) by Newton's
+    method, iterated until the step is below round-off: step halving (Armijo) while the Newton decrement
+    g^T H^-1 g exceeds 1e-12, full steps below (quadratic convergence; there the objective's decrease is
+    at round-off and Armijo's test would stall the iteration short of the minimiser)."""
+    n, h = Z.shape
+    y = np.asarray(y, dtype=np.float64).reshape(n, 1)
+    w = np.zeros((h, 1)) if w0 is None else np.array(w0, dtype=np.float64).reshape(h, 1)
+
+    def objective(w):
+        return np.mean(_margin_derivatives(y * (c * Z @ w), loss)[0]) + 0.5 * ridge * np.sum(w * w)
+
+    for _ in range(max_iter):
+        _, d1, d2 = _margin_derivatives(y * (c * Z @ w), loss)
+        grad = c * Z.T @ (y * d1) / n + ridge * w
+        hess = c * c * (Z.T * d2[:, 0]) @ Z / n + ridge * np.eye(h)
+        step = -np.linalg.solve(hess, grad)
+        size, value, decrement = 1.0, objective(w), -np.sum(grad * step)
+        while (decrement > 1e-12 and objective(w + size * step) > value - 1e-4 * size * decrement
+               and size > 1e-10):
+            size *= 0.5
+        w = w + size * step
+        if np.max(np.abs(size * step)) <= 1e-15 * (1.0 + np.max(np.abs(w))):
+            break
+    return w
+
+
+def best_response_head(body, X, y, *, parameterization, activation="linear", ridge=0.0, loss="mse", w0=None):
+    """w*(M) = argmin_w L(M, w) + ridge/2 ||w||^2 at the body M = ``body`` (Newton from ``w0``, or 0)."""
+    Z, c = features(body, X, activation), head_scale(body, parameterization)
+    if loss == "mse":
+        return ridge_least_squares_head(Z, np.asarray(y, dtype=np.float64), c, ridge)
+    return newton_head(Z, y, c, ridge, loss, w0)
+
+
+def phi(body, X, y, *, parameterization, activation="linear", ridge=0.0, loss="mse"):
+    """Phi(M) = min_w L(M, w) + ridge/2 ||w||^2."""
+    w = best_response_head(body, X, y, parameterization=parameterization, activation=activation, ridge=ridge,
+                           loss=loss)
+    value = loss_and_grads(list(body) + [w], X, y, parameterization=parameterization, activation=activation,
+                           loss=loss)[0]
+    return value + 0.5 * ridge * float(np.sum(w * w))
+
+
+def phi_grad(body, X, y, *, parameterization, activation="linear", ridge=0.0, loss="mse", w0=None):
+    """[dPhi/dW_l] over the body: the loss gradient at the best-response head (the envelope theorem:
+    the head's gradient of L + ridge/2 ||w||^2 vanishes there); Newton starts from ``w0``."""
+    w = best_response_head(body, X, y, parameterization=parameterization, activation=activation, ridge=ridge,
+                           loss=loss, w0=w0)
+    grads = loss_and_grads(list(body) + [w], X, y, parameterization=parameterization, activation=activation,
+                           loss=loss)[1]
+    return grads[:-1]
+
+
+def flatten_body(body):
+    """The body's weights as one vector: W_1 row-major, then W_2, ..."""
+    return np.concatenate([np.asarray(W, dtype=np.float64).ravel() for W in body])
+
+
+def phi_hessian_fd(body, X, y, *, eps=1e-5, **kw):
+    """The Hessian of Phi over the body, in :func:`flatten_body` order, (P, P): central differences of
+    :func:`phi_grad`, symmetrized (error O(eps^2)); Newton starts from the minimiser at ``body``."""
+    kw["w0"] = best_response_head(body, X, y, **kw)
+    shapes = [np.shape(W) for W in body]
+    cuts = np.cumsum([0] + [a * b for a, b in shapes])
+    theta = flatten_body(body)
+    unflat = lambda th: [th[i:j].reshape(s) for i, j, s in zip(cuts[:-1], cuts[1:], shapes)]
+    hess = np.empty((theta.size, theta.size))
+    for i in range(theta.size):
+        e = np.zeros_like(theta)
+        e[i] = eps
+        plus = flatten_body(phi_grad(unflat(theta + e), X, y, **kw))
+        minus = flatten_body(phi_grad(unflat(theta - e), X, y, **kw))
+        hess[:, i] = (plus - minus) / (2.0 * eps)
+    return 0.5 * (hess + hess.T)
+
+
+def reference_train_heads(params0, X, y, *, lr_body, lr_head, steps, parameterization, activation="linear",
+                          head="gd", update="simultaneous", head_steps=1, ridge=0.0, loss="mse"):
+    """Full-batch training of one student with a head, steps t = 0..steps. At each t: the head rule at the
+    current body (``best_response``: the minimiser; ``alternating``: ``head_steps`` GD steps of the
+    head at rate ``lr_head`` on L, no ridge; simultaneous gd: nothing), then the loss is recorded, then
+    (t < steps) every body layer moves by ``lr_body`` times its gradient, and the head by ``lr_head``
+    times its own only under simultaneous gd. Returns "train_loss" (steps + 1,) and "params": per t the
+    weights [W_1..W_m] at which that loss was taken."""
+    params = _as_params(params0)
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    kw = dict(parameterization=parameterization, activation=activation, loss=loss)
+    out = {"train_loss": np.empty(steps + 1), "params": []}
+    with np.errstate(all="ignore"):  # divergence is allowed
+        for t in range(steps + 1):
+            if head == "best_response":
+                params[-1] = best_response_head(params[:-1], X, y, ridge=ridge, **kw)
+            elif update == "alternating":
+                for _ in range(head_steps):
+                    params[-1] = params[-1] - lr_head * loss_and_grads(params, X, y, **kw)[1][-1]
+            value, grads = loss_and_grads(params, X, y, **kw)
+            out["train_loss"][t] = value
+            out["params"].append([W.copy() for W in params])
+            if t < steps:
+                head_moves = head == "gd" and update == "simultaneous"
+                params = ([W - lr_body * G for W, G in zip(params[:-1], grads[:-1])]
+                          + [params[-1] - lr_head * grads[-1] if head_moves else params[-1]])
     return out
