@@ -1178,8 +1178,8 @@ def _resolve_best_response(table: dict) -> None:
     ``lr_ratio``, so ``lr_total``) is stored as inf: the head is never moved by the optimizer."""
     ratio = table.get("lr_ratio")
     best = np.asarray(table["head"] == "best_response", bool)
-    if ratio is not None:
-        best = best | np.isinf(ratio)
+    if ratio is not None:  # an infinite head rate; not a finite head over a frozen body (lr_body 0)
+        best = best | (np.isinf(ratio) & np.isinf(table["lr_head"]))
     if not best.any():
         return
     table["head"] = np.where(best, "best_response", table["head"]).astype(object)

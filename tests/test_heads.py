@@ -479,6 +479,8 @@ def rate_table(cfg) -> list[tuple]:
      [("gd", 0.2, 0.2, 0.6, 1.0, 0.2, 0.6, 3.0), ("gd", 1 / 3, 1 / 3, 1 / 3, 1.0, 1 / 3, 1 / 3, 1.0)]),
     ({"lr_body": [0.0, 0.1], "lr_ratio": [4.0]},  # a frozen body keeps the ratio it was given
      [("gd", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 4.0), ("gd", 0.1, 0.1, 0.4, 0.6, 0.1, 0.4, 4.0)]),
+    ({"lr_body": [0.0], "lr_head": [0.5]},  # a frozen body under a gd head: ratio inf, still gd
+     [("gd", 0.0, 0.0, 0.5, 0.5, 0.0, 0.5, INF)]),
     ({"zip": {"lr_body": [0.1, 0.2], "lr_ratio": [2.0, ".inf"]}},
      [("gd", 0.1, 0.1, 0.2, 0.4, 0.1, 0.2, 2.0), ("best_response", 0.2, 0.2, INF, INF, 0.2, INF, INF)]),
 ])
