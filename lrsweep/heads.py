@@ -22,7 +22,8 @@ step's gradient (and before the last observation), on the dense weights:
   body, then the body's step at the moved head (Gauss-Seidel; k -> infinity is the best response);
 - best_response: w <- w*(M_t). For mse, (A + lambda I) w = b with A = c^2 z^T D z, b = c z^T D y (D the
   sample weights 1/n; for an instance of data moments, z^T D z = B^T S B and z^T D y = B^T X^T y / n,
-  B = W_1 .. W_{m-1}), solved by Cholesky (XLA:CPU's batched QR can deadlock: README, Known issues).
+  B = W_1 .. W_{m-1}), solved by Cholesky (XLA:CPU's batched QR can deadlock: README, Known issues)
+  with a round-off shift that makes a dead ReLU unit's weight 0 (:func:`shifted`).
   For logistic and exponential, ``train.newton_steps`` damped Newton steps from the current head
   (four times as many at step 0), each with a backtracking line search.
 
@@ -91,8 +92,12 @@ def normal_equations(spec, prob: dict):
     return c * c * (z.T @ dz), c * (dz.T @ y), jnp.sum(d[:, None] * y * y)
 
 
-def _ridge(a, ridge):
-    return a + ridge * jnp.eye(a.shape[0], dtype=a.dtype)
+def shifted(a, ridge):
+    """A + (lambda + eps tr(A) / h) I: the ridge, and a shift at round-off so that a zero row of A (a ReLU
+    unit off on every input: a zero feature) gives that unit's weight 0, the minimum-norm least squares,
+    where an unshifted Cholesky returns NaN. For a non-singular A it moves the solution by eps cond(A)."""
+    jitter = jnp.finfo(a.dtype).eps * jnp.trace(a) / a.shape[0]
+    return a + (ridge + jitter) * jnp.eye(a.shape[0], dtype=a.dtype)
 
 
 def loss_and_grad(spec, prob: dict, w):
@@ -127,7 +132,7 @@ def newton_step(spec, prob: dict, w, ridge):
     pred = (z @ w) * c
     cotangent, curvature = jax.jvp(cot_of, (pred,), (jnp.ones_like(pred),))
     grad = c * (z.T @ cotangent) + ridge * w
-    hess = _ridge(c * c * (z.T @ (curvature * z)), ridge)
+    hess = shifted(c * c * (z.T @ (curvature * z)), ridge)
     step = -cho_solve(cho_factor(hess), grad)
     value = _objective(spec, prob, w, ridge)
     sizes = 0.5 ** jnp.arange(LINE_SEARCH, dtype=w.dtype)
@@ -145,7 +150,7 @@ def best_response(spec, prob: dict, w0, t=0):
     ridge = spec.head_ridge
     if LOSSES[spec.loss].quadratic:
         a, b, _ = normal_equations(spec, prob)
-        return cho_solve(cho_factor(_ridge(a, ridge)), b)
+        return cho_solve(cho_factor(shifted(a, ridge)), b)
     steps = jnp.where(jnp.asarray(t) == 0, 4 * spec.newton_steps, spec.newton_steps)
     return jax.lax.fori_loop(0, steps, lambda _, w: newton_step(spec, prob, w, ridge), w0)
 
@@ -154,7 +159,7 @@ def phi(spec, prob: dict):
     """Phi at the body of ``prob`` in closed form for mse: min_w L + lambda/2 ||w||^2 =
     1/2 (yy - tr(b^T (A + lambda I)^{-1} b)) (differentiable in the body through A and b)."""
     a, b, yy = normal_equations(spec, prob)
-    return 0.5 * (yy - jnp.sum(b * cho_solve(cho_factor(_ridge(a, spec.head_ridge)), b)))
+    return 0.5 * (yy - jnp.sum(b * cho_solve(cho_factor(shifted(a, spec.head_ridge)), b)))
 
 
 def _alternating(spec, hparams, params, inst, ctx):

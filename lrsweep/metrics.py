@@ -216,7 +216,7 @@ def phi_hvp_implicit(spec, theta, unravel, head_star, inst, batch):
     grad_body = jax.grad(objective, argnums=0)
     size = head_star.size
     hess_w = jax.hessian(objective, argnums=1)(theta, head_star).reshape(size, size)
-    factor = jax.scipy.linalg.cho_factor(hess_w)
+    factor = jax.scipy.linalg.cho_factor(heads.shifted(hess_w, 0.0))  # the ridge is in the objective
 
     def hvp(v):
         _, mixed = jax.jvp(lambda th: grad_w(th, head_star), (theta,), (v,))

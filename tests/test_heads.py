@@ -593,3 +593,24 @@ def test_poly_mode_on_the_command_line_is_refused_for_head_rules(tmp_path):
         assert rc == 2 and len(err.strip().splitlines()) == 1, err
         assert "train.mode" in err and "head is moved outside the optimizer's step" in err, err
         assert not (tmp_path / "out").exists()
+
+
+def test_least_squares_head_with_a_dead_relu_unit_is_the_minimum_norm_solution(x64):
+    """A ReLU unit off on every training input gives a zero feature column: A = z^T z / n is singular and
+    an unshifted Cholesky returns NaN. With head_ridge 0 the head is numpy's minimum-norm least squares
+    (the dead unit's weight 0), and Phi its residual."""
+    cfg = {"name": "dead", "seeds": [0], "task": {"kind": "linear_teacher", "input_dim": 4, "n_train": 16},
+           "model": {"parameterization": "standard", "n_layers": 2, "width": 4, "activation": "relu"},
+           "init": "gaussian", "train": {"steps": 1}, "grid": {"lr_body": [0.1], "lr_ratio": [".inf"]}}
+    spec = next(iter(runner.prepare(config.load_config(cfg))[1].values()))
+    rng = np.random.default_rng(0)
+    Z = np.maximum(rng.standard_normal((16, 4)), 0.0)
+    Z[:, 2] = 0.0
+    y = rng.standard_normal((16, 1))
+    want = np.linalg.lstsq(Z, y, rcond=None)[0]
+    prob = {"z": jnp.asarray(Z), "y": jnp.asarray(y), "weights": None}
+    got = np.asarray(heads.best_response(spec, prob, jnp.zeros((4, 1))))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+    assert got[2, 0] == 0.0
+    residual = 0.5 * np.mean((Z @ want - y) ** 2)
+    np.testing.assert_allclose(float(heads.phi(spec, prob)), residual, rtol=1e-10)
