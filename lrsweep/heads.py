@@ -23,7 +23,7 @@ step's gradient (and before the last observation), on the dense weights:
 - best_response: w <- w*(M_t). For mse, (A + lambda I) w = b with A = c^2 z^T D z, b = c z^T D y (D the
   sample weights 1/n; for an instance of data moments, z^T D z = B^T S B and z^T D y = B^T X^T y / n,
   B = W_1 .. W_{m-1}), solved by Cholesky (XLA:CPU's batched QR can deadlock: README, Known issues)
-  with a round-off shift that makes a dead ReLU unit's weight 0 (:func:`shifted`).
+  with a dead ReLU unit (a zero row of A) given weight 0 (:func:`shifted`).
   For logistic and exponential, ``train.newton_steps`` damped Newton steps from the current head
   (four times as many at step 0), each with a backtracking line search.
 
@@ -93,11 +93,11 @@ def normal_equations(spec, prob: dict):
 
 
 def shifted(a, ridge):
-    """A + (lambda + eps tr(A) / h) I: the ridge, and a shift at round-off so that a zero row of A (a ReLU
-    unit off on every input: a zero feature) gives that unit's weight 0, the minimum-norm least squares,
-    where an unshifted Cholesky returns NaN. For a non-singular A it moves the solution by eps cond(A)."""
-    jitter = jnp.finfo(a.dtype).eps * jnp.trace(a) / a.shape[0]
-    return a + (ridge + jitter) * jnp.eye(a.shape[0], dtype=a.dtype)
+    """A + lambda I, and 1 on the diagonal where a row of A is exactly zero (a ReLU unit off on every input:
+    a zero feature, so b is zero there too): that unit's weight is then 0, the minimum-norm least squares,
+    where a Cholesky of the singular A returns NaN. Nothing changes for any other A."""
+    dead = jnp.diagonal(a) == 0
+    return a + jnp.diag(jnp.where(dead, 1.0, 0.0).astype(a.dtype)) + ridge * jnp.eye(a.shape[0], dtype=a.dtype)
 
 
 def loss_and_grad(spec, prob: dict, w):

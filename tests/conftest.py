@@ -1,4 +1,5 @@
 """Shared fixtures: float64 switch and a helper that trains a config through the engine."""
+import copy
 import os
 import sys
 from pathlib import Path
@@ -85,3 +86,15 @@ def numpy_instance(students, sid):
     params0, inst = make_instance(spec, hp, jnp.float64, moments=False)
     to_np = lambda a: np.asarray(a, np.float64)
     return spec, row, [to_np(params0[k]) for k in spec.arch.layer_names], {k: to_np(v) for k, v in inst.items()}
+
+
+def with_changes(cfg: dict, **changes) -> dict:
+    """A deep copy of a config dict with ``section__field=value`` (or ``section=value``) changes."""
+    cfg = copy.deepcopy(cfg)
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            cfg[section][field] = value
+        else:
+            cfg[section] = value
+    return cfg

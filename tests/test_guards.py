@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import cli_main
+from conftest import cli_main, with_changes
 
 from lrsweep import cli, config, engine, runner
 from lrsweep.drivers import grid as grid_driver
@@ -35,14 +35,7 @@ def write_cfg(path: Path, cfg=None, text=None) -> Path:
 
 
 def tiny_with(**changes) -> dict:
-    cfg = yaml.safe_load(yaml.safe_dump(TINY))
-    for key, value in changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            cfg[section][field] = value
-        else:
-            cfg[section] = value
-    return cfg
+    return with_changes(TINY, **changes)
 
 
 def expect_bad(argv, out: Path, *words) -> str:

@@ -6,7 +6,6 @@ moments path forms X^T X first); 1e-5 relative for Hessian eigenvalues against c
 (O(eps^2) truncation with eps = 1e-5); 1e-12 between runs of the engine itself (a chunk of another shape
 may change the last bit, see test_engine.test_batch_and_chunk_independence).
 """
-import copy
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import numpy_instance, train_config
+from conftest import numpy_instance, train_config, with_changes
 from lrsweep import config, heads, runner
 
 INF = float("inf")
@@ -452,14 +451,7 @@ CONFIG = {"name": "c", "seeds": [0], "task": {"input_dim": 4, "n_train": 8},
 
 def config_with(**changes) -> dict:
     """CONFIG with ``section__field=value`` (or ``section=value``) changes."""
-    cfg = copy.deepcopy(CONFIG)
-    for key, value in changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            cfg[section][field] = value
-        else:
-            cfg[section] = value
-    return cfg
+    return with_changes(CONFIG, **changes)
 
 
 def rate_table(cfg) -> list[tuple]:

@@ -183,6 +183,26 @@ def test_no_step_zero_panel_where_every_point_starts_equal(many_steps_run, saved
         assert all(step_of(ax) != 0 for ax in panels(fig)), stem
 
 
+def assert_laid_out(fig):
+    """No colour bar (nor its label) over a panel, no two panels over each other, no two tick or axis labels
+    of one axes over each other, the title within the figure. Returns (renderer, panels' tight boxes)."""
+    renderer = draw(fig)
+    axes, bars = panels(fig), colorbars(fig)
+    tight = [ax.get_tightbbox(renderer) for ax in axes]
+    for bar in bars:
+        assert not any(bar.get_tightbbox(renderer).overlaps(ax.get_window_extent(renderer)) for ax in axes)
+        assert not any(bar.yaxis.label.get_window_extent(renderer).overlaps(box) for box in tight)
+    for i in range(len(axes)):
+        for j in range(i + 1, len(axes)):
+            assert not tight[i].overlaps(tight[j])
+    for ax in axes + bars:
+        for boxes in _text_boxes(ax, renderer):
+            assert not any(p.overlaps(q) for k, p in enumerate(boxes) for q in boxes[k + 1:]), ax.get_title()
+    title = fig._suptitle.get_window_extent(renderer)
+    assert title.x0 >= 0 and title.x1 <= fig.get_figwidth() * fig.dpi
+    return renderer, tight
+
+
 def _text_boxes(ax, renderer):
     """Window extents of an axes' visible tick labels (major and minor) and axis labels."""
     boxes = []

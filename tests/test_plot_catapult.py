@@ -372,25 +372,12 @@ def test_phase_diagram_in_eta_where_lambda_0_is_unknown(tmp_path):
 def test_no_text_overlaps_and_the_title_fits(stem, tmp_path):
     """Panels (with their labels) clear each other and the colour bar, tick labels do not pile up,
     and every title line fits in the figure (was: a one-panel title cut at both sides)."""
-    from test_plot import _text_boxes, draw
+    from test_plot import assert_laid_out
     run = write_uv_run(tmp_path, widths=[8], seeds=[0])  # one panel (pair): the narrowest figure
     if stem == "phase_diagram":
         write_boundaries(run, _boundary_rows(np.random.default_rng(2), [16, 64, 256], ["linear"], [0, 1]))
     fig = figures_of(run)[stem]
-    renderer = draw(fig)
-    axes = panels(fig)
-    tight = [ax.get_tightbbox(renderer) for ax in axes]
-    for bar in colorbars(fig):
-        assert not any(bar.get_tightbbox(renderer).overlaps(ax.get_window_extent(renderer)) for ax in axes)
-        assert not any(bar.yaxis.label.get_window_extent(renderer).overlaps(box) for box in tight)
-    for i in range(len(axes)):
-        for j in range(i + 1, len(axes)):
-            assert not tight[i].overlaps(tight[j])
-    for ax in axes + colorbars(fig):
-        for boxes in _text_boxes(ax, renderer):
-            assert not any(p.overlaps(q) for k, p in enumerate(boxes) for q in boxes[k + 1:]), ax.get_title()
-    title = fig._suptitle.get_window_extent(renderer)
-    assert title.x0 >= 0 and title.x1 <= fig.get_figwidth() * fig.dpi
+    assert_laid_out(fig)
 
 
 def test_many_students_in_a_panel_are_an_even_selection_said_in_the_title(tmp_path):

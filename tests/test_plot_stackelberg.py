@@ -17,6 +17,7 @@ import pytest
 import lrsweep
 from lrsweep import plot, store
 from conftest import cli_main
+from test_plot import colorbars, panels
 
 STEPS, LOG_EVERY = 40, 5
 LOGGED = np.arange(0, STEPS + 1, LOG_EVERY)
@@ -122,13 +123,6 @@ def ratio_run(tmp_path_factory):
 def figures(ratio_run):
     return dict(plot.run_figures(ratio_run, dense=0))
 
-
-def panels(fig):
-    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-
-
-def colorbars(fig):
-    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
 
 
 def panel_of(fig, words):
@@ -385,21 +379,9 @@ def test_equal_budget_lines_per_budget_with_the_uniform_split_starred(tmp_path):
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_no_text_overlaps_and_the_title_fits(figures, stem):
-    from test_plot import _text_boxes, draw
+    from test_plot import assert_laid_out
     fig = figures[stem]
-    renderer = draw(fig)
-    axes = panels(fig)
-    tight = [ax.get_tightbbox(renderer) for ax in axes]
-    for bar in colorbars(fig):
-        assert not any(bar.get_tightbbox(renderer).overlaps(ax.get_window_extent(renderer)) for ax in axes)
-    for i in range(len(axes)):
-        for j in range(i + 1, len(axes)):
-            assert not tight[i].overlaps(tight[j])
-    for ax in axes + colorbars(fig):
-        for boxes in _text_boxes(ax, renderer):
-            assert not any(p.overlaps(q) for k, p in enumerate(boxes) for q in boxes[k + 1:]), ax.get_title()
-    title = fig._suptitle.get_window_extent(renderer)
-    assert title.x0 >= 0 and title.x1 <= fig.get_figwidth() * fig.dpi
+    renderer, tight = assert_laid_out(fig)
     legend = fig.legends[0].get_window_extent(renderer)
     assert not any(legend.overlaps(box) for box in tight)
 
