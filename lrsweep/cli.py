@@ -158,6 +158,9 @@ def _print_summary(summary, rows: int = SUMMARY_ROWS) -> None:
     print(f"run directory: {summary.run_dir}")
     print(f"students: {summary.n_students} in {summary.groups} shape group(s), diverged: {summary.n_diverged}, "
           f"wall time: {summary.wall_time_s:.1f}s, students/s: {summary.students_per_s:.1f}")
+    if summary.compile:
+        from lrsweep.compilestats import CompileStats
+        print(CompileStats(**{k: summary.compile[k] for k in ("programs", "cache_hits", "compile_s", "load_s")}).line())
     best = summary.best
     if not best.empty:
         metrics = best["metric"].dropna().unique()

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lrsweep import config as config_lib
-from lrsweep import runstate, store
+from lrsweep import compilestats, runstate, store
 from lrsweep.checkpoint import EVERY_S, SEGMENT_STEPS, ChunkCheckpoints
 from lrsweep.errors import ConfigError, LrsweepError
 from lrsweep.progress import Progress
@@ -49,6 +49,7 @@ class RunSummary:
     best: pd.DataFrame
     groups: int
     setting_columns: list = dataclasses.field(default_factory=list)  # what a row of ``best`` is per
+    compile: dict = dataclasses.field(default_factory=dict)  # lrsweep.compilestats.CompileStats.as_dict()
 
 
 def resolve_config_path(name: str | Path | None) -> Path:
@@ -182,7 +183,8 @@ def setup_jax(x64: bool, cache_dir: str | None = None) -> None:
         return
     try:
         jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        # every program is cached, however quick to compile: a repeated or resumed sweep compiles nothing
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     except Exception:  # older jax without the persistent cache options
         pass
 
@@ -256,8 +258,12 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
         meta["groups"] = {str(gid): _jsonable(rep) for gid, rep in modes.items()}
         record = runstate.RunRecord(run_dir, meta, heartbeat_s).start()
         stack.callback(record.stop)
-        return _train(run_dir, record, students, specs, modes, resume is not None, max_memory, chunk_size,
-                      progress, checkpoint_every, segment_steps)
+        with compilestats.CompileStats().listening() as compiled:
+            summary = _train(run_dir, record, students, specs, modes, resume is not None, max_memory, chunk_size,
+                             progress, checkpoint_every, segment_steps)
+        record.update(compile=compiled.as_dict())  # this attempt's: a resumed run loads from the cache
+        summary.compile = compiled.as_dict()
+        return summary
 
 
 def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_size, progress, checkpoint_every,
@@ -460,4 +466,5 @@ def summarize(run_dir: Path, *, wall: float | None = None, trained: int | None =
     trained = len(df) if trained is None else trained
     return RunSummary(run_dir, len(df), int(df["diverged"].sum()) if "diverged" in df else 0, wall,
                       meta.get("students_per_s") or (trained / wall if wall else float("nan")),
-                      best_rates(df, lines), groups if groups is not None else meta.get("n_groups", 0), keys)
+                      best_rates(df, lines), groups if groups is not None else meta.get("n_groups", 0), keys,
+                      meta.get("compile", {}))
