@@ -167,7 +167,7 @@ def _bisect_run(run_dir: Path, rtol: float, max_memory, chunk_size, progress: bo
     frames, done = _done_units(run_dir)
     dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
     sharding = engine.instance_sharding()
-    n_dev = jax.device_count() if sharding is not None else 1
+    n_dev = jax.local_device_count() if sharding is not None else 1
     n_bisection = 0
     plans = []
     for gid, members in table.groupby("group_id", sort=True).groups.items():

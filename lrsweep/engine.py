@@ -243,7 +243,7 @@ def instance_hparams(spec, values: dict, sharding=None) -> dict:
     """Instance hyperparameters (numpy (u,) per column) as device arrays, sharded over instances."""
     dtype = jnp.result_type(float)
     hp = {c: jnp.asarray(values[c], jnp.uint32 if c == "seed" else dtype) for c in spec.instance_columns}
-    return jax.device_put(hp, sharding) if sharding is not None else hp
+    return jax.device_put(hp, _instances_part(sharding)) if sharding is not None else hp
 
 
 def build_instances(chunk_fn: ChunkFn, chunk: Chunk, sharding=None):
@@ -253,8 +253,9 @@ def build_instances(chunk_fn: ChunkFn, chunk: Chunk, sharding=None):
     which XLA's SPMD partitioner can only replicate (with a warning per array): there the
     instances are built unsharded and then distributed. Elsewhere each device builds its own.
     """
-    if sharding is not None and jax.devices()[0].platform == "cpu":
-        return jax.device_put(chunk_fn.instances(instance_hparams(chunk_fn.spec, chunk.instance_hp)), sharding)
+    if sharding is not None and jax.local_devices()[0].platform == "cpu":
+        return jax.device_put(chunk_fn.instances(instance_hparams(chunk_fn.spec, chunk.instance_hp)),
+                              _instances_part(sharding))
     return chunk_fn.instances(instance_hparams(chunk_fn.spec, chunk.instance_hp, sharding))
 
 
@@ -290,7 +291,7 @@ def run_chunk(chunk_fn: ChunkFn, chunk: Chunk, sharding=None, instances=None, ch
     dtype = jnp.result_type(float)
     hparams = {c: jnp.asarray(v, dtype) for c, v in chunk.hparams.items()}
     if sharding is not None:
-        hparams = jax.device_put(hparams, sharding)
+        hparams = jax.device_put(hparams, _students_part(sharding))
     saving = checkpoints is not None and checkpoints.enabled
     segment_steps = checkpoints.segment_steps if checkpoints is not None else SEGMENT_STEPS
     if chunk_fn.spec.steps > segment_steps and (saving or on_segment is not None):
@@ -318,7 +319,7 @@ def _train_in_segments(chunk_fn: ChunkFn, chunk: Chunk, instances, hparams, shar
         t, state = 0, chunk_fn.start(params0, inst, hparams)
     else:
         t, leaves = restored
-        put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
+        put = (lambda x: jax.device_put(x, _students_part(sharding))) if sharding is not None else jnp.asarray
         state = jax.tree_util.tree_unflatten(treedef, [put(x) for x in leaves])
     real = chunk.student_ids >= 0
     last_save = time.monotonic()
@@ -341,9 +342,40 @@ def _alive(state):
     return carry[0]
 
 
+class ChunkSharding(NamedTuple):
+    """How a chunk lies on a 2-D mesh ("instances", "points") of this process's devices: its instance
+    arrays (u, ...) split over "instances" and copied along "points"; its students' arrays (u, p, ...)
+    split over both."""
+    instances: jax.sharding.NamedSharding
+    students: jax.sharding.NamedSharding
+
+
+def _instances_part(sharding):
+    return sharding.instances if isinstance(sharding, ChunkSharding) else sharding
+
+
+def _students_part(sharding):
+    return sharding.students if isinstance(sharding, ChunkSharding) else sharding
+
+
+def chunk_sharding(mesh: tuple[int, int]) -> ChunkSharding | None:
+    """The :class:`ChunkSharding` of an (a, b) mesh of local devices (None for one device).
+
+    Only this process's devices (``jax.local_devices()``): under ``jax.distributed`` each process
+    trains its own students (:mod:`lrsweep.distributed`), so no array spans hosts.
+    """
+    a, b = mesh
+    if a * b <= 1:
+        return None
+    grid = jax.sharding.Mesh(np.array(jax.local_devices()[: a * b]).reshape(a, b), ("instances", "points"))
+    P = jax.sharding.PartitionSpec
+    return ChunkSharding(jax.sharding.NamedSharding(grid, P("instances")),
+                         jax.sharding.NamedSharding(grid, P("instances", "points")))
+
+
 def instance_sharding(n_devices: int | None = None):
-    """Shard the instance axis over all local devices (None on a single device)."""
-    devices = jax.devices()[: n_devices or None]
+    """Shard an instance axis over this process's devices (None on a single device)."""
+    devices = jax.local_devices()[: n_devices or None]
     if len(devices) <= 1:
         return None
     mesh = jax.sharding.Mesh(np.array(devices), ("instances",))
@@ -353,7 +385,7 @@ def instance_sharding(n_devices: int | None = None):
 def memory_limits() -> tuple[int | None, int]:
     """(the accelerator's bytes_limit, or None on a backend without one; the host's RAM in bytes)."""
     try:
-        stats = jax.devices()[0].memory_stats() or {}
+        stats = jax.local_devices()[0].memory_stats() or {}
     except Exception:  # CPU backends may not implement memory_stats
         stats = {}
     try:
@@ -364,13 +396,29 @@ def memory_limits() -> tuple[int | None, int]:
     return (int(limit) if limit else None), int(ram)
 
 
+def free_device_memory() -> int | None:
+    """Bytes the first local accelerator can still allocate (bytes_limit - bytes_in_use; None where the
+    backend keeps no memory statistics, e.g. the CPU). With XLA's preallocation (the default on GPU:
+    75% of the card, ``--mem-fraction``) bytes_limit is the preallocated pool, so this is the pool's
+    free part: what another sweep sharing the card left over is not counted."""
+    try:
+        stats = jax.local_devices()[0].memory_stats() or {}
+    except Exception:
+        return None
+    if not stats.get("bytes_limit"):
+        return None
+    return max(0, int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+
+
 def default_max_memory(spec=None) -> int:
-    """A safe share of the device: half the accelerator's limit; on the CPU, 64 MiB chunks for
-    small students and room for 32 students (up to 1/8 of RAM) for large ones."""
-    limit, ram = memory_limits()
-    if limit is not None:
-        return int(limit * 0.5)
-    if jax.devices()[0].platform == "cpu":
+    """The chunk budget per device: on an accelerator half its free memory (:func:`free_device_memory`,
+    read when the group starts: room for XLA's temporaries and the next chunk's inputs); on the CPU,
+    64 MiB chunks for small students and room for 32 students (up to 1/8 of RAM) for large ones."""
+    free = free_device_memory()
+    if free is not None:
+        return int(free * 0.5)
+    _, ram = memory_limits()
+    if jax.local_devices()[0].platform == "cpu":
         # On the CPU each step streams every weight of the chunk: chunks that stay near the cache
         # run up to 2x faster than one huge chunk (scripts/bench_engine.py). Large students are
         # matrix-matrix bound instead; a few dozen per chunk keeps dispatch and file counts low.
@@ -396,10 +444,10 @@ def iter_group(spec, students, *, max_memory: int | None = None, chunk_size: int
     ``on_segment`` (see :func:`run_chunk`) or None.
     """
     dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
-    sharding = instance_sharding()
-    n_dev = jax.device_count() if sharding is not None else 1
     _, chunks = plan_chunks(spec, students, max_memory=max_memory or default_max_memory(spec),
-                            dtype_bytes=dtype_bytes, n_devices=n_dev, chunk_size=chunk_size)
+                            dtype_bytes=dtype_bytes, n_devices=jax.local_device_count(), chunk_size=chunk_size,
+                            mesh="auto")
+    sharding = chunk_sharding(chunks.mesh)
     chunk_fn = make_chunk_fn(spec)
     built, instances = None, None
     done_ids = np.fromiter(done, np.int64) if done else np.zeros(0, np.int64)
