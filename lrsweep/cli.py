@@ -93,6 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true",
                    help="no progress (otherwise a bar on a terminal, or a plain line every 30 s to a file: "
                         "set LRSWEEP_PROGRESS_EVERY=SECONDS to change)")
+    scale = r.add_argument_group("scale-out", "several jobs or hosts, one run (see README, Scale out)")
+    scale.add_argument("--run-id", default=None, metavar="ID",
+                       help="name the run directory <out>/<name>/ID (default: date-time-random); every --shard "
+                            "of a sweep gives the same ID")
+    scale.add_argument("--shard", default=None, metavar="I/N",
+                       help="train only shard I of N (0 <= I < N) into the run --run-id, e.g. a Slurm array "
+                            "task; finish with lrsweep merge RUN once all N are complete")
+    scale.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="jax.distributed: process 0's address; with --num-processes and --process-id")
+    scale.add_argument("--num-processes", type=_positive_int, default=None, metavar="N")
+    scale.add_argument("--process-id", type=int, default=None, metavar="I")
+    scale.add_argument("--distributed", choices=("auto",), default=None,
+                       help="jax.distributed with the cluster detected by JAX (TPU pods, Slurm, ...)")
+    scale.add_argument("--mem-fraction", type=float, default=None, metavar="F",
+                       help="share of each GPU XLA may take (0 < F <= 1; XLA preallocates 75%% by default: "
+                            "give e.g. 0.3 to run three sweeps on one card). Sets XLA_PYTHON_CLIENT_MEM_FRACTION")
+
+    mg = sub.add_parser("merge", help="finish a sharded run: merge its shards' results", description=(
+        "Merge the results of every shard of RUN (lrsweep run --shard I/N --run-id ID) into its tables, "
+        "checked against the plan, mark it complete and compare it with theory. Exit 2, naming what is "
+        "missing, while a shard is incomplete or running."))
+    mg.add_argument("run", help="run directory (<out>/<name>/<run_id>)")
 
     b = sub.add_parser("boundary", help="learning rates where the phase changes (lazy/catapult, catapult/divergent)",
                        description=(
@@ -197,10 +219,51 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
+def _set_mem_fraction(fraction: float | None) -> None:
+    """XLA_PYTHON_CLIENT_MEM_FRACTION for the backend about to start; ConfigError when out of range or
+    when JAX's backend already started (it reads the variable once)."""
+    if fraction is None:
+        return
+    if not 0.0 < fraction <= 1.0:
+        raise config_lib.ConfigError("--mem-fraction", f"must be in (0, 1], got {fraction:g}")
+    from jax._src import xla_bridge
+    if xla_bridge.backends_are_initialized():
+        raise config_lib.ConfigError("--mem-fraction", "JAX's backend already started in this process; "
+                                                       "set XLA_PYTHON_CLIENT_MEM_FRACTION before it starts")
+    os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{fraction:g}"
+
+
+def _scale_out(args):
+    """(shard, distributed): the --shard I/N asked for, or this process's of a jax.distributed job
+    (started here, before any other JAX call); ConfigError for a bad combination."""
+    from lrsweep import distributed, runner
+    multi = args.distributed is not None or any(
+        v is not None for v in (args.coordinator, args.num_processes, args.process_id))
+    shard = runner.parse_shard(args.shard) if args.shard is not None else None
+    if multi and shard is not None:
+        raise config_lib.ConfigError("--shard", "a jax.distributed job shards itself (process i of n); "
+                                                "do not also give --shard")
+    if shard is not None and args.run_id is None and not args.resume:
+        raise config_lib.ConfigError("--run-id", "--shard needs --run-id ID, the name every shard of the sweep "
+                                                 "writes into (e.g. the Slurm job id)")
+    if multi and args.dry_run:
+        return None, False
+    if multi:
+        if args.distributed is None:
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        else:
+            distributed.initialize(None, None, None)
+    return shard, multi
+
+
 def cmd_run(args) -> int:
     from lrsweep import progress, runner
     if not args.quiet:
         progress.interval_from_env()  # ConfigError before anything is written
+    _set_mem_fraction(args.mem_fraction)
+    if args.run_id is not None and (not args.run_id.strip() or "/" in args.run_id or args.run_id in (".", "..")):
+        raise config_lib.ConfigError("--run-id", f"a directory name without '/', got '{args.run_id}'")
+    shard, multi = _scale_out(args)
     if args.resume:
         from lrsweep import store
         if args.config is not None or args.overrides or args.mode is not None:
@@ -219,16 +282,45 @@ def cmd_run(args) -> int:
                                max_students=None if args.resume else args.max_students)
         _print_plan(cfg, plan)
         return 0
+    run_id = args.run_id
+    if multi:
+        from lrsweep import distributed
+        import jax
+        run_id = distributed.share_run_id(run_id, runner.new_run_id)
+        shard = (jax.process_index(), jax.process_count())
     try:
         with _sigterm_as_interrupt():
             summary = runner.run(cfg, args.out, x64=args.x64, max_memory=args.max_memory,
                                  chunk_size=args.chunk_size, resume=args.resume, progress=not args.quiet,
-                                 checkpoint_every=args.checkpoint_every, max_students=args.max_students)
+                                 checkpoint_every=args.checkpoint_every, max_students=args.max_students,
+                                 run_id=run_id, shard=shard)
     except runner.RunInterrupted as e:
-        print(f"lrsweep: interrupted; {e}. Finish it with: lrsweep run --resume {e.run_dir}", file=sys.stderr)
+        again = f" --shard {shard[0]}/{shard[1]}" if shard and not multi else ""
+        print(f"lrsweep: interrupted; {e}. Finish it with: lrsweep run --resume {e.run_dir}{again}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if shard is not None:
+        i, n, k = summary.shard
+        print(f"shard {i}/{n}: {k} students in {summary.run_dir} ({summary.wall_time_s:.1f}s)")
+        if not multi:
+            print(f"when every shard is complete: lrsweep merge {summary.run_dir}")
+            return 0
+        from lrsweep import distributed
+        distributed.barrier("trained")
+        if i != 0:
+            print(f"process 0 merges the run: {summary.run_dir}")
+            return 0
+        summary = runner.merge(summary.run_dir)
     from lrsweep import compare
     comparison = compare.write_comparison(summary.run_dir)  # stored before anything is printed
+    _print_summary(summary)
+    _print_comparison(summary.run_dir, *comparison, rows=6)
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from lrsweep import compare, runner
+    summary = runner.merge(Path(args.run))
+    comparison = compare.write_comparison(summary.run_dir)
     _print_summary(summary)
     _print_comparison(summary.run_dir, *comparison, rows=6)
     return 0
@@ -484,7 +576,7 @@ def cmd_show(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "boundary": cmd_boundary, "schedule": cmd_schedule, "ls": cmd_ls, "show": cmd_show, "compare": cmd_compare, "plot": cmd_plot,
+COMMANDS = {"run": cmd_run, "merge": cmd_merge, "boundary": cmd_boundary, "schedule": cmd_schedule, "ls": cmd_ls, "show": cmd_show, "compare": cmd_compare, "plot": cmd_plot,
             "schema": lambda args: print(config_lib.describe_schema()) or 0}
 
 

@@ -198,16 +198,28 @@ class InstanceSpec:
     init: str
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _make_instances(key: InstanceSpec, moments: bool, hp: dict):
+def _build_instances(key: InstanceSpec, moments: bool, hp: dict):
     dtype = jnp.result_type(float)
     return jax.vmap(lambda one: make_instance(key, one, dtype, moments))(hp)
 
 
+_make_instances = functools.partial(jax.jit, static_argnums=(0, 1))(_build_instances)
+
+
 def make_instances(spec, moments: bool, hp: dict):
     """Initial weights and data of a batch of instances (leaves of ``hp`` are (u,)), on the device.
-    Each instance depends only on its own hyperparameters (vmap)."""
-    return _make_instances(InstanceSpec(spec.task, spec.arch, spec.init), moments, hp)
+    Each instance depends only on its own hyperparameters (vmap).
+
+    On an accelerator one jitted program. On the CPU op by op: there the orthogonal init's QR is a
+    host callback (:func:`lrsweep.students.orthogonal`), and JAX never stores a program holding a
+    callback in its persistent cache, so a jitted generator would be compiled again by every run
+    (3.4 s for the quickstart's); op by op, every op's small program is cached and only the
+    callback itself is not (milliseconds). The same operations either way.
+    """
+    key = InstanceSpec(spec.task, spec.arch, spec.init)
+    if jax.local_devices()[0].platform == "cpu":
+        return _build_instances(key, moments, hp)
+    return _make_instances(key, moments, hp)
 
 
 class ChunkFn(NamedTuple):
@@ -432,7 +444,8 @@ def default_max_memory(spec=None) -> int:
 
 
 def iter_group(spec, students, *, max_memory: int | None = None, chunk_size: int | None = None,
-               done: set | None = None, checkpoints=None, segment_callback=None) -> Iterator[tuple[Chunk, dict]]:
+               done: set | None = None, checkpoints=None, segment_callback=None,
+               shape: tuple[int, int] | None = None) -> Iterator[tuple[Chunk, dict]]:
     """Train one group chunk by chunk; yields (chunk, host results).
 
     ``done``: student ids that already have results. Chunks are planned over all of ``students``
@@ -441,12 +454,13 @@ def iter_group(spec, students, *, max_memory: int | None = None, chunk_size: int
     the same instances reuse the instances built for the first of them. ``checkpoints``: see
     :func:`run_chunk`. ``segment_callback(n_students)``, if given, is called before each chunk
     with the number of its students that will be yielded and returns that chunk's
-    ``on_segment`` (see :func:`run_chunk`) or None.
+    ``on_segment`` (see :func:`run_chunk`) or None. ``shape``: the chunks' (u, p) fixed in advance
+    (:func:`lrsweep.chunking.plan_chunks`).
     """
     dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
     _, chunks = plan_chunks(spec, students, max_memory=max_memory or default_max_memory(spec),
                             dtype_bytes=dtype_bytes, n_devices=jax.local_device_count(), chunk_size=chunk_size,
-                            mesh="auto")
+                            mesh="auto", shape=shape)
     sharding = chunk_sharding(chunks.mesh)
     chunk_fn = make_chunk_fn(spec)
     built, instances = None, None

@@ -50,6 +50,7 @@ class RunSummary:
     groups: int
     setting_columns: list = dataclasses.field(default_factory=list)  # what a row of ``best`` is per
     compile: dict = dataclasses.field(default_factory=dict)  # lrsweep.compilestats.CompileStats.as_dict()
+    shard: tuple | None = None  # (i, n, students of the shard) for a shard's run
 
 
 def resolve_config_path(name: str | Path | None) -> Path:
@@ -221,7 +222,7 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
         max_memory: int | None = None, chunk_size: int | None = None, resume: str | Path | None = None,
         progress: bool = True, run_id: str | None = None, checkpoint_every: float | None = None,
         segment_steps: int | None = None, heartbeat_s: float = runstate.HEARTBEAT_S,
-        max_students: int | None = config_lib.DEFAULT_MAX_STUDENTS) -> RunSummary:
+        max_students: int | None = config_lib.DEFAULT_MAX_STUDENTS, shard: tuple[int, int] | None = None) -> RunSummary:
     """Train every student of ``cfg``; write ``<out>/<name>/<run_id>/``; return a summary.
 
     With ``resume=RUN_DIR`` the config and precision stored in that run are reused (a
@@ -233,7 +234,15 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
     steps are trained in segments and their state saved under ``RUN_DIR/checkpoints`` (orbax), so a
     resumed run continues inside them. ``max_students`` caps a new run's grid (None: no cap); every
     check of :func:`plan_run` passes before a run directory is made.
+
+    ``shard=(i, n)``: train only shard i of n (:func:`lrsweep.chunking.shard_mask`) into the run
+    ``run_id`` (required: the shards' common name), made by whichever shard comes first; see
+    :func:`run_shard`. :func:`merge` finishes the run once every shard is complete.
     """
+    if shard is not None:
+        return run_shard(cfg, out, shard, x64=x64, max_memory=max_memory, chunk_size=chunk_size, resume=resume,
+                         progress=progress, run_id=run_id, checkpoint_every=checkpoint_every,
+                         segment_steps=segment_steps, heartbeat_s=heartbeat_s, max_students=max_students)
     with contextlib.ExitStack() as stack:
         if resume is not None:
             run_dir = Path(resume)
@@ -266,37 +275,203 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
         return summary
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n; ConfigError("--shard") otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise ConfigError("--shard", f"expected i/n with 0 <= i < n (e.g. 0/4 .. 3/4), got '{text}'")
+    return int(m.group(1)), int(m.group(2))
+
+
+def run_shard(cfg, out, shard: tuple[int, int], *, x64=False, max_memory=None, chunk_size=None, resume=None,
+              progress=True, run_id=None, checkpoint_every=None, segment_steps=None,
+              heartbeat_s=runstate.HEARTBEAT_S, max_students=config_lib.DEFAULT_MAX_STUDENTS) -> RunSummary:
+    """Train shard ``(i, n)`` of a sweep into the shared run ``<out>/<name>/<run_id>`` (or ``resume``).
+
+    Independent jobs (a Slurm array, machines without a coordinator, or the processes of one
+    ``jax.distributed`` job) each run one shard at the same time: the first to arrive writes the
+    run's config.yaml and meta.json (``status: sharded``, ``shards: n``), the others check that
+    their config, precision and n are the run's (ConfigError otherwise, nothing written). Each
+    shard holds its own lock (``.lock-shard-i-of-n``: the same shard twice is refused), keeps its
+    status and heartbeat in ``shards/i-of-n.json``, writes its chunks as parts named ``si of n-...``
+    and merges nothing: :func:`merge` (``lrsweep merge RUN``) does, once all are complete.
+    """
+    index, count = shard
+    if resume is not None:
+        run_dir = Path(resume)
+        if not store.is_run(run_dir):
+            raise ConfigError("--resume", f"{run_dir} is not a run directory (no meta.json)")
+        cfg = config_lib.load_config(run_dir / "config.yaml")
+        x64 = bool(store.read_json(run_dir / "meta.json").get("x64", False))
+    elif run_id is None:
+        raise ConfigError("--run-id", "--shard needs --run-id ID, the name every shard of the sweep writes into "
+                                      "(e.g. the Slurm job id)")
+    else:
+        run_dir = Path(out) / cfg.name / run_id
+    if run_id is not None and resume is not None and Path(resume).name != run_id:
+        raise ConfigError("--run-id", f"--resume {resume} is the run {Path(resume).name}, not {run_id}")
+    plan = plan_run(cfg, None if resume is not None else out, x64=x64, max_memory=max_memory,
+                    max_students=None if resume is not None else max_students)
+    students, specs, modes = plan.students, plan.specs, plan.modes
+    with contextlib.ExitStack() as stack:
+        meta = _join_sharded(run_dir, cfg, x64, count, students, specs, modes, max_memory, chunk_size)
+        stack.enter_context(runstate.RunLock(run_dir, runstate.shard_lock_name(index, count)))
+        from lrsweep.chunking import shard_mask
+        shapes = {int(g): tuple(v) for g, v in meta.get("chunk_shapes", {}).items()}
+        in_shard = shard_mask(students, specs, index, count, shapes)
+        mine = students[in_shard]
+        record_path = runstate.shard_record_path(run_dir, index, count)
+        record_meta = {"shard": index, "shards": count, "n_students": int(len(mine)), "run_id": run_dir.name,
+                       "started": _dt.datetime.now().isoformat(timespec="microseconds"),
+                       "groups": meta.get("groups", {})}
+        if record_path.exists():
+            previous = store.read_json(record_path)
+            record_meta["wall_time_s"] = previous.get("wall_time_s", 0.0)
+        record = runstate.RunRecord(run_dir, record_meta, heartbeat_s, path=record_path).start()
+        stack.callback(record.stop)
+        with compilestats.CompileStats().listening() as compiled:
+            summary = _train(run_dir, record, students, specs, modes, True, max_memory, chunk_size, progress,
+                             checkpoint_every, segment_steps, shard=shard,
+                             others=frozenset(students["student_id"].to_numpy()[~in_shard].tolist()), shapes=shapes)
+        record.update(compile=compiled.as_dict())
+        summary.compile = compiled.as_dict()
+        summary.shard = (index, count, int(len(mine)))
+        return summary
+
+
+def chunk_shapes(students, specs: dict, modes: dict, max_memory, chunk_size, count: int = 1) -> dict:
+    """{group: [u, p]}: the chunk shape every shard of a sharded run uses for each grid-mode group, as
+    an unsharded run on this machine would cut it with these settings and chunks of at most 1/count of
+    the group (so each of ``count`` shards gets chunks of every group it can). After :func:`setup_jax`."""
+    import jax
+    import jax.numpy as jnp
+
+    from lrsweep import chunking, engine
+    dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
+    shapes = {}
+    for gid, spec in specs.items():
+        if modes[gid]["mode"] == "grid":
+            group = students[students["group_id"] == gid]
+            share = -(-len(group) // count)
+            shape, _ = chunking.group_shape(spec, group, max_memory=max_memory or engine.default_max_memory(spec),
+                                            dtype_bytes=dtype_bytes, n_devices=jax.local_device_count(),
+                                            chunk_size=min(chunk_size or share, share))
+            shapes[str(gid)] = list(shape)
+    return shapes
+
+
+def _join_sharded(run_dir: Path, cfg, x64: bool, count: int, students, specs, modes, max_memory,
+                  chunk_size) -> dict:
+    """Create the sharded run ``run_dir`` (config.yaml, meta.json), or check that it is this sweep's:
+    same config, precision and shard count (ConfigError naming the difference; nothing written)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with runstate.RunLock(run_dir, ".lock-join"):  # one creator; the others read what it wrote
+        if store.is_run(run_dir):
+            meta = store.read_json(run_dir / "meta.json")
+            stored, given = (_flat(c.to_dict()) for c in (config_lib.load_config(run_dir / "config.yaml"), cfg))
+            if stored != given:
+                differ = sorted(k for k in {*stored, *given} if stored.get(k) != given.get(k))
+                raise ConfigError("--shard", f"{run_dir} holds another sweep (its config differs in "
+                                             f"{', '.join(differ)}); every shard must get the same config and --set")
+            if bool(meta.get("x64")) != bool(x64):
+                raise ConfigError("--x64", f"{run_dir} is trained in {'float64' if meta.get('x64') else 'float32'}; "
+                                           f"give every shard the same precision")
+            if meta.get("shards") != count:
+                raise ConfigError("--shard", f"{run_dir} is split into {meta.get('shards') or 1} shard(s), not {count}")
+            return meta
+        store.write_yaml(cfg.to_dict(), run_dir / "config.yaml")
+        meta = _meta(cfg, students, specs, x64, max_memory, chunk_size)
+        meta.update(status="sharded", shards=count,
+                    chunk_shapes=chunk_shapes(students, specs, modes, max_memory, chunk_size, count))
+        store.write_json(meta, run_dir / "meta.json")
+        return meta
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """A nested config as {dotted path: value}."""
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def merge(run_dir: str | Path) -> RunSummary:
+    """Finish a sharded run (``lrsweep merge RUN``): once every planned student has results (every
+    shard complete), merge the parts (:func:`lrsweep.store.merge_parts`, checked against the plan
+    recomputed from config.yaml) and mark the run complete. ConfigError naming the missing students
+    and the shards still to run (or running); a complete run is left as it is."""
+    run_dir = Path(run_dir)
+    if not store.is_run(run_dir):
+        raise ConfigError("RUN", f"{run_dir} is not a run directory (no meta.json)")
+    meta = store.read_json(run_dir / "meta.json")
+    if meta.get("status") == "complete" and not (run_dir / "parts").is_dir():
+        return summarize(run_dir)
+    count = int(meta.get("shards") or 0)
+    if not count:
+        raise ConfigError("RUN", f"{run_dir} is not a sharded run; finish it with lrsweep run --resume {run_dir}")
+    with runstate.RunLock(run_dir):
+        states = runstate.shard_states(run_dir, count)
+        running = [i for i, s in states.items() if s == "running"]
+        if running:
+            raise ConfigError("RUN", f"shard {running[0]}/{count} of {run_dir} is still running; merge once every "
+                                     f"shard is complete")
+        students, specs = prepare(config_lib.load_config(run_dir / "config.yaml"))
+        planned = students["student_id"].to_numpy()
+        missing = int((~np.isin(planned, store.done_student_ids(run_dir))).sum())
+        if missing:
+            todo = [f"{i}/{count} ({s})" for i, s in states.items() if s != "complete"]
+            raise ConfigError("RUN", f"{run_dir}: {missing} of {len(planned)} students have no results; shards "
+                                     f"not complete: {', '.join(todo) or 'none (parts were removed?)'}; run them "
+                                     f"(lrsweep run --resume {run_dir} --shard i/{count}), then merge again")
+        expected_curves = sum(int((students["group_id"] == gid).sum()) * len(spec.log_steps)
+                              for gid, spec in specs.items())
+        rows = store.merge_parts(run_dir, planned, expected_curves)
+        shard_meta = [store.read_json(runstate.shard_record_path(run_dir, i, count)) for i in range(count)]
+        walls = [m.get("wall_time_s", 0.0) for m in shard_meta]
+        meta.update(status="complete", rows=rows, finished=_dt.datetime.now().isoformat(timespec="seconds"),
+                    wall_time_s=round(max(walls), 3), shard_wall_time_s=walls,
+                    students_per_s=round(len(planned) / max(walls), 2) if max(walls) > 0 else None)
+        store.write_json(meta, run_dir / "meta.json")
+    return summarize(run_dir)
+
+
 def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_size, progress, checkpoint_every,
-           segment_steps) -> RunSummary:
-    """The training loop of :func:`run`, under the run's lock; records the outcome in meta.json."""
+           segment_steps, shard: tuple[int, int] | None = None, others: frozenset = frozenset(),
+           shapes: dict | None = None) -> RunSummary:
+    """The training loop of :func:`run`, under the run's lock; records the outcome in meta.json (a
+    shard: in its own record, and it leaves the merge to ``lrsweep merge``). ``others``: ids of the
+    students other shards train (planned with the rest, so chunks are cut as in an unsharded run,
+    and skipped like done ones); ``shapes``: each grid group's fixed chunk shape (u, p)."""
     from lrsweep import drivers
     meta = record.meta
     start = time.perf_counter()
     trained = 0
     done: set = set()
     bar = None
+    prefix = "" if shard is None else f"s{shard[0]}of{shard[1]}-"  # a shard's chunks: its own part names
     try:
         if resumed:
-            _repair(run_dir, meta)
+            _repair(run_dir, meta, prefix)
         done = set(store.done_student_ids(run_dir).tolist())
+        skip = done | others
         attempt = uuid.uuid4().hex[:6]
-        bar = Progress(len(students), initial=len(done), enabled=progress)
+        bar = Progress(len(students) - len(others), initial=len(done - others), enabled=progress)
         registry = drivers.drivers()
         for gid, spec in specs.items():
             group = students[students["group_id"] == gid]
-            if group["student_id"].isin(done).all():
+            if group["student_id"].isin(skip).all():
                 continue
             bar.set_description(f"group {gid + 1}/{len(specs)} h={spec.arch.width} L={spec.arch.n_layers} "
                                 f"T={spec.steps}")
             mode = modes[gid]["mode"]
-            ckpts = ChunkCheckpoints(run_dir / "checkpoints" / f"g{gid:04d}",
+            ckpts = ChunkCheckpoints(run_dir / "checkpoints" / f"{prefix}g{gid:04d}",
                                      EVERY_S if checkpoint_every is None else checkpoint_every,
                                      segment_steps or SEGMENT_STEPS)
-            ctx = drivers.GroupContext(done, max_memory, chunk_size, ckpts, run_dir.name, gid, modes[gid],
-                                       progress=bar if progress else None)
+            ctx = drivers.GroupContext(skip, max_memory, chunk_size, ckpts, run_dir.name, gid, modes[gid],
+                                       progress=bar if progress else None, shape=(shapes or {}).get(gid))
             try:
                 for out in registry[mode].iter_group(spec, group, ctx):
-                    _write_chunk(run_dir, f"g{gid:04d}-{attempt}-c{out.index:06d}", spec, students, out,
+                    _write_chunk(run_dir, f"{prefix}g{gid:04d}-{attempt}-c{out.index:06d}", spec, students, out,
                                  run_dir.name, mode)
                     ckpts.remove(out.student_ids)
                     n = len(out.result["student_id"])
@@ -311,13 +486,13 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
         if (run_dir / "checkpoints").exists() and not any((run_dir / "checkpoints").iterdir()):
             (run_dir / "checkpoints").rmdir()
         rows = meta.get("rows")
-        if (run_dir / "parts").is_dir():
+        if (run_dir / "parts").is_dir() and shard is None:
             expected_curves = sum(int((students["group_id"] == gid).sum()) * len(spec.log_steps)
                                   for gid, spec in specs.items())
             rows = store.merge_parts(run_dir, students["student_id"].to_numpy(), expected_curves)
     except KeyboardInterrupt:
         record.update(status="interrupted", wall_time_s=_wall(meta, start))
-        raise RunInterrupted(run_dir, len(done) + trained, len(students)) from None
+        raise RunInterrupted(run_dir, len(done - others) + trained, len(students) - len(others)) from None
     except BaseException as e:
         record.update(status="failed", error=runstate.error_line(e), wall_time_s=_wall(meta, start))
         raise
@@ -336,14 +511,14 @@ def _wall(meta: dict, start: float) -> float:
     return round(time.perf_counter() - start + meta.get("wall_time_s", 0.0), 3)
 
 
-def _repair(run_dir: Path, meta: dict) -> None:
+def _repair(run_dir: Path, meta: dict, prefix: str = "") -> None:
     """Before resuming: drop the chunks whose parts are unreadable (their students are retrained),
     or, once merged, merged tables that fail verification (every student is retrained). Says what
-    it dropped."""
+    it dropped. ``prefix``: a shard's part names (it repairs only its own chunks)."""
     if (run_dir / "parts").is_dir():
-        for line in store.scrub_parts(run_dir):
+        for line in store.scrub_parts(run_dir, prefix):
             print(f"lrsweep: retraining chunk {line}", file=sys.stderr)
-    elif (run_dir / "students.parquet").exists() or (run_dir / "curves.parquet").exists():
+    elif not prefix and ((run_dir / "students.parquet").exists() or (run_dir / "curves.parquet").exists()):
         problem = store.verify_complete(run_dir, meta)
         if problem:
             store.discard_merged(run_dir)

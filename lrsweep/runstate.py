@@ -57,9 +57,9 @@ class RunLock:
     :class:`RunLockedError` naming the holder when another process (or another lock object in this
     one) holds it."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, name: str = LOCK_NAME):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_NAME
+        self.path = self.run_dir / name  # a shard's own lock: shard_lock_name(i, n)
         self._fh = None
 
     def acquire(self) -> "RunLock":
@@ -106,9 +106,20 @@ def _parse(text: str) -> dict | None:
         return None
 
 
-def lock_holder(run_dir: str | Path) -> dict | None:
-    """The holder ``{pid, host, since}`` of the run's write lock, or None when nobody holds it."""
-    path = Path(run_dir) / LOCK_NAME
+def shard_lock_name(index: int, count: int) -> str:
+    """The write lock of shard ``index`` of ``count`` (shards of one run write at the same time)."""
+    return f"{LOCK_NAME}-shard-{index}-of-{count}"
+
+
+def shard_record_path(run_dir: Path, index: int, count: int) -> Path:
+    """Where shard ``index`` of ``count`` keeps its status, pid, host and heartbeat (meta.json is the run's)."""
+    return Path(run_dir) / "shards" / f"{index}-of-{count}.json"
+
+
+def lock_holder(run_dir: str | Path, name: str = LOCK_NAME) -> dict | None:
+    """The holder ``{pid, host, since}`` of the run's write lock (or of the lock ``name``), or None
+    when nobody holds it."""
+    path = Path(run_dir) / name
     if fcntl is None or not path.exists():
         return None
     with open(path) as fh:
@@ -124,8 +135,9 @@ class RunRecord:
     """meta.json of a run being written: updates from the training loop and a heartbeat thread,
     serialised so neither loses the other's fields."""
 
-    def __init__(self, run_dir: Path, meta: dict, heartbeat_s: float = HEARTBEAT_S):
+    def __init__(self, run_dir: Path, meta: dict, heartbeat_s: float = HEARTBEAT_S, path: Path | None = None):
         self.run_dir, self.meta, self.heartbeat_s = Path(run_dir), meta, heartbeat_s
+        self.path = Path(path) if path is not None else self.run_dir / "meta.json"  # a shard: its own record
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
@@ -134,7 +146,7 @@ class RunRecord:
         with self._lock:
             self.meta.update(fields)
             self.meta["heartbeat"] = _now()
-            store.write_json(self.meta, self.run_dir / "meta.json")
+            store.write_json(self.meta, self.path)
 
     def start(self) -> "RunRecord":
         """Mark the run running by this process and start the heartbeat."""
@@ -160,6 +172,36 @@ class RunRecord:
             self._thread = None
 
 
+def shard_states(run_dir: Path, count: int) -> dict[int, str]:
+    """Each shard's state: ``running`` (its lock is held), ``complete``, ``failed``, ``interrupted``,
+    ``dead`` (its record says running, nobody holds its lock) or ``not started``."""
+    states = {}
+    for i in range(count):
+        if lock_holder(run_dir, shard_lock_name(i, count)) is not None:
+            states[i] = "running"
+            continue
+        try:
+            status = store.read_json(shard_record_path(run_dir, i, count)).get("status", "running")
+        except (OSError, ValueError):
+            states[i] = "not started"
+            continue
+        states[i] = "dead" if status == "running" else status
+    return states
+
+
+def shards_state(run_dir: Path, count: int) -> tuple[str, str]:
+    """(state, detail) of a sharded run not yet merged: ``running`` while a shard writes; otherwise
+    ``sharded``, with how many shards are complete and what to do next."""
+    states = shard_states(run_dir, count)
+    done = sum(s == "complete" for s in states.values())
+    if any(s == "running" for s in states.values()):
+        return "running", f"{done}/{count} shards complete, {sum(s == 'running' for s in states.values())} running"
+    todo = [f"{i}/{count} {s}" for i, s in states.items() if s != "complete"]
+    if not todo:
+        return "sharded", f"all {count} shards complete; finish with: lrsweep merge {run_dir}"
+    return "sharded", f"{done}/{count} shards complete; to do: {', '.join(todo)}"
+
+
 def error_line(exc: BaseException, limit: int = 300) -> str:
     """An exception as one line for meta.json and ``ls``: ``Type: first line of the message``."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -172,7 +214,7 @@ def error_line(exc: BaseException, limit: int = 300) -> str:
 class RunState:
     """What ``lrsweep ls`` shows of a run."""
     run_dir: Path
-    state: str            # running | dead | interrupted | failed | corrupt | complete
+    state: str            # running | dead | interrupted | failed | corrupt | sharded | complete
     done: int             # students with readable results
     total: int
     detail: str = ""      # the failure, the corrupt file, or the holder of a running run
@@ -190,6 +232,8 @@ class RunState:
             return "running" + (f" ({self.detail})" if self.detail else "") + bad
         if self.state == "complete":
             return "complete"
+        if self.state == "sharded":
+            return f"sharded: {self.detail} ({self.done}/{self.total} students)"
         head = {"dead": "dead", "interrupted": "interrupted"}.get(self.state, f"{self.state}: {self.detail}")
         return f"{head} (resumable: {self.done}/{self.total} students{bad})"
 
@@ -220,6 +264,8 @@ def run_state(run_dir: str | Path) -> RunState:
         done, bad = store.count_done(run_dir)
         return RunState(run_dir, name, done, total, detail, tuple(map(str, bad)), **common)
 
+    if meta.get("shards") and meta.get("status") != "complete":
+        return state(*shards_state(run_dir, int(meta["shards"])))
     holder = lock_holder(run_dir)
     if holder is not None:
         return state("running", _holder_text(holder))

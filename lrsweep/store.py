@@ -269,22 +269,24 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest") -
 # Parts: committing, checking and merging chunks
 # --------------------------------------------------------------------------------------
 
-def _chunk_files(run: Path) -> dict[str, list[Path]]:
-    """Part files by chunk stem."""
+def _chunk_files(run: Path, prefix: str = "") -> dict[str, list[Path]]:
+    """Part files by chunk stem (those whose stem starts with ``prefix``: one shard's)."""
     chunks: dict[str, list[Path]] = {}
-    for f in sorted((Path(run) / "parts").glob("*.parquet")):
+    for f in sorted((Path(run) / "parts").glob(f"{prefix}*.parquet")):
         stem = f.name.split(".", 1)[0]
         chunks.setdefault(stem, []).append(f)
     return chunks
 
 
-def scrub_parts(run: Path) -> list[str]:
+def scrub_parts(run: Path, prefix: str = "") -> list[str]:
     """Before resuming: delete the parts of every chunk that cannot be trusted and return a line per
     chunk removed. A chunk is kept only when its students part (the done marker) and every other
     part of it read whole, and its curves hold the same students. Parts of a chunk cut short by a
-    crash (no students part) are removed too. The caller holds the run's write lock."""
+    crash (no students part) are removed too. The caller holds the run's write lock; a shard holds
+    only its own and scrubs only its own chunks (stems starting with ``prefix``), never a chunk
+    another shard is writing."""
     removed = []
-    for stem, files in _chunk_files(run).items():
+    for stem, files in _chunk_files(run, prefix).items():
         names = {f.name.split(".")[1]: f for f in files}
         problem = None
         if "students" not in names:

@@ -35,6 +35,7 @@ class GroupContext:
     group_id: int = 0
     options: dict = dataclasses.field(default_factory=dict)
     progress: object = None
+    shape: tuple | None = None  # (u, p) fixed for the run (a sharded run's: every shard cuts the same chunks)
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ def iter_group(spec, students, ctx):
     segment_callback = ctx.progress.chunk if ctx.progress is not None else None
     for chunk, result in engine.iter_group(spec, students, max_memory=ctx.max_memory, chunk_size=ctx.chunk_size,
                                            done=ctx.done, checkpoints=ctx.checkpoints,
-                                           segment_callback=segment_callback):
+                                           segment_callback=segment_callback, shape=ctx.shape):
         yield ChunkOutput(chunk.index, chunk.student_ids, result, chunk=chunk)
 
 

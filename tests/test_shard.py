@@ -1,0 +1,157 @@
+"""One sweep over several jobs or processes: the shard partition, `--shard i/n` + `lrsweep merge` equal to
+an unsharded run bit for bit, a two-process jax.distributed run on the CPU, and the errors."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import cli_main
+
+import lrsweep
+from lrsweep import chunking, config, runner
+
+CFG = {"name": "sharded", "seeds": [0, 1, 2],
+       "task": {"input_dim": 6, "n_train": 6},
+       "model": {"parameterization": "standard", "n_layers": 2, "activation": "relu"},
+       "train": {"steps": 3},
+       "grid": {"model.width": [3, 5], "lr": [0.05, 0.1, 0.2, 0.4]}}
+N = 2 * 3 * 4
+
+
+@pytest.mark.parametrize("seeds,lrs,count", [(3, 4, 3), (1, 5, 8), (4, 1, 3), (2, 7, 1), (5, 3, 4)])
+def test_every_student_is_in_exactly_one_balanced_shard(seeds, lrs, count):
+    cfg = {**CFG, "seeds": list(range(seeds)), "grid": {"model.width": [3, 5], "lr": list(np.linspace(0.1, 1, lrs))}}
+    students, specs = runner.prepare(config.load_config(cfg))
+    masks = np.array([chunking.shard_mask(students, specs, i, count) for i in range(count)])
+    assert (masks.sum(axis=0) == 1).all()  # each student in exactly one shard
+    for gid in specs:
+        in_group = (students["group_id"] == gid).to_numpy()
+        sizes = masks[:, in_group].sum(axis=1)
+        assert sizes.max() - sizes.min() <= 1 and sizes.sum() == in_group.sum()
+    # a shard takes whole runs of an instance's points: k students of P points per seed span at most
+    # ceil(k / P) + 1 seeds, so it builds few instances
+    for i in range(count):
+        mine = students[masks[i]]
+        for gid in specs:
+            k = int((mine["group_id"] == gid).sum())
+            assert mine.loc[mine["group_id"] == gid, "seed"].nunique() <= -(-k // lrs) + 1
+
+
+def tables(run: Path) -> dict:
+    out = {}
+    for table, key in (("students", ["student_id"]), ("curves", ["student_id", "step"])):
+        df = lrsweep.load(run, table=table).drop(columns="run_id")
+        out[table] = df[sorted(df.columns)].sort_values(key).reset_index(drop=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def unsharded(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    rc, _, err = cli_main(["run", write_cfg(out), "--out", out, "--quiet", "--run-id", "whole", "--chunk-size", "4"])
+    assert rc == 0, err
+    return out / "sharded" / "whole"
+
+
+def write_cfg(folder: Path, cfg=CFG) -> Path:
+    path = Path(folder) / "sharded.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def assert_same(run: Path, whole: Path) -> None:
+    got, want = tables(run), tables(whole)
+    for table in ("students", "curves"):
+        pd.testing.assert_frame_equal(got[table], want[table], check_exact=True)
+    assert sorted(got["students"]["student_id"]) == list(range(N))  # each student exactly once
+
+
+def test_shards_merged_equal_the_unsharded_run_bit_for_bit(tmp_path, unsharded):
+    """Same settings (--chunk-size 4: 3 chunks per group), 3 shards run one after the other (shard 1 late,
+    by --resume), merged: every column of both tables equal to the one-job run, bit for bit."""
+    cfg = write_cfg(tmp_path)
+    run = tmp_path / "sharded" / "J7"
+    for i in (2, 0):  # in any order; shard 1 is missing at first
+        rc, out, err = cli_main(["run", cfg, "--out", tmp_path, "--quiet", "--shard", f"{i}/3", "--run-id", "J7",
+                                 "--chunk-size", "4"])
+        assert rc == 0, err
+        assert f"lrsweep merge {run}" in out
+    rc, _, err = cli_main(["merge", run])  # shard 1 not run: nothing merged, what is missing named
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "8 of 24 students have no results" in err and "1/3 (not started)" in err
+    assert (run / "parts").is_dir() and not (run / "students.parquet").exists()
+    rc, _, err = cli_main(["ls", tmp_path])
+    assert "sharded: 2/3 shards complete" in _, _
+    rc, out, err = cli_main(["run", "--resume", run, "--quiet", "--shard", "1/3"])
+    assert rc == 0, err
+    rc, out, err = cli_main(["merge", run])
+    assert rc == 0, err
+    assert "students: 24 in 2 shape group(s)" in out
+    assert_same(run, unsharded)
+    rc, out, _ = cli_main(["ls", tmp_path])
+    assert out.strip().splitlines()[-1].endswith("complete")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_with_jax_distributed_store_each_student_once(tmp_path, unsharded):
+    """Two processes on localhost (jax.distributed, CPU): one run directory, process 0's run id,
+    every student once, equal to the one-process run bit for bit."""
+    cfg, port = write_cfg(tmp_path), free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(lrsweep.__file__).parent.parent)}
+    procs = [subprocess.Popen([sys.executable, "-m", "lrsweep.cli", "run", str(cfg), "--out", str(tmp_path),
+                               "--quiet", "--chunk-size", "4", "--coordinator", f"localhost:{port}", "--num-processes", "2",
+                               "--process-id", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    (run,) = [p.parent for p in tmp_path.rglob("meta.json")]
+    # 3 chunks of 4 per group: process 0 takes chunk 0, process 1 chunks 1-2 of each group
+    assert "shard 0/2: 8 students" in outs[0][0] and "shard 1/2: 16 students" in outs[1][0]
+    assert f"process 0 merges the run: {run}" in outs[1][0]
+    assert_same(run, unsharded)
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--shard", "0/2"], "--run-id"),
+    (["--shard", "2/2", "--run-id", "x"], "--shard"),
+    (["--shard", "a/b", "--run-id", "x"], "--shard"),
+    (["--shard", "0/2", "--run-id", "x", "--coordinator", "localhost:1", "--num-processes", "2",
+      "--process-id", "0"], "--shard"),
+    (["--coordinator", "localhost:1"], "--coordinator"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2"], "--process-id"),
+    (["--mem-fraction", "1.5"], "--mem-fraction"),
+    (["--run-id", "a/b"], "--run-id"),
+])
+def test_bad_scale_out_options_exit_2_before_anything(tmp_path, argv, field):
+    rc, out, err = cli_main(["run", write_cfg(tmp_path), "--out", tmp_path / "out", "--quiet", *argv])
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"lrsweep: config error: {field}"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_shard_of_another_sweep_or_split_is_refused(tmp_path):
+    cfg = write_cfg(tmp_path)
+    rc, _, err = cli_main(["run", cfg, "--out", tmp_path, "--quiet", "--shard", "0/2", "--run-id", "R",
+                           "--chunk-size", "4"])
+    assert rc == 0, err
+    run = tmp_path / "sharded" / "R"
+    before = sorted(p.name for p in (run / "parts").iterdir())
+    for argv, field in ((["--shard", "1/3"], "--shard"), (["--shard", "1/2", "--set", "train.steps=4"], "--shard"),
+                        (["--shard", "1/2", "--x64"], "--x64")):
+        rc, _, err = cli_main(["run", cfg, "--out", tmp_path, "--quiet", "--run-id", "R", *argv])
+        assert rc == 2 and err.startswith(f"lrsweep: config error: {field}"), err
+        assert len(err.strip().splitlines()) == 1
+    assert "train.steps" in cli_main(["run", cfg, "--out", tmp_path, "--quiet", "--run-id", "R", "--shard", "1/2",
+                                      "--set", "train.steps=4"])[2]
+    assert sorted(p.name for p in (run / "parts").iterdir()) == before  # nothing written
+    assert not (run / "shards" / "1-of-2.json").exists()
