@@ -430,7 +430,7 @@ def _print_plan(cfg, plan) -> None:
     students, dtype_bytes = plan.students, jnp.dtype(jnp.result_type(float)).itemsize
     print(f"{cfg.name}: {len(students)} students in {len(plan.specs)} shape group(s) (grid size {plan.n_students:,})")
     for gid, spec in plan.specs.items():
-        group = students[students["group_id"] == gid]
+        group = config_lib.select_rows(students, students["group_id"].to_numpy() == gid)
         a, mode, mem = spec.arch, plan.modes[gid], plan.memory[gid]
         print(f"  group {gid}: {len(group)} students, {a.parameterization} L={a.n_layers} h={a.width} d={a.input_dim} "
               f"n={spec.task.n_train} {a.activation} init={spec.init} steps={spec.steps} "

@@ -213,7 +213,9 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "student of an instance).", positive=True),
     Field("train.log_every", "int", 1, "Log metrics every k steps (and at the last step).", positive=True),
     Field("train.log_steps", "int_list", None,
-          "Explicit steps to log (overrides log_every), e.g. [0, 1, 2, 4, 8].", nullable=True),
+          "Explicit steps to log (overrides log_every), e.g. [0, 1, 2, 4, 8], or {geomspace: [1, T, k]}: k "
+          "log-spaced steps from 1 to T, rounded and deduplicated (bounded curves for long runs). Step 0 and "
+          "the last step are always logged.", nullable=True),
     Field("train.gradient", "str", "exact",
           "`exact`, or `signal_only`: the residual f(X) - y replaced by -y, the gradient approximation of "
           "seed 000 Sec. 4 (linear paper_2nn / paper_deep students).", choices=("exact", "signal_only")),
@@ -347,6 +349,17 @@ def check_value(field: Field, value: Any, where: str) -> Any:
     elif kind == "arrays":
         return register_arrays(_read_arrays(value, where), where)
     elif kind == "int_list":
+        if isinstance(value, dict):  # {geomspace: [a, b, k]}: k log-spaced steps, rounded, deduplicated
+            if list(value) != ["geomspace"]:
+                raise ConfigError(where, f"expected a list of steps or {{geomspace: [first, last, k]}}, got {value!r}")
+            args = value["geomspace"]
+            if (not isinstance(args, (list, tuple)) or len(args) != 3
+                    or any(isinstance(v, bool) or not isinstance(v, int) for v in args)):
+                raise ConfigError(where, f"geomspace takes three integers [first, last, k], got {args!r}")
+            first, last, k = args
+            if not 1 <= first <= last or k < 1:
+                raise ConfigError(where, f"geomspace needs 1 <= first <= last and k >= 1, got {list(args)!r}")
+            return tuple(int(v) for v in np.unique(np.rint(np.geomspace(first, last, k)).astype(np.int64)))
         if not isinstance(value, (list, tuple)) or not value:
             raise ConfigError(where, f"expected a non-empty list of integers, got {value!r}")
         value = tuple(sorted({check_value(Field(field.path, "int", 0, "", minimum=0), v, where)
@@ -1135,7 +1148,7 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     static_axes = [a for a, (names, _) in enumerate(axes)
                    if any(name in FIELDS and FIELDS[name].role == "static" for name in names)]
     combo = (np.ravel_multi_index([index[a] for a in static_axes], [shape[a] for a in static_axes])
-             if static_axes else np.zeros(n, np.int64))
+             if static_axes else np.broadcast_to(np.int64(0), (n,)))
     n_trainable, target_std = [], []
     best_response_rows = "lr_ratio" in on_axis and any(  # lr_ratio .inf: those rows get train.head best_response
         math.isinf(v[on_axis["lr_ratio"][1]]) for v in axes[on_axis["lr_ratio"][0]][1])
@@ -1154,7 +1167,7 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
                                                   f"(lr_1..lr_{m}); {extra[0]} would be ignored")
         n_trainable.append(m)
         target_std.append(default_target_std(point))
-    m_row = np.asarray(n_trainable, np.int64)[combo]
+    m_row = _take(np.asarray(n_trainable, np.int64), combo)
 
     stable = column("train.stable_fraction")
     if (stable > 1.0).any():
@@ -1162,11 +1175,13 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
 
     table = {_short(k): column(k) for k in cfg.base if k != "task.target_std"}
     _resolve_schedule_columns(table)
-    table["target_std"] = _target_std(cfg, axes, on_axis, index, np.asarray(target_std)[combo])
+    table["target_std"] = _target_std(cfg, axes, on_axis, index, _take(np.asarray(target_std), combo))
     table = {_short(k): table[_short(k)] for k in cfg.base}  # the config's field order
     table.update(_lr_columns(axes, on_axis, column, m_row))
     _resolve_best_response(table)
-    df = pd.DataFrame(table, copy=False)
+    # constants stay broadcast views of their one value (object dtype kept: no n-row string conversion)
+    df = pd.DataFrame({k: pd.Series(v, dtype=v.dtype, copy=False) if is_constant_column(v) else v
+                       for k, v in table.items()}, copy=False)
     df.insert(0, "student_id", np.arange(n, dtype=np.int64))
     _check_distinct_students(df, cfg, axes, shape)
     return df
@@ -1196,11 +1211,9 @@ def _resolve_best_response(table: dict) -> None:
 def _resolve_schedule_columns(table: dict) -> None:
     """Per-student checks of the traced schedule fields (batch ramp, array rows) against the static ones;
     ``batch_end`` null becomes the batch size."""
-    batch = np.asarray([np.nan if b is None else b for b in table["batch_size"]], float) \
-        if table["batch_size"].dtype == object else np.asarray(table["batch_size"], float)
-    end = table["batch_end"]
-    end = np.asarray([np.nan if e is None else e for e in end], float) if end.dtype == object else end.astype(float)
-    end = np.where(np.isnan(end), batch, end)  # stays NaN (null) for full-batch students
+    batch = _floats(table["batch_size"])
+    end = _floats(table["batch_end"])
+    end = _where(_isnan(end), batch, end)  # stays NaN (null) for full-batch students
     table["batch_end"] = end
     ramp = np.asarray(table["batch_schedule"]) == "ramp"
     for name, values in (("batch_end", end), ("batch_start", np.asarray(table["batch_start"], float))):
@@ -1212,8 +1225,10 @@ def _resolve_schedule_columns(table: dict) -> None:
     steps = np.asarray(table["steps"])
     for path, index_path in ARRAY_INDEX.items():
         keys, index = table[_short(path)], np.asarray(table[_short(index_path)])
-        for key in {k for k in keys if k is not None}:
-            rows = np.asarray([k == key for k in keys])
+        distinct = {keys[0]} if is_constant_column(keys) else set(pd.unique(np.asarray(keys, object)))
+        for key in distinct - {None}:
+            rows = (np.ones(len(keys), bool) if is_constant_column(keys)
+                    else np.fromiter((k == key for k in keys), bool, len(keys)))
             tab = array_table(key)
             lengths = np.sum(~np.isnan(tab), axis=1)
             over = rows & (index >= len(tab))
@@ -1233,20 +1248,52 @@ def _resolve_schedule_columns(table: dict) -> None:
                     raise ConfigError(path, "batch sizes must be in [1, train.batch_size] (the compiled batch shape)")
 
 
+def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values[rows]``, a broadcast view where ``rows`` is one (a constant stays constant)."""
+    return np.broadcast_to(values[rows[0]], rows.shape) if is_constant_column(rows) else values[rows]
+
+
+def _isnan(x: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(np.isnan(x[0]), x.shape) if is_constant_column(x) else np.isnan(x)
+
+
+def _where(cond, a, b) -> np.ndarray:
+    """``np.where``, a broadcast view where every input is constant."""
+    if all(is_constant_column(np.asarray(x)) for x in (cond, a, b)):
+        return np.broadcast_to(np.where(cond[0], a[0], b[0]), np.shape(cond))
+    return np.where(cond, a, b)
+
+
+def _floats(column) -> np.ndarray:
+    """A numeric column that may hold None (null) as float64 with NaN; a constant stays a broadcast view."""
+    if is_constant_column(column):
+        return np.broadcast_to(np.float64(np.nan if column[0] is None else column[0]), column.shape)
+    if column.dtype == object:
+        return np.fromiter((np.nan if v is None else v for v in column), float, len(column))
+    return np.asarray(column, float)
+
+
 def _target_std(cfg, axes, on_axis, index, default: np.ndarray) -> np.ndarray:
     """(n,) task.target_std; null (the default) is the authors' scale of each student's shape."""
     if "task.target_std" in on_axis:
         a, j = on_axis["task.target_std"]
         given = np.array([np.nan if v[j] is None else v[j] for v in axes[a][1]], float)[index[a]]
     else:
-        given = np.full(len(default), np.nan if cfg.base["task.target_std"] is None else cfg.base["task.target_std"])
-    return np.where(np.isnan(given), default, given)
+        given = np.broadcast_to(np.float64(np.nan if cfg.base["task.target_std"] is None else
+                                           cfg.base["task.target_std"]), default.shape)
+    return _where(_isnan(given), default, given)
 
 
 def _column(values: list, n: int, take: np.ndarray | None = None) -> np.ndarray | pd.api.extensions.ExtensionArray:
-    """(n,) column of a student table: ``values[take]`` (or ``values[0]`` repeated), typed as pandas
-    types those Python values: bool, int64, float64, ``str`` (built in pyarrow: fast), else objects
-    (tuples, None)."""
+    """(n,) column of a student table: ``values[take]``, typed as pandas types those Python values:
+    bool, int64, float64, ``str`` (built in pyarrow: fast), else objects (tuples, None). Without
+    ``take``, ``values[0]`` for every student as a read-only broadcast view: no memory however many
+    students (:func:`select_rows` keeps it so)."""
+    if take is None:
+        v = values[0]
+        dtype = (bool if isinstance(v, bool) else np.int64 if isinstance(v, int) else
+                 np.float64 if isinstance(v, float) else object)
+        return _broadcast(v, dtype, n)
     if all(isinstance(v, str) for v in values):
         take = np.zeros(n, np.int64) if take is None else take
         return pd.array(pa.array(values, pa.string()).take(pa.array(take)), dtype="str")
@@ -1266,6 +1313,36 @@ def _column(values: list, n: int, take: np.ndarray | None = None) -> np.ndarray 
     for i, v in enumerate(values):  # element by element: tuples stay objects
         distinct[i] = v
     return distinct[take]
+
+
+def _broadcast(value, dtype, n: int) -> np.ndarray:
+    """(n,) read-only view of one value (a tuple stays one object)."""
+    one = np.empty((), dtype)
+    one[()] = value
+    return np.broadcast_to(one, (n,))
+
+
+def is_constant_column(values) -> bool:
+    """A broadcast view (:func:`_column` of one value): every row is the first."""
+    return isinstance(values, np.ndarray) and values.ndim == 1 and values.strides == (0,)
+
+
+def select_rows(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """``frame[mask]`` keeping constant (broadcast) columns broadcast: memory grows with the columns
+    that vary, not with every config field (a 10^7-student plan)."""
+    mask = np.asarray(mask, bool)
+    k = int(mask.sum())
+    if k == len(frame):
+        return frame
+    cols = {}
+    for name in frame.columns:
+        values = frame[name].array
+        raw = values.to_numpy() if isinstance(values, pd.arrays.NumpyExtensionArray) else None
+        if raw is not None and is_constant_column(raw):
+            cols[name] = pd.Series(_broadcast(raw[0], raw.dtype, k), dtype=raw.dtype, index=frame.index[mask], copy=False)
+        else:
+            cols[name] = pd.Series(values[mask], index=frame.index[mask], copy=False)
+    return pd.DataFrame(cols, index=frame.index[mask], copy=False)
 
 
 def _lr_columns(axes, on_axis, column, m_row: np.ndarray) -> dict:

@@ -172,7 +172,7 @@ def choose_modes(cfg: config_lib.SweepConfig, students: pd.DataFrame, specs: dic
     from lrsweep import drivers
     requested = cfg.base.get("train.mode", "auto")
     dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
-    return {gid: drivers.plan_mode(spec, students[students["group_id"] == gid], requested, dtype_bytes=dtype_bytes)
+    return {gid: drivers.plan_mode(spec, config_lib.select_rows(students, students["group_id"].to_numpy() == gid), requested, dtype_bytes=dtype_bytes)
             for gid, spec in specs.items()}
 
 
@@ -351,7 +351,7 @@ def chunk_shapes(students, specs: dict, modes: dict, max_memory, chunk_size, cou
     shapes = {}
     for gid, spec in specs.items():
         if modes[gid]["mode"] == "grid":
-            group = students[students["group_id"] == gid]
+            group = config_lib.select_rows(students, students["group_id"].to_numpy() == gid)
             share = -(-len(group) // count)
             shape, _ = chunking.group_shape(spec, group, max_memory=max_memory or engine.default_max_memory(spec),
                                             dtype_bytes=dtype_bytes, n_devices=jax.local_device_count(),
@@ -458,7 +458,7 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
         bar = Progress(len(students) - len(others), initial=len(done - others), enabled=progress)
         registry = drivers.drivers()
         for gid, spec in specs.items():
-            group = students[students["group_id"] == gid]
+            group = config_lib.select_rows(students, students["group_id"].to_numpy() == gid)
             if group["student_id"].isin(skip).all():
                 continue
             bar.set_description(f"group {gid + 1}/{len(specs)} h={spec.arch.width} L={spec.arch.n_layers} "
@@ -537,7 +537,9 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, out, ru
     overrides ``mode``."""
     result = out.result
     ids = result["student_id"]
-    rows = students.set_index("student_id").loc[ids].reset_index()
+    rows = students.iloc[ids]  # student ids are row positions of the plan (config.expand_grid)
+    assert np.array_equal(rows["student_id"].to_numpy(), ids), "students must be the whole plan, in plan order"
+    rows = rows.reset_index(drop=True)
     rows.insert(0, "run_id", run_id)
     rows = store.lists_as_text(rows)
     rows["formulation"] = spec.formulation

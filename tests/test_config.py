@@ -569,3 +569,22 @@ def test_array_file_relative_to_the_config(tmp_path, monkeypatch):
     df = config.expand_grid(cfg)
     assert sorted(df["schedule_index"]) == [0, 1]
     assert cfg.raw["train"]["schedule_array"] == [[1.0, 0.5], [0.25, 0.125]]
+
+
+def test_log_steps_geomspace_is_rounded_deduplicated_and_checked():
+    """{geomspace: [1, T, k]}: np.geomspace rounded to ints, repeats dropped, 0 and T always logged."""
+    def logged(spec, steps):
+        cfg = config.load_config({"train": {"steps": steps, "log_steps": spec}, "grid": {"lr": 0.1}})
+        config.expand_grid(cfg)  # checks the steps against train.steps
+        return config.log_steps(cfg.base)
+    # 1, 3.16, 10, 31.6, 100 -> 1, 3, 10, 32, 100
+    assert logged({"geomspace": [1, 100, 5]}, 100) == (0, 1, 3, 10, 32, 100)
+    # 1, 1.17, ..., 3.43, 4 rounds to 1, 1, 1, 2, 2, 2, 3, 3, 3, 4
+    assert logged({"geomspace": [1, 4, 10]}, 6) == (0, 1, 2, 3, 4, 6)
+    assert len(logged({"geomspace": [1, 10 ** 6, 40]}, 10 ** 6)) <= 41  # bounded, however long the run
+    for bad, words in (({"geomspace": [0, 10, 3]}, "1 <= first"), ({"geomspace": [1, 10]}, "three integers"),
+                       ({"linspace": [1, 10, 3]}, "geomspace: [first, last, k]"), ({"geomspace": [1, 20, 3]}, "<= train.steps"),
+                       ({"geomspace": [1.5, 10, 3]}, "three integers")):
+        with pytest.raises(config.ConfigError, match="train.log_steps") as err:
+            logged(bad, 10)
+        assert words in str(err.value)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import cli_main, with_changes
@@ -324,4 +325,4 @@ def test_expand_grid_matches_a_plain_product():
     got = df[["seed", "n_layers", "n_trainable", "target_std", "lr_1", "lr_2", "lr_3", "lr_total"]].to_numpy(float)
     np.testing.assert_array_equal(got, np.array(rows, float))
     assert df["student_id"].tolist() == list(range(len(rows)))
-    assert df["seed"].dtype == np.int64 and df["lr_1"].dtype == np.float64 and df["init"].dtype == "str"
+    assert df["seed"].dtype == np.int64 and df["lr_1"].dtype == np.float64 and pd.api.types.is_string_dtype(df["init"])
