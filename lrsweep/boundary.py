@@ -1,8 +1,8 @@
 """``lrsweep boundary``: the learning rates where the phase changes, for every point of a grid's other axes.
 
 1. The config's grid, with its shared ``lr`` axis as the coarse grid, is trained as an ordinary
-   run (:func:`lrsweep.runner.run`; ``phase`` is added to ``train.metrics``): students.parquet
-   and curves.parquet as usual.
+   run (:func:`lrsweep.runner.run`; ``phase`` is added to ``train.metrics``): its students and
+   curves tables as usual.
 2. Per *unit* (a coarse student without its rate: the other axes and the seed) and boundary, the
    first change of phase along the coarse rates gives a bracket, which :mod:`lrsweep.bisect`
    narrows to ``hi / lo <= 1 + rtol``, every unit of a chunk in one compiled program.
@@ -140,9 +140,9 @@ def brackets(table: pd.DataFrame) -> np.ndarray:
 def _initial_values(run_dir: Path) -> pd.DataFrame:
     """student_id, initial_train_loss and initial_ntk_eig (NaN if not logged) at step 0, read from the
     merged curves table (only those columns)."""
-    path = run_dir / "curves.parquet"
-    columns = ["student_id", "step", "train_loss"] + (["ntk_eig"] if "ntk_eig" in store.read_schema(path).names else [])
-    first = store.read_parquet(path, columns).to_pandas()
+    files = store.table_files(run_dir, "curves")
+    names = set().union(*(store.read_schema(f).names for f in files)) if files else set()
+    first = store.read_table(files, ["student_id", "step", "train_loss"] + (["ntk_eig"] if "ntk_eig" in names else []))
     first = first[first["step"] == 0]
     return pd.DataFrame({"student_id": first["student_id"].to_numpy(),
                          "initial_train_loss": first["train_loss"].to_numpy(float),

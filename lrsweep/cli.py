@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "continues inside it (default 600; 0: never)")
     r.add_argument("--max-students", type=_positive_int, default=config_lib.DEFAULT_MAX_STUDENTS, metavar="N",
                    help=f"refuse a grid of more than N students, counted before expanding it (default "
-                        f"{config_lib.DEFAULT_MAX_STUDENTS:,}: planning them takes seconds and a few GB)")
+                        f"{config_lib.DEFAULT_MAX_STUDENTS:,}: planning them takes seconds and a few GB; "
+                        f"a multi-host or --shard job splits the training, not the plan)")
     r.add_argument("--dry-run", action="store_true",
                    help="run every check and print the plan (grid size, groups, memory per chunk); train nothing")
     r.add_argument("--quiet", action="store_true",

@@ -118,6 +118,10 @@ def run_checks(students: pd.DataFrame, curves: pd.DataFrame, names: list[str] | 
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["check", *CHECK_COLUMNS])
 
 
+def _non_table_checks(theories: list[str] | None) -> bool:
+    return any(name not in TABLE_CHECKS and (theories is None or name in theories) for name in CHECKS)
+
+
 def _check_names(theories: list[str] | None) -> None:
     """ConfigError naming --theory when a name is neither a registered theory nor a check."""
     unknown = [n for n in theories or [] if n not in REGISTRY and n not in CHECKS]
@@ -168,7 +172,19 @@ def compare(run: str | Path, theories: list[str] | None = None) -> pd.DataFrame:
     """
     _check_names(theories)
     _load_arrays(run)
-    return _compare_curves(store.load(run), theories)
+    return _compare_by_group(run, theories)
+
+
+def _compare_by_group(run: str | Path, theories: list[str] | None) -> pd.DataFrame:
+    """:func:`_compare_curves` one shape group at a time (a grid point never spans groups: ``group_id``
+    is a point column), so only one group's curves are in memory at once; runs of a sweep in turn."""
+    frames = []
+    for path in store.select_runs(run, "latest"):
+        students = store.load(path, "students", columns=["group_id"])
+        for gid in sorted(students["group_id"].unique()) if not students.empty else []:
+            frames.append(_compare_curves(store.load(path, groups=[int(gid)]), theories))
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _load_arrays(run: str | Path) -> None:
@@ -278,8 +294,9 @@ def write_comparison(run: str | Path, theories: list[str] | None = None) -> tupl
     run = Path(run)
     _check_names(theories)
     _load_arrays(run)
-    curves = pd.DataFrame() if _tables_only(run) else store.load(run)
-    table = _compare_curves(curves, theories)
+    table = pd.DataFrame() if _tables_only(run) else _compare_by_group(run, theories)
+    # the checks compare across groups (e.g. a gd head against the best-response run): they get the whole run
+    curves = pd.DataFrame() if _tables_only(run) or not _non_table_checks(theories) else store.load(run)
     students = store.load(run, "students") if not curves.empty else pd.DataFrame()
     tables = {t: store.read_parquet(run / f"{t}.parquet").to_pandas() for t in set(TABLE_CHECKS.values())
               if (run / f"{t}.parquet").exists()}

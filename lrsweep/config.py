@@ -1108,9 +1108,9 @@ def grid_size(cfg: SweepConfig) -> int:
     return math.prod(n for _, n in _axis_sizes(cfg))
 
 
-# Expanding and planning 2,000,000 students takes ~3 s of CPU and ~2.5 GB (measured on a 2-core
-# machine); the cost grows linearly beyond.
-DEFAULT_MAX_STUDENTS = 2_000_000
+# Planning is columnar (constant fields are one value each): 10^7 students plan in ~7 s and ~1.3 GB
+# peak on a 2-core machine (scripts/bench_scaling.py), linear beyond; the cap guards against typos.
+DEFAULT_MAX_STUDENTS = 20_000_000
 
 
 def check_grid_size(cfg: SweepConfig, max_students: int) -> int:

@@ -6,12 +6,20 @@ Layout of a run (``results/<name>/<run_id>/``)::
     meta.json          versions, device, status (running | interrupted | failed | complete), pid, host,
                        heartbeat, error, wall time, students/s, row counts of the merged tables
     .lock              the write lock (:mod:`lrsweep.runstate`): one writer per run
-    students.parquet   one row per student (hyperparameters, final metrics, divergence)
-    curves.parquet     one row per student per logged step
+    students/group_id=<g>/<chunk>.parquet
+                       one row per student (hyperparameters, final metrics, divergence): a Parquet
+                       dataset, hive partitioned by shape group, one file per trained chunk
+    curves/group_id=<g>/<chunk>.parquet
+                       one row per student per logged step (in both tables group_id is the folder,
+                       not a column of the files: read with hive partitioning, or lrsweep.load)
     poly.parquet       loss-polynomial coefficients of the groups run in poly mode (lrsweep.poly)
     parts/             while running: one students/curves file pair per chunk (crash-safe; plus a
-                       poly file for poly chunks); merged into the tables above at completion,
-                       each student once, checked against the plan
+                       poly file for poly chunks); moved into the datasets above at completion,
+                       each student once, checked against the plan (:func:`merge_parts`)
+    shards/            a sharded run's per-shard records (lrsweep run --shard i/n)
+
+Runs merged before results were partitioned hold students.parquet / curves.parquet; every reader
+here reads both layouts.
 
 Every file is written to a temporary name in the same directory and renamed, so a killed run
 never leaves a truncated file. Readers unify the schemas of all files, so columns added by a
@@ -139,14 +147,42 @@ def _stem(part: Path, table: str) -> str:
     return part.name[: -len(f".{table}.parquet")]
 
 
-def _table_files(run: Path, table: str) -> list[Path]:
+PARTITIONED = ("students", "curves")  # merged as Parquet datasets: RUN/<table>/group_id=<g>/<chunk>.parquet
+
+
+def _group_of(path: Path) -> int:
+    return int(path.parent.name.split("=", 1)[1])
+
+
+def table_files(run: Path, table: str, groups=None) -> list[Path]:
     """While parts exist they are the truth (a merge cut short may have left a stale merged table);
-    after the merge, the merged table."""
+    after the merge, the files of the table's dataset (``RUN/<table>/group_id=<g>/*.parquet``, in group
+    order; only ``groups`` if given), or the single ``RUN/<table>.parquet`` of runs merged before results
+    were partitioned (and of poly coefficients)."""
     run = Path(run)
     if (run / "parts").is_dir():
         return sorted((run / "parts").glob(f"*.{table}.parquet"))
+    folder = run / table
+    if table in PARTITIONED and folder.is_dir():
+        files = sorted(folder.glob("group_id=*/*.parquet"), key=lambda f: (_group_of(f), f.name))
+        return [f for f in files if groups is None or _group_of(f) in set(groups)]
     merged = run / f"{table}.parquet"
     return [merged] if merged.exists() else []
+
+
+def dataset(run: str | Path, table: str = "curves"):
+    """A merged table of a run as a :class:`pyarrow.dataset.Dataset` (hive partitioned by ``group_id``,
+    int64), for filtered or column-wise reads of tables larger than memory::
+
+        store.dataset(run, "curves").to_table(columns=["student_id", "step", "test_loss"],
+                                              filter=pyarrow.dataset.field("group_id") == 3)
+    """
+    import pyarrow.dataset as ds
+    run = Path(run)
+    if (run / table).is_dir():
+        return ds.dataset(run / table, format="parquet",
+                          partitioning=ds.partitioning(pa.schema([("group_id", pa.int64())]), flavor="hive"))
+    return ds.dataset(table_files(run, table), format="parquet")
 
 
 def marked_parts(run: Path, table: str) -> list[Path]:
@@ -156,7 +192,7 @@ def marked_parts(run: Path, table: str) -> list[Path]:
     so a resumed chunk is never counted twice.
     """
     run = Path(run)
-    files = _table_files(run, table)
+    files = table_files(run, table)
     if table == "students" or not (run / "parts").is_dir():
         return files
     return [f for f in files if f.with_name(_stem(f, table) + ".students.parquet").exists()]
@@ -185,9 +221,21 @@ def read_schema(path: Path) -> pa.Schema:
         raise _unreadable(path, e) from None
 
 
-def read_table(files: list[Path]) -> pd.DataFrame:
-    """Read Parquet files with one unified schema (columns missing in some files become null)."""
-    return _to_pandas(_concat([read_parquet(f) for f in files]))
+def read_table(files: list[Path], columns: list[str] | None = None) -> pd.DataFrame:
+    """Read Parquet files with one unified schema (columns missing in some files become null);
+    ``columns``: only those (where a file has them)."""
+    tables = [read_parquet(f) if columns is None else read_parquet(f, [c for c in columns if c in read_schema(f).names])
+              for f in files]
+    return _to_pandas(_concat([_with_group(t, f) for t, f in zip(tables, files)]))
+
+
+def _with_group(table: pa.Table, path: Path) -> pa.Table:
+    """A merged students file keeps its group in its folder (``group_id=<g>``): put the column back."""
+    if path.parent.name.startswith("group_id=") and path.parent.parent.name == "students" \
+            and "group_id" not in table.column_names:
+        g = pa.array(np.full(table.num_rows, _group_of(path), np.int64))
+        return table.add_column(min(2, table.num_columns), "group_id", g)  # where the parts have it
+    return table
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table | None:
@@ -224,7 +272,7 @@ def _check_unique(run: Path, students: pd.DataFrame) -> None:
         return
     dup = students["student_id"].duplicated(keep=False)
     if dup.any():
-        files = _table_files(run, "students")
+        files = table_files(run, "students")
         if len(files) > 1:  # parts: name the ones holding the repeats
             ids = set(students.loc[dup, "student_id"].tolist())
             files = [f for f in files if ids & set(read_parquet(f, ["student_id"]).column(0).to_pylist())]
@@ -234,7 +282,8 @@ def _check_unique(run: Path, students: pd.DataFrame) -> None:
                          f"processes at once; `lrsweep run --resume {run}` rebuilds it with each student once")
 
 
-def load(path: str | Path, table: str = "curves", runs: str | list = "latest") -> pd.DataFrame:
+def load(path: str | Path, table: str = "curves", runs: str | list = "latest", *, groups=None,
+         columns: list[str] | None = None) -> pd.DataFrame:
     """Load a run, or the runs of a sweep, into pandas.
 
     Args:
@@ -243,6 +292,9 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest") -
         student column; ``"students"``: one row per student.
       runs: below a sweep directory, ``"latest"`` (default) loads the newest run of each sweep,
         ``"all"`` every run (tell them apart by ``run_id``), or a list of run ids / paths.
+      groups: only these shape groups (``group_id``; a merged run reads only their partitions).
+      columns: only these columns (``run_id``, ``student_id`` and, for curves, ``step`` always come);
+        curve columns not asked for are never read.
     Returns:
       A DataFrame ready for ``groupby`` / ``pivot_table``.
     Raises:
@@ -250,15 +302,23 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest") -
     """
     if table not in ("curves", "students"):
         raise ValueError(f"table: unknown '{table}'; allowed: curves, students")
+    keys = ["run_id", "student_id"] + (["step"] if table == "curves" else [])
+    keep = None if columns is None else list(dict.fromkeys([*keys, *columns]))
     frames = []
     for run in select_runs(path, runs):
-        students = read_table(_table_files(run, "students"))
+        students = read_table(table_files(run, "students", groups))
         _check_unique(run, students)
+        if groups is not None and not students.empty:
+            students = students[students["group_id"].isin(list(groups))]
         if table == "students" or students.empty:
-            frames.append(students)
+            frames.append(students if keep is None else students[[c for c in keep if c in students]])
             continue
-        curves = read_table(marked_parts(run, "curves"))
-        frames.append(curves.merge(students, on=["run_id", "student_id"], how="left"))
+        files = marked_parts(run, "curves") if (Path(run) / "parts").is_dir() else table_files(run, "curves", groups)
+        curves = read_table(files, columns=keep)
+        if groups is not None:
+            curves = curves[curves["student_id"].isin(students["student_id"])]
+        joined = curves.merge(students, on=["run_id", "student_id"], how="left")
+        frames.append(joined if keep is None else joined[[c for c in keep if c in joined]])
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame()
@@ -309,13 +369,13 @@ def scrub_parts(run: Path, prefix: str = "") -> list[str]:
 
 
 def merged_problem(run: Path) -> str | None:
-    """Why the merged tables of a run (no parts left) cannot be trusted, or None."""
+    """Why the merged tables of a run (no parts left) cannot be trusted, or None (footers only)."""
     run = Path(run)
     for table in ("students", "curves", "poly"):
-        path = run / f"{table}.parquet"
-        if table != "poly" and not path.exists():
-            return f"{path}: missing"
-        if path.exists():
+        files = table_files(run, table)
+        if table != "poly" and not files:
+            return f"{run / table}: missing"
+        for path in files:
             try:
                 pq.ParquetFile(path).metadata
             except (pa.ArrowException, OSError) as e:
@@ -325,61 +385,106 @@ def merged_problem(run: Path) -> str | None:
 
 def discard_merged(run: Path) -> None:
     """Remove the merged tables of a run whose merged tables are damaged, so it is trained afresh."""
+    run = Path(run)
     for table in ("students", "curves", "poly"):
-        (Path(run) / f"{table}.parquet").unlink(missing_ok=True)
+        (run / f"{table}.parquet").unlink(missing_ok=True)
+        if table in PARTITIONED and (run / table).is_dir():
+            shutil.rmtree(run / table)
+
+
+def _place(src: Path, dst: Path) -> None:
+    """``dst`` names the same bytes as ``src`` (a hard link; a copy where the filesystem has none)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def merge_parts(run: Path, expected_ids: np.ndarray | None = None, expected_curves: int | None = None) -> dict:
-    """Fold the per-chunk parts into students.parquet / curves.parquet (and poly.parquet, the
-    coefficients of poly-mode groups, where there are any), verify them, then remove the parts.
+    """Fold the per-chunk parts into the run's datasets ``RUN/students/`` and ``RUN/curves/``
+    (hive partitioned by group: ``group_id=<g>/<chunk>.parquet``; poly-mode coefficients, small,
+    into ``poly.parquet``), verify them, then remove the parts.
 
-    Each student is committed once: where two chunks hold the same student (two writers at once,
-    possible before runs were locked) the first chunk's rows are kept, its curves with it. With
-    ``expected_ids`` / ``expected_curves`` (the plan) the merged tables must hold exactly these
-    students and this many curve rows, else :class:`StoreError` and the parts stay. Returns the row
-    count of each table written.
+    Streaming: only student ids (one column) and Parquet footers are read; a chunk's files are
+    hard-linked into place, never rewritten, except where two chunks hold the same student (two
+    writers at once, possible before runs were locked): the first chunk's rows are kept, its curves
+    with it, and only the later chunk's files are rewritten without them. With ``expected_ids`` /
+    ``expected_curves`` (the plan) the merged tables must hold exactly these students and this
+    many curve rows, else :class:`StoreError` and the parts stay.
+
+    Crash-safe: the datasets are built beside the parts in ``RUN/.merging/`` and renamed into place;
+    while ``parts/`` exists it is the truth for every reader, and a merge cut short anywhere is
+    redone from it by the next (``lrsweep run --resume`` or ``lrsweep merge``). Returns the row count
+    of each table.
     """
     run = Path(run)
     chunks = _chunk_files(run)
-    students, owner = [], {}
-    for stem, files in chunks.items():
-        if any(f.name.endswith(".students.parquet") for f in files):
-            t = read_parquet(run / "parts" / f"{stem}.students.parquet")
-            ids = t.column("student_id").to_numpy()
-            fresh = np.array([i not in owner for i in ids.tolist()], bool)
-            for i in ids[fresh].tolist():
-                owner[i] = stem
-            students.append(t.filter(pa.array(fresh)))
-    sdf = _to_pandas(_concat(students))
-    curve_tables = []
-    for stem in {s for s in owner.values()}:
-        path = run / "parts" / f"{stem}.curves.parquet"
-        if path.exists():
-            t = read_parquet(path)
-            keep = np.array([owner.get(i) == stem for i in t.column("student_id").to_pylist()], bool)
-            curve_tables.append(t.filter(pa.array(keep)))
-    cdf = _to_pandas(_concat(curve_tables))
-    if not sdf.empty:
-        sdf = sdf.sort_values("student_id", kind="stable")
-    if not cdf.empty:
-        cdf = cdf.sort_values(["student_id", "step"], kind="stable")
+    stems = [stem for stem, files in chunks.items()
+             if any(f.name.endswith(".students.parquet") for f in files)]  # finished chunks only
+    ids, owner_of, groups = [], [], {}
+    for k, stem in enumerate(stems):
+        path = run / "parts" / f"{stem}.students.parquet"
+        t = read_parquet(path, [c for c in ("student_id", "group_id") if c in read_schema(path).names])
+        ids.append(t.column("student_id").to_numpy())
+        owner_of.append(np.full(t.num_rows, k, np.int64))
+        groups[stem] = (int(t.column("group_id")[0].as_py()) if "group_id" in t.column_names and t.num_rows
+                        else 0)
+    all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    owner = np.concatenate(owner_of) if owner_of else np.zeros(0, np.int64)
+    unique, first = np.unique(all_ids, return_index=True)  # the first chunk (in stem order) holding each student
+    kept = np.zeros(len(all_ids), bool)
+    kept[first] = True
     if expected_ids is not None:
-        have = sdf["student_id"].to_numpy() if not sdf.empty else np.zeros(0, np.int64)
-        want = np.sort(np.asarray(expected_ids, np.int64))
-        if not np.array_equal(np.sort(have), want):
-            missing = np.setdiff1d(want, have)
-            extra = np.setdiff1d(have, want)
-            raise StoreError(run / "parts", f"the parts hold {len(have)} students, the plan {len(want)} "
+        want = np.unique(np.asarray(expected_ids, np.int64))
+        if not np.array_equal(unique, want):
+            missing, extra = np.setdiff1d(want, unique), np.setdiff1d(unique, want)
+            raise StoreError(run / "parts", f"the parts hold {len(unique)} students, the plan {len(want)} "
                              f"({len(missing)} missing, {len(extra)} not in the plan); "
                              f"`lrsweep run --resume {run}` trains the missing ones")
-    if expected_curves is not None and len(cdf) != expected_curves:
-        raise StoreError(run / "parts", f"the parts hold {len(cdf)} curve rows, the plan {expected_curves}; "
+    staging = run / ".merging"
+    shutil.rmtree(staging, ignore_errors=True)
+    n_curves, n_students = 0, 0
+    for k, stem in enumerate(stems):
+        keep = kept[owner == k]
+        if not keep.any():
+            continue
+        group = f"group_id={groups[stem]}"
+        for table in PARTITIONED:
+            src = run / "parts" / f"{stem}.{table}.parquet"
+            dst = staging / table / group / f"{stem}.parquet"
+            if not src.exists():
+                continue
+            if keep.all() and table == "curves":
+                _place(src, dst)
+                rows = pq.ParquetFile(src).metadata.num_rows
+            else:  # students (one row each: small) lose group_id, now the folder; repeats are dropped
+                t = read_parquet(src)
+                if not keep.all():  # a student another chunk already holds: this chunk's rows of it go
+                    t = t.filter(pa.array(np.isin(t.column("student_id").to_numpy(), all_ids[owner == k][keep])))
+                if "group_id" in t.column_names:
+                    t = t.drop_columns(["group_id"])
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                _atomic(dst, lambda tmp, t=t: pq.write_table(t, tmp))
+                rows = t.num_rows
+            if table == "curves":
+                n_curves += rows
+            else:
+                n_students += rows
+    if expected_curves is not None and n_curves != expected_curves:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StoreError(run / "parts", f"the parts hold {n_curves} curve rows, the plan {expected_curves}; "
                          f"`lrsweep run --resume {run}` retrains the chunks that are short")
-    write_table(sdf, run / "students.parquet")
-    write_table(cdf, run / "curves.parquet")
-    counts = {"students": len(sdf), "curves": len(cdf)}
-    poly_parts = [f for stem in owner.values() for f in chunks[stem] if f.name.endswith(".poly.parquet")]
-    poly_parts = sorted(set(poly_parts))
+    counts = {"students": n_students, "curves": n_curves}
+    kept_stems = {stems[k] for k in np.unique(owner[kept])}
+    poly_parts = sorted(f for stem in kept_stems for f in chunks[stem] if f.name.endswith(".poly.parquet"))
+    for table in PARTITIONED:  # a dataset of an earlier, cut-short merge is replaced
+        (staging / table).mkdir(parents=True, exist_ok=True)
+        if (run / table).is_dir():
+            shutil.rmtree(run / table)
+        (run / f"{table}.parquet").unlink(missing_ok=True)
+        os.replace(staging / table, run / table)
+    shutil.rmtree(staging, ignore_errors=True)
     if poly_parts:
         schema = pa.unify_schemas([read_schema(f) for f in poly_parts], promote_options="permissive")
         df = read_table(poly_parts)
@@ -409,26 +514,24 @@ def verify_complete(run: Path, meta: dict) -> str | None:
         return problem
     rows = meta.get("rows") or {"students": int(meta.get("n_students", 0))}
     for table, n in rows.items():
-        path = run / f"{table}.parquet"
+        files = table_files(run, table)
         try:
-            have = pq.ParquetFile(path).metadata.num_rows
+            have = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         except (pa.ArrowException, OSError) as e:
-            return str(_unreadable(path, e)).split(";")[0]
+            return str(e)
         if have != n:
-            return f"{path}: {have} rows, expected {n}"
-    try:
-        ids = read_parquet(run / "students.parquet", ["student_id"]).column(0).to_numpy()
-    except StoreError as e:
-        return str(e).split(";")[0]
+            where = run / table if (run / table).is_dir() else run / f"{table}.parquet"
+            return f"{where}: {have} rows, expected {n}"
+    ids = done_student_ids(run)
     if len(np.unique(ids)) != len(ids):
-        return f"{run / 'students.parquet'}: {len(ids) - len(np.unique(ids))} duplicate student ids"
+        return f"{run / 'students'}: {len(ids) - len(np.unique(ids))} duplicate student ids"
     return None
 
 
 def done_student_ids(run: Path) -> np.ndarray:
     """Student ids already written in a run (merged or in parts), for resuming; raises
     :class:`StoreError` on an unreadable file (:func:`scrub_parts` first)."""
-    files = _table_files(run, "students")
+    files = table_files(run, "students")
     if not files:
         return np.zeros(0, np.int64)
     return np.concatenate([read_parquet(f, ["student_id"]).column(0).to_numpy() for f in files])
@@ -437,7 +540,7 @@ def done_student_ids(run: Path) -> np.ndarray:
 def count_done(run: Path) -> tuple[int, list[Path]]:
     """(distinct students with readable results, the unreadable files of the run) for ``ls``."""
     ids, bad = [], []
-    for f in _table_files(run, "students"):
+    for f in table_files(run, "students"):
         try:
             ids.append(pq.read_table(f, columns=["student_id"]).column(0).to_numpy())
         except (pa.ArrowException, OSError):

@@ -175,8 +175,10 @@ def test_run_layout(tiny_run):
     run, stdout, out = tiny_run
     assert run.parent == out / "tiny"
     assert str(run) in stdout
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "curves.parquet", "meta.json",
-                                                    "students.parquet"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "curves", "meta.json", "students"]
+    # hive partitioned by shape group: one file per trained chunk
+    assert [p.name for p in (run / "students").iterdir()] == ["group_id=0"]
+    assert len(list((run / "curves" / "group_id=0").glob("*.parquet"))) >= 1
     assert not (run / "parts").exists()
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
 
@@ -196,8 +198,8 @@ def test_run_meta(tiny_run):
 
 def test_run_tables(tiny_run):
     run, _, _ = tiny_run
-    students = pq.read_table(run / "students.parquet").to_pandas()
-    curves = pq.read_table(run / "curves.parquet").to_pandas()
+    students = pq.read_table(run / "students").to_pandas()  # plain pyarrow: group_id from the folder names
+    curves = pq.read_table(run / "curves").to_pandas()
     assert len(students) == N_TINY and sorted(students["student_id"]) == list(range(N_TINY))
     assert len(curves) == N_TINY * 3  # steps 0, 1, 2
     assert sorted(set(curves["step"])) == [0, 1, 2]
@@ -295,7 +297,7 @@ def test_resume_after_crash_matches_clean_run(tmp_path, monkeypatch):
     (run,) = run_dirs(out)
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "failed" and meta["error"] == "Crash: simulated crash after the first chunk"
-    assert not (run / "students.parquet").exists() and not (run / "curves.parquet").exists()
+    assert not (run / "students").exists() and not (run / "curves").exists()
     parts = sorted(p.name for p in (run / "parts").iterdir())
     assert len(parts) == 2 and sum(p.endswith(".students.parquet") for p in parts) == 1, parts
     # a crash between a chunk's curves part and its students part leaves an orphan curves part:

@@ -161,7 +161,7 @@ def crashed_run(tmp_path, monkeypatch):
                    progress=False, run_id="r")
     monkeypatch.undo()
     run = tmp_path / "res" / "tiny" / "r"
-    assert (run / "meta.json").exists() and not (run / "students.parquet").exists()
+    assert (run / "meta.json").exists() and not (run / "students").exists()
     return run
 
 
@@ -194,7 +194,7 @@ def test_run_into_a_closed_pipe_stores_results(tmp_path):
     (run,) = [m.parent for m in (tmp_path / "out").rglob("meta.json")]
     assert yaml.safe_load((run / "meta.json").read_text())["status"] == "complete"
     import pandas as pd
-    assert sorted(pd.read_parquet(run / "students.parquet")["student_id"]) == list(range(N_TINY))
+    assert sorted(pd.read_parquet(run / "students")["student_id"]) == list(range(N_TINY))
 
 
 # --------------------------------------------------------------------------------------

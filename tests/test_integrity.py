@@ -67,7 +67,7 @@ def ls_line(root: Path, run: Path) -> str:
 def tables(run: Path) -> dict:
     out = {}
     for table, key in (("students", ["student_id"]), ("curves", ["student_id", "step"])):
-        df = pd.read_parquet(run / f"{table}.parquet").drop(columns="run_id")
+        df = lrsweep.load(run, table=table).drop(columns="run_id")
         out[table] = df[sorted(df.columns)].sort_values(key).reset_index(drop=True)  # order follows the YAML
     return out
 
@@ -140,8 +140,8 @@ def test_killed_run_is_dead_and_two_concurrent_resumes_store_each_student_once(t
     assert "another lrsweep process is writing this run" in refused_err
     assert f"pid {winner.pid} on {socket.gethostname()}" in refused_err
 
-    students = pd.read_parquet(run / "students.parquet")
-    curves = pd.read_parquet(run / "curves.parquet")
+    students = pd.read_parquet(run / "students")
+    curves = pd.read_parquet(run / "curves")
     assert sorted(students["student_id"]) == list(range(N))  # every student exactly once
     assert len(curves) == N * N_LOGS and not curves.duplicated(["student_id", "step"]).any()
     assert ls_line(out, run).endswith("complete")
@@ -232,11 +232,12 @@ def test_truncated_merged_table_is_named_listed_and_retrained(tmp_path, clean_ru
     run, other = root / "trust" / "broken", root / "trust" / "fine"
     shutil.copytree(clean_run, run)
     shutil.copytree(clean_run, other)
-    os.truncate(run / "students.parquet", 100)
+    broken = sorted((run / "students").rglob("*.parquet"))[0]
+    os.truncate(broken, 100)
     line = ls_line(root, run)
-    assert line.split()[-1] != "complete" and "corrupt: " in line and str(run / "students.parquet") in line
+    assert line.split()[-1] != "complete" and "corrupt: " in line and str(broken) in line
     assert ls_line(root, other).endswith("complete")
-    with pytest.raises(StoreError, match="students.parquet: unreadable Parquet file"):
+    with pytest.raises(StoreError, match=f"{broken.name}: unreadable Parquet file"):
         lrsweep.load(run, table="students")
     rc, _, err = cli_main(["run", "--resume", run, "--quiet"])
     assert rc == 0, err
@@ -249,8 +250,9 @@ def test_merged_table_with_missing_rows_is_not_complete(tmp_path, clean_run):
     """`complete` means the merged tables match what the merge recorded, not that meta says so."""
     run = tmp_path / "r"
     shutil.copytree(clean_run, run)
-    students = pd.read_parquet(run / "students.parquet")
-    store.write_table(students.iloc[:-3], run / "students.parquet")
+    (part,) = sorted((run / "students").rglob("*.parquet"))[-1:]
+    students = pd.read_parquet(part)
+    store.write_table(students.iloc[:-3], part)
     state = runstate.run_state(run)
     assert state.state == "corrupt" and f"{N - 3} rows, expected {N}" in state.detail
 
@@ -278,7 +280,7 @@ def test_merge_checks_the_plan(tmp_path):
     run = crashed_run(tmp_path)
     with pytest.raises(StoreError, match=r"the parts hold 8 students, the plan 24 \(16 missing"):
         store.merge_parts(run, np.arange(N), N * N_LOGS)
-    assert (run / "parts").is_dir() and not (run / "students.parquet").exists()
+    assert (run / "parts").is_dir() and not (run / "students").exists()
 
 
 def test_failed_run_records_its_error(tmp_path):

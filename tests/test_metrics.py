@@ -61,13 +61,14 @@ def test_metric_columns_in_every_reader(tmp_path):
     curves = lrsweep.load(run)
     students = lrsweep.load(run, table="students")
     assert want_curves <= set(curves.columns) and want_students <= set(students.columns)
-    assert want_curves <= set(pq.read_table(run / "curves.parquet").column_names)
-    assert want_students <= set(pd.read_parquet(run / "students.parquet").columns)
+    assert want_curves <= set(pq.read_table(run / "curves").column_names)
+    assert want_students <= set(pd.read_parquet(run / "students").columns)
     # the final_ column is the curve's last logged value
     last = curves[curves["step"] == 3].set_index("student_id")["weight_norm_2"]
     np.testing.assert_array_equal(students.set_index("student_id")["final_weight_norm_2"].loc[last.index], last)
     duckdb = pytest.importorskip("duckdb")
-    got = duckdb.sql(f"select count(*), min(weight_norm_1) from '{run / 'curves.parquet'}' where step = 0").fetchall()[0]
+    got = duckdb.sql(f"select count(*), min(weight_norm_1) from read_parquet('{run / 'curves'}/*/*.parquet', "
+                     f"hive_partitioning=true) where step = 0").fetchall()[0]
     assert got[0] == len(students) and got[1] == pytest.approx(curves[curves.step == 0]["weight_norm_1"].min())
 
 

@@ -120,7 +120,7 @@ def test_cli_run_to_a_non_terminal_writes_plain_increasing_lines(tmp_path, monke
     assert counts[:3] == [6, 12, 18]  # a third of the chunk after each of its 3 segments
     assert all(a <= b for a, b in zip(counts, counts[1:]))
     (run,) = (tmp_path / "out" / "long").iterdir()
-    n_div = int(pd.read_parquet(run / "students.parquet")["diverged"].sum())
+    n_div = int(pd.read_parquet(run / "students")["diverged"].sum())
     assert 0 < n_div < 18
     assert lines[-1] == (18, 18, 100, n_div)
     rc, _, err = cli_main(["run", path, "--out", tmp_path / "quiet", "--quiet", "--checkpoint-every", "0"])

@@ -84,7 +84,7 @@ def test_shards_merged_equal_the_unsharded_run_bit_for_bit(tmp_path, unsharded):
     rc, _, err = cli_main(["merge", run])  # shard 1 not run: nothing merged, what is missing named
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "8 of 24 students have no results" in err and "1/3 (not started)" in err
-    assert (run / "parts").is_dir() and not (run / "students.parquet").exists()
+    assert (run / "parts").is_dir() and not (run / "students").exists()
     rc, _, err = cli_main(["ls", tmp_path])
     assert "sharded: 2/3 shards complete" in _, _
     rc, out, err = cli_main(["run", "--resume", run, "--quiet", "--shard", "1/3"])

@@ -1,5 +1,8 @@
 """Parquet storage: loading runs and sweeps, schema unification, atomic writes."""
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import lrsweep
-from lrsweep import config, store
+from lrsweep import config, runner, store
 
 CFG = {"name": "st", "seeds": [0, 1],
        "task": {"input_dim": 8, "n_train": 8, "design": "orthogonal"},
@@ -72,10 +75,12 @@ def test_divergence_columns(sweep):
 def test_students_table_matches_plain_readers(sweep):
     _, a, _ = sweep
     ours = lrsweep.load(a, table="students").sort_values("student_id").reset_index(drop=True)
-    arrow = pq.read_table(a / "students.parquet").to_pandas().sort_values("student_id").reset_index(drop=True)
-    pandas_ = pd.read_parquet(a / "students.parquet").sort_values("student_id").reset_index(drop=True)
+    # plain readers of the hive-partitioned dataset: group_id comes from the folder names, as a category, last
+    arrow = pq.read_table(a / "students").to_pandas().sort_values("student_id").reset_index(drop=True)
+    pandas_ = pd.read_parquet(a / "students").sort_values("student_id").reset_index(drop=True)
     assert len(ours) == len(arrow) == len(pandas_) == N_STUDENTS
-    assert list(ours.columns) == list(arrow.columns) == list(pandas_.columns)
+    assert set(ours.columns) == set(arrow.columns) == set(pandas_.columns)
+    arrow, pandas_ = (f[list(ours.columns)].astype({"group_id": np.int64}) for f in (arrow, pandas_))
     pd.testing.assert_frame_equal(ours, pandas_)
     # plain arrow has no nullable ints: diverged_step comes back as float with NaN
     pd.testing.assert_frame_equal(ours.drop(columns="diverged_step"), arrow.drop(columns="diverged_step"))
@@ -86,8 +91,10 @@ def test_students_table_matches_plain_readers(sweep):
 def test_curves_file_matches_plain_readers(sweep):
     _, a, _ = sweep
     ours = lrsweep.load(a).sort_values(["student_id", "step"]).reset_index(drop=True)
-    plain = pq.read_table(a / "curves.parquet").to_pandas().sort_values(["student_id", "step"]).reset_index(drop=True)
-    via_pandas = pd.read_parquet(a / "curves.parquet").sort_values(["student_id", "step"]).reset_index(drop=True)
+    plain = pq.read_table(a / "curves").to_pandas().sort_values(["student_id", "step"]).reset_index(drop=True)
+    via_pandas = pd.read_parquet(a / "curves").sort_values(["student_id", "step"]).reset_index(drop=True)
+    plain["group_id"] = plain["group_id"].astype(np.int64)  # the folder names' category
+    via_pandas["group_id"] = via_pandas["group_id"].astype(np.int64)
     for c in plain.columns:
         np.testing.assert_array_equal(ours[c].to_numpy(), plain[c].to_numpy(), c)
         np.testing.assert_array_equal(via_pandas[c].to_numpy(), plain[c].to_numpy(), c)
@@ -175,7 +182,7 @@ def test_parts_with_extra_column_are_unified(tmp_path):
     pd.testing.assert_frame_equal(merged.reset_index(drop=True), s)
     assert set(store.done_student_ids(run).tolist()) == {0, 1, 2}
     # a curves column of one group survives the merge (null elsewhere): the schema follows the data
-    curves = pq.read_table(run / "curves.parquet").to_pandas()
+    curves = pq.read_table(run / "curves").to_pandas()
     assert curves.loc[curves["student_id"] == 2, "sharpness"].tolist() == [3.0, 4.0]
     assert curves.loc[curves["student_id"] < 2, "sharpness"].isna().all()
     assert curves["step"].dtype == np.int64 and curves["train_loss"].dtype == np.float64
@@ -257,3 +264,78 @@ def test_write_json_and_yaml_atomic(tmp_path):
     store.write_yaml({"name": "s", "grid": {"lr": [1, 2]}}, tmp_path / "c.yaml")
     assert config.yaml.safe_load((tmp_path / "c.yaml").read_text()) == {"name": "s", "grid": {"lr": [1, 2]}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "m.json"]
+
+
+# --------------------------------------------------------------------------------------
+# Partitioned results: merged without reading the curves, crash-safe, read in parts
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_group_parts(tmp_path_factory):
+    """A run of two shape groups stopped before its merge (its parts as training left them)."""
+    out = tmp_path_factory.mktemp("parts")
+    cfg = {"name": "pg", "seeds": [0, 1], "task": {"input_dim": 6, "n_train": 6},
+           "model": {"n_layers": 2, "activation": "relu"}, "train": {"steps": 3},
+           "grid": {"model.width": [3, 4], "lr": [0.1, 0.2, 0.3]}}
+    real = store.merge_parts
+    store.merge_parts = lambda *a, **k: {}  # the run ends with its parts in place
+    try:
+        summary = runner.run(lrsweep.load_config(cfg), out, run_id="r", progress=False, chunk_size=4)
+    finally:
+        store.merge_parts = real
+    return summary.run_dir
+
+
+def test_merge_links_curves_into_group_partitions_without_reading_them(tmp_path, two_group_parts, monkeypatch):
+    run = tmp_path / "r"
+    shutil.copytree(two_group_parts, run)
+    before = lrsweep.load(run).sort_values(["student_id", "step"]).reset_index(drop=True)
+    inodes = {p.name.split(".")[0]: p.stat().st_ino for p in (run / "parts").glob("*.curves.parquet")}
+    read = []
+    real_read = store.read_parquet
+    monkeypatch.setattr(store, "read_parquet", lambda path, columns=None: read.append((Path(path).name, columns))
+                        or real_read(path, columns))
+    counts = store.merge_parts(run, np.arange(12), 12 * 4)
+    assert counts == {"students": 12, "curves": 48}
+    assert not any(name.endswith(".curves.parquet") for name, _ in read), read  # curves: footers only
+    files = sorted((run / "curves").rglob("*.parquet"))
+    assert {f.parent.name for f in files} == {"group_id=0", "group_id=1"}
+    assert {f.stem: f.stat().st_ino for f in files} == inodes  # the same bytes: hard links, no copy
+    after = lrsweep.load(run).sort_values(["student_id", "step"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(after[before.columns], before)
+    # a group's partition alone, and only some columns
+    one = lrsweep.load(run, groups=[1], columns=["test_loss", "width"])
+    assert set(one["width"]) == {4} and len(one) == 6 * 4
+    assert list(one.columns) == ["run_id", "student_id", "step", "test_loss", "width"]
+    duckdb = pytest.importorskip("duckdb")
+    got = duckdb.sql(f"select group_id, count(*) from read_parquet('{run}/students/*/*.parquet', "
+                     f"hive_partitioning=true) group by group_id order by group_id").fetchall()
+    assert got == [(0, 6), (1, 6)]
+
+
+def test_a_merge_cut_short_is_finished_by_the_next_with_each_student_once(tmp_path, two_group_parts, monkeypatch):
+    run = tmp_path / "r"
+    shutil.copytree(two_group_parts, run)
+    want = lrsweep.load(run).sort_values(["student_id", "step"]).reset_index(drop=True)
+    real_replace, calls = os.replace, []
+
+    def crash_on_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # students renamed into place, curves not yet
+            raise OSError("simulated crash")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(store.os, "replace", crash_on_second)
+    with pytest.raises(OSError, match="simulated crash"):
+        store.merge_parts(run, np.arange(12), 48)
+    monkeypatch.setattr(store.os, "replace", real_replace)
+    assert (run / "parts").is_dir() and (run / "students").is_dir()
+    # while the parts exist they are the truth: nothing lost, nothing twice
+    mid = lrsweep.load(run).sort_values(["student_id", "step"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(mid[want.columns], want)
+    assert sorted(store.done_student_ids(run).tolist()) == list(range(12))
+    store.merge_parts(run, np.arange(12), 48)
+    assert not (run / "parts").exists() and not (run / ".merging").exists()
+    done = lrsweep.load(run).sort_values(["student_id", "step"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(done[want.columns], want)
+    assert sorted(store.done_student_ids(run).tolist()) == list(range(12))
