@@ -235,7 +235,7 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
     resumed run continues inside them. ``max_students`` caps a new run's grid (None: no cap); every
     check of :func:`plan_run` passes before a run directory is made.
 
-    ``shard=(i, n)``: train only shard i of n (:func:`lrsweep.chunking.shard_mask`) into the run
+    ``shard=(i, n)``: train only shard i of n (:func:`lrsweep.distributed.shard_mask`) into the run
     ``run_id`` (required: the shards' common name), made by whichever shard comes first; see
     :func:`run_shard`. :func:`merge` finishes the run once every shard is complete.
     """
@@ -316,9 +316,9 @@ def run_shard(cfg, out, shard: tuple[int, int], *, x64=False, max_memory=None, c
     with contextlib.ExitStack() as stack:
         meta = _join_sharded(run_dir, cfg, x64, count, students, specs, modes, max_memory, chunk_size)
         stack.enter_context(runstate.RunLock(run_dir, runstate.shard_lock_name(index, count)))
-        from lrsweep.chunking import shard_mask
+        from lrsweep.distributed import shard_mask
         shapes = {int(g): tuple(v) for g, v in meta.get("chunk_shapes", {}).items()}
-        in_shard = shard_mask(students, specs, index, count, shapes)
+        in_shard = shard_mask(students, specs, index, count)
         mine = students[in_shard]
         record_path = runstate.shard_record_path(run_dir, index, count)
         record_meta = {"shard": index, "shards": count, "n_students": int(len(mine)), "run_id": run_dir.name,
@@ -342,7 +342,13 @@ def run_shard(cfg, out, shard: tuple[int, int], *, x64=False, max_memory=None, c
 def chunk_shapes(students, specs: dict, modes: dict, max_memory, chunk_size, count: int = 1) -> dict:
     """{group: [u, p]}: the chunk shape every shard of a sharded run uses for each grid-mode group, as
     an unsharded run on this machine would cut it with these settings and chunks of at most 1/count of
-    the group (so each of ``count`` shards gets chunks of every group it can). After :func:`setup_jax`."""
+    the group (a shard's share is not padded up to a larger chunk). After :func:`setup_jax`.
+
+    One shape for all shards, so they compile the same programs as an unsharded run with that shape:
+    a student's numbers can depend on the shape of its chunk (XLA picks kernels per shape), not on
+    its place in it or its neighbours, so the merged shards equal such a run bit for bit (checked
+    on the CPU; tests/test_shard.py). The partition (:func:`lrsweep.distributed.shard_mask`) does
+    not depend on it."""
     import jax
     import jax.numpy as jnp
 

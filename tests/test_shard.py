@@ -13,7 +13,7 @@ import yaml
 from conftest import cli_main
 
 import lrsweep
-from lrsweep import chunking, config, runner
+from lrsweep import config, distributed, runner, runstate
 
 CFG = {"name": "sharded", "seeds": [0, 1, 2],
        "task": {"input_dim": 6, "n_train": 6},
@@ -27,7 +27,7 @@ N = 2 * 3 * 4
 def test_every_student_is_in_exactly_one_balanced_shard(seeds, lrs, count):
     cfg = {**CFG, "seeds": list(range(seeds)), "grid": {"model.width": [3, 5], "lr": list(np.linspace(0.1, 1, lrs))}}
     students, specs = runner.prepare(config.load_config(cfg))
-    masks = np.array([chunking.shard_mask(students, specs, i, count) for i in range(count)])
+    masks = np.array([distributed.shard_mask(students, specs, i, count) for i in range(count)])
     assert (masks.sum(axis=0) == 1).all()  # each student in exactly one shard
     for gid in specs:
         in_group = (students["group_id"] == gid).to_numpy()
@@ -115,8 +115,8 @@ def test_two_processes_with_jax_distributed_store_each_student_once(tmp_path, un
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     (run,) = [p.parent for p in tmp_path.rglob("meta.json")]
-    # 3 chunks of 4 per group: process 0 takes chunk 0, process 1 chunks 1-2 of each group
-    assert "shard 0/2: 8 students" in outs[0][0] and "shard 1/2: 16 students" in outs[1][0]
+    # half of each group of 12 (not whole chunks of 4: 1 and 2 of them)
+    assert "shard 0/2: 12 students" in outs[0][0] and "shard 1/2: 12 students" in outs[1][0]
     assert f"process 0 merges the run: {run}" in outs[1][0]
     assert_same(run, unsharded)
 
