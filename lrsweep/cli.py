@@ -302,7 +302,10 @@ def cmd_run(args) -> int:
         i, n, k = summary.shard
         print(f"shard {i}/{n}: {k} students in {summary.run_dir} ({summary.wall_time_s:.1f}s)")
         if not multi:
-            print(f"when every shard is complete: lrsweep merge {summary.run_dir}")
+            from lrsweep import runstate
+            done = sum(s == "complete" for s in runstate.shard_states(summary.run_dir, n).values())
+            print(f"all {n} shards complete; next: lrsweep merge {summary.run_dir}" if done == n else
+                  f"{done}/{n} shards complete; when every shard is: lrsweep merge {summary.run_dir}")
             return 0
         from lrsweep import distributed
         distributed.barrier("trained")

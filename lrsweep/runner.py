@@ -248,6 +248,7 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
             run_dir = Path(resume)
             if not store.is_run(run_dir):
                 raise config_lib.ConfigError("--resume", f"{run_dir} is not a run directory (no meta.json)")
+            _refuse_unsharded_resume(run_dir)
             stack.enter_context(runstate.RunLock(run_dir))  # before reading anything a writer changes
             meta = store.read_json(run_dir / "meta.json")
             cfg = config_lib.load_config(run_dir / "config.yaml")
@@ -273,6 +274,16 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
         record.update(compile=compiled.as_dict())  # this attempt's: a resumed run loads from the cache
         summary.compile = compiled.as_dict()
         return summary
+
+
+def _refuse_unsharded_resume(run_dir: Path) -> None:
+    """ConfigError("--shard") for ``--resume`` without ``--shard`` of a sharded run not yet merged: it
+    would train the students of shards that may be running (each holds only its own lock)."""
+    meta = store.read_json(run_dir / "meta.json")
+    count = meta.get("shards")
+    if count and meta.get("status") != "complete":
+        raise ConfigError("--shard", f"{run_dir} is split into {count} shards: resume one with --resume {run_dir} "
+                                     f"--shard i/{count}, then lrsweep merge {run_dir}")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
