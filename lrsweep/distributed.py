@@ -29,34 +29,40 @@ RUN_ID_KEY = "lrsweep/run_id"
 BARRIER_TIMEOUT_MS = 7 * 24 * 3600 * 1000  # a barrier waits for the slowest shard: up to a week
 
 
-def shard_mask(students, specs: dict, index: int, count: int) -> np.ndarray:
-    """The rows of shard ``index`` of ``count`` (``lrsweep run --shard i/n``, or process i of n).
+def shard_index(students, specs: dict, count: int) -> np.ndarray:
+    """The shard (0 .. ``count`` - 1) of every student of a sweep split into ``count`` shards
+    (``lrsweep run --shard i/n``, or process i of n).
 
     Within each group the students, in (instance, point) order (instances in order of first
     appearance in the plan, an instance's points in plan order), are cut into ``count`` contiguous
-    ranges of near-equal size, shard i taking rows [k i / n, k (i + 1) / n) of the group's k: each
-    shard gets floor(k / n) or ceil(k / n) students of every group, and whole runs of an
-    instance's points, so it builds few instances. The rule depends on the plan alone, not on
-    devices, memory or chunking, so independent jobs agree; every student is in exactly one shard.
+    ranges of near-equal size: shard i takes places [k i / n, k (i + 1) / n) (rounded down) of the
+    group's k, so each shard gets floor(k / n) or ceil(k / n) students of every group, and whole
+    runs of an instance's points (few instances to build). The rule depends on the plan alone, not
+    on devices, memory or chunking, so independent jobs agree without talking to each other.
 
     Args:
       students: the plan (:func:`lrsweep.runner.prepare`), with ``group_id``.
       specs: {group_id: GroupSpec}: which columns make an instance.
     Returns:
-      (len(students),) bool.
+      (len(students),) int64.
     """
     from lrsweep import config as config_lib
     from lrsweep.chunking import instance_index
-    mask = np.zeros(len(students), bool)
+    shard = np.zeros(len(students), np.int64)
     gids = students["group_id"].to_numpy()
     for gid, spec in specs.items():
         in_group = gids == gid
         rows = np.flatnonzero(in_group)
         inst, _, _ = instance_index(config_lib.select_rows(students, in_group), spec.instance_columns)
         ordered = rows[np.argsort(inst, kind="stable")]
-        lo, hi = (len(rows) * index) // count, (len(rows) * (index + 1)) // count
-        mask[ordered[lo:hi]] = True
-    return mask
+        place = np.arange(len(rows), dtype=np.int64)
+        shard[ordered] = ((place + 1) * count - 1) // len(rows)  # the last i with floor(k i / n) <= place
+    return shard
+
+
+def shard_mask(students, specs: dict, index: int, count: int) -> np.ndarray:
+    """(len(students),) bool: the students of shard ``index`` of ``count`` (:func:`shard_index`)."""
+    return shard_index(students, specs, count) == index
 
 
 def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> tuple[int, int]:

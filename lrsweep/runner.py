@@ -434,17 +434,20 @@ def merge(run_dir: str | Path) -> RunSummary:
                                      f"shard is complete")
         students, specs = prepare(config_lib.load_config(run_dir / "config.yaml"))
         planned = students["student_id"].to_numpy()
-        missing = int((~np.isin(planned, store.done_student_ids(run_dir))).sum())
-        if missing:
-            todo = [f"{i}/{count} ({s})" for i, s in states.items() if s != "complete"]
-            raise ConfigError("RUN", f"{run_dir}: {missing} of {len(planned)} students have no results; shards "
-                                     f"not complete: {', '.join(todo) or 'none (parts were removed?)'}; run them "
-                                     f"(lrsweep run --resume {run_dir} --shard i/{count}), then merge again")
+        missing = ~np.isin(planned, store.done_student_ids(run_dir))
+        if missing.any():
+            from lrsweep.distributed import shard_index
+            owners = np.unique(shard_index(students, specs, count)[missing])  # the shards that train them
+            todo = [f"{i}/{count} ({states[int(i)]})" for i in owners]
+            raise ConfigError("RUN", f"{run_dir}: {int(missing.sum())} of {len(planned)} students have no results; "
+                                     f"shards not complete: {', '.join(todo)}; run them (lrsweep run --resume "
+                                     f"{run_dir} --shard i/{count}), then merge again")
         expected_curves = sum(int((students["group_id"] == gid).sum()) * len(spec.log_steps)
                               for gid, spec in specs.items())
         rows = store.merge_parts(run_dir, planned, expected_curves)
-        shard_meta = [store.read_json(runstate.shard_record_path(run_dir, i, count)) for i in range(count)]
-        walls = [m.get("wall_time_s", 0.0) for m in shard_meta]
+        records = [runstate.shard_record_path(run_dir, i, count) for i in range(count)]
+        # a shard with no students (n above a group's size) need not have run: no record, no time
+        walls = [store.read_json(r).get("wall_time_s", 0.0) if r.exists() else 0.0 for r in records]
         meta.update(status="complete", rows=rows, finished=_dt.datetime.now().isoformat(timespec="seconds"),
                     wall_time_s=round(max(walls), 3), shard_wall_time_s=walls,
                     students_per_s=round(len(planned) / max(walls), 2) if max(walls) > 0 else None)

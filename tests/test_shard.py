@@ -29,6 +29,10 @@ def test_every_student_is_in_exactly_one_balanced_shard(seeds, lrs, count):
     students, specs = runner.prepare(config.load_config(cfg))
     masks = np.array([distributed.shard_mask(students, specs, i, count) for i in range(count)])
     assert (masks.sum(axis=0) == 1).all()  # each student in exactly one shard
+    # contiguous in (instance, point) order: an instance is a seed of a width here, points in plan order
+    order = students.sort_values(["group_id", "seed", "student_id"])
+    for _, rows in order.assign(shard=masks.argmax(axis=0)[order.index]).groupby("group_id"):
+        assert (np.diff(rows["shard"].to_numpy()) >= 0).all()
     for gid in specs:
         in_group = (students["group_id"] == gid).to_numpy()
         sizes = masks[:, in_group].sum(axis=1)
@@ -192,3 +196,20 @@ def test_mem_fraction_and_distributed_need_a_backend_not_yet_started(tmp_path):
                            str(tmp_path / "out"), "--dry-run", "--mem-fraction", "0.5"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_merge_names_the_shards_that_own_missing_students_and_needs_no_empty_shard(tmp_path):
+    """2 students in 5 shards: only shards 2 and 4 have one. Merge names shard 4 alone while its
+    student is missing, and merges once it ran: the empty shards 0, 1, 3 never ran."""
+    cfg = write_cfg(tmp_path, {**CFG, "seeds": [0], "grid": {"lr": [0.1, 0.2]}, "model": {**CFG["model"], "width": 3}})
+    run = tmp_path / "sharded" / "E"
+    rc, out, err = cli_main(["run", cfg, "--out", tmp_path, "--quiet", "--shard", "2/5", "--run-id", "E"])
+    assert rc == 0 and "shard 2/5: 1 students" in out, err
+    rc, _, err = cli_main(["merge", run])
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "1 of 2 students have no results; shards not complete: 4/5 (not started);" in err
+    rc, out, err = cli_main(["run", "--resume", run, "--quiet", "--shard", "4/5"])
+    assert rc == 0 and "shard 4/5: 1 students" in out, err
+    rc, out, err = cli_main(["merge", run])
+    assert rc == 0, err
+    assert sorted(lrsweep.load(run, table="students")["student_id"]) == [0, 1]
