@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "of a sweep gives the same ID")
     scale.add_argument("--shard", default=None, metavar="I/N",
                        help="train only shard I of N (0 <= I < N) into the run --run-id, e.g. a Slurm array "
-                            "task; finish with lrsweep merge RUN once all N are complete")
+                            "task: 1/N of every group's students, the same whatever the machine; finish with "
+                            "lrsweep merge RUN once all N are complete")
     scale.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="jax.distributed: process 0's address; with --num-processes and --process-id")
     scale.add_argument("--num-processes", type=_positive_int, default=None, metavar="N")
