@@ -219,8 +219,8 @@ def plan_chunks(spec, students, *, max_memory: int, dtype_bytes: int, n_devices:
     Returns ((u, p), chunks). ``chunk_size`` caps students per chunk (u * p), otherwise the
     memory budget does. ``mesh`` (a, b) devices along (instances, points) (default (``n_devices``,
     1)), or ``"auto"``: :func:`mesh_shape` of ``n_devices`` for this group (``chunks.mesh``): u is a
-    multiple of a, p of b. ``shape``: (u, p) fixed in advance (a sharded run's, so every shard cuts
-    the chunks an unsharded run cuts; the mesh then fits it: :func:`fit_mesh`). Columnar: students are sorted once by (instance block,
+    multiple of a, p of b. ``shape``: (u, p) fixed in advance (a sharded run's, so every shard compiles
+    the programs an unsharded run with that shape does; the mesh then fits it: :func:`fit_mesh`). Columnar: students are sorted once by (instance block,
     point block); chunks are built on demand (:class:`ChunkPlan`).
     """
     inst, sizes, hp_all = instance_index(students, spec.instance_columns)
@@ -244,45 +244,3 @@ def plan_chunks(spec, students, *, max_memory: int, dtype_bytes: int, n_devices:
     values = {c: students[c].to_numpy(np.float64) for c in spec.traced_columns}
     ids = students["student_id"].to_numpy(np.int64)
     return (u, p), ChunkPlan(u, p, by_chunk, bounds, keys, inst, pos, values, ids, hp_all, n_inst, mesh)
-
-
-def chunk_index(spec, students, u: int, p: int) -> np.ndarray:
-    """The index of the chunk each student falls in when a group is cut into (u, p) chunks
-    (:class:`ChunkPlan` numbering: non-empty blocks in (instance block, point block) order)."""
-    inst, sizes, _ = instance_index(students, spec.instance_columns)
-    order = np.argsort(inst, kind="stable")
-    starts = np.zeros(len(sizes) + 1, np.int64)
-    np.cumsum(sizes, out=starts[1:])
-    pos = np.empty(len(inst), np.int64)
-    pos[order] = np.arange(len(inst)) - np.repeat(starts[:-1], sizes)
-    key = (inst // u) * math.ceil(int(sizes.max()) / p) + pos // p
-    return np.unique(key, return_inverse=True)[1]
-
-
-def shard_mask(students, specs: dict, index: int, count: int, shapes: dict | None = None) -> np.ndarray:
-    """The rows of shard ``index`` of ``count`` (``lrsweep run --shard i/n``, or process i of n).
-
-    A group with a chunk shape in ``shapes`` ({group: (u, p)}, fixed for the whole run) is cut into
-    those chunks (:func:`chunk_index`) and shard i takes the i-th of ``count`` contiguous, near-equal
-    ranges of chunks: every shard computes each of its chunks exactly as an unsharded run with that
-    shape does, so the merged shards equal it bit for bit. A group without one (poly mode: one
-    computation per instance) is cut likewise in (instance, point) order, student by student. The
-    rule depends only on the plan and ``shapes``, never on this machine, so independent jobs agree;
-    each student is in exactly one shard.
-    """
-    mask = np.zeros(len(students), bool)
-    gids = students["group_id"].to_numpy()
-    for gid, spec in specs.items():
-        rows = np.flatnonzero(gids == gid)
-        group = students.iloc[rows]
-        if shapes is not None and gid in shapes:
-            chunk = chunk_index(spec, group, *shapes[gid])
-            n_chunks = int(chunk.max()) + 1
-            lo, hi = (n_chunks * index) // count, (n_chunks * (index + 1)) // count
-            mask[rows[(chunk >= lo) & (chunk < hi)]] = True
-            continue
-        inst, _, _ = instance_index(group, spec.instance_columns)
-        ordered = rows[np.argsort(inst, kind="stable")]
-        lo, hi = (len(rows) * index) // count, (len(rows) * (index + 1)) // count
-        mask[ordered[lo:hi]] = True
-    return mask

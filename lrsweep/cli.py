@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "of a sweep gives the same ID")
     scale.add_argument("--shard", default=None, metavar="I/N",
                        help="train only shard I of N (0 <= I < N) into the run --run-id, e.g. a Slurm array "
-                            "task; finish with lrsweep merge RUN once all N are complete")
+                            "task: 1/N of every group's students, the same whatever the machine; finish with "
+                            "lrsweep merge RUN once all N are complete")
     scale.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="jax.distributed: process 0's address; with --num-processes and --process-id")
     scale.add_argument("--num-processes", type=_positive_int, default=None, metavar="N")
@@ -303,7 +304,10 @@ def cmd_run(args) -> int:
         i, n, k = summary.shard
         print(f"shard {i}/{n}: {k} students in {summary.run_dir} ({summary.wall_time_s:.1f}s)")
         if not multi:
-            print(f"when every shard is complete: lrsweep merge {summary.run_dir}")
+            from lrsweep import runstate
+            done = sum(s == "complete" for s in runstate.shard_states(summary.run_dir, n).values())
+            print(f"all {n} shards complete; next: lrsweep merge {summary.run_dir}" if done == n else
+                  f"{done}/{n} shards complete; when every shard is: lrsweep merge {summary.run_dir}")
             return 0
         from lrsweep import distributed
         distributed.barrier("trained")

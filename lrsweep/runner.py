@@ -235,7 +235,7 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
     resumed run continues inside them. ``max_students`` caps a new run's grid (None: no cap); every
     check of :func:`plan_run` passes before a run directory is made.
 
-    ``shard=(i, n)``: train only shard i of n (:func:`lrsweep.chunking.shard_mask`) into the run
+    ``shard=(i, n)``: train only shard i of n (:func:`lrsweep.distributed.shard_mask`) into the run
     ``run_id`` (required: the shards' common name), made by whichever shard comes first; see
     :func:`run_shard`. :func:`merge` finishes the run once every shard is complete.
     """
@@ -248,6 +248,7 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
             run_dir = Path(resume)
             if not store.is_run(run_dir):
                 raise config_lib.ConfigError("--resume", f"{run_dir} is not a run directory (no meta.json)")
+            _refuse_unsharded_resume(run_dir)
             stack.enter_context(runstate.RunLock(run_dir))  # before reading anything a writer changes
             meta = store.read_json(run_dir / "meta.json")
             cfg = config_lib.load_config(run_dir / "config.yaml")
@@ -273,6 +274,16 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
         record.update(compile=compiled.as_dict())  # this attempt's: a resumed run loads from the cache
         summary.compile = compiled.as_dict()
         return summary
+
+
+def _refuse_unsharded_resume(run_dir: Path) -> None:
+    """ConfigError("--shard") for ``--resume`` without ``--shard`` of a sharded run not yet merged: it
+    would train the students of shards that may be running (each holds only its own lock)."""
+    meta = store.read_json(run_dir / "meta.json")
+    count = meta.get("shards")
+    if count and meta.get("status") != "complete":
+        raise ConfigError("--shard", f"{run_dir} is split into {count} shards: resume one with --resume {run_dir} "
+                                     f"--shard i/{count}, then lrsweep merge {run_dir}")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -316,9 +327,9 @@ def run_shard(cfg, out, shard: tuple[int, int], *, x64=False, max_memory=None, c
     with contextlib.ExitStack() as stack:
         meta = _join_sharded(run_dir, cfg, x64, count, students, specs, modes, max_memory, chunk_size)
         stack.enter_context(runstate.RunLock(run_dir, runstate.shard_lock_name(index, count)))
-        from lrsweep.chunking import shard_mask
+        from lrsweep.distributed import shard_mask
         shapes = {int(g): tuple(v) for g, v in meta.get("chunk_shapes", {}).items()}
-        in_shard = shard_mask(students, specs, index, count, shapes)
+        in_shard = shard_mask(students, specs, index, count)
         mine = students[in_shard]
         record_path = runstate.shard_record_path(run_dir, index, count)
         record_meta = {"shard": index, "shards": count, "n_students": int(len(mine)), "run_id": run_dir.name,
@@ -342,7 +353,13 @@ def run_shard(cfg, out, shard: tuple[int, int], *, x64=False, max_memory=None, c
 def chunk_shapes(students, specs: dict, modes: dict, max_memory, chunk_size, count: int = 1) -> dict:
     """{group: [u, p]}: the chunk shape every shard of a sharded run uses for each grid-mode group, as
     an unsharded run on this machine would cut it with these settings and chunks of at most 1/count of
-    the group (so each of ``count`` shards gets chunks of every group it can). After :func:`setup_jax`."""
+    the group (a shard's share is not padded up to a larger chunk). After :func:`setup_jax`.
+
+    One shape for all shards, so they compile the same programs as an unsharded run with that shape:
+    a student's numbers can depend on the shape of its chunk (XLA picks kernels per shape), not on
+    its place in it or its neighbours, so the merged shards equal such a run bit for bit (checked
+    on the CPU; tests/test_shard.py). The partition (:func:`lrsweep.distributed.shard_mask`) does
+    not depend on it."""
     import jax
     import jax.numpy as jnp
 
@@ -417,17 +434,20 @@ def merge(run_dir: str | Path) -> RunSummary:
                                      f"shard is complete")
         students, specs = prepare(config_lib.load_config(run_dir / "config.yaml"))
         planned = students["student_id"].to_numpy()
-        missing = int((~np.isin(planned, store.done_student_ids(run_dir))).sum())
-        if missing:
-            todo = [f"{i}/{count} ({s})" for i, s in states.items() if s != "complete"]
-            raise ConfigError("RUN", f"{run_dir}: {missing} of {len(planned)} students have no results; shards "
-                                     f"not complete: {', '.join(todo) or 'none (parts were removed?)'}; run them "
-                                     f"(lrsweep run --resume {run_dir} --shard i/{count}), then merge again")
+        missing = ~np.isin(planned, store.done_student_ids(run_dir))
+        if missing.any():
+            from lrsweep.distributed import shard_index
+            owners = np.unique(shard_index(students, specs, count)[missing])  # the shards that train them
+            todo = [f"{i}/{count} ({states[int(i)]})" for i in owners]
+            raise ConfigError("RUN", f"{run_dir}: {int(missing.sum())} of {len(planned)} students have no results; "
+                                     f"shards not complete: {', '.join(todo)}; run them (lrsweep run --resume "
+                                     f"{run_dir} --shard i/{count}), then merge again")
         expected_curves = sum(int((students["group_id"] == gid).sum()) * len(spec.log_steps)
                               for gid, spec in specs.items())
         rows = store.merge_parts(run_dir, planned, expected_curves)
-        shard_meta = [store.read_json(runstate.shard_record_path(run_dir, i, count)) for i in range(count)]
-        walls = [m.get("wall_time_s", 0.0) for m in shard_meta]
+        records = [runstate.shard_record_path(run_dir, i, count) for i in range(count)]
+        # a shard with no students (n above a group's size) need not have run: no record, no time
+        walls = [store.read_json(r).get("wall_time_s", 0.0) if r.exists() else 0.0 for r in records]
         meta.update(status="complete", rows=rows, finished=_dt.datetime.now().isoformat(timespec="seconds"),
                     wall_time_s=round(max(walls), 3), shard_wall_time_s=walls,
                     students_per_s=round(len(planned) / max(walls), 2) if max(walls) > 0 else None)
