@@ -78,7 +78,7 @@ def mesh_shape(n_devices: int, n_instances: int, n_points: int) -> tuple[int, in
 @dataclasses.dataclass(frozen=True)
 class Chunk:
     """One compiled call: ``instance_hp`` (u,) per instance column, ``hparams`` (u, p) per traced
-    column, ``student_ids`` (u, p) (-1 = pad)."""
+    column, ``student_ids`` (u, p) (-1 = pad: a copy of a real student's hparams, results dropped)."""
     index: int
     instance_hp: dict
     hparams: dict
@@ -140,7 +140,9 @@ def chunk_shape(spec, n_instances: int, n_points: int, *, max_memory: int, dtype
 class ChunkPlan(Sequence):
     """The chunks of a group, built on demand (``len``, index, iterate): a 10^7-student group never
     holds every chunk's arrays at once. Chunk k covers instance block ``k // n_point_blocks`` and
-    point block ``k % n_point_blocks`` (blocks without a real student are skipped)."""
+    point block ``k % n_point_blocks`` (blocks without a real student are skipped). A pad slot
+    trains a copy of a real point of its instance (of the chunk, in a row of pad instances), so
+    every traced value stays in its validated range (no batch of 0 rows); its results are dropped."""
 
     def __init__(self, u, p, order, starts, keys, inst, pos, values, ids, hp, n_inst, mesh=(1, 1)):
         self.u, self.p, self.mesh = u, p, mesh
@@ -161,9 +163,11 @@ class ChunkPlan(Sequence):
         rows = self._order[self._starts[k]:self._starts[k + 1]]
         ib = int(self._inst[rows[0]]) // u
         r, c = spread(self._inst[rows] - ib * u, u, self.mesh[0]), spread(self._pos[rows] % p, p, self.mesh[1])
+        src = np.full(u, rows[0])
+        src[r] = rows  # a real student of each row (the chunk's first for a row of pad instances)
         values = {}
         for name, v in self._values.items():
-            block = np.zeros((u, p))
+            block = np.repeat(v[src][:, None], p, axis=1)  # pads: a real point of the same instance
             block[r, c] = v[rows]
             values[name] = block
         ids = np.full((u, p), -1, np.int64)

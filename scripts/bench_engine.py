@@ -124,6 +124,13 @@ def bytes_moved(spec: GroupSpec, points: int, itemsize: int) -> float:
     return itemsize * (4.0 * spec.arch.n_params + d * d / points)
 
 
+def plan_fill(spec, students, max_memory: int, itemsize: int) -> float:
+    """Real students / slots of the plan ``lrsweep run`` makes on this process's devices (2-D mesh)."""
+    _, chunks = engine.plan_chunks(spec, students, max_memory=max_memory, dtype_bytes=itemsize,
+                                   n_devices=jax.local_device_count(), mesh="auto")
+    return len(students) / (len(chunks) * chunks.u * chunks.p)
+
+
 def bench_engine(spec, students, max_memory, repeats) -> tuple[float, int]:
     """Student-steps/s of the engine over all chunks of the group, the chunk's points p and its
     students u * p."""
@@ -184,8 +191,9 @@ def run_case(case, h, L, args, peaks):
     students = make_students(par, act, form, h, L, n_students, args.instances, args.steps, args.n_factor)
     spec = GroupSpec.from_row(students.iloc[0].to_dict())
     eng, p, per_chunk = bench_engine(spec, students, args.max_memory, args.repeats)
-    loop = bench_loop(spec, students, min(args.loop_students, len(students)), args.repeats)
     itemsize = jnp.dtype(jnp.result_type(float)).itemsize
+    fill = plan_fill(spec, students, args.max_memory or engine.default_max_memory(spec), itemsize)
+    loop = bench_loop(spec, students, min(args.loop_students, len(students)), args.repeats)
     bmm = ""
     if bound == "flop":
         rate, peak, unit = eng * useful_flops(spec), peaks[0], "GFLOP/s"
@@ -196,7 +204,7 @@ def run_case(case, h, L, args, peaks):
         rate, peak, unit = eng * bytes_moved(spec, p, itemsize), peaks[1], "GB/s"
     line = (f"{par:<10} {act:<6} {form:<8} {h:>5} {L:>2} {len(students):>6} {spec.steps:>3} {eng:>12.4g} "
             f"{loop:>10.4g} {eng / loop:>7.1f}x {rate / 1e9:>9.3g} {unit:<7} {peak / 1e9:>8.3g} "
-            f"{100 * rate / peak:>6.1f}% {bmm:>7}")
+            f"{100 * rate / peak:>6.1f}% {bmm:>7} {100 * fill:>5.1f}%")
     return line, eng / loop, len(students)
 
 
@@ -233,9 +241,10 @@ def main():
     peaks = (mm, read)
     print(f"peaks: matmul {args.mm_size}^2 {mm / 1e9:.3g} GFLOP/s | {args.copy_size * jnp.dtype(dtype).itemsize >> 20}"
           f" MiB: sum (read) {read / 1e9:.3g} GB/s, x*1.5 (read + write) {copy / 1e9:.3g} GB/s; %peak uses "
-          f"matmul, or the sum; %bmm: of a batched (students per chunk, h, h) matmul, the same-shape ceiling")
+          f"matmul, or the sum; %bmm: of a batched (students per chunk, h, h) matmul, the same-shape ceiling; "
+          f"fill: real students / slots of lrsweep run's plan on the {jax.local_device_count()} local device(s)")
     print(f"{'param':<10} {'act':<6} {'form':<8} {'h':>5} {'L':>2} {'stud':>6} {'stp':>3} {'engine st/s':>12} "
-          f"{'loop st/s':>10} {'ratio':>8} {'engine':>9} {'unit':<7} {'peak':>8} {'%peak':>7} {'%bmm':>7}")
+          f"{'loop st/s':>10} {'ratio':>8} {'engine':>9} {'unit':<7} {'peak':>8} {'%peak':>7} {'%bmm':>7} {'fill':>6}")
     wanted = set(args.cases) if args.cases else None
     target = []
     for h in args.widths:

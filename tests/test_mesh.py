@@ -10,7 +10,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from lrsweep import chunking, config
+import reference
+from conftest import numpy_instance
+from lrsweep import chunking, config, runner
 from lrsweep.spec import GroupSpec
 
 
@@ -80,7 +82,8 @@ def test_columnar_plan_matches_a_hand_plan_on_an_irregular_grid(chunk_size, mesh
     lr_col = spec.traced_columns[0]
     for chunk, (ids, values) in zip(chunks, want):
         np.testing.assert_array_equal(chunk.student_ids, ids)
-        np.testing.assert_array_equal(chunk.hparams[lr_col], values)
+        real = ids >= 0
+        np.testing.assert_array_equal(chunk.hparams[lr_col][real], values[real])
         first = {int(s): i for i, s in enumerate(students["student_id"])}
         for r in range(u):
             real = ids[r][ids[r] >= 0]
@@ -88,6 +91,30 @@ def test_columnar_plan_matches_a_hand_plan_on_an_irregular_grid(chunk_size, mesh
                 assert chunk.instance_hp["seed"][r] == students["seed"].iloc[first[int(real[0])]]
     got = np.sort(np.concatenate([c.student_ids[c.student_ids >= 0] for c in chunks]))
     np.testing.assert_array_equal(got, np.sort(students["student_id"].to_numpy()))  # each student once
+
+
+@pytest.mark.parametrize("mesh", [(1, 1), (2, 2), (4, 1)])
+def test_pads_train_a_real_point_of_their_instance(mesh):
+    """A pad slot's traced values are those of a real student in its row (its instance), or of the
+    chunk where the row is all pads: never 0, which is outside e.g. train.batch_start's range."""
+    cfg = config.load_config({"name": "x", "seeds": [0, 1, 2], "task": {"input_dim": 4, "n_train": 4},
+                              "model": {"n_layers": 3, "width": 3}, "train": {"steps": 2},
+                              "grid": {"lr_1": [0.1, 0.2, 0.3, 0.4, 0.5], "lr_2": [1.5, 2.5]}})
+    students = config.expand_grid(cfg).iloc[:-3]  # seed 2 has 7 points of 10
+    spec = GroupSpec.from_row(students.iloc[0].to_dict())
+    (u, p), chunks = chunking.plan_chunks(spec, students, max_memory=1 << 30, dtype_bytes=8, chunk_size=8,
+                                          mesh=mesh)
+    n_pads = 0
+    for chunk in chunks:
+        ids = chunk.student_ids
+        n_pads += int((ids < 0).sum())
+        for col in spec.traced_columns:
+            values = chunk.hparams[col]
+            for r in range(u):
+                allowed = values[r][ids[r] >= 0] if (ids[r] >= 0).any() else values[ids >= 0]
+                for v in values[r][ids[r] < 0]:  # NaN: a null field (e.g. batch_end), equal to itself
+                    assert ((allowed == v) | (np.isnan(allowed) & np.isnan(v))).any(), (col, r, values, ids)
+    assert n_pads > 0  # the grid must have pads for this to test anything
 
 
 GRIDS = {  # name -> (seeds, lr_1_fraction points, lr_total values)
@@ -103,17 +130,19 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import train_config
     from lrsweep import chunking, config, engine, runner
-    from test_mesh import GRIDS, grid_cfg
-    out = {{"n_dev": jax.local_device_count(), "curves": {{}}, "devices": {{}}}}
+    from test_mesh import F32_CHUNK, GRIDS, grid_cfg
+    n_dev = jax.local_device_count()
+    listed = lambda res: {{str(k): {{c: np.asarray(v).tolist() for c, v in r.items()}} for k, r in res.items()}}
+    out = {{"n_dev": n_dev, "results": {{}}, "devices": {{}}}}
     for name, (seeds, n_fracs, totals) in GRIDS.items():
         for chunk_size in (None, 16):
             cfg = grid_cfg(seeds, n_fracs, totals)
             _, res = train_config(cfg, chunk_size=chunk_size)
-            out["curves"][f"{{name}}/{{chunk_size}}"] = {{str(k): v["test_loss"].tolist() for k, v in res.items()}}
+            out["results"][f"{{name}}/{{chunk_size}}"] = listed(res)
         students, specs = runner.prepare(config.load_config(cfg))
         (spec,) = specs.values()
         (u, p), chunks = chunking.plan_chunks(spec, students, max_memory=engine.default_max_memory(spec),
-                                              dtype_bytes=8, n_devices=jax.local_device_count(), mesh="auto")
+                                              dtype_bytes=8, n_devices=n_dev, mesh="auto")
         sharding = engine.chunk_sharding(chunks.mesh)
         per_device, slots = [], 0
         for chunk in chunks:
@@ -125,20 +154,28 @@ SCRIPT = textwrap.dedent("""
             per_device.append([int((np.asarray(s.data) >= 0).sum()) for s in ids.addressable_shards])
         out["devices"][name] = {{"mesh": list(chunks.mesh), "real_per_device": per_device,
                                  "fill": len(students) / slots}}
+    with jax.enable_x64(False):  # float32: 16 seeds x 3 rates, (1, 3) students per device
+        _, res = train_config(grid_cfg(list(range(16)), 3, [1.0], formulation="autodiff"),
+                              chunk_size=F32_CHUNK[n_dev])
+        out["float32"] = listed(res)
     print(json.dumps(out))
 """)
+F32_CHUNK = {1: 3, 8: 24}  # one device: (1, 3) chunks; 8 devices on an (8, 1) mesh: (8, 3) chunks
 
 
-def grid_cfg(seeds, n_fracs, totals):
+def grid_cfg(seeds, n_fracs, totals, formulation="auto"):
     return {"name": "mesh", "seeds": seeds, "task": {"input_dim": 6, "n_train": 6},
             "model": {"parameterization": "paper_deep", "n_layers": 3, "width": 4},
-            "train": {"steps": 5}, "grid": {"lr_total": totals, "lr_1_fraction": {"linspace": [0.0, 1.0, n_fracs]}}}
+            "train": {"steps": 5, "formulation": formulation}, "grid": {"lr_total": totals, "lr_1_fraction": {"linspace": [0.0, 1.0, n_fracs]}}}
 
 
-def test_eight_devices_equal_one_and_every_device_gets_real_students():
-    """8 simulated CPU devices on the 2-D mesh give the 1-device numbers (x64, 1e-12), for one seed
-    of many rates, many seeds of few rates and a mix, with and without a chunk cap; and no device
-    of any chunk holds only pads (one seed of 40 rates fills >= 90% of the slots)."""
+def test_eight_devices_equal_one_and_every_device_gets_real_students(x64):
+    """8 simulated CPU devices on the 2-D mesh give the 1-device numbers (x64, 1e-12: every curve,
+    reduction and divergence flag), for one seed of many rates, many seeds of few rates and a mix,
+    with and without a chunk cap, and the numpy float64 reference's curves for one seed of many
+    rates; no device of any chunk holds only pads (one seed of 40 rates fills >= 90% of the slots).
+    float32: 8 devices holding (1, 3) students each are bit-identical to one device with (1, 3)
+    chunks (the numbers depend on the chunk shape per device only; see lrsweep.engine)."""
     out = {}
     for n_dev in (1, 8):
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_dev}")
@@ -147,11 +184,32 @@ def test_eight_devices_equal_one_and_every_device_gets_real_students():
         assert proc.returncode == 0, proc.stderr[-3000:]
         out[n_dev] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out[1]["n_dev"] == 1 and out[8]["n_dev"] == 8
-    for key, curves in out[1]["curves"].items():
-        assert curves.keys() == out[8]["curves"][key].keys()
-        for sid, v in curves.items():
-            np.testing.assert_allclose(out[8]["curves"][key][sid], v, rtol=1e-12, err_msg=f"{key} student {sid}")
-            np.testing.assert_allclose(out[1]["curves"][key.split("/")[0] + "/None"][sid], v, rtol=1e-12)
+    for key, results in out[1]["results"].items():
+        assert results.keys() == out[8]["results"][key].keys()
+        unchunked = out[1]["results"][key.split("/")[0] + "/None"]
+        for sid, res in results.items():
+            assert set(res) >= {"train_loss", "test_loss", "diverged", "diverged_step"}
+            for column, v in res.items():
+                np.testing.assert_allclose(out[8]["results"][key][sid][column], v, rtol=1e-12,
+                                           err_msg=f"{key} student {sid} {column}")
+                np.testing.assert_allclose(unchunked[sid][column], v, rtol=1e-12)
+    assert out[1]["float32"].keys() == out[8]["float32"].keys()
+    for sid, res in out[1]["float32"].items():
+        for column, v in res.items():
+            np.testing.assert_array_equal(out[8]["float32"][sid][column], v, err_msg=f"float32 {sid} {column}")
+    # the independent reference: numpy float64, one student at a time
+    seeds, n_fracs, totals = GRIDS["one_seed_many_rates"]
+    students, _ = runner.prepare(config.load_config(grid_cfg(seeds, n_fracs, totals)))
+    got = out[8]["results"]["one_seed_many_rates/None"]
+    assert len(got) == len(students) == 40
+    for sid in students["student_id"]:
+        spec, row, params0, inst = numpy_instance(students, int(sid))
+        ref = reference.reference_train(params0, inst["x"], inst["y"], steps=spec.steps,
+                                        lrs=[row[f"lr_{i}"] for i in range(1, len(params0) + 1)],
+                                        parameterization="paper_deep", activation="linear", head=inst["head"],
+                                        beta=inst["beta"])
+        for column in ("train_loss", "test_loss"):
+            np.testing.assert_allclose(got[str(sid)][column], ref[column], rtol=1e-10, err_msg=f"{sid} {column}")
     devices = out[8]["devices"]
     assert devices["one_seed_many_rates"]["mesh"] == [1, 8]
     assert devices["many_seeds_few_rates"]["mesh"] == [8, 1]
