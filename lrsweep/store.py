@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -172,17 +173,24 @@ def table_files(run: Path, table: str, groups=None) -> list[Path]:
 
 def dataset(run: str | Path, table: str = "curves"):
     """A merged table of a run as a :class:`pyarrow.dataset.Dataset` (hive partitioned by ``group_id``,
-    int64), for filtered or column-wise reads of tables larger than memory::
+    int64; the schema unified over the files, where plain ``pyarrow.parquet.read_table(dir)`` takes the
+    first file's and drops a metric only later groups log), for filtered or column-wise reads of
+    tables larger than memory::
 
         store.dataset(run, "curves").to_table(columns=["student_id", "step", "test_loss"],
                                               filter=pyarrow.dataset.field("group_id") == 3)
     """
     import pyarrow.dataset as ds
     run = Path(run)
-    if (run / table).is_dir():
-        return ds.dataset(run / table, format="parquet",
+    files = table_files(run, table)
+    # one schema for all files (a metric only some groups log is a column, null elsewhere): footers only
+    schema = pa.unify_schemas([read_schema(f) for f in files], promote_options="permissive") if files else None
+    if (run / table).is_dir() and table in PARTITIONED:
+        if schema is not None and "group_id" not in schema.names:
+            schema = schema.append(pa.field("group_id", pa.int64()))
+        return ds.dataset(run / table, format="parquet", schema=schema,
                           partitioning=ds.partitioning(pa.schema([("group_id", pa.int64())]), flavor="hive"))
-    return ds.dataset(table_files(run, table), format="parquet")
+    return ds.dataset(files, format="parquet", schema=schema)
 
 
 def marked_parts(run: Path, table: str) -> list[Path]:
@@ -428,8 +436,9 @@ def merge_parts(run: Path, expected_ids: np.ndarray | None = None, expected_curv
         t = read_parquet(path, [c for c in ("student_id", "group_id") if c in read_schema(path).names])
         ids.append(t.column("student_id").to_numpy())
         owner_of.append(np.full(t.num_rows, k, np.int64))
+        named = re.search(r"(?:^|-)g(\d+)-", stem)  # runner part names: [s<i>of<n>-]g<group>-<attempt>-c<chunk>
         groups[stem] = (int(t.column("group_id")[0].as_py()) if "group_id" in t.column_names and t.num_rows
-                        else 0)
+                        else int(named.group(1)) if named else 0)
     all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     owner = np.concatenate(owner_of) if owner_of else np.zeros(0, np.int64)
     unique, first = np.unique(all_ids, return_index=True)  # the first chunk (in stem order) holding each student
