@@ -43,7 +43,7 @@ def sweep_config(n_students: int, width: int, steps: int, n_logs: int, name: str
 
 
 CHILD_RUN = r"""
-import json, resource, sys, time
+import json, sys, time
 from lrsweep import config, runner
 spec = json.loads(sys.argv[1])
 cfg = config.load_config(spec["config"])
@@ -53,20 +53,22 @@ wall = time.perf_counter() - t0
 import jax
 stats = jax.local_devices()[0].memory_stats() or {}
 meta = json.loads((summary.run_dir / "meta.json").read_text())
-print(json.dumps({"wall": wall, "n": summary.n_students, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))  # this process's peak
+print(json.dumps({"wall": wall, "n": summary.n_students, "rss": hwm * 1024,
                   "device_peak": stats.get("peak_bytes_in_use"), "compile": meta.get("compile", {}),
                   "device": jax.devices()[0].device_kind, "n_devices": jax.local_device_count()}))
 """
 
 CHILD_PLAN = r"""
-import json, resource, sys, time, io, contextlib
+import json, sys, time, io, contextlib
 from lrsweep.cli import main
 t0 = time.perf_counter()
 buf = io.StringIO()
 with contextlib.redirect_stdout(buf):
     rc = main(["run", sys.argv[1], "--dry-run", "--max-students", sys.argv[2]])
 wall = time.perf_counter() - t0
-print(json.dumps({"rc": rc, "wall": wall, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"rc": rc, "wall": wall, "rss": hwm * 1024,
                   "first_line": buf.getvalue().splitlines()[0] if buf.getvalue() else ""}))
 """
 

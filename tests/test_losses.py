@@ -64,7 +64,8 @@ def test_exponential_blow_up_is_recorded_as_divergence(x64):
     for sid, r in r2.items():
         seed = int(s2.set_index("student_id").loc[sid, "seed"])
         (twin,) = [v for k, v in small.items() if int(students.set_index("student_id").loc[k, "seed"]) == seed]
-        np.testing.assert_array_equal(r["train_loss"], twin["train_loss"])
+        # to the last bits: XLA picks its dot kernel by the chunk's shape (tests/test_engine.py)
+        np.testing.assert_allclose(r["train_loss"], twin["train_loss"], rtol=1e-12)
 
 
 def test_logistic_is_finite_and_exact_at_huge_margins(x64):

@@ -20,12 +20,14 @@ BIG = {"name": "big", "seeds": {"range": [0, 999, 1]},
        "grid": {"lr": {"geomspace": [0.001, 1.0, 1000]}}}
 
 CHILD = """
-import contextlib, io, json, resource, sys
+import contextlib, io, json, sys
 from lrsweep.cli import main
 buf = io.StringIO()
 with contextlib.redirect_stdout(buf):
     rc = main(["run", sys.argv[1], "--dry-run"])
-print(json.dumps({"rc": rc, "out": buf.getvalue(), "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+# VmHWM: this process's peak RSS (ru_maxrss would include the forking parent's before exec)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"rc": rc, "out": buf.getvalue(), "maxrss_kb": hwm}))
 """
 
 
