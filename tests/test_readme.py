@@ -117,7 +117,8 @@ def test_use_commands_and_snippets_run(workdir, monkeypatch):
             latest = max(run_ids(workdir / "results", "quickstart"), key=lambda r: json.loads((r / "meta.json").read_text())["started"])
             assert not scope["df"].empty and set(scope["df"]["run_id"]) == {latest.name}
 
-    duck = re.search(r'`(duckdb\.sql\(.*?\)\.fetchall\(\))`', section("Results")).group(1)
+    duck = re.search(r'`(duckdb\.sql\(.*?\)\.fetchall\(\))`', section("Results"), re.S).group(1)
+    duck = re.sub(r"\s+", " ", duck)  # wrapped over lines in the README
     import duckdb
     rows = eval(duck.replace("RUN", str(quickstart)), {"duckdb": duckdb})
     assert len(rows) == 3  # steps 0, 1, 2 of the quickstart
