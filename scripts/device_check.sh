@@ -14,8 +14,11 @@ OUT_DIR="${1:-${OUT:-results/device_check-$(date +%Y%m%d-%H%M%S)}}"
 mkdir -p "$OUT_DIR"
 PY="${PYTHON:-python}"
 export LRSWEEP_CACHE_DIR="${LRSWEEP_CACHE_DIR:-$OUT_DIR/jax-cache}"
-QUICK=""
-[ "${LRSWEEP_DEVICE_CHECK_QUICK:-0}" = "1" ] && QUICK="--quick"
+# GPU sizes: h = 64 (the >= 20x over the per-student loop target, 1,000+ students) to h = 1024 (%peak of
+# matmul); the scaling grid at h = 32, 100 steps. Quick: each script's own --quick sizes.
+ENGINE=(--widths 64 256 1024 --layers 2 --student-budget $((1 << 30)) --min-students 1024 --loop-students 32)
+SCALING=(--width 32 --steps 100 --logs 8)
+if [ "${LRSWEEP_DEVICE_CHECK_QUICK:-0}" = "1" ]; then ENGINE=(--quick); SCALING=(--quick); fi
 
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
@@ -30,9 +33,7 @@ step() {  # step NAME SECONDS COMMAND...
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
   "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())"; } 2>&1 | tee "$OUT_DIR/device.txt"
 
-# h = 64: the >= 20x over the per-student loop target (1,000+ students); h >= 256: %peak of matmul.
-step bench_engine 210 "$PY" scripts/bench_engine.py $QUICK --widths 64 256 1024 --layers 2 \
-  --student-budget $((1 << 30)) --min-students 1024 --loop-students 32
-step bench_poly 90 "$PY" scripts/bench_poly.py $QUICK
-step bench_scaling 150 "$PY" scripts/bench_scaling.py $QUICK --width 32 --steps 100 --logs 8
+step bench_engine 210 "$PY" scripts/bench_engine.py "${ENGINE[@]}"
+step bench_poly 90 "$PY" scripts/bench_poly.py $([ "${ENGINE[0]}" = "--quick" ] && echo --quick)
+step bench_scaling 150 "$PY" scripts/bench_scaling.py "${SCALING[@]}"
 echo "outputs in $OUT_DIR"
