@@ -520,3 +520,59 @@ def test_load_of_a_merged_run_equals_the_engine_run_in_memory(two_group_parts, t
                     np.testing.assert_allclose(mine[name].to_numpy(), res["curves"][name][i], rtol=1e-6)
                 n += 1
     assert n == 12
+
+
+# --------------------------------------------------------------------------------------
+# compare reads curves one group at a time; checks read only the metrics they declare
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_width_run(tmp_path_factory):
+    """Two shape groups (2 and 3 steps) of students the seed-000 theories cover."""
+    cfg = {"name": "cw", "seeds": [0, 1, 2], "task": {"input_dim": 8, "n_train": 8, "design": "orthogonal"},
+           "model": {"parameterization": "paper_deep", "n_layers": 3, "width": 8}, "init": "orthogonal",
+           "train": {"steps": 2}, "grid": {"train.steps": [2, 3], "lr_1": [0.5, 1.0], "lr_2": [0.5]}}
+    return lrsweep.run(config.load_config(cfg), tmp_path_factory.mktemp("cw"), progress=False, run_id="r").run_dir
+
+
+def test_compare_group_by_group_equals_all_at_once(two_width_run, monkeypatch):
+    from lrsweep import compare
+    loads = []
+    real_load = store.load
+    monkeypatch.setattr(store, "load", lambda *a, **k: loads.append((a[1:] or (k.get("table", "curves"),),
+                                                                     k.get("groups"))) or real_load(*a, **k))
+    table = compare.compare(two_width_run)
+    curve_loads = [groups for table_, groups in loads if table_ == ("curves",)]
+    assert curve_loads == [[0], [1]]  # one group's curves at a time
+    monkeypatch.undo()
+    whole = compare._compare_curves(store.load(two_width_run), None)
+    assert not table.empty and set(table["steps"]) == {2, 3}
+    # 2 groups x 2 rate points x the steps the theories predict (1 and 2)
+    assert table.groupby("theory").size().eq(8).all() and set(table["step"]) == {1, 2}
+    key = ["theory", "steps", "lr_1", "lr_2", "step"]
+    pd.testing.assert_frame_equal(table.sort_values(key).reset_index(drop=True),
+                                  whole.sort_values(key).reset_index(drop=True)[list(table.columns)])
+
+
+def test_checks_get_only_the_curve_metrics_they_declare(two_width_run, monkeypatch):
+    from lrsweep import compare
+    seen = {}
+
+    def spy(name):
+        def check(students, curves):
+            seen[name] = (set(curves.columns), len(curves))
+            return pd.DataFrame(columns=list(compare.CHECK_COLUMNS))
+        return check
+
+    for name in list(compare.CHECKS):
+        monkeypatch.delitem(compare.CHECKS, name)
+    monkeypatch.setitem(compare.CHECKS, "declares", spy("declares"))
+    monkeypatch.setitem(compare.CHECK_CURVE_COLUMNS, "declares", ("train_*",))
+    compare.write_comparison(two_width_run, ["declares"])
+    columns, rows = seen["declares"]
+    assert rows == 6 * 3 + 6 * 4  # every curve row of the run: 6 students x 3 logged steps, 6 x 4
+    assert {"run_id", "student_id", "step", "train_loss", "lr_1", "width", "group_id", "seed"} <= columns
+    assert "test_loss" not in columns
+    monkeypatch.setitem(compare.CHECKS, "all", spy("all"))  # one check declaring nothing: every metric
+    compare.write_comparison(two_width_run, ["declares", "all"])
+    assert {"test_loss", "train_loss"} <= seen["all"][0] and seen["all"][1] == 42
