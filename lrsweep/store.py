@@ -207,7 +207,8 @@ def marked_parts(run: Path, table: str) -> list[Path]:
 
 def _unreadable(path: Path, err: BaseException) -> StoreError:
     path = Path(path)
-    run = path.parent.parent if path.parent.name == "parts" else path.parent
+    run = (path.parent.parent if path.parent.name == "parts" else
+           path.parents[2] if path.parent.name.startswith("group_id=") else path.parent)
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return StoreError(path, f"unreadable Parquet file ({reason}); `lrsweep run --resume {run}` retrains the "
                             f"chunks whose files are unreadable")
@@ -376,6 +377,11 @@ def scrub_parts(run: Path, prefix: str = "") -> list[str]:
             if problem != "unfinished chunk (no students part)":
                 removed.append(f"{stem}: {problem}")
     return removed
+
+
+def has_merged(run: Path) -> bool:
+    """Whether a run holds merged tables (either layout)."""
+    return bool(table_files(run, "students") or table_files(run, "curves")) and not (Path(run) / "parts").is_dir()
 
 
 def merged_problem(run: Path) -> str | None:
