@@ -21,6 +21,7 @@ empirical and predicted argmin of eta_1, and whether the balanced split is a loc
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from pathlib import Path
 from typing import Callable
 
@@ -65,6 +66,7 @@ SUMMARIES: dict[str, Callable] = {}  # table name -> fn(comparison table, run) -
 CHECKS: dict[str, Callable] = {}     # check name -> fn(students, curves) -> DataFrame of CHECK_COLUMNS
 REPORTED: set = set()                # checks of informal statements: shown, never failing the verdict
 TABLE_CHECKS: dict[str, str] = {}    # check name -> the run table it reads instead (``boundaries``: RUN/boundaries.parquet)
+CHECK_CURVE_COLUMNS: dict[str, tuple] = {}  # check name -> the curve metrics it reads (fnmatch patterns); absent: all
 CHECK_COLUMNS = ("configuration", "n", "passed", "detail")
 
 
@@ -79,15 +81,21 @@ def register_summary(name: str, fn: Callable) -> None:
     SUMMARIES[name] = fn
 
 
-def register_check(name: str, fn: Callable, *, strict: bool = True, table: str | None = None) -> None:
+def register_check(name: str, fn: Callable, *, strict: bool = True, table: str | None = None,
+                   curve_columns: tuple | None = None) -> None:
     """Add a check: ``fn(students, curves) -> DataFrame`` with one row per configuration it covers,
     columns :data:`CHECK_COLUMNS` (``configuration`` text, ``n`` students, ``passed`` bool,
     ``detail`` text); an empty frame when it covers no student. ``students``: one row per student
     (students.parquet); ``curves``: one row per student and logged step, joined with the student
     columns (:func:`lrsweep.store.load`). ``strict=False``: a paper's informal statement, tested and
     reported (``HOLDS`` / ``DOES NOT HOLD``) but never failing the verdict. ``table``: the check reads
-    ``RUN/<table>.parquet`` instead, as ``fn(frame)`` (run only where the run has that table)."""
+    ``RUN/<table>.parquet`` instead, as ``fn(frame)`` (run only where the run has that table).
+    ``curve_columns``: the curve metrics ``fn`` reads (names or fnmatch patterns, e.g.
+    ``"body_sketch_*"``); when every check of a comparison declares them, the others are never
+    read (the keys ``run_id``, ``student_id``, ``step`` and every student column always come)."""
     CHECKS[name] = fn
+    if curve_columns is not None:
+        CHECK_CURVE_COLUMNS[name] = tuple(curve_columns)
     if table is not None:
         TABLE_CHECKS[name] = table
     if not strict:
@@ -185,6 +193,24 @@ def _compare_by_group(run: str | Path, theories: list[str] | None) -> pd.DataFra
             frames.append(_compare_curves(store.load(path, groups=[int(gid)]), theories))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _check_curves(run: str | Path, theories: list[str] | None) -> pd.DataFrame:
+    """The curves the checks get: every row of the run, since a check may pair students of different
+    groups (e.g. a gd head with its best-response twin), joined with every student column; of the
+    curve metrics only those the checks declare (:func:`register_check`), all if one declares none."""
+    names = [n for n in CHECKS if n not in TABLE_CHECKS and (theories is None or n in theories)]
+    if any(n not in CHECK_CURVE_COLUMNS for n in names):
+        return store.load(run)
+    patterns = {p for n in names for p in CHECK_CURVE_COLUMNS[n]}
+    students, metrics = set(), set()
+    for path in store.select_runs(run, "latest"):  # names from the footers only
+        students |= {c for f in store.table_files(path, "students") for c in store.read_schema(f).names}
+        metrics |= {c for f in store.table_files(path, "curves") for c in store.read_schema(f).names
+                    if any(fnmatch.fnmatchcase(c, p) for p in patterns)}
+    if not students:
+        return pd.DataFrame()
+    return store.load(run, columns=[*sorted(students | {"group_id"}), *sorted(metrics)])
 
 
 def _load_arrays(run: str | Path) -> None:
@@ -295,8 +321,7 @@ def write_comparison(run: str | Path, theories: list[str] | None = None) -> tupl
     _check_names(theories)
     _load_arrays(run)
     table = pd.DataFrame() if _tables_only(run) else _compare_by_group(run, theories)
-    # the checks compare across groups (e.g. a gd head against the best-response run): they get the whole run
-    curves = pd.DataFrame() if _tables_only(run) or not _non_table_checks(theories) else store.load(run)
+    curves = pd.DataFrame() if _tables_only(run) or not _non_table_checks(theories) else _check_curves(run, theories)
     students = store.load(run, "students") if not curves.empty else pd.DataFrame()
     tables = {t: store.read_parquet(run / f"{t}.parquet").to_pandas() for t in set(TABLE_CHECKS.values())
               if (run / f"{t}.parquet").exists()}

@@ -538,7 +538,7 @@ def _repair(run_dir: Path, meta: dict, prefix: str = "") -> None:
     if (run_dir / "parts").is_dir():
         for line in store.scrub_parts(run_dir, prefix):
             print(f"lrsweep: retraining chunk {line}", file=sys.stderr)
-    elif not prefix and ((run_dir / "students.parquet").exists() or (run_dir / "curves.parquet").exists()):
+    elif not prefix and store.has_merged(run_dir):
         problem = store.verify_complete(run_dir, meta)
         if problem:
             store.discard_merged(run_dir)

@@ -179,6 +179,9 @@ def dataset(run: str | Path, table: str = "curves"):
 
         store.dataset(run, "curves").to_table(columns=["student_id", "step", "test_loss"],
                                               filter=pyarrow.dataset.field("group_id") == 3)
+
+    Its schema unifies every file's (footers only): a metric logged by one group only is a column,
+    null elsewhere (plain ``pyarrow.dataset.dataset(dir)`` would take the first file's schema).
     """
     import pyarrow.dataset as ds
     run = Path(run)
@@ -208,7 +211,8 @@ def marked_parts(run: Path, table: str) -> list[Path]:
 
 def _unreadable(path: Path, err: BaseException) -> StoreError:
     path = Path(path)
-    run = path.parent.parent if path.parent.name == "parts" else path.parent
+    run = (path.parent.parent if path.parent.name == "parts" else
+           path.parents[2] if path.parent.name.startswith("group_id=") else path.parent)
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return StoreError(path, f"unreadable Parquet file ({reason}); `lrsweep run --resume {run}` retrains the "
                             f"chunks whose files are unreadable")
@@ -325,6 +329,9 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest", *
         curves = read_table(files, columns=keep)
         if groups is not None:
             curves = curves[curves["student_id"].isin(students["student_id"])]
+        if keep is not None:  # join only the student columns asked for (not every one onto every row)
+            curves = curves[[c for c in keep if c in curves]]
+            students = students[[c for c in keep if c in students and (c not in curves or c in keys)]]
         joined = curves.merge(students, on=["run_id", "student_id"], how="left")
         frames.append(joined if keep is None else joined[[c for c in keep if c in joined]])
     frames = [f for f in frames if not f.empty]
@@ -376,6 +383,11 @@ def scrub_parts(run: Path, prefix: str = "") -> list[str]:
     return removed
 
 
+def has_merged(run: Path) -> bool:
+    """Whether a run holds merged tables (either layout)."""
+    return bool(table_files(run, "students") or table_files(run, "curves")) and not (Path(run) / "parts").is_dir()
+
+
 def merged_problem(run: Path) -> str | None:
     """Why the merged tables of a run (no parts left) cannot be trusted, or None (footers only)."""
     run = Path(run)
@@ -409,24 +421,61 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+BATCH_ROWS = 1 << 16  # rows per batch where a merge rewrites a file (bounded memory whatever the file's size)
+
+
+def _copy_rows(src: Path, dst: Path, student_ids: np.ndarray | None, drop: tuple = ()) -> int:
+    """Write to ``dst`` (atomically) the rows of ``src`` whose student is in ``student_ids`` (all if
+    None), without the columns ``drop``, batch by batch; return the row count written."""
+    try:
+        source = pq.ParquetFile(src)
+        schema = source.schema_arrow
+        for name in drop:
+            if name in schema.names:
+                schema = schema.remove(schema.get_field_index(name))
+        rows = 0
+
+        def write(tmp):
+            nonlocal rows
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for batch in source.iter_batches(batch_size=BATCH_ROWS):
+                    t = pa.Table.from_batches([batch]).select(schema.names)
+                    if student_ids is not None:
+                        t = t.filter(pa.array(np.isin(t.column("student_id").to_numpy(), student_ids)))
+                    writer.write_table(t.cast(schema))
+                    rows += t.num_rows
+        _atomic(dst, write)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(src, e) from None
+    return rows
+
+
 def merge_parts(run: Path, expected_ids: np.ndarray | None = None, expected_curves: int | None = None) -> dict:
     """Fold the per-chunk parts into the run's datasets ``RUN/students/`` and ``RUN/curves/``
     (hive partitioned by group: ``group_id=<g>/<chunk>.parquet``; poly-mode coefficients, small,
     into ``poly.parquet``), verify them, then remove the parts.
 
-    Streaming: only student ids (one column) and Parquet footers are read; a chunk's files are
-    hard-linked into place, never rewritten, except where two chunks hold the same student (two
-    writers at once, possible before runs were locked): the first chunk's rows are kept, its curves
-    with it, and only the later chunk's files are rewritten without them. With ``expected_ids`` /
+    Streaming: only student ids (one column) and Parquet footers are read; a chunk's curves are
+    hard-linked into place, never rewritten (its students part, one row per student, is copied
+    without group_id), except where two chunks hold the same student (two writers at once, or a
+    chunk trained again): the first chunk (in stem order) keeps its rows, and only the later chunk's
+    files are rewritten without them, :data:`BATCH_ROWS` rows at a time. Parts of several processes
+    (``--shard``: distinct stems in one ``parts/``) merge alike. With ``expected_ids`` /
     ``expected_curves`` (the plan) the merged tables must hold exactly these students and this
     many curve rows, else :class:`StoreError` and the parts stay.
 
-    Crash-safe: the datasets are built beside the parts in ``RUN/.merging/`` and renamed into place;
-    while ``parts/`` exists it is the truth for every reader, and a merge cut short anywhere is
-    redone from it by the next (``lrsweep run --resume`` or ``lrsweep merge``). Returns the row count
+    Crash-safe, in this order: (1) the datasets are built in ``RUN/.merging/`` (links, so the parts
+    are untouched); (2) each is renamed over ``RUN/<table>/``; (3) ``poly.parquet`` is written;
+    (4) ``parts/`` is renamed away in one step (the commit) and deleted. Until (4) ``parts/`` exists
+    and is the truth for every reader (:func:`table_files`), so a crash anywhere before it loses and
+    doubles nothing, and the next merge (``lrsweep run --resume`` or ``lrsweep merge``) redoes it
+    from the parts; after (4) the datasets are whole. Hard links rather than moves keep the parts
+    whole until the commit, so no marker of half-moved chunks is needed. Returns the row count
     of each table.
     """
     run = Path(run)
+    for trash in run.glob(".parts-merged-*"):  # parts of a merge that was cut short after it had finished
+        shutil.rmtree(trash, ignore_errors=True)
     chunks = _chunk_files(run)
     stems = [stem for stem, files in chunks.items()
              if any(f.name.endswith(".students.parquet") for f in files)]  # finished chunks only
@@ -468,14 +517,7 @@ def merge_parts(run: Path, expected_ids: np.ndarray | None = None, expected_curv
                 _place(src, dst)
                 rows = pq.ParquetFile(src).metadata.num_rows
             else:  # students (one row each: small) lose group_id, now the folder; repeats are dropped
-                t = read_parquet(src)
-                if not keep.all():  # a student another chunk already holds: this chunk's rows of it go
-                    t = t.filter(pa.array(np.isin(t.column("student_id").to_numpy(), all_ids[owner == k][keep])))
-                if "group_id" in t.column_names:
-                    t = t.drop_columns(["group_id"])
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                _atomic(dst, lambda tmp, t=t: pq.write_table(t, tmp))
-                rows = t.num_rows
+                rows = _copy_rows(src, dst, None if keep.all() else all_ids[owner == k][keep], drop=("group_id",))
             if table == "curves":
                 n_curves += rows
             else:

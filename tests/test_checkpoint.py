@@ -121,8 +121,8 @@ def test_run_killed_inside_a_chunk_resumes_from_its_checkpoint(x64, tmp_path, mo
 
     runner.run(cfg, tmp_path / "clean", run_id="c", **{**ck_args, "checkpoint_every": 0})
     for table, key in (("students", ["student_id"]), ("curves", ["student_id", "step"])):
-        a = pd.read_parquet(run / f"{table}.parquet").sort_values(key).reset_index(drop=True)
-        b = pd.read_parquet(tmp_path / "clean" / "long" / "c" / f"{table}.parquet").sort_values(key)
+        a = pd.read_parquet(run / table).sort_values(key).reset_index(drop=True)
+        b = pd.read_parquet(tmp_path / "clean" / "long" / "c" / table).sort_values(key)
         b = b.reset_index(drop=True)
         cols = ["final_test_loss", "diverged"] if table == "students" else ["train_loss", "test_loss"]
         assert len(a) == len(b) == (18 if table == "students" else 18 * 7)

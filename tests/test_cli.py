@@ -327,8 +327,8 @@ def test_resume_after_crash_matches_clean_run(tmp_path, monkeypatch):
     (clean,) = run_dirs(clean_out)
 
     for table, key in (("students", ["student_id"]), ("curves", ["student_id", "step"])):
-        a = pd.read_parquet(run / f"{table}.parquet").sort_values(key).reset_index(drop=True)
-        b = pd.read_parquet(clean / f"{table}.parquet").sort_values(key).reset_index(drop=True)
+        a = pd.read_parquet(run / table).sort_values(key).reset_index(drop=True)
+        b = pd.read_parquet(clean / table).sort_values(key).reset_index(drop=True)
         assert len(a) == len(b) == (12 if table == "students" else 36)
         assert a["student_id"].tolist() == b["student_id"].tolist()
         cols = ["final_train_loss", "final_test_loss"] if table == "students" else ["train_loss", "test_loss"]

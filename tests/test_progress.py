@@ -142,7 +142,7 @@ def test_segmenting_for_progress_changes_no_result(request, tmp_path, monkeypatc
     runner.run(cfg, tmp_path / "one", run_id="r", progress=False, **args)
     assert capsys.readouterr().err == ""
     for table, key in (("students", ["student_id"]), ("curves", ["student_id", "step"])):
-        a, b = (pd.read_parquet(tmp_path / d / "long" / "r" / f"{table}.parquet").sort_values(key)
+        a, b = (pd.read_parquet(tmp_path / d / "long" / "r" / table).sort_values(key)
                 .reset_index(drop=True) for d in ("seg", "one"))
         assert len(a) == (18 if table == "students" else 18 * 5)
         if table == "students":

@@ -150,9 +150,10 @@ def _fake_run(tmp_path):
     run = tmp_path / "sw" / "r1"
     (run / "parts").mkdir(parents=True)
     store.write_json({"status": "running", "n_students": 3}, run / "meta.json")
-    s1 = pd.DataFrame({"run_id": "r1", "student_id": [0, 1], "lr_1": [1.0, 2.0], "diverged": [False, True],
+    # like the runner's parts, each students part carries its group (the merge makes it the folder)
+    s1 = pd.DataFrame({"run_id": "r1", "student_id": [0, 1], "group_id": 0, "lr_1": [1.0, 2.0], "diverged": [False, True],
                        "diverged_step": pd.array([pd.NA, 1], dtype="Int64")})
-    s2 = pd.DataFrame({"run_id": "r1", "student_id": [2], "lr_1": [3.0], "diverged": [False],
+    s2 = pd.DataFrame({"run_id": "r1", "student_id": [2], "group_id": 1, "lr_1": [3.0], "diverged": [False],
                        "diverged_step": pd.array([pd.NA], dtype="Int64"), "lr_2": [0.5], "family": ["relu"]})
     store.write_table(s1, run / "parts" / "g0-x-c0.students.parquet")
     store.write_table(s2, run / "parts" / "g1-x-c0.students.parquet")
@@ -179,12 +180,15 @@ def test_parts_with_extra_column_are_unified(tmp_path):
     store.merge_parts(run)
     assert not (run / "parts").exists()
     merged = lrsweep.load(run, table="students")
-    assert merged["group_id"].tolist() == [0, 0, 1]  # these parts had no group_id column: from their names
-    pd.testing.assert_frame_equal(merged.drop(columns="group_id").reset_index(drop=True), s)
+    assert merged["group_id"].tolist() == [0, 0, 1]  # the folder's, back as an int64 column
+    pd.testing.assert_frame_equal(merged.reset_index(drop=True), s)
     assert set(store.done_student_ids(run).tolist()) == {0, 1, 2}
     # a curves column of one group survives the merge (null elsewhere): the schema follows the data
-    # (plain pyarrow would take the first file's schema: store.dataset unifies the files' schemas)
+    # (plain pq.read_table(run / "curves") takes the first file's schema: store.dataset unifies them all)
     curves = store.dataset(run, "curves").to_table().to_pandas()
+    assert curves["group_id"].tolist() == [0, 0, 0, 0, 1, 1]
+    pd.testing.assert_frame_equal(lrsweep.load(run, columns=list(curves.columns)).sort_values(["student_id", "step"])
+                                  .reset_index(drop=True)[list(curves.columns)], curves)
     assert curves.loc[curves["student_id"] == 2, "sharpness"].tolist() == [3.0, 4.0]
     assert curves.loc[curves["student_id"] < 2, "sharpness"].isna().all()
     assert curves["step"].dtype == np.int64 and curves["train_loss"].dtype == np.float64
@@ -315,29 +319,261 @@ def test_merge_links_curves_into_group_partitions_without_reading_them(tmp_path,
     assert got == [(0, 6), (1, 6)]
 
 
-def test_a_merge_cut_short_is_finished_by_the_next_with_each_student_once(tmp_path, two_group_parts, monkeypatch):
+def _sorted_curves(run):
+    return lrsweep.load(run).sort_values(["student_id", "step"]).reset_index(drop=True)
+
+
+def _replace_calls(run):
+    """How many os.replace calls a clean merge of (a copy of) ``run`` makes."""
+    calls, real = [], os.replace
+    copy = run.parent / "count"
+    shutil.copytree(run, copy)
+    store.os.replace = lambda src, dst: calls.append(dst) or real(src, dst)
+    try:
+        store.merge_parts(copy, np.arange(12), 48)
+    finally:
+        store.os.replace = real
+    shutil.rmtree(copy)
+    return len(calls)
+
+
+def test_a_merge_cut_short_anywhere_is_finished_by_the_next_with_each_student_once(tmp_path, two_group_parts,
+                                                                                    monkeypatch):
+    """A crash at every rename of the merge (into staging, the datasets into place, the parts away)
+    leaves a run that reads the same, and a second merge completes it with every student once."""
+    base = tmp_path / "base"
+    shutil.copytree(two_group_parts, base)
+    want = _sorted_curves(base)
+    n = _replace_calls(base)
+    assert n >= 4  # students files into staging, the two datasets, the parts (the commit)
+    real_replace = os.replace
+    for k in range(1, n + 1):
+        run = tmp_path / f"r{k}"
+        shutil.copytree(base, run)
+        calls = []
+
+        def crash_at_k(src, dst):
+            calls.append(dst)
+            if len(calls) == k:
+                raise OSError("simulated crash")
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(store.os, "replace", crash_at_k)
+        with pytest.raises(OSError, match="simulated crash"):
+            store.merge_parts(run, np.arange(12), 48)
+        monkeypatch.setattr(store.os, "replace", real_replace)
+        assert (run / "parts").is_dir(), k  # the commit is the last rename
+        mid = _sorted_curves(run)  # while the parts exist they are the truth: nothing lost, nothing twice
+        pd.testing.assert_frame_equal(mid[want.columns], want)
+        assert sorted(store.done_student_ids(run).tolist()) == list(range(12)), k
+        assert store.merge_parts(run, np.arange(12), 48) == {"students": 12, "curves": 48}
+        assert not (run / "parts").exists() and not (run / ".merging").exists()
+        assert not list(run.glob(".parts-merged-*")), k
+        done = _sorted_curves(run)
+        pd.testing.assert_frame_equal(done[want.columns], want)
+        assert sorted(store.done_student_ids(run).tolist()) == list(range(12)), k
+        assert sum(pq.ParquetFile(f).metadata.num_rows for f in (run / "curves").rglob("*.parquet")) == 48
+
+
+def test_a_crash_after_the_commit_leaves_whole_datasets(tmp_path, two_group_parts, monkeypatch):
+    """Killed while deleting the renamed parts: the datasets are whole, and the next merge of the run
+    (``lrsweep merge`` again) removes the leftover."""
     run = tmp_path / "r"
     shutil.copytree(two_group_parts, run)
-    want = lrsweep.load(run).sort_values(["student_id", "step"]).reset_index(drop=True)
-    real_replace, calls = os.replace, []
-
-    def crash_on_second(src, dst):
-        calls.append(dst)
-        if Path(dst) == run / "curves":  # the students dataset renamed into place, the curves not yet
-            raise OSError("simulated crash")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(store.os, "replace", crash_on_second)
-    with pytest.raises(OSError, match="simulated crash"):
+    want = _sorted_curves(run)
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(store.shutil, "rmtree", lambda path, **k: (_ for _ in ()).throw(OSError("killed"))
+                        if Path(path).name.startswith(".parts-merged-") else real_rmtree(path, **k))
+    with pytest.raises(OSError, match="killed"):
         store.merge_parts(run, np.arange(12), 48)
-    monkeypatch.setattr(store.os, "replace", real_replace)
-    assert (run / "parts").is_dir() and (run / "students").is_dir()
-    # while the parts exist they are the truth: nothing lost, nothing twice
-    mid = lrsweep.load(run).sort_values(["student_id", "step"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(mid[want.columns], want)
-    assert sorted(store.done_student_ids(run).tolist()) == list(range(12))
+    monkeypatch.setattr(store.shutil, "rmtree", real_rmtree)
+    assert not (run / "parts").exists() and len(list(run.glob(".parts-merged-*"))) == 1
+    pd.testing.assert_frame_equal(_sorted_curves(run)[want.columns], want)
+    assert store.verify_complete(run, {"rows": {"students": 12, "curves": 48}}) is None
+    (run / "parts").mkdir()  # a later merge (with nothing to add) clears the leftover
+    store.merge_parts(run)
+    assert not list(run.glob(".parts-merged-*"))
+
+
+def _forbid_whole_reads(monkeypatch, pattern=".curves.parquet"):
+    """Make every whole-file (or whole row group) Parquet read of a file whose name contains
+    ``pattern`` fail; footers and batch iteration stay allowed. Returns the list of files refused."""
+    refused = []
+
+    def guard(source):
+        if pattern in str(source):
+            refused.append(str(source))
+            raise AssertionError(f"read whole: {source}")
+
+    real_read_table, real_pd_read, real_init = pq.read_table, pd.read_parquet, pq.ParquetFile.__init__
+    monkeypatch.setattr(pq, "read_table", lambda source, *a, **k: guard(source) or real_read_table(source, *a, **k))
+    monkeypatch.setattr(pd, "read_parquet", lambda source, *a, **k: guard(source) or real_pd_read(source, *a, **k))
+
+    def init(self, source, *a, **k):
+        self._lrsweep_source = source
+        real_init(self, source, *a, **k)
+    monkeypatch.setattr(pq.ParquetFile, "__init__", init)
+    for name in ("read", "read_row_group", "read_row_groups"):
+        real = getattr(pq.ParquetFile, name)
+        monkeypatch.setattr(pq.ParquetFile, name,
+                            lambda self, *a, _real=real, **k: guard(self._lrsweep_source) or _real(self, *a, **k))
+    return refused
+
+
+def test_merge_reads_no_curves_file_whole(tmp_path, two_group_parts, monkeypatch):
+    run = tmp_path / "r"
+    shutil.copytree(two_group_parts, run)
+    want = _sorted_curves(run)
+    refused = _forbid_whole_reads(monkeypatch)
+    with pytest.raises(AssertionError, match="read whole"):  # the guard works
+        pq.read_table(next((run / "parts").glob("*.curves.parquet")))
+    refused.clear()
+    assert store.merge_parts(run, np.arange(12), 48) == {"students": 12, "curves": 48}
+    assert refused == []
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(_sorted_curves(run)[want.columns], want)
+
+
+def test_students_in_two_chunks_keep_the_first_chunks_rows_rewritten_in_batches(tmp_path, two_group_parts,
+                                                                               monkeypatch):
+    """A later chunk (stem order) holding 2 students of an earlier chunk plus its own: the
+    earlier chunk keeps its rows of the 2, the later one its own; only the later chunk's files are
+    rewritten, a few rows at a time, never read whole."""
+    run = tmp_path / "r"
+    shutil.copytree(two_group_parts, run)
+    want = _sorted_curves(run)
+    parts = run / "parts"
+    a, b = sorted(p.name.split(".")[0] for p in parts.glob("g0000-*.students.parquet"))[:2]
+    dup = pq.read_table(parts / f"{a}.students.parquet").column("student_id").to_pylist()[:2]
+    own = pq.read_table(parts / f"{b}.students.parquet").column("student_id").to_pylist()
+    later = "g0000-zzzzzz-c999999"  # sorts after every chunk of the run
+    for table in ("students", "curves"):
+        t = pa.concat_tables([pq.read_table(parts / f"{b}.{table}.parquet"), pq.read_table(parts / f"{a}.{table}.parquet")
+                              .filter(pc_isin(pq.read_table(parts / f"{a}.{table}.parquet"), dup))])
+        if table == "curves":  # the later copy of the repeated students has other numbers
+            loss = np.asarray(t.column("test_loss"), float) + np.isin(t.column("student_id").to_numpy(), dup) * 1e3
+            t = t.set_column(t.column_names.index("test_loss"), "test_loss", pa.array(loss))
+        pq.write_table(t, parts / f"{later}.{table}.parquet")
+        (parts / f"{b}.{table}.parquet").unlink()
+    inode_a = (parts / f"{a}.curves.parquet").stat().st_ino
+    monkeypatch.setattr(store, "BATCH_ROWS", 3)
+    writes = []
+    real_write = pq.ParquetWriter.write_table
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", lambda self, t, *x, **k: writes.append(t.num_rows)
+                        or real_write(self, t, *x, **k))
+    refused = _forbid_whole_reads(monkeypatch)
+    assert store.merge_parts(run, np.arange(12), 48) == {"students": 12, "curves": 48}
+    assert refused == [] and writes and max(writes) <= 3
+    monkeypatch.undo()
+    got = _sorted_curves(run)
+    pd.testing.assert_frame_equal(got[want.columns], want)  # the first copy's numbers, each student once
+    kept = pq.read_table(run / "curves" / "group_id=0" / f"{later}.parquet").column("student_id").to_numpy()
+    assert sorted(set(kept.tolist())) == own and len(kept) == len(own) * 4
+    assert (run / "curves" / "group_id=0" / f"{a}.parquet").stat().st_ino == inode_a  # not rewritten
+
+
+def pc_isin(table, ids):
+    return pa.array(np.isin(table.column("student_id").to_numpy(), ids))
+
+
+def test_duckdb_reads_the_curves_dataset_with_hive_partitioning(tmp_path, two_group_parts):
+    duckdb = pytest.importorskip("duckdb")
+    run = tmp_path / "r"
+    shutil.copytree(two_group_parts, run)
+    # the reference: every curves part read with plain pyarrow, before the merge
+    parts = pa.concat_tables([pq.read_table(f) for f in sorted((run / "parts").glob("*.curves.parquet"))]).to_pandas()
+    want = parts.groupby("step")["test_loss"].mean()
     store.merge_parts(run, np.arange(12), 48)
-    assert not (run / "parts").exists() and not (run / ".merging").exists()
-    done = lrsweep.load(run).sort_values(["student_id", "step"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(done[want.columns], want)
-    assert sorted(store.done_student_ids(run).tolist()) == list(range(12))
+    got = duckdb.sql(f"select step, avg(test_loss) as m from read_parquet('{run}/curves/*/*.parquet', "
+                     f"hive_partitioning=true) group by step order by step").df().set_index("step")["m"]
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-12)
+    assert got.index.tolist() == [0, 1, 2, 3]
+    rows = duckdb.sql(f"select group_id, count(*) from read_parquet('{run}/curves/*/*.parquet', "
+                      f"hive_partitioning=true) group by group_id order by group_id").fetchall()
+    assert rows == [(0, 24), (1, 24)]
+    kind = duckdb.sql(f"select typeof(group_id) from read_parquet('{run}/curves/*/*.parquet', "
+                      f"hive_partitioning=true) limit 1").fetchall()[0][0]
+    assert kind == "BIGINT"
+
+
+def test_load_of_a_merged_run_equals_the_engine_run_in_memory(two_group_parts, tmp_path):
+    """lrsweep.load of the partitioned run: students x logged steps rows, and each student's curve the
+    engine's numbers for the same plan (chunks of 4), trained here in memory."""
+    from lrsweep import engine
+    run = tmp_path / "r"
+    shutil.copytree(two_group_parts, run)
+    store.merge_parts(run, np.arange(12), 48)
+    got = lrsweep.load(run)
+    assert len(got) == 12 * 4 and got.groupby("student_id").size().eq(4).all()
+    assert got["group_id"].dtype == np.int64 and got["step"].tolist()[:4] == [0, 1, 2, 3]
+    students, specs = runner.prepare(config.load_config(run / "config.yaml"))
+    n = 0
+    for gid, spec in specs.items():
+        group = config.select_rows(students, students["group_id"].to_numpy() == gid)
+        _, plan = engine.plan_chunks(spec, group, max_memory=1 << 30, dtype_bytes=4, chunk_size=4)
+        fn = engine.make_chunk_fn(spec)
+        for chunk in plan:
+            res = engine.run_chunk(fn, chunk)
+            for i, sid in enumerate(res["student_id"]):
+                mine = got[got["student_id"] == sid].sort_values("step")
+                assert (mine["group_id"] == gid).all()
+                for name in ("train_loss", "test_loss"):  # float32: the same plan gives the same bits
+                    np.testing.assert_allclose(mine[name].to_numpy(), res["curves"][name][i], rtol=1e-6)
+                n += 1
+    assert n == 12
+
+
+# --------------------------------------------------------------------------------------
+# compare reads curves one group at a time; checks read only the metrics they declare
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_width_run(tmp_path_factory):
+    """Two shape groups (2 and 3 steps) of students the seed-000 theories cover."""
+    cfg = {"name": "cw", "seeds": [0, 1, 2], "task": {"input_dim": 8, "n_train": 8, "design": "orthogonal"},
+           "model": {"parameterization": "paper_deep", "n_layers": 3, "width": 8}, "init": "orthogonal",
+           "train": {"steps": 2}, "grid": {"train.steps": [2, 3], "lr_1": [0.5, 1.0], "lr_2": [0.5]}}
+    return lrsweep.run(config.load_config(cfg), tmp_path_factory.mktemp("cw"), progress=False, run_id="r").run_dir
+
+
+def test_compare_group_by_group_equals_all_at_once(two_width_run, monkeypatch):
+    from lrsweep import compare
+    loads = []
+    real_load = store.load
+    monkeypatch.setattr(store, "load", lambda *a, **k: loads.append((a[1:] or (k.get("table", "curves"),),
+                                                                     k.get("groups"))) or real_load(*a, **k))
+    table = compare.compare(two_width_run)
+    curve_loads = [groups for table_, groups in loads if table_ == ("curves",)]
+    assert curve_loads == [[0], [1]]  # one group's curves at a time
+    monkeypatch.undo()
+    whole = compare._compare_curves(store.load(two_width_run), None)
+    assert not table.empty and set(table["steps"]) == {2, 3}
+    # 2 groups x 2 rate points x the steps the theories predict (1 and 2)
+    assert table.groupby("theory").size().eq(8).all() and set(table["step"]) == {1, 2}
+    key = ["theory", "steps", "lr_1", "lr_2", "step"]
+    pd.testing.assert_frame_equal(table.sort_values(key).reset_index(drop=True),
+                                  whole.sort_values(key).reset_index(drop=True)[list(table.columns)])
+
+
+def test_checks_get_only_the_curve_metrics_they_declare(two_width_run, monkeypatch):
+    from lrsweep import compare
+    seen = {}
+
+    def spy(name):
+        def check(students, curves):
+            seen[name] = (set(curves.columns), len(curves))
+            return pd.DataFrame(columns=list(compare.CHECK_COLUMNS))
+        return check
+
+    for name in list(compare.CHECKS):
+        monkeypatch.delitem(compare.CHECKS, name)
+    monkeypatch.setitem(compare.CHECKS, "declares", spy("declares"))
+    monkeypatch.setitem(compare.CHECK_CURVE_COLUMNS, "declares", ("train_*",))
+    compare.write_comparison(two_width_run, ["declares"])
+    columns, rows = seen["declares"]
+    assert rows == 6 * 3 + 6 * 4  # every curve row of the run: 6 students x 3 logged steps, 6 x 4
+    assert {"run_id", "student_id", "step", "train_loss", "lr_1", "width", "group_id", "seed"} <= columns
+    assert "test_loss" not in columns
+    monkeypatch.setitem(compare.CHECKS, "all", spy("all"))  # one check declaring nothing: every metric
+    compare.write_comparison(two_width_run, ["declares", "all"])
+    assert {"test_loss", "train_loss"} <= seen["all"][0] and seen["all"][1] == 42

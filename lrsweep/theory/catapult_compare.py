@@ -409,9 +409,9 @@ def check_boundaries(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-register_check("catapult.uv_phase", check_uv_phase)
-register_check("catapult.theorem1_phase", check_theorem1_phase)
-register_check("catapult.theorem1_final_loss", check_theorem1_final_loss)
-register_check("catapult.hessian_ntk", check_hessian_ntk)
-register_check("catapult.corollary1", check_corollary1, strict=False)
+register_check("catapult.uv_phase", check_uv_phase, curve_columns=("train_loss", "ntk_eig"))
+register_check("catapult.theorem1_phase", check_theorem1_phase, curve_columns=("train_loss",))
+register_check("catapult.theorem1_final_loss", check_theorem1_final_loss, curve_columns=("train_loss",))
+register_check("catapult.hessian_ntk", check_hessian_ntk, curve_columns=())
+register_check("catapult.corollary1", check_corollary1, strict=False, curve_columns=())
 register_check("catapult.boundaries", check_boundaries, table="boundaries")

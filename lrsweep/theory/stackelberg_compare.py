@@ -426,7 +426,10 @@ def check_equal_budget(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(rows, columns=list(compare.CHECK_COLUMNS))
 
 
-compare.register_check("stackelberg.distance_vs_ratio", check_distance_vs_ratio)
-compare.register_check("stackelberg.curvature_bound", check_curvature_bound)
-compare.register_check("stackelberg.sharper_early", check_sharper_early, strict=False)
-compare.register_check("stackelberg.equal_budget", check_equal_budget, strict=False)
+compare.register_check("stackelberg.distance_vs_ratio", check_distance_vs_ratio,
+                       curve_columns=("train_loss", "body_sketch_*"))
+compare.register_check("stackelberg.curvature_bound", check_curvature_bound,
+                       curve_columns=("phi_sharpness", "sharpness"))
+compare.register_check("stackelberg.sharper_early", check_sharper_early, strict=False,
+                       curve_columns=("phi_sharpness", "sharpness"))
+compare.register_check("stackelberg.equal_budget", check_equal_budget, strict=False, curve_columns=("train_loss",))
