@@ -73,10 +73,12 @@ def prepare(cfg: config_lib.SweepConfig):
     from lrsweep.spec import GroupSpec
     students = config_lib.expand_grid(cfg)
     varying = [c for c in config_lib.static_columns() if c in config_lib.axis_columns(cfg)]  # others: one value
-    group_id = (students.groupby(varying, sort=False, dropna=False).ngroup().to_numpy(np.int64) if varying
-                else np.zeros(len(students), np.int64))
+    group_id, n_groups = config_lib.row_codes([students[c].array for c in varying]) if varying else (
+        np.zeros(len(students), np.int64), 1)
     students.insert(1, "group_id", group_id)
-    first_rows = np.unique(group_id, return_index=True)[1]  # group ids count up in order of first appearance
+    # group ids count up in order of first appearance: group g first appears where the running maximum reaches g
+    first_rows = (np.flatnonzero(group_id > np.maximum.accumulate(np.concatenate([[-1], group_id[:-1]])))
+                  if n_groups > 1 else [0])
     specs = {gid: GroupSpec.from_row(students.iloc[int(i)].to_dict()) for gid, i in enumerate(first_rows)}
     return students, specs
 
