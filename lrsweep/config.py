@@ -1181,7 +1181,7 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     table.update(_lr_columns(axes, on_axis, column, m_row))
     _resolve_best_response(table)
     # constants stay broadcast views of their one value (object dtype kept: no n-row string conversion)
-    del index, combo, stable
+    index = combo = stable = None  # the (n,) axis positions are no longer needed: freed before the check
     _check_distinct_students(table, cfg, axes, shape)
     df = pd.DataFrame({k: pd.Series(v, dtype=v.dtype, copy=False) if is_constant_column(v) else v
                        for k, v in table.items()}, copy=False)
