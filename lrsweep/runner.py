@@ -559,11 +559,9 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, out, ru
     overrides ``mode``."""
     result = out.result
     ids = result["student_id"]
-    rows = students.iloc[ids]  # student ids are row positions of the plan (config.expand_grid)
+    rows = chunk_students(students, ids)
     assert np.array_equal(rows["student_id"].to_numpy(), ids), "students must be the whole plan, in plan order"
-    rows = rows.reset_index(drop=True)
     rows.insert(0, "run_id", run_id)
-    rows = store.lists_as_text(rows)
     rows["formulation"] = spec.formulation
     rows["mode"] = result["mode"] if "mode" in result else mode
     for name, values in result["curves"].items():
@@ -583,6 +581,41 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, out, ru
     for name, (table, schema) in out.tables.items():
         store.write_table(table, run_dir / "parts" / f"{stem}.{name}.parquet", schema)
     store.write_table(rows, run_dir / "parts" / f"{stem}.students.parquet")
+
+
+def chunk_students(students: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    """The plan's rows ``ids`` (row positions: student ids) as the students part stores them, equal to
+    ``store.lists_as_text(students.iloc[ids])``: list values as text. A column constant over the plan
+    (a broadcast view, :func:`lrsweep.config.expand_grid`) is converted once and repeated, not row by row."""
+    k = len(ids)
+    constant = [c for c in students.columns if _is_broadcast(students[c])]
+    one = store.lists_as_text(students.iloc[:1][constant])  # the constants as stored, converted once
+    cols = {}
+    for name in students.columns:
+        if name in one:
+            value, dtype = one[name].iloc[0], one[name].dtype
+            if isinstance(dtype, np.dtype):  # an object column stays one (no string inference)
+                cols[name] = (pd.Series(_repeat_object(value, k), dtype=object) if dtype == object
+                              else np.full(k, value, dtype))
+            else:
+                cols[name] = pd.array(_repeat_object(value, k), dtype=dtype)
+        else:
+            part = students[name].iloc[ids].reset_index(drop=True)
+            cols[name] = store.lists_as_text(part.to_frame())[name] if part.dtype == object else part
+    return pd.DataFrame(cols, copy=False)
+
+
+def _is_broadcast(column: pd.Series) -> bool:
+    values = column.array
+    return (isinstance(values, pd.arrays.NumpyExtensionArray)
+            and config_lib.is_constant_column(values.to_numpy()))
+
+
+def _repeat_object(value, k: int) -> np.ndarray:
+    """(k,) object array of one value (a tuple stays one object)."""
+    out = np.empty(k, object)
+    out.fill(value)
+    return out
 
 
 SUMMARY_METRICS = ("final_test_loss", "final_train_loss")  # a setting's loss: the first it has values of

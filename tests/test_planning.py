@@ -189,3 +189,27 @@ def test_long_run_plans_memory_by_logged_steps_not_steps():
     assert long <= short
     dense, _ = per_student(10 ** 4, {"log_every": 1})
     assert dense > long + 4 * 2 * 9000  # a dense curve: two words per logged step more
+
+
+CHUNK_CASES = {
+    **STORED,
+    # list-valued fields (metrics, log_steps, points) and a None field, constant over the grid
+    "lists": {"name": "lists", "seeds": [0, 1, 2], "task": {"kind": "classification", "data": "points",
+              "points": [[1.0, 0.0, 1], [0.0, 1.0, -1]]}, "model": {"n_layers": 2, "width": 2},
+              "init": "gaussian", "train": {"steps": 4, "log_steps": [1, 3], "metrics": ["weight_norm"],
+                                            "loss": "logistic"}, "grid": {"lr": [0.1, 0.2]}},
+    # a list-valued axis: log_steps varies per student
+    "list-axis": {**SMALL, "name": "la", "model": {"n_layers": 2, "width": 3}, "train": {"steps": 4},
+                  "grid": {"train.log_steps": [[1], [2, 3]], "lr": [0.1]}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHUNK_CASES))
+def test_chunk_students_part_is_the_plan_rows_as_text(case):
+    """A chunk's students part (constants converted once) equals the plan's rows converted row by row
+    (store.lists_as_text of the rows): same columns, dtypes and values, for any subset of students."""
+    from lrsweep import store
+    students, _ = runner.prepare(config.load_config(CHUNK_CASES[case]))
+    for ids in (np.arange(len(students)), np.arange(1, len(students), 2), np.array([len(students) - 1])):
+        want = store.lists_as_text(students.iloc[ids].reset_index(drop=True))
+        pd.testing.assert_frame_equal(runner.chunk_students(students, ids), want)
