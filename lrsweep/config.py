@@ -1109,7 +1109,7 @@ def grid_size(cfg: SweepConfig) -> int:
     return math.prod(n for _, n in _axis_sizes(cfg))
 
 
-# Planning is columnar (constant fields are one value each): 10^7 students plan in ~7 s and ~1.3 GB
+# Planning is columnar (constant fields are one value each): 10^7 students plan in ~4-7 s and ~0.9 GB
 # peak on a 2-core machine (scripts/bench_scaling.py), linear beyond; the cap guards against typos.
 DEFAULT_MAX_STUDENTS = 20_000_000
 
