@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import itertools
 import math
 import re
@@ -1108,7 +1109,7 @@ def grid_size(cfg: SweepConfig) -> int:
     return math.prod(n for _, n in _axis_sizes(cfg))
 
 
-# Planning is columnar (constant fields are one value each): 10^7 students plan in ~7 s and ~1.3 GB
+# Planning is columnar (constant fields are one value each): 10^7 students plan in ~4-7 s and ~0.9 GB
 # peak on a 2-core machine (scripts/bench_scaling.py), linear beyond; the cap guards against typos.
 DEFAULT_MAX_STUDENTS = 20_000_000
 
@@ -1180,10 +1181,11 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     table.update(_lr_columns(axes, on_axis, column, m_row))
     _resolve_best_response(table)
     # constants stay broadcast views of their one value (object dtype kept: no n-row string conversion)
+    index = combo = stable = None  # the (n,) axis positions are no longer needed: freed before the check
+    _check_distinct_students(table, cfg, axes, shape)
     df = pd.DataFrame({k: pd.Series(v, dtype=v.dtype, copy=False) if is_constant_column(v) else v
                        for k, v in table.items()}, copy=False)
     df.insert(0, "student_id", np.arange(n, dtype=np.int64))
-    _check_distinct_students(df, cfg, axes, shape)
     return df
 
 
@@ -1192,7 +1194,7 @@ def _resolve_best_response(table: dict) -> None:
     the best response leaves nothing to alternate); a best-response student's head rate (lr_m, ``lr_head``,
     ``lr_ratio``, so ``lr_total``) is stored as inf: the head is never moved by the optimizer."""
     ratio = table.get("lr_ratio")
-    best = np.asarray(table["head"] == "best_response", bool)
+    best = _equals(table["head"], "best_response")
     if ratio is not None:  # an infinite head rate; not a finite head over a frozen body (lr_body 0)
         best = best | (np.isinf(ratio) & np.isinf(table["lr_head"]))
     if not best.any():
@@ -1201,7 +1203,7 @@ def _resolve_best_response(table: dict) -> None:
     table["update"] = np.where(best, "simultaneous", table["update"]).astype(object)
     table["head_steps"] = np.where(best, 1, table["head_steps"])
     m_row = table["n_trainable"]
-    for m in np.unique(m_row[best]):
+    for m in pd.unique(m_row[best]):
         table[f"lr_{m}"] = np.where(best & (m_row == m), np.inf, table[f"lr_{m}"])
     for column in ("lr_total", "lr_head", "lr_ratio"):
         if column in table:
@@ -1215,9 +1217,9 @@ def _resolve_schedule_columns(table: dict) -> None:
     end = _floats(table["batch_end"])
     end = _where(_isnan(end), batch, end)  # stays NaN (null) for full-batch students
     table["batch_end"] = end
-    ramp = np.asarray(table["batch_schedule"]) == "ramp"
+    ramp = _equals(table["batch_schedule"], "ramp")
     for name, values in (("batch_end", end), ("batch_start", np.asarray(table["batch_start"], float))):
-        bad = ramp & (values > batch)
+        bad = ramp & (values > batch) if ramp.any() else ramp
         if bad.any():
             r = int(np.argmax(bad))
             raise ConfigError(f"train.{name}", f"must be <= train.batch_size={int(batch[r])} (the compiled batch "
@@ -1251,6 +1253,13 @@ def _resolve_schedule_columns(table: dict) -> None:
 def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``values[rows]``, a broadcast view where ``rows`` is one (a constant stays constant)."""
     return np.broadcast_to(values[rows[0]], rows.shape) if is_constant_column(rows) else values[rows]
+
+
+def _equals(column, value) -> np.ndarray:
+    """(n,) bool ``column == value``: one comparison, broadcast, where the column is constant."""
+    if is_constant_column(column):
+        return np.broadcast_to(np.bool_(column[0] == value), column.shape)
+    return np.asarray(column == value, bool)
 
 
 def _isnan(x: np.ndarray) -> np.ndarray:
@@ -1350,8 +1359,7 @@ def _lr_columns(axes, on_axis, column, m_row: np.ndarray) -> dict:
     :func:`resolve_lrs` applied to whole columns (one call per layer count m)."""
     names = [name for names, _ in axes for name in names if name in LR_AXES or name.startswith("lr_")]
     point = {name: column(name) for name in names}
-    first = np.unique(m_row, return_index=True)[1]
-    m_order = [int(m) for m in m_row[np.sort(first)]]  # layer counts in order of first appearance
+    m_order = [int(m) for m in (m_row[:1] if is_constant_column(m_row) else pd.unique(m_row))]  # first appearance
     n = len(m_row)
     lrs = {f"lr_{l}": np.full(n, np.nan) for l in range(1, max(m_order) + 1)}
     total, bad = np.zeros(n), np.zeros(n, bool)
@@ -1361,7 +1369,7 @@ def _lr_columns(axes, on_axis, column, m_row: np.ndarray) -> dict:
         total[rows] = sum(layer_lrs)  # 0 + eta_1 + ... + eta_m, as for one student's list
         for l, v in enumerate(layer_lrs, 1):
             lrs[f"lr_{l}"][rows] = v
-        bad[rows] = np.minimum.reduce(layer_lrs) < 0
+        bad[rows] = functools.reduce(np.minimum, layer_lrs) < 0
         if "lr_total" in point:
             bad[rows] |= ~_isclose(total[rows], point["lr_total"][rows], rel_tol=1e-9, abs_tol=1e-12)
     if bad.any():
@@ -1418,26 +1426,84 @@ def axis_columns(cfg: SweepConfig) -> set[str]:
     return {_short(name) for name in on if name in FIELDS} | derived
 
 
-def _check_distinct_students(df: pd.DataFrame, cfg: SweepConfig, axes, shape) -> None:
+def row_codes(columns: list) -> tuple[np.ndarray, int]:
+    """Columnar row keys: ((n,) int64 codes, number of distinct rows) over ``columns`` (equal arrays
+    of n values, or pandas Series / arrays; NaN equals NaN, like pandas groupby with dropna=False). Rows equal in every column
+    share a code; codes count up in order of first appearance. A constant (broadcast) column is
+    skipped unread; each other column is factorized once and the codes combined in mixed radix."""
+    n = len(columns[0]) if columns else 0
+    key, size = _combined_codes(columns, n)
+    if size == 1:
+        return np.zeros(n, np.int64), min(n, 1)
+    codes, uniques = pd.factorize(key)
+    return codes.astype(np.int64, copy=False), len(uniques)
+
+
+def _combined_codes(columns: list, n: int) -> tuple[np.ndarray, int]:
+    """(key, size): (n,) int64 in [0, size), equal exactly where the rows are equal in every column
+    (not numbered in any order; compressed by factorizing once a mixed-radix product would overflow)."""
+    key, size = np.zeros(n, np.int64), 1
+    for values in columns:
+        values = values.array if isinstance(values, pd.Series) else values
+        values = values.to_numpy() if isinstance(values, pd.arrays.NumpyExtensionArray) else values
+        if is_constant_column(values):
+            continue
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        if size * len(uniques) >= 2 ** 62:
+            key, size = _compress(key)
+        key = key * len(uniques) + codes if size > 1 else codes.astype(np.int64, copy=False)
+        size *= len(uniques)
+    return key, size
+
+
+def _compress(key: np.ndarray) -> tuple[np.ndarray, int]:
+    codes, uniques = pd.factorize(key)
+    return codes.astype(np.int64, copy=False), len(uniques)
+
+
+def _first_duplicate(columns: list, n: int) -> tuple[int, int] | None:
+    """(first, second): the first row equal in every column to an earlier one and that earlier row;
+    None when all n rows differ. A bincount where the key space is small (no hashing), else a factorize."""
+    key, size = _combined_codes(columns, n)
+    if size < n:
+        return (0, 1) if n > 1 and size <= 1 else _duplicate_rows(key)
+    if size <= 4 * n and np.bincount(key, minlength=size).max() <= 1:
+        return None
+    return _duplicate_rows(key)
+
+
+def _duplicate_rows(key: np.ndarray) -> tuple[int, int] | None:
+    codes = pd.factorize(key)[0]  # first appearance order: a row is new where its code passes every earlier one
+    seen = np.maximum.accumulate(np.concatenate([[-1], codes[:-1]]))
+    repeats = np.flatnonzero(codes <= seen)
+    if not len(repeats):
+        return None
+    second = int(repeats[0])
+    return int(np.argmax(codes == codes[second])), second
+
+
+def _check_distinct_students(table: dict, cfg: SweepConfig, axes, shape) -> None:
     """ConfigError("grid") when two rows train the same student (identical in every
-    :func:`student_columns`): different axis values that give the same student."""
-    if len(df) == 1:
+    :func:`student_columns` of ``table``, {column: (n,) values}): different axis values that give
+    the same student. Columnar (:func:`_first_duplicate`)."""
+    n = len(next(iter(table.values())))
+    if n == 1:
         return
     on_axes = axis_columns(cfg)
-    varying = [c for c in student_columns(df) if c in on_axes or c.startswith("lr_") or c == "target_std"]
-    dup = df.duplicated(subset=varying, keep="first").to_numpy() if varying else np.arange(len(df)) > 0
-    if not dup.any():
+    fields = field_columns()
+    varying = [c for c in table if (c in fields or _LR_LAYER.match(c))
+               and (c in on_axes or c.startswith("lr_") or c == "target_std")]
+    pair = _first_duplicate([table[c] for c in varying], n) if varying else (0, 1)
+    if pair is None:
         return
-    second = int(np.argmax(dup))
-    key = df.groupby(varying, sort=False, dropna=False).ngroup().to_numpy() if varying else np.zeros(len(df))
-    first = int(np.argmax(key == key[second]))
+    first, second = pair
     entries = zip(axes, np.unravel_index(first, shape), np.unravel_index(second, shape))
     differ = " and ".join(f"{_axis_label(names, values[i])} vs {_axis_label(names, values[j])}"
                           for (names, values), i, j in entries if i != j)
     plain = lambda v: v.item() if isinstance(v, np.generic) else v
-    same = ", ".join(f"{c}={plain(df[c].iloc[first])!r}" for c in varying
-                     if (c.startswith("lr_") or c == "target_std" or df[c].nunique(dropna=False) > 1)
-                     and not (isinstance(df[c].iloc[first], float) and math.isnan(df[c].iloc[first])))
+    same = ", ".join(f"{c}={plain(table[c][first])!r}" for c in varying
+                     if (c.startswith("lr_") or c == "target_std" or len(pd.unique(np.asarray(table[c]))) > 1)
+                     and not (isinstance(table[c][first], float) and math.isnan(table[c][first])))
     raise ConfigError("grid", f"students {first} and {second} are the same student ({same}): {differ} "
                               f"give identical students; keep one of them")
 

@@ -73,10 +73,12 @@ def prepare(cfg: config_lib.SweepConfig):
     from lrsweep.spec import GroupSpec
     students = config_lib.expand_grid(cfg)
     varying = [c for c in config_lib.static_columns() if c in config_lib.axis_columns(cfg)]  # others: one value
-    group_id = (students.groupby(varying, sort=False, dropna=False).ngroup().to_numpy(np.int64) if varying
-                else np.zeros(len(students), np.int64))
+    group_id, n_groups = config_lib.row_codes([students[c].array for c in varying]) if varying else (
+        np.zeros(len(students), np.int64), 1)
     students.insert(1, "group_id", group_id)
-    first_rows = np.unique(group_id, return_index=True)[1]  # group ids count up in order of first appearance
+    # group ids count up in order of first appearance: group g first appears where the running maximum reaches g
+    first_rows = (np.flatnonzero(group_id > np.maximum.accumulate(np.concatenate([[-1], group_id[:-1]])))
+                  if n_groups > 1 else [0])
     specs = {gid: GroupSpec.from_row(students.iloc[int(i)].to_dict()) for gid, i in enumerate(first_rows)}
     return students, specs
 
@@ -557,11 +559,9 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, out, ru
     overrides ``mode``."""
     result = out.result
     ids = result["student_id"]
-    rows = students.iloc[ids]  # student ids are row positions of the plan (config.expand_grid)
+    rows = chunk_students(students, ids)
     assert np.array_equal(rows["student_id"].to_numpy(), ids), "students must be the whole plan, in plan order"
-    rows = rows.reset_index(drop=True)
     rows.insert(0, "run_id", run_id)
-    rows = store.lists_as_text(rows)
     rows["formulation"] = spec.formulation
     rows["mode"] = result["mode"] if "mode" in result else mode
     for name, values in result["curves"].items():
@@ -581,6 +581,41 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, out, ru
     for name, (table, schema) in out.tables.items():
         store.write_table(table, run_dir / "parts" / f"{stem}.{name}.parquet", schema)
     store.write_table(rows, run_dir / "parts" / f"{stem}.students.parquet")
+
+
+def chunk_students(students: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    """The plan's rows ``ids`` (row positions: student ids) as the students part stores them, equal to
+    ``store.lists_as_text(students.iloc[ids])``: list values as text. A column constant over the plan
+    (a broadcast view, :func:`lrsweep.config.expand_grid`) is converted once and repeated, not row by row."""
+    k = len(ids)
+    constant = [c for c in students.columns if _is_broadcast(students[c])]
+    one = store.lists_as_text(students.iloc[:1][constant])  # the constants as stored, converted once
+    cols = {}
+    for name in students.columns:
+        if name in one:
+            value, dtype = one[name].iloc[0], one[name].dtype
+            if isinstance(dtype, np.dtype):  # an object column stays one (no string inference)
+                cols[name] = (pd.Series(_repeat_object(value, k), dtype=object) if dtype == object
+                              else np.full(k, value, dtype))
+            else:
+                cols[name] = pd.array(_repeat_object(value, k), dtype=dtype)
+        else:
+            part = students[name].iloc[ids].reset_index(drop=True)
+            cols[name] = store.lists_as_text(part.to_frame())[name] if part.dtype == object else part
+    return pd.DataFrame(cols, copy=False)
+
+
+def _is_broadcast(column: pd.Series) -> bool:
+    values = column.array
+    return (isinstance(values, pd.arrays.NumpyExtensionArray)
+            and config_lib.is_constant_column(values.to_numpy()))
+
+
+def _repeat_object(value, k: int) -> np.ndarray:
+    """(k,) object array of one value (a tuple stays one object)."""
+    out = np.empty(k, object)
+    out.fill(value)
+    return out
 
 
 SUMMARY_METRICS = ("final_test_loss", "final_train_loss")  # a setting's loss: the first it has values of

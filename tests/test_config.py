@@ -584,7 +584,22 @@ def test_log_steps_geomspace_is_rounded_deduplicated_and_checked():
     assert len(logged({"geomspace": [1, 10 ** 6, 40]}, 10 ** 6)) <= 41  # bounded, however long the run
     for bad, words in (({"geomspace": [0, 10, 3]}, "1 <= first"), ({"geomspace": [1, 10]}, "three integers"),
                        ({"linspace": [1, 10, 3]}, "geomspace: [first, last, k]"), ({"geomspace": [1, 20, 3]}, "<= train.steps"),
-                       ({"geomspace": [1.5, 10, 3]}, "three integers")):
+                       ({"geomspace": [1.5, 10, 3]}, "three integers"), ({"geomspace": [1, 10, 0]}, "k >= 1"),
+                       ({"geomspace": [5, 2, 3]}, "first <= last")):
         with pytest.raises(config.ConfigError, match="train.log_steps") as err:
             logged(bad, 10)
         assert words in str(err.value)
+
+
+@pytest.mark.parametrize("spec, words", [("{geomspace: [1, 10, 0]}", "k >= 1"), ("{geomspace: [1, 50, 4]}", "<= train.steps=10"),
+                                         ("{geomspace: [1, 10, 2.5]}", "three integers")])
+def test_bad_log_steps_geomspace_exits_2_with_one_line(tmp_path, spec, words):
+    """lrsweep run: exit 2, one stderr line naming train.log_steps, no run directory."""
+    from conftest import cli_main
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: t\ntask: {{input_dim: 4, n_train: 4}}\nmodel: {{width: 2}}\n"
+                    f"train: {{steps: 10, log_steps: {spec}}}\ngrid: {{lr: [0.1]}}\n")
+    rc, _, err = cli_main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"])
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "train.log_steps" in lines[0] and words in lines[0], err
+    assert not (tmp_path / "out").exists()

@@ -61,10 +61,10 @@ def plan_mode(spec, students, requested: str, *, dtype_bytes: int) -> dict:
     """Which driver runs a group and why ({"mode", "reason", ...}; poly adds its ``lr_scale``);
     ConfigError("train.mode") where the requested one cannot run it. Decided on the whole group, so
     a resumed run decides the same."""
-    from lrsweep.chunking import instance_groups
+    from lrsweep.chunking import instance_index
     from lrsweep.drivers import poly
-    members, _ = instance_groups(students, spec.instance_columns)
-    rep = poly.mode_report(spec, len(students), len(members), requested, dtype_bytes=dtype_bytes)
+    _, sizes, _ = instance_index(students, spec.instance_columns)  # columnar: no row list per instance
+    rep = poly.mode_report(spec, len(students), len(sizes), requested, dtype_bytes=dtype_bytes)
     if rep["mode"] == "poly":
         rep["lr_scale"] = poly.group_scale(students, spec.arch.n_trainable)
     return rep
