@@ -9,6 +9,9 @@ The brute force scans each family on a grid over every rate with a finite loss (
 a constant rate is not a cap: it is exceeded by the grid) and polishes the best grid point with
 scipy's Nelder-Mead; nothing of lrsweep is called to find it.
 """
+import functools
+import os
+
 import numpy as np
 import pytest
 from scipy import optimize
@@ -66,6 +69,11 @@ GRIDS = {  # log-rate from far below to far above the stability bound (~1 here),
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _brute_force(name, kind):
+    return brute_force(POINTS[name], kind)
+
+
 def brute_force(point, kind):
     """(parameters, loss) of the best schedule of a family: the whole grid, then Nelder-Mead."""
     T = point["T"]
@@ -84,12 +92,17 @@ def brute_force(point, kind):
 
 @pytest.fixture(scope="module")
 def found():
-    """kind -> the tool's result at each point (every kind, the default search)."""
+    """kind -> the tool's result at each point (every kind, the default search; XLA optimizations on,
+    as in conftest's ``optimized``)."""
+    import jax
+    old = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "0").lower() in ("1", "true")
+    jax.config.update("jax_disable_most_optimizations", False)
     out = {}
     for name, point in POINTS.items():
         kinds = ("optimal", "constant", "power", "polynomial", "wsd", "cosine") if name == "easy_noiseless" \
             else ("optimal", "constant", "polynomial")
         out[name] = search_point({k: v for k, v in point.items() if k != "T"}, Search((point["T"],), kinds, {}))
+    jax.config.update("jax_disable_most_optimizations", old)
     return out
 
 
@@ -104,7 +117,7 @@ def test_each_family_reaches_the_brute_force_optimum(found, name, kind):
     1% of the brute force's rate."""
     point = POINTS[name]
     T = point["T"]
-    params, loss = brute_force(point, kind)
+    params, loss = _brute_force(name, kind)
     res = found[name][kind]
     lr = np.asarray(res["lr"][0][:T], float)
     assert res["loss"][0] == pytest.approx(final_loss(point, lr[None])[0], rel=1e-9)
@@ -120,7 +133,7 @@ def test_optimal_schedule_is_no_worse_than_any_constant_or_polynomial(found, nam
     constant's loss is not the capped 0.01915 of issue 22 at the easy point."""
     point = POINTS[name]
     T = point["T"]
-    best = min(brute_force(point, "constant")[1], brute_force(point, "polynomial")[1])
+    best = min(_brute_force(name, "constant")[1], _brute_force(name, "polynomial")[1])
     res = found[name]["optimal"]
     lr = np.asarray(res["lr"][0][:T], float)
     assert res["loss"][0] == pytest.approx(final_loss(point, lr[None])[0], rel=1e-9)
