@@ -250,3 +250,104 @@ def test_piecewise_constant_schedules_have_k_pieces_and_beat_the_constant(x64):
             np.testing.assert_array_equal(lr[piece == k], lr[piece == k][0])
         assert len({lr[piece == k][0] for k in range(4)}) >= 2  # ... and the pieces are not all one rate
         assert out["loss"][h] < best["loss"][h]
+
+
+# ------------------------------------------------------------------------------- long horizons
+def block_schedule(T, resolution, shape):
+    """Block lengths (written here: max(1, floor(r min(t, T - t)))) and a rate per block from shape(t)."""
+    sizes, t = [], 0
+    while t < T:
+        n = min(max(1, int(resolution * min(t, T - t))), T - t)
+        sizes.append(n)
+        t += n
+    sizes = np.array(sizes)
+    starts = np.cumsum(sizes) - sizes
+    return sizes, shape(starts + (sizes - 1) / 2)
+
+
+def test_time_blocks_are_the_rule_written_here():
+    for T, r in ((1000, 0.01), (12345, 0.03), (50, 0.5)):
+        sizes, _ = block_schedule(T, r, lambda t: t)
+        np.testing.assert_array_equal(rf.time_blocks(T, r), sizes)
+        assert rf.time_blocks(T, r).sum() == T
+    np.testing.assert_array_equal(rf.time_blocks(7), np.ones(7))
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+def test_blocks_of_one_step_are_the_exact_recursion(noise, x64):
+    lam, target = model(n=30, a=2.0, b=1.4)
+    t = np.arange(40)
+    lr = 0.4 * (1 - t / 40) ** 1.5 + 0.01
+    expected = numpy_recursion(lam, target ** 2, noise, lr, np.full(40, 2.0), np.zeros(40))
+    got = rf.block_loss_curves(rf.exact_modes(lam, target ** 2), noise, lr, np.ones(40), 2.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("resolution,tolerance", [(0.1, 5e-3), (0.03, 1e-3), (0.01, 2e-4)])
+def test_block_recursion_approaches_the_exact_one_as_blocks_shrink(resolution, tolerance, x64):
+    """Blocks at one rate each, against the exact per-step recursion (numpy, written above) of the same
+    block-constant schedule, T = 3000, N = 300, sigma = 1: relative error of the final loss below the
+    tolerance (measured 2.5e-3, 5.3e-4, 8.7e-5: about resolution^1.5)."""
+    lam, target = rf.spectrum(300, 2.5, 2.0)
+    T = 3000
+    sizes, lr = block_schedule(T, resolution, lambda t: 0.35 * (1 - t / T) ** 1.5)
+    per_step = np.repeat(lr, sizes)
+    exact = numpy_recursion(lam, target ** 2, 1.0, per_step, np.ones(T), np.zeros(T))[-1]
+    got = rf.block_loss_curves(rf.exact_modes(lam, target ** 2), 1.0, lr, sizes)[-1]
+    assert abs(got / exact - 1) < tolerance, (got, exact)
+    assert sizes.size < T / 3                      # and it is a coarsening
+
+
+def test_block_step_sums_are_continuous_across_their_series(x64):
+    """S0 and S1 from the series (|x n| < 1e-3) and from the closed forms agree where they meet, and a
+    zero rate (x = 0) is the identity with finite gradients."""
+    import jax
+    import jax.numpy as jnp
+    from lrsweep.theory.random_features.recursion import SERIES, _block_sums
+    n = jnp.asarray(250.0)
+    for x in (SERIES / 250 * (1 - 1e-9), SERIES / 250 * (1 + 1e-9), 1e-9, 0.3):
+        an, s0, s1 = (float(v) for v in _block_sums(jnp.asarray(x), n))
+        a = 1 - x
+        j = np.arange(250)
+        assert s0 == pytest.approx(np.sum(a ** j), rel=1e-10) and s1 == pytest.approx(np.sum(j * a ** (249 - j)),
+                                                                                        rel=1e-10)
+        assert an == pytest.approx(a ** 250, rel=1e-12)
+    grad = jax.grad(lambda x: sum(v for v in _block_sums(x, n)))(jnp.asarray(0.0))
+    assert np.isfinite(float(grad))
+
+
+def test_lumped_modes_follow_the_full_model(x64):
+    """power_law_modes (the first 300 features exact, bins of 2% beyond) against the exact recursion of
+    all N = 20,000 features (numpy, written above), T = 400: relative error < 1e-5 and the initial loss
+    exact. N = infinity: the initial loss is zeta(a), and L_inf - L_N is zeta(a, N+1) (the features
+    beyond N, frozen) times one factor for every N (their loss feeds the noise of the others: 1.04
+    here), so L_N converges to L_inf as the tail sum does."""
+    from scipy.special import zeta
+    a, b = 1.5, 2.0
+    lam, target = rf.spectrum(20000, a, b)
+    t = np.arange(400)
+    lr = 0.3 * (1 - t / 400) ** 1.0
+    exact = numpy_recursion(lam, target ** 2, 1.0, lr, np.ones(400), np.zeros(400))
+    modes = rf.power_law_modes(20000, a, b, exact=300, bin_ratio=1.02)
+    assert modes.lam.size < 600 and modes.weight.sum() == 20000
+    got = rf.loss_curves(modes, None, 1.0, lr)
+    assert got[0] == pytest.approx(np.sum(np.arange(1, 20001.0) ** -a), rel=1e-12)
+    np.testing.assert_allclose(got, exact, rtol=1e-5)
+    infinite = rf.power_law_modes(np.inf, a, b, exact=300, bin_ratio=1.02)
+    assert infinite.initial_loss == pytest.approx(zeta(a), rel=1e-10)
+    far = rf.loss_curves(infinite, None, 1.0, lr)[-1]
+    ratios = [(far - rf.loss_curves(rf.power_law_modes(N, a, b, exact=300, bin_ratio=1.02), None, 1.0, lr)[-1])
+              / zeta(a, N + 1) for N in (10 ** 4, 10 ** 6, 10 ** 8)]
+    assert 1.0 < ratios[0] < 1.1 and np.ptp(ratios) < 1e-4 * ratios[0], ratios
+
+
+def test_the_free_optimum_starts_at_the_start_schedule_exactly(x64):
+    """iterations = 0 returns the start schedule (the correction exp(W p) is 1 at p = 0), so the free
+    optimum is never worse than the family it starts from."""
+    lam, target = rf.spectrum(20, 2.0, 1.5)
+    horizons = [30, 60]
+    poly = rf.best_family_schedule("polynomial", lam, target ** 2, 0.2, horizons)
+    same = rf.optimize_schedules(lam, target ** 2, 0.2, horizons, init_lr=poly["lr"], iterations=0)
+    np.testing.assert_allclose(same["lr"], poly["lr"], rtol=1e-12)
+    better = rf.optimize_schedules(lam, target ** 2, 0.2, horizons, init_lr=poly["lr"], iterations=30)
+    assert np.all(better["loss"] <= poly["loss"] * (1 + 1e-12))

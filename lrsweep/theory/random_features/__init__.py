@@ -85,8 +85,8 @@ L_n = sum_j w_j lambda_j C_n,j + offset linearly, so L_n solves one linear equat
 and n -> infinity its coefficient g sum lambda^2 S1/n -> F(eta) of section 2: the equation is
 well posed exactly for stable rates. n = 1 is the exact step. Block lengths
 max(1, floor(r min(t, T - t))) follow the scales on which the loss (t) and a decaying schedule (T - t)
-change; the error is second order in r (measured 1e-4 relative at r = 0.01, T = 10^4, against the
-exact recursion of the same block-constant schedule; tested).
+change; the relative error of the loss falls about as r^1.5 (measured 2.5e-3, 5.3e-4, 8.7e-5 at
+r = 0.1, 0.03, 0.01, T = 3000, against the exact recursion of the same block-constant schedule; tested).
 Lumped modes: :mod:`.model` (N up to infinity in ~1,000-2,000 modes).
 
 5. Searches (:mod:`.search`)

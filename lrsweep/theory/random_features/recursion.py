@@ -77,16 +77,17 @@ def momentum_step(p: Params, state, x):
 
 
 def _block_sums(x, n):
-    """S0 = sum_{j<n} a^j and S1 = sum_{j<n} j a^(n-1-j) for a = 1 - x (a > 0), block length n >= 0:
-    closed forms, and their series in x n where those cancel. S1 = (n - S0)/x (multiply out (1 - a) S1)."""
+    """a^n, S0 = sum_{j<n} a^j and S1 = sum_{j<n} j a^(n-1-j) for a = 1 - x (a > 0), block length n >= 0:
+    S0 = (1 - a^n)/x and S1 = (n - S0)/x (multiply out (1 - a) S1), their series in x n where those
+    cancel (|x n| < SERIES: relative error < SERIES^3; beyond it the cancellation costs < 1e-13)."""
     small = jnp.abs(x * n) < SERIES
     xs = jnp.where(small, 1.0, x)
-    log_a = jnp.log1p(-jnp.where(small, 0.0, x))
-    s0_closed = -jnp.expm1(n * log_a) / xs
-    n1, n2, n3 = n - 1.0, n - 2.0, n - 3.0
-    s0 = jnp.where(small, n - x * n * n1 / 2 + x ** 2 * n * n1 * n2 / 6, s0_closed)
-    s1 = jnp.where(small, n * n1 / 2 - x * n * n1 * n2 / 6 + x ** 2 * n * n1 * n2 * n3 / 24, (n - s0_closed) / xs)
     an = jnp.exp(n * jnp.log1p(-x))
+    s0_closed = (1.0 - an) / xs
+    n1, n2 = n - 1.0, n - 2.0
+    s0 = jnp.where(small, n - x * n * n1 / 2 + x ** 2 * n * n1 * n2 / 6, s0_closed)
+    s1 = jnp.where(small, n * n1 / 2 - x * n * n1 * n2 / 6 + x ** 2 * n * n1 * n2 * (n - 3.0) / 24,
+                   (n - s0_closed) / xs)
     return an, s0, s1
 
 
