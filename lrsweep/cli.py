@@ -397,9 +397,16 @@ def _print_schedule_summary(summary) -> None:
                      else f"bounded by eta_max = {bound:.4g}") + ":")
             cells = g.assign(cell=[f"{v:.4g}" + ("*" if hit else "") for v, hit in
                                    zip(g["expected_loss"], g.get("at_bound", pd.Series(False, index=g.index)))])
+            heavy = None
             if "mc_mean" in g:
-                cells["cell"] = cells["cell"] + " | " + g["mc_mean"].map(lambda v: f"{v:.4g}")
+                from lrsweep.theory.random_features_compare import reliable
+                heavy = pd.Series([not reliable(r) for r in g.to_dict("records")], index=g.index)
+                cells["cell"] = cells["cell"] + " | " + g["mc_mean"].map(lambda v: f"{v:.4g}") + heavy.map(
+                    {True: "!", False: ""})
             print(cells.pivot(index="T", columns="kind", values="cell").to_string())
+            if heavy is not None and heavy.any():
+                print(f"  ! heavy-tailed final loss: its Monte Carlo mean is no check of the recursion (the exact "
+                      f"expectation): {int(heavy.sum())} of {len(g)} schedules; why: random_features.verify_tails")
             if "at_bound" in g and g["at_bound"].any():
                 print(f"  * touches the rate bound eta_max = {bound:.4g}: {int(g['at_bound'].sum())} of {len(g)} "
                       f"schedules (the bound is the config's choice; without it the optimum may lie above it)")
@@ -576,7 +583,8 @@ def cmd_show(args) -> int:
         print(f"schedule search: {len(meta['horizons'])} horizons x {len(meta['kinds'])} kinds x {meta['n_points']} "
               f"point(s), {meta['search_s']:.1f} s; tables: {run / 'schedules.parquet'}, "
               f"{run / 'schedule_summary.parquet'}" + (f"; Monte Carlo run: {run / meta['verify']['run']}"
-                                                        if "verify" in meta else ""))
+                                                        if "verify" in meta else "")
+              + (f"; searched in blocks (resolution {meta['resolution']:g})" if meta.get("resolution") else ""))
         _print_schedule_summary(store.read_parquet(run / "schedule_summary.parquet").to_pandas())
         return 0
     _require_results(run)

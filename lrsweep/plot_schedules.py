@@ -245,7 +245,7 @@ def loss_vs_T_figure(summary: pd.DataFrame, reference: tuple[float, str] | None 
         ax.plot(T, loss, color=color, marker="o", ms=3.5, lw=1.2, label=label, gid=f"loss {kind}")
         if has_mc and g["mc_mean"].notna().any():
             shift = 1.0 + 0.02 * (i - (len(kinds) - 1) / 2)  # kinds side by side at one T
-            reliable = np.array([rfc._reliable(r) for r in g.to_dict("records")], bool)
+            reliable = np.array([rfc.reliable(r) for r in g.to_dict("records")], bool)
             bars = ax.errorbar(T[reliable] * shift, g["mc_mean"].to_numpy(float)[reliable],
                                yerr=g["mc_sem"].to_numpy(float)[reliable], color=color, fmt="s", mfc="none", ms=4,
                                capsize=2, lw=0.9)
@@ -274,6 +274,46 @@ def loss_vs_T_figure(summary: pd.DataFrame, reference: tuple[float, str] | None 
     plot_catapult.log_ticks(ax.xaxis, float(summary["T"].min()), float(summary["T"].max()))
     plot_catapult.log_ticks(ax.yaxis, *ax.get_ylim())
     plot.add_legend(fig, handles, ncols=1)
+    if title:
+        plot_catapult.set_title(fig, title)
+    return fig
+
+
+PANEL_WORDS = {"xi": "xi: decay prefactor (easy) / plateau (hard) ~ T^-xi",
+               "delta": "delta of the optimal decay (1 - t/T)^delta"}
+
+
+def local_exponents_figure(local: pd.DataFrame, title: str = ""):
+    """Each exponent measured over sliding windows of horizons against the window's centre T, one panel per
+    quantity, one line per point (a, b), the statement dashed in the same colour: whether the measurement
+    converges to it.
+
+    Args:
+      local: rows a, b, quantity, words, T, local, predicted (``scripts/schedule_exponents.py``).
+    Returns:
+      The Figure; gids ``"local <quantity> a=<a> b=<b>"`` and ``"stated <quantity> a=<a> b=<b>"``.
+    """
+    from matplotlib.lines import Line2D
+    quantities = list(dict.fromkeys(local["quantity"]))
+    points = list(dict.fromkeys(zip(local["a"], local["b"])))        # one colour per point in every panel
+    fig, axes = plot.panel_grid(len(quantities), extra_width=0.4)
+    for ax, q in zip(axes, quantities):
+        g = local[local["quantity"] == q]
+        for (a, b), p in g.groupby(["a", "b"], sort=False):
+            i = points.index((a, b))
+            p = p.sort_values("T")
+            ax.plot(p["T"], p["local"], marker="o", ms=3, lw=1.2, color=f"C{i}", label=f"a = {plot.number(a)}, "
+                    f"b = {plot.number(b)}", gid=f"local {q} a={plot.number(a)} b={plot.number(b)}")
+            ax.axhline(p["predicted"].iloc[0], color=f"C{i}", ls="--", lw=1.0,
+                       gid=f"stated {q} a={plot.number(a)} b={plot.number(b)}")
+        level = q == "delta"
+        plot.style_panel(ax, "horizon T" if level else "horizon T (window centre)",
+                         "value" if level else "local exponent", True, False)
+        ax.set_title(PANEL_WORDS.get(q, g["words"].iloc[0]), fontsize=8)
+    handles = [Line2D([], [], color=f"C{i}", marker="o", ms=3, lw=1.2, label=f"a = {plot.number(a)}, b = "
+                      f"{plot.number(b)}") for i, (a, b) in enumerate(points)]
+    handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0, label="dashed: the statement (same colour)"))
+    plot.add_legend(fig, handles, ncols=min(len(handles), 3))
     if title:
         plot_catapult.set_title(fig, title)
     return fig

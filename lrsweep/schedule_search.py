@@ -374,29 +374,72 @@ def monte_carlo_columns(samples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+SPREAD_BUDGET = 5e10      # mode pairs x steps x schedules of the fourth-moment recursion per point (~minutes)
+
+
+def loss_spreads(summary: pd.DataFrame, long: pd.DataFrame) -> pd.Series:
+    """Per summary row: E L_T^2 / (E L_T)^2 - 1 from the fourth-moment recursion
+    (:func:`lrsweep.theory.random_features.loss_moments`), for SGD schedules searched step by step; NaN
+    for momentum, for block schedules and where a point's recursion would exceed SPREAD_BUDGET."""
+    import jax
+
+    from lrsweep.theory import random_features as rf
+    out = pd.Series(np.nan, index=summary.index, name="loss_spread")
+    key = list(POINT) + ["T", "kind"]
+    grouped = {k: g for k, g in long.groupby(key, sort=False)}
+    for point, rows in summary.groupby(list(POINT), sort=False):
+        rows = rows[rows["kind"] != "optimal_momentum"]
+        tables = []
+        for r in rows.itertuples():
+            g = grouped[tuple(getattr(r, c) for c in key)].sort_values("t")
+            steps = g["block_steps"].to_numpy()[:-1] if "block_steps" in g else np.ones(len(g) - 1)
+            if np.any(steps != 1) or np.any(g["momentum"].to_numpy()[:-1] != 0):
+                continue
+            tables.append((r.Index, g["lr"].to_numpy()[:-1], g["step_batch_size"].to_numpy()[:-1]))
+        n = int(point[2])
+        if not tables or n * n * max(len(t[1]) for t in tables) * len(tables) > SPREAD_BUDGET:
+            continue
+        width = max(len(t[1]) for t in tables)
+        lr = np.zeros((len(tables), width))
+        batch = np.ones((len(tables), width))
+        for i, (_, a, m) in enumerate(tables):     # zero rates after T: the identity
+            lr[i, :len(a)], batch[i, :len(m)] = a, np.maximum(m, 1.0)
+        lam, target = rf.spectrum(n, float(point[0]), float(point[1]))
+        with jax.enable_x64(True):
+            mean, second = rf.loss_moments(lam, target ** 2, float(point[3]) ** 2, lr, batch)
+        for (index, _, _), mu, sec in zip(tables, mean, second):
+            out[index] = sec / mu ** 2 - 1 if np.isfinite(sec) else np.inf
+    return out
+
+
 def verify_schedules(run_dir: Path, cfg: config_lib.SweepConfig, seeds: int, *, max_seeds: int | None = None,
                      progress: bool = True, max_memory: int | None = None) -> ScheduleSummary:
-    """Train the run's schedules by Monte Carlo SGD (``run_dir/verify/<run_id>``) with ``seeds`` seeds; where
-    a schedule's tail says its mean needs more (n < 10^(1/(1-k)), :mod:`lrsweep.tails`) and at most
-    ``max_seeds`` do, train those schedules again with the extra seeds in a second run; add the ``mc_*``
-    columns to ``schedule_summary.parquet`` (matched by the array index = the summary row)."""
-    from lrsweep import runner, tails
+    """Train the run's schedules by Monte Carlo SGD (``run_dir/verify/<run_id>``) with ``seeds`` seeds and
+    judge each mean (:func:`lrsweep.theory.random_features_compare.reliability`: the exact spread of the
+    loss from the fourth-moment recursion, ``loss_spread``, and the tail measured on the samples); train
+    the schedules whose mean is not reliable yet again with more seeds, as many as the cheaper of the two
+    asks for, up to ``max_seeds``, in a second run, and judge again on all samples; add ``loss_spread``
+    and the ``mc_*`` columns to ``schedule_summary.parquet`` (matched by the summary row)."""
+    from lrsweep import runner
+    from lrsweep.theory.random_features_compare import reliability
     max_seeds = default_max_seeds(seeds) if max_seeds is None else max_seeds
     long = store.read_parquet(run_dir / "schedules.parquet").to_pandas()
     summary = store.read_parquet(run_dir / "schedule_summary.parquet").to_pandas()
-    summary = summary.drop(columns=[c for c in summary if c.startswith("mc_")])
+    summary = summary.drop(columns=[c for c in summary if c.startswith("mc_") or c == "loss_spread"])
+    summary["loss_spread"] = loss_spreads(summary, long)
     vcfg = config_lib.load_config(verify_config(cfg, long, summary, seeds))
     first = runner.run(vcfg, run_dir, x64=True, progress=progress, max_memory=max_memory)
     runs = [first.run_dir]
     samples = _final_losses(first.run_dir, summary.index)
     stats = monte_carlo_columns(samples)
-    more = stats[(stats["mc_seeds_needed"] > seeds) & (stats["mc_seeds_needed"] <= max_seeds)
-                 & (stats["mc_tail_k"] < tails.PRACTICAL_K)]
+    judged = [reliability({**summary.loc[i].to_dict(), **stats.loc[i].to_dict()}) for i in stats.index]
+    needed = pd.Series([j["seeds"] for j in judged], index=stats.index)
+    more = needed[(needed > stats["mc_n"]) & (max_seeds > seeds)]
     if len(more):
-        total = int(min(max_seeds, math.ceil(more["mc_seeds_needed"].max())))
+        total = int(min(max_seeds, math.ceil(more.max())))
         if progress:
-            print(f"lrsweep schedule: {len(more)} schedule(s) have tails that need up to {total} seeds for a "
-                  f"reliable mean: training seeds {seeds}..{total - 1} of those", flush=True)
+            print(f"lrsweep schedule: {len(more)} schedule(s) need more seeds for a reliable mean (up to {total}): "
+                  f"training seeds {seeds}..{total - 1} of those", flush=True)
         sub = summary.loc[more.index.astype(int)]
         vcfg = config_lib.load_config(verify_config(cfg, long, sub, range(seeds, total)))
         second = runner.run(vcfg, run_dir, x64=True, progress=progress, max_memory=max_memory)

@@ -1,7 +1,5 @@
 """Seed 004 end to end: Monte Carlo SGD of the engine against the exact recursion, and
 `lrsweep schedule` (search, --verify, checks, bad input)."""
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,14 +86,17 @@ def test_schedule_search_and_verify(tmp_path):
         k = g.set_index("kind")
         assert (k.loc["optimal", "expected_loss"] <= k["expected_loss"] * (1 + 1e-9)).all()
         assert k.loc["optimal", "expected_loss"] < k.loc["constant", "expected_loss"]
-    from lrsweep import tails
-    from lrsweep.theory.random_features_compare import _reliable, z_threshold
-    reliable = np.array([_reliable(r) for r in summary.to_dict("records")])
+    from lrsweep.theory.random_features_compare import SPREAD_PRECISION, reliability, z_threshold
+    assert summary["loss_spread"].notna().all()         # the fourth-moment recursion ran for every schedule
+    judged = [reliability(r) for r in summary.to_dict("records")]
+    reliable = np.array([j["reliable"] for j in judged])
     assert reliable.sum() >= len(summary) // 2        # most of them: a check that checks something
-    ok = summary[reliable]
-    assert (ok["mc_n"] >= ok["mc_seeds_needed"]).all() and (ok["mc_tail_k"] < tails.PRACTICAL_K).all()
-    z = (ok["mc_mean"] - ok["expected_loss"]) / ok["mc_sem"]
-    assert z.abs().max() <= z_threshold(len(ok))
+    for r, j in zip(summary.to_dict("records"), judged):
+        if j["reliable"] and j["by"] == "spread":     # judged by the exact variance: its error bar is exact
+            assert r["mc_n"] * SPREAD_PRECISION ** 2 >= r["loss_spread"]
+            assert j["se"] == pytest.approx(np.sqrt(r["loss_spread"] / r["mc_n"]) * r["expected_loss"])
+        if j["reliable"]:
+            assert abs(r["mc_mean"] - r["expected_loss"]) <= z_threshold(int(reliable.sum())) * j["se"]
     schedules = store.read_parquet(run / "schedules.parquet").to_pandas()
     # the stored curve ends at the summary's final loss, and the schedule has one rate per step
     for r in summary.itertuples(index=False):
@@ -127,18 +128,23 @@ def test_schedule_search_and_verify(tmp_path):
     assert sum(g.startswith("theory") for g in lines_by_gid(fig)) == 2 * 3 * len(kinds)  # points x horizons x kinds
 
 
+def run_schedule(tmp_path, cfg: dict):
+    """`lrsweep schedule` of a config dict (quiet): (stdout, the run's summary and schedules tables)."""
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rc, out, err = cli_main(["schedule", path, "--out", tmp_path / "results", "--quiet"])
+    assert rc == 0, err
+    (run,) = (tmp_path / "results" / cfg["name"]).iterdir()
+    return (out, store.read_parquet(run / "schedule_summary.parquet").to_pandas(),
+            store.read_parquet(run / "schedules.parquet").to_pandas())
+
+
 def test_a_rate_bound_is_the_users_and_every_schedule_says_whether_it_touches_it(tmp_path):
     """schedule_search.eta_max bounds every kind; a bound below the best constant rate binds, and the
     summary column and the printed table say so."""
     cfg = {**SCHEDULE_CFG, "grid": {"zip": {"a": [2.5], "b": [1.5]}},
            "schedule_search": {"horizons": [20, 40], "iterations": 20, "eta_max": 0.05, "kinds": ["optimal", "constant"]}}
-    path = tmp_path / "bound.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    rc, out, err = cli_main(["schedule", path, "--out", tmp_path / "results", "--quiet"])
-    assert rc == 0, err
-    (run,) = (tmp_path / "results" / "search").iterdir()
-    summary = store.read_parquet(run / "schedule_summary.parquet").to_pandas()
-    schedules = store.read_parquet(run / "schedules.parquet").to_pandas()
+    out, summary, schedules = run_schedule(tmp_path, cfg)
     assert (schedules["lr"].dropna() <= 0.05 * (1 + 1e-9)).all()
     assert (summary["rate_bound"] == 0.05).all() and summary.loc[summary["kind"] == "constant", "at_bound"].all()
     assert "bounded by eta_max = 0.05" in out and "* touches the rate bound" in out
@@ -149,12 +155,7 @@ def test_schedule_without_a_search_section_uses_the_defaults_and_train_steps(tmp
     "grid: no learning rate given"."""
     cfg = {k: v for k, v in SCHEDULE_CFG.items() if k != "schedule_search"}
     cfg["grid"] = {"zip": {"a": [2.5], "b": [1.5]}, "steps": [16, 32]}
-    path = tmp_path / "plain.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    rc, out, err = cli_main(["schedule", path, "--out", tmp_path / "results", "--quiet"])
-    assert rc == 0, err
-    (run,) = (tmp_path / "results" / "search").iterdir()
-    summary = store.read_parquet(run / "schedule_summary.parquet").to_pandas()
+    _, summary, _ = run_schedule(tmp_path, cfg)
     assert sorted(summary["T"].unique()) == [16, 32]
     assert set(summary["kind"]) == {"optimal", "constant", "power", "polynomial", "wsd", "cosine"}
 
@@ -209,7 +210,7 @@ def test_exponent_table_fits_known_slopes():
                          "decay_prefactor": 5 * t ** -0.3, "plateau_rate": p_, "decay_exponent": 1.5 + 0.1 * i})
     from lrsweep.theory.random_features_compare import exponent_table
     table = exponent_table(pd.DataFrame(rows)).set_index("quantity")
-    xi = table.loc["optimal decay prefactor eta_p ~ T^-xi"]
+    xi = table.loc["xi: optimal decay prefactor eta_p ~ T^-xi"]
     assert xi["fitted"] == pytest.approx(0.3, abs=1e-9) and xi["predicted"] == pytest.approx((2.5 - 1.5) / 2.5)
     loss = table.loc["loss of the best constant ~ T^-x"]
     assert loss["lo"] < 0.45 < loss["hi"] and loss["hi"] - loss["lo"] < 0.1
@@ -243,8 +244,27 @@ def test_verify_threshold_is_family_wise():
     assert z_threshold(60) == pytest.approx(3.7648, abs=1e-3)  # Phi^-1(1 - 0.01 / 120)
     rows = [{"a": 1.5, "b": 2.0, "input_dim": 8, "noise_std": 1.0, "batch_size": 1, "T": 10 + i, "kind": "constant",
              "expected_loss": 1.0, "mc_mean": 1.0, "mc_sem": 0.01, "mc_n": 64, "mc_diverged": 0, "mc_tail_k": 0.1,
-             "mc_seeds_needed": 13.0} for i in range(60)]
+             "mc_seeds_needed": 13.0, "loss_spread": np.nan} for i in range(60)]
     rows[7]["mc_mean"] = 1.0 - 3.02 * 0.01
     assert verify(pd.DataFrame(rows))["passed"].all()
     rows[8]["mc_mean"] = 1.04
     assert verify(pd.DataFrame(rows))["passed"].sum() == 59
+
+
+def test_reliability_by_the_exact_spread_and_by_the_tail():
+    """A mean is judged by the fourth-moment recursion's spread when that makes its relative standard error
+    at most 10% (then the z-test uses the exact error); a spread too large hands the judgement to the
+    measured tail, on at least 1,000 samples; an overflow is never reliable."""
+    from lrsweep.theory.random_features_compare import reliability
+    row = {"expected_loss": 2.0, "mc_mean": 2.1, "mc_sem": 0.3, "mc_n": 64, "mc_diverged": 0, "mc_tail_k": 0.2,
+           "mc_seeds_needed": 18.0, "loss_spread": 0.5}
+    j = reliability(row)
+    assert j["reliable"] and j["by"] == "spread" and j["se"] == pytest.approx(np.sqrt(0.5 / 64) * 2.0)
+    assert j["seeds"] == pytest.approx(50.0)
+    huge = reliability({**row, "loss_spread": 1e30})
+    assert not huge["reliable"] and huge["by"] == "tail" and huge["seeds"] == 1000
+    assert reliability({**row, "loss_spread": 1e30, "mc_n": 1024})["reliable"]
+    assert not reliability({**row, "loss_spread": np.inf})["reliable"]       # past float64: no guide either
+    assert not reliability({**row, "loss_spread": 1e30, "mc_n": 1024, "mc_tail_k": 0.8})["reliable"]
+    assert not reliability({**row, "loss_spread": np.nan, "mc_diverged": 1})["reliable"]
+    assert reliability({**row, "loss_spread": np.nan})["by"] == "tail"

@@ -100,6 +100,28 @@ Free schedules: Adam on log L_T through a hand-written adjoint of the recursion 
 family's schedule on nodes equally spaced in z = log(1 - t/T)/log(1/T) (where a polynomial decay is
 a line) and in t/T (a warm-up), started at that schedule, the best iterate kept.
 
+7. Fourth moments (:func:`.recursion.loss_moments`)
+---------------------------------------------------
+The spread of the loss over seeds, E L^2 = sum_kj lam_k lam_j D_kj, D_kj = E e_k^2 e_j^2, also closes.
+e' = e - eta g is linear in e plus the label noise, so E[e'_k^2 e'_j^2 | e] is a quartic in e whose
+Gaussian moments pair every feature index an even number of times: only e_k, e_j and
+V = sum_l lam_l e_l^2 + sigma^2 survive. With the moments of g (the mean of m i.i.d. x u, u = x.e - sigma xi,
+from its cumulants divided by m^(r-1)), expanded by computer algebra (sympy, once; the coefficients
+are written out in :func:`.recursion.fourth_moment_step`):
+
+    E[e'_k^2 e'_j^2 | e] = P_kj e_k^2 e_j^2 + Q_kj e_j^2 V + Q_jk e_k^2 V + c_kj V^2            (k != j)
+    E[e'_k^4 | e]        = P_kk e_k^4 + 6 Q_kk e_k^2 V + 3 c_kk V^2
+    P_kj = 1 - 2(h_k + h_j) + ((m+1)/m)(h_k^2 + 4 h_k h_j + h_j^2) - 2 ((m+1)(m+2)/m^2) h_k h_j (h_k + h_j)
+           + ((m+1)(m+2)(m+3)/m^3) h_k^2 h_j^2,     h_k = eta lam_k,
+    Q_kj = (eta^2 lam_k / m)(1 - 2 ((m+2)/m) h_j + ((m+2)(m+3)/m^2) h_j^2),   c_kj = eta^4 (m+2) lam_k lam_j / m^3,
+
+and E[e_j^2 V] = sum_l lam_l D_jl + sigma^2 C_j, E V^2 = sum_kl lam_k lam_l D_kl + 2 sigma^2 L + sigma^4.
+N = 1 gives E(1 - eta lam chi^2_m/m)^4 (tested), and a numpy Monte Carlo agrees (tested). O(N^2) per
+step. Near the stability bound E L^2 grows exponentially with T (the top mode's fourth moment grows
+by 1.5 per step at eta lam_1 = 1, batch 4) while the mean converges: the variance is then carried
+by runs too rare to move a Monte Carlo mean, which is why :mod:`lrsweep.theory.random_features_compare`
+judges a mean by this spread where it is small and by the measured tail where it is not.
+
 6. Fits (:mod:`.fit`)
 ---------------------
 Log-log slopes over horizons with Student-t intervals, local slopes over sliding windows of
@@ -108,12 +130,13 @@ eq. 83 edge (its prefactor eta_p, not the peak, carries xi: the optimum has a wa
 """
 from .fit import decay_region, decay_window, expand_blocks, fit_decay, fit_exponent, fit_exponent_ci, local_exponents
 from .model import Modes, as_modes, exact_modes, power_law_modes, spectrum, stability_limit, statements
-from .recursion import block_loss_curves, loss_curves, time_blocks
-from .search import (DESCRIPTIONS, FAMILIES, FAMILY_KINDS, KINDS, PARAMETERIZATIONS, Problem, best_family,
-                     best_family_schedule, node_weights, optimize_schedules, search)
+from .recursion import block_loss_curves, loss_curves, loss_moments, time_blocks
+from .search import (DESCRIPTIONS, FAMILIES, FAMILY_KINDS, KINDS, PARAMETERIZATIONS, Problem, batch_ramp_steps,
+                     best_family, best_family_schedule, node_weights, optimize_schedules, search, steps_to_reach)
 
 __all__ = ["DESCRIPTIONS", "FAMILIES", "FAMILY_KINDS", "KINDS", "Modes", "PARAMETERIZATIONS", "Problem", "as_modes",
+           "batch_ramp_steps", "steps_to_reach",
            "best_family", "best_family_schedule", "block_loss_curves", "decay_region", "decay_window", "exact_modes",
-           "expand_blocks", "fit_decay", "fit_exponent", "fit_exponent_ci", "local_exponents", "loss_curves",
+           "expand_blocks", "fit_decay", "fit_exponent", "fit_exponent_ci", "local_exponents", "loss_curves", "loss_moments",
            "node_weights", "optimize_schedules", "power_law_modes", "search", "spectrum", "stability_limit",
            "statements", "time_blocks"]

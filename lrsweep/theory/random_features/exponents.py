@@ -37,7 +37,7 @@ def quantities(a, b) -> list[Quantity]:
            Quantity("loss_exponent_power", "power", "expected_loss", -1, "loss of the best power law ~ T^-x"),
            Quantity("loss_exponent_optimal", "optimal", "expected_loss", -1, "loss of the optimal schedule ~ T^-x"),
            Quantity("xi", "optimal", "decay_prefactor" if easy else "plateau_rate", -1,
-                    "optimal decay prefactor eta_p ~ T^-xi" if easy else "optimal plateau rate ~ T^-xi"),
+                    "xi: optimal decay prefactor eta_p ~ T^-xi" if easy else "xi: optimal plateau rate ~ T^-xi"),
            Quantity("delta", "optimal", "decay_exponent", 0, "optimal decay (1 - t/T)^delta: delta")]
     if not easy:
         out.append(Quantity("window_exponent", "optimal", "decay_window", 1, "decay window T - t_s ~ T^x"))

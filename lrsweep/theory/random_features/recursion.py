@@ -274,6 +274,62 @@ def _log_final_loss_bwd(kind, res, g):
 log_final_loss.defvjp(_log_final_loss_fwd, _log_final_loss_bwd)
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
-def log_final_loss_jit(p: Params, kind: str, xs):
-    return log_final_loss(p, kind, xs)
+# --------------------------------------------------------------------------------- fourth moments
+def fourth_moment_step(p: Params, state, x):
+    """One SGD step of (C, D), D_kj = E e_k^2 e_j^2 (section 7 of the package docstring), rows (B, K[, K]);
+    x = (eta, m). Exact modes only (weights 1, no offset)."""
+    c, d = state
+    eta, m = (v[:, None] for v in x)
+    lam = p.lam[None, :]
+    s2 = p.noise_var
+    loss = jnp.sum(c * lam, axis=1, keepdims=True)
+    # y_j = E[e_j^2 V], V = sum_l lam_l e_l^2 + sigma^2; E V^2
+    y = jnp.einsum("bkl,l->bk", d, p.lam) + s2 * c
+    ev2 = jnp.einsum("bk,k->b", y, p.lam)[:, None] + s2 * (loss + s2)      # E[S V] + sigma^2 E V
+    el = eta * lam                                                    # (B, K)
+    f1, f2, f3 = (m + 1) / m, (m + 1) * (m + 2) / m ** 2, (m + 1) * (m + 2) * (m + 3) / m ** 3
+    # P_kj = 1 - 2(el_k + el_j) + f1 (el_k^2 + 4 el_k el_j + el_j^2) - 2 f2 el_k el_j (el_k + el_j) + f3 el_k^2 el_j^2
+    ek, ej = el[:, :, None], el[:, None, :]
+    g1, g2, g3 = f1[:, :, None], f2[:, :, None], f3[:, :, None]
+    pk = 1 - 2 * (ek + ej) + g1 * (ek ** 2 + 4 * ek * ej + ej ** 2) - 2 * g2 * ek * ej * (ek + ej) + g3 * ek ** 2 * ej ** 2
+    # Q_kj = (eta^2 lam_k / m) q(lam_j), q = 1 - 2 ((m+2)/m) el_j + ((m+2)(m+3)/m^2) el_j^2
+    q = 1 - 2 * (m + 2) / m * el + (m + 2) * (m + 3) / m ** 2 * el ** 2
+    qk = (eta ** 2 / m * lam)[:, :, None] * q[:, None, :]               # (B, K, K)
+    cc = (eta ** 4 * (m + 2) / m ** 3)[:, :, None] * lam[:, :, None] * lam[:, None, :]
+    qy = qk * y[:, None, :]
+    new_d = pk * d + qy + jnp.swapaxes(qy, 1, 2) + cc * ev2[:, :, None]
+    diag = 4 * jnp.diagonal(qk, axis1=1, axis2=2) * y + 2 * jnp.diagonal(cc, axis1=1, axis2=2) * ev2
+    new_d = new_d + jax.vmap(jnp.diag)(diag)
+    a = 1.0 - 2.0 * el + f1 * el ** 2
+    new_c = a * c + eta ** 2 / m * lam * (loss + s2)
+    return new_c, new_d
+
+
+@jax.jit
+def _second_moments_of_loss(p: Params, xs):
+    def body(state, x):
+        return fourth_moment_step(p, state, x), None
+
+    rows = xs[0].shape[1]
+    c = jnp.broadcast_to(p.c0, (rows, p.c0.shape[0]))
+    d = c[:, :, None] * c[:, None, :]
+    (c, d), _ = jax.lax.scan(body, (c, d), xs)
+    return c @ p.lam, jnp.einsum("bkl,k,l->b", d, p.lam, p.lam)
+
+
+def loss_moments(lam, c0, noise_var, lr, batch=None):
+    """E L_T and E L_T^2 after per-step rates ``lr`` (..., T) and batches (broadcastable; default 1), from
+    the exact fourth-moment recursion of section 7 (exact modes: ``lam``, ``c0`` arrays). Returns
+    (mean (...,), second moment (...,)); E L^2 / (E L)^2 - 1 is the squared relative spread of the loss
+    over seeds, so a mean over n seeds has relative standard error sqrt((E L^2/(E L)^2 - 1)/n)."""
+    modes = as_modes(lam, c0)
+    if np.any(modes.weight != 1) or modes.offset != 0:
+        raise ValueError("lam: the fourth-moment recursion needs exact modes (one per feature)")
+    p = params(modes, noise_var)
+    batch = np.ones(()) if batch is None else np.asarray(batch, np.float64)
+    if not np.all(np.isfinite(batch)) or np.any(batch < 1):
+        raise ValueError("batch: per-step batch sizes >= 1")
+    shape, (lr_f, batch_f) = _flat_inputs(lr, [batch])
+    dtype = jnp.result_type(float)
+    mean, second = _second_moments_of_loss(p, (jnp.asarray(lr_f, dtype), jnp.asarray(batch_f, dtype)))
+    return np.asarray(mean).reshape(shape[:-1]), np.asarray(second).reshape(shape[:-1])

@@ -6,10 +6,11 @@ Every search covers every rate whose expected loss stays finite unless the calle
 ``eta_max`` (then every result says whether it touches it): a family's rate box starts at twice the
 constant-rate stability bound and is moved up (and down) while the optimum sits in its edge cell, so
 the reported optimum is interior to a box whose edge losses are worse. Families are searched on a
-coarse grid over all their parameters, then by a pattern search (all 3^p neighbours, step halved when
-none is better) from the three best grid points (deterministic). The free optimum is a multiplicative correction exp(W p) of the best family's
-schedule (p = 0 reproduces it exactly), optimised by Adam on log L_T through the adjoint of
-:mod:`.recursion` with the best iterate kept: it is never worse than the best family.
+coarse grid over all their parameters, then by a pattern search (a small full grid around the
+incumbent, its step shrunk when no point beats it) from the three best grid points (deterministic).
+The free optimum is a multiplicative correction exp(W p) of the best family's schedule (p = 0
+reproduces it exactly), optimised by Adam on log L_T through the adjoint of :mod:`.recursion` with the
+best iterate kept: it is never worse than the best family.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ import optax
 
 from lrsweep import schedules
 
-from .model import Modes, as_modes, stability_limit
-from .recursion import SEGMENT, curves, log_final_loss, log_final_loss_jit, params, time_blocks
+from .model import as_modes, stability_limit
+from .recursion import SEGMENT, curves, log_final_loss, params, time_blocks
 
 KINDS = ("optimal", "constant", "power", "polynomial", "wsd", "cosine", "optimal_batch", "optimal_momentum")
 FAMILY_KINDS = ("constant", "power", "polynomial", "wsd", "cosine")
@@ -101,11 +102,6 @@ class Problem:
             out.append(np.asarray(logs, np.float64)[:, :g])
         losses = np.exp(np.concatenate(out, axis=1))
         return np.where(np.isfinite(losses), losses, np.inf)
-
-    def log_final_loss(self, lr, batch, momentum=None):
-        """log L_T of (H, B) tables, differentiable (the adjoint of :mod:`.recursion`)."""
-        xs, kind = self._xs(lr * self.mask, batch, momentum)
-        return log_final_loss(self.p, kind, xs)
 
     def curves(self, lr, batch=None, momentum=None):
         """(H, B+1) losses at the block edges of (H, B) tables."""
@@ -560,3 +556,65 @@ def search(lam, c0, noise_var, horizons, kinds=("optimal", "constant", "power", 
                                                          init_lr=out["optimal"]["lr"], optimize_momentum=True,
                                                          momentum_max=momentum_max, **common)
     return {k: out[k] for k in kinds}
+
+
+# ------------------------------------------------------------------------------------- batch ramps
+def steps_to_reach(steps, losses, target):
+    """The fewest steps at which a loss curve over increasing ``steps`` reaches ``target``: linear in
+    log-log between the first grid point at or below the target and the one before it (inf where none
+    reaches it; the first grid point where it already does)."""
+    steps, losses = np.asarray(steps, float), np.asarray(losses, float)
+    order = np.argsort(steps)
+    steps, losses = steps[order], losses[order]
+    below = np.nonzero(losses <= target)[0]
+    if below.size == 0:
+        return math.inf
+    i = int(below[0])
+    if i == 0:
+        return float(steps[0])
+    x0, x1, y0, y1 = np.log(steps[i - 1]), np.log(steps[i]), np.log(losses[i - 1]), np.log(losses[i])
+    return float(np.exp(x0 + (np.log(target) - y0) * (x1 - x0) / (y1 - y0)))
+
+
+def batch_ramp_steps(lam, c0, noise_var, sample_budget, steps, target=None, *, iterations=200, n_segments=32,
+                     resolution=None):
+    """Wall-clock (steps) to reach a target loss at a fixed number of samples B, constant batch against
+    the optimal batch ramp (seed 004's batch-ramp statement: ramps save steps in the easy phase).
+
+    For every T in ``steps`` (each dividing B): the optimal rate schedule with the constant batch
+    m = B/T (:func:`search`'s ``optimal``), and the optimal rate and batch schedules together with
+    sum_t m_t = B (:func:`optimize_schedules` with ``optimize_batch``, started from the constant
+    batch, so never worse). ``target`` (default: 1.1 times the best loss at the largest T): the
+    fewest steps reaching it for each (:func:`steps_to_reach`).
+
+    Returns:
+      dict: steps (K,), loss_constant, loss_ramp (K,), lr_ramp, batch_ramp (K, T_max) the ramps (real
+      batch sizes: the recursion's; an engine run rounds them), target, steps_constant, steps_ramp
+      (floats, inf where not reached), saving = steps_constant / steps_ramp.
+    """
+    budget = int(sample_budget)
+    steps = np.asarray(sorted(int(T) for T in steps))
+    if budget < 1 or steps.size < 2 or np.any(steps < 1) or np.any(budget % steps):
+        raise ValueError(f"steps: two or more step counts that divide sample_budget = {sample_budget!r}, "
+                         f"got {steps.tolist()!r}")
+    modes = as_modes(lam, c0)
+    constant, start = [], []
+    for T in steps:
+        res = search(modes, None, noise_var, [int(T)], kinds=("optimal",), batch_size=float(budget // T),
+                     iterations=iterations, n_segments=n_segments, resolution=resolution)["optimal"]
+        constant.append(float(res["loss"][0]))
+        start.append(res["lr"][0])
+    width = max(len(s) for s in start)
+    init = np.stack([np.pad(s, (0, width - len(s)), constant_values=1.0) for s in start])
+    ramp = optimize_schedules(modes, None, noise_var, steps, init_lr=init, optimize_batch=True,
+                              sample_budget=float(budget), iterations=iterations, n_segments=n_segments,
+                              batch_size=1.0)
+    ramp_loss = ramp["loss"]          # never above the constant batch's: it is the start (best iterate kept)
+    if target is None:
+        target = 1.1 * min(constant[-1], ramp_loss[-1])
+    steps_constant = steps_to_reach(steps, constant, target)
+    steps_ramp = steps_to_reach(steps, ramp_loss, target)
+    return {"steps": steps, "loss_constant": np.asarray(constant), "loss_ramp": ramp_loss, "lr_ramp": ramp["lr"],
+            "batch_ramp": ramp["batch"],
+            "target": float(target), "steps_constant": steps_constant, "steps_ramp": steps_ramp,
+            "saving": steps_constant / steps_ramp if np.isfinite(steps_ramp) else math.nan}
