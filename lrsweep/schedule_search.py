@@ -308,8 +308,8 @@ def default_max_seeds(seeds: int | None) -> int:
 def verify_config(cfg: config_lib.SweepConfig, long: pd.DataFrame, summary: pd.DataFrame, seeds) -> dict:
     """An ordinary sweep config training every (point, T, kind) schedule of ``summary`` with ``seeds``
     (a count, or a list of seed values): lr 1 times the per-step array, a zip over the point fields,
-    T and the array index (the position of the schedule's row in ``summary``). Divergence is judged only by a non-finite loss:
-    near the stability bound a huge final loss is the tail being verified, not a failure."""
+    T and the array index (the position of the schedule's row in ``summary``). Divergence is judged
+    only by a non-finite loss: near the stability bound a huge final loss is the tail being verified."""
     momentum = bool((summary["kind"] == "optimal_momentum").any()) or (cfg.base["train.optimizer"] == "momentum")
     batch_varies = bool((summary["kind"] == "optimal_batch").any())
     key = list(POINT) + ["T", "kind"]

@@ -368,7 +368,7 @@ def test_batch_ramps_spend_the_budget_and_never_lose_steps(x64):
     recursion's (numpy, written above) for its rates and batches, and so it needs no more steps to reach
     the target."""
     lam, target = rf.spectrum(12, 2.5, 1.5)
-    out = rf.batch_ramp_steps(lam, target ** 2, 0.5, 256, [16, 32, 64, 128, 256], iterations=40)
+    out = rf.batch_ramp_steps(lam, target ** 2, 0.5, 256, [32, 64, 128, 256], iterations=30)
     assert np.all(out["loss_ramp"] <= out["loss_constant"] * (1 + 1e-9))
     for k, T in enumerate(out["steps"]):
         batch, lr = out["batch_ramp"][k][:T], out["lr_ramp"][k][:T]
