@@ -711,8 +711,10 @@ def _check_axis_values(name: str, values: list, where: str) -> list:
     return out
 
 
-def load_config(source: str | Path | dict, overrides: list[str] | None = None) -> SweepConfig:
-    """Read (a YAML path or a dict), apply overrides, validate; raise ConfigError on bad input."""
+def load_config(source: str | Path | dict, overrides: list[str] | None = None,
+                defaults: dict | None = None) -> SweepConfig:
+    """Read (a YAML path or a dict), apply overrides, validate; raise ConfigError on bad input.
+    ``defaults``: top-level sections taken where the config has none (a command's own section)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         raw = parse_yaml(_read_text(path), "config", f"{path}: ")
@@ -720,10 +722,17 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
             raw = {}
         _CONFIG_DIR[0] = path.parent
         try:
-            return _load(raw, overrides)
+            return _load(_with_defaults(raw, defaults), overrides)
         finally:
             _CONFIG_DIR[0] = None
-    return _load(source, overrides)
+    return _load(_with_defaults(source, defaults), overrides)
+
+
+def _with_defaults(raw, defaults: dict | None):
+    if not defaults or not isinstance(raw, dict):
+        return raw
+    return {**{k: v for k, v in defaults.items() if raw.get(k) is None}, **{k: v for k, v in raw.items()
+                                                                             if v is not None or k not in defaults}}
 
 
 def _load(raw, overrides: list[str] | None) -> SweepConfig:

@@ -163,7 +163,8 @@ def schedules_figure(long: pd.DataFrame, title: str = ""):
     return fig
 
 
-def collapse_figure(optimal: pd.DataFrame, xi: float, delta: float, title: str = ""):
+def collapse_figure(optimal: pd.DataFrame, xi: float, delta: float, title: str = "",
+                    delta_source: str = "seed eq. 82"):
     """T^xi eta*(t) of every horizon against t/T (linear) and against 1 - t/T (log-log), coloured by T;
     dashed: c (1 - t/T)^delta, c the median over T of the largest T^xi eta*(t).
 
@@ -207,7 +208,7 @@ def collapse_figure(optimal: pd.DataFrame, xi: float, delta: float, title: str =
     _horizon_bar(fig, axes, norm)
     plot.add_legend(fig, [Line2D([], [], color="crimson", ls="--", lw=1.3,
                                  label=rf"$c\,(1 - t/T)^{{\delta}}$, $\delta = 2b - 1$ = {plot.number(round(delta, 3))} "
-                                       "(seed eq. 82), c the median peak")])
+                                       f"({delta_source}), c the median peak")])
     if title:
         plot_catapult.set_title(fig, title)
     return fig
@@ -226,9 +227,11 @@ def loss_vs_T_figure(summary: pd.DataFrame, reference: tuple[float, str] | None 
     from matplotlib.lines import Line2D
 
     from lrsweep.theory import random_features as rf
+    from lrsweep.theory import random_features_compare as rfc
     fig, (ax,) = plot.panel_grid(1, extra_width=2.2, extra_height=1.6)
     fig.set_size_inches(5.2, 4.4)
     handles = []
+    heavy = False
     has_mc = "mc_mean" in summary and summary["mc_mean"].notna().any()
     kinds = _kinds(summary)
     for i, kind in enumerate(kinds):
@@ -242,9 +245,15 @@ def loss_vs_T_figure(summary: pd.DataFrame, reference: tuple[float, str] | None 
         ax.plot(T, loss, color=color, marker="o", ms=3.5, lw=1.2, label=label, gid=f"loss {kind}")
         if has_mc and g["mc_mean"].notna().any():
             shift = 1.0 + 0.02 * (i - (len(kinds) - 1) / 2)  # kinds side by side at one T
-            bars = ax.errorbar(T * shift, g["mc_mean"].to_numpy(float), yerr=g["mc_sem"].to_numpy(float),
-                               color=color, fmt="s", mfc="none", ms=4, capsize=2, lw=0.9)
+            reliable = np.array([rfc.reliable(r) for r in g.to_dict("records")], bool)
+            bars = ax.errorbar(T[reliable] * shift, g["mc_mean"].to_numpy(float)[reliable],
+                               yerr=g["mc_sem"].to_numpy(float)[reliable], color=color, fmt="s", mfc="none", ms=4,
+                               capsize=2, lw=0.9)
             bars.lines[0].set_gid(f"mc {kind}")
+            if (~reliable).any():
+                ax.plot(T[~reliable] * shift, g["mc_mean"].to_numpy(float)[~reliable], color=color, marker="x", ms=5,
+                        ls="none", gid=f"mc heavy {kind}")
+                heavy = True
     handles = ax.get_legend_handles_labels()[0]
     if reference is not None and "optimal" in kinds:
         x, words = reference
@@ -258,10 +267,53 @@ def loss_vs_T_figure(summary: pd.DataFrame, reference: tuple[float, str] | None 
         n = int(summary["mc_n"].max())
         handles.append(Line2D([], [], color="0.2", marker="s", mfc="none", ls="none",
                               label=f"Monte Carlo mean \u00b11 standard error over {n} seeds (engine, --verify)"))
+        if heavy:
+            handles.append(Line2D([], [], color="0.2", marker="x", ls="none",
+                                  label="Monte Carlo mean of a heavy-tailed loss (no reliable mean or error bar)"))
     plot.style_panel(ax, "horizon T (steps)", "final expected test loss", True, True)
     plot_catapult.log_ticks(ax.xaxis, float(summary["T"].min()), float(summary["T"].max()))
     plot_catapult.log_ticks(ax.yaxis, *ax.get_ylim())
     plot.add_legend(fig, handles, ncols=1)
+    if title:
+        plot_catapult.set_title(fig, title)
+    return fig
+
+
+PANEL_WORDS = {"xi": "xi: decay prefactor (easy) / plateau (hard) ~ T^-xi",
+               "delta": "delta of the optimal decay (1 - t/T)^delta"}
+
+
+def local_exponents_figure(local: pd.DataFrame, title: str = ""):
+    """Each exponent measured over sliding windows of horizons against the window's centre T, one panel per
+    quantity, one line per point (a, b), the statement dashed in the same colour: whether the measurement
+    converges to it.
+
+    Args:
+      local: rows a, b, quantity, words, T, local, predicted (``scripts/schedule_exponents.py``).
+    Returns:
+      The Figure; gids ``"local <quantity> a=<a> b=<b>"`` and ``"stated <quantity> a=<a> b=<b>"``.
+    """
+    from matplotlib.lines import Line2D
+    quantities = list(dict.fromkeys(local["quantity"]))
+    points = list(dict.fromkeys(zip(local["a"], local["b"])))        # one colour per point in every panel
+    fig, axes = plot.panel_grid(len(quantities), extra_width=0.4)
+    for ax, q in zip(axes, quantities):
+        g = local[local["quantity"] == q]
+        for (a, b), p in g.groupby(["a", "b"], sort=False):
+            i = points.index((a, b))
+            p = p.sort_values("T")
+            ax.plot(p["T"], p["local"], marker="o", ms=3, lw=1.2, color=f"C{i}", label=f"a = {plot.number(a)}, "
+                    f"b = {plot.number(b)}", gid=f"local {q} a={plot.number(a)} b={plot.number(b)}")
+            ax.axhline(p["predicted"].iloc[0], color=f"C{i}", ls="--", lw=1.0,
+                       gid=f"stated {q} a={plot.number(a)} b={plot.number(b)}")
+        level = q == "delta"
+        plot.style_panel(ax, "horizon T" if level else "horizon T (window centre)",
+                         "value" if level else "local exponent", True, False)
+        ax.set_title(PANEL_WORDS.get(q, g["words"].iloc[0]), fontsize=8)
+    handles = [Line2D([], [], color=f"C{i}", marker="o", ms=3, lw=1.2, label=f"a = {plot.number(a)}, b = "
+                      f"{plot.number(b)}") for i, (a, b) in enumerate(points)]
+    handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0, label="dashed: the statement (same colour)"))
+    plot.add_legend(fig, handles, ncols=min(len(handles), 3))
     if title:
         plot_catapult.set_title(fig, title)
     return fig
@@ -302,7 +354,8 @@ def schedule_figures(run: str | Path) -> list[tuple[str, object]]:
             title = "\n".join([f"{name}: collapse of the optimal schedule, $T^{{\\xi}}\\eta^*(t)$ against t/T", words,
                                f"\u03be = {rule} = {plot.number(round(xi['value'], 3))} [{source_words(xi)}], "
                                f"\u03b4 = 2b - 1 = {plot.number(round(delta['value'], 3))} [{source_words(delta)}]"])
-            out.append((f"collapse_{tag}", collapse_figure(optimal, float(xi["value"]), float(delta["value"]), title)))
+            out.append((f"collapse_{tag}", collapse_figure(optimal, float(xi["value"]), float(delta["value"]), title,
+                                                           source_words(delta))))
         s = summary[np.logical_and.reduce([np.isclose(summary[k].to_numpy(float), float(point[k])) for k in POINT])]
         if s["T"].nunique() >= 2:
             x = said["loss_exponent_optimal"]

@@ -39,6 +39,16 @@ def x64():
     jax.config.update("jax_enable_x64", old)
 
 
+@pytest.fixture
+def optimized():
+    """Compile with XLA's optimizations for this test (the suite turns most off: see the top of this
+    file): for tests whose time is spent running long scans (schedule searches), not compiling."""
+    old = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "0").lower() in ("1", "true")
+    jax.config.update("jax_disable_most_optimizations", False)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
 def train_config(cfg: dict, chunk_size=None, max_memory=None):
     """Train every student of a config dict in-process; return (students, {student_id: result})."""
     from lrsweep import config, engine, runner
