@@ -1,0 +1,10 @@
+"""Seed 002 (Stackelberg view of head and body learning rates): the head rules that move the last layer
+before each body step (:mod:`.heads`), the body's metrics (:mod:`.metrics`), the theory and its checks
+(:mod:`.theory`, :mod:`.checks`) and the figures by head/body ratio (:mod:`.figures`)."""
+
+from lrsweep import registry
+from lrsweep.families.stackelberg import checks, figures, heads, metrics  # noqa: F401  (checks and metrics register themselves)
+
+registry.register_step_hook(heads.prepare)
+registry.register_figures(lambda run, name, curves: figures.stackelberg_figures(name, curves),
+                          claims=figures.is_head_run, replaces="loss")

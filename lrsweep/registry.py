@@ -1,0 +1,190 @@
+"""What families register, and where the core and the front ends find it.
+
+A leaf: this module imports nothing of lrsweep, so every layer (core, compare, plots, cli) and every
+family can import it without a cycle. A family (``lrsweep/families/<paper>/__init__.py``, or a
+package outside lrsweep named in ``LRSWEEP_FAMILIES``) fills these tables when
+:func:`lrsweep.families.load` imports it; nothing else writes them.
+
+Tables:
+  FIELDS       config path -> ``Field`` (:mod:`lrsweep.core.config`): the schema. Core fields are
+               registered by the core itself, family fields by their family.
+  VALIDATORS   ``fn(point, arch)`` cross-field checks of one expanded grid point (raise ConfigError).
+  TASKS        task name -> ``Task`` (:mod:`lrsweep.core.tasks`).
+  METRICS      metric name -> ``Metric`` / ``Reduction`` (:mod:`lrsweep.core.metrics`).
+  STEP_HOOKS   ``fn(spec, hparams, params, inst, ctx) -> params`` applied before every optimizer
+               step (seed 002's head rule moves the last layer there).
+  THEORIES, CHECKS, SUMMARIES (and their options): what ``lrsweep compare`` runs.
+  FIGURES      ``fn(run, name, curves) -> [(stem, Figure)]``: what ``lrsweep plot`` draws.
+  RUN_KINDS    kind -> :class:`RunKind`: runs that are not a student grid (a schedule search).
+  COMMANDS     name -> :class:`Command`: extra CLI subcommands (``boundary``, ``schedule``).
+  SHOW_LINES   ``fn(run, meta) -> [str]``: what ``lrsweep show`` adds for a run a family extended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+FIELDS: dict[str, Any] = {}
+VALIDATORS: list[Callable] = []
+TASKS: dict[str, Any] = {}
+METRICS: dict[str, Any] = {}
+STEP_HOOKS: list[Callable] = []
+FIGURES: list[Callable] = []
+FIGURE_CLAIMS: dict[str, list[Callable]] = {"loss": [], "rate": []}  # see register_figures
+RUN_KINDS: dict[str, "RunKind"] = {}
+COMMANDS: dict[str, "Command"] = {}
+SHOW_LINES: list[Callable] = []
+
+THEORIES: dict[str, "Theory"] = {}
+SUMMARIES: dict[str, Callable] = {}  # table name -> fn(comparison table, run) -> DataFrame
+CHECKS: dict[str, Callable] = {}     # check name -> fn(students, curves) -> DataFrame of CHECK_COLUMNS
+REPORTED: set = set()                # checks of informal statements: shown, never failing the verdict
+TABLE_CHECKS: dict[str, str] = {}    # check name -> the run table it reads instead (``boundaries``)
+CHECK_CURVE_COLUMNS: dict[str, tuple] = {}  # check name -> the curve metrics it reads (fnmatch patterns)
+CHECK_COLUMNS = ("configuration", "n", "passed", "detail")
+
+
+@dataclasses.dataclass(frozen=True)
+class Theory:
+    """A registered prediction of a seed mean.
+
+    Attributes:
+      name: registry key, e.g. ``layer_balancing.two_layer``.
+      matches: ``students -> bool mask`` of the students the theory covers (any gradient).
+      predict: ``(frame, step) -> predictions`` for rows of the students table at a logged step.
+      steps: the logged steps it predicts.
+      exact_for: ``students -> bool mask`` where the prediction is an exact expectation (so the
+        Monte Carlo residual must be within standard errors); elsewhere it is an approximation and
+        only the relative gap is reported.
+      reference: where the formula comes from.
+      title: what it predicts in plain words, for figure titles; the registry name when empty.
+    """
+    name: str
+    matches: Callable
+    predict: Callable
+    steps: tuple
+    exact_for: Callable
+    reference: str = ""
+    title: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKind:
+    """A kind of run other than a student grid, recognised by the files it writes.
+
+    Attributes:
+      name: e.g. ``schedule_search``.
+      detect: ``run_dir -> bool``.
+      figures: ``run_dir -> [(stem, Figure)]`` (replaces the student-grid figures).
+      show: ``run_dir -> exit code``: what ``lrsweep show`` prints of it.
+    ``lrsweep compare`` runs its table checks (:func:`register_check` with ``table=``).
+    """
+    name: str
+    detect: Callable
+    figures: Callable | None = None
+    show: Callable | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A CLI subcommand: ``add_arguments(parser)`` fills its argparse parser, ``run(args) -> exit code``."""
+    name: str
+    help: str
+    description: str
+    add_arguments: Callable
+    run: Callable
+
+
+def register_field(field) -> None:
+    """Add a config field (a ``Field`` of :mod:`lrsweep.core.config`); its path must be new."""
+    assert field.path not in FIELDS, f"field {field.path} registered twice"
+    FIELDS[field.path] = field
+
+
+def register_validator(fn: Callable) -> None:
+    """Add a cross-field check ``fn(point, arch)`` of one expanded grid point (raises ConfigError)."""
+    VALIDATORS.append(fn)
+
+
+def register_task(task) -> None:
+    """Add a task (a ``Task`` of :mod:`lrsweep.core.tasks`) under its ``name``."""
+    TASKS[task.name] = task
+
+
+def register_metric(name: str, metric) -> None:
+    """Add a logged metric or a running reduction (:mod:`lrsweep.core.metrics`) under ``name``."""
+    METRICS[name] = metric
+
+
+def register_step_hook(fn: Callable) -> None:
+    """Add ``fn(spec, hparams, params, inst, ctx) -> params``, applied before every optimizer step
+    (and before the logged evaluation at the start); identity where it does not apply."""
+    STEP_HOOKS.append(fn)
+
+
+def register_theory(theory: Theory) -> Theory:
+    """Add a theory (a family calls this when loaded); returns it."""
+    THEORIES[theory.name] = theory
+    return theory
+
+
+def register_summary(name: str, fn: Callable) -> None:
+    """Add a per-family summary of the comparison table, written to ``<run>/<name>.parquet``."""
+    SUMMARIES[name] = fn
+
+
+def register_check(name: str, fn: Callable, *, strict: bool = True, table: str | None = None,
+                   curve_columns: tuple | None = None) -> None:
+    """Add a check: ``fn(students, curves) -> DataFrame`` with one row per configuration it covers,
+    columns :data:`CHECK_COLUMNS` (``configuration`` text, ``n`` students, ``passed`` bool,
+    ``detail`` text); an empty frame when it covers no student. ``students``: one row per student;
+    ``curves``: one row per student and logged step, joined with the student columns.
+    ``strict=False``: a paper's informal statement, tested and reported (``HOLDS`` / ``DOES NOT
+    HOLD``) but never failing the verdict. ``table``: the check reads ``RUN/<table>.parquet``
+    instead, as ``fn(frame)`` (run only where the run has that table). ``curve_columns``: the curve
+    metrics ``fn`` reads (names or fnmatch patterns); when every check of a comparison declares them,
+    the others are never read."""
+    CHECKS[name] = fn
+    if curve_columns is not None:
+        CHECK_CURVE_COLUMNS[name] = tuple(curve_columns)
+    if table is not None:
+        TABLE_CHECKS[name] = table
+    if not strict:
+        REPORTED.add(name)
+
+
+def register_figures(fn: Callable, *, claims: Callable | None = None, replaces: str = "loss") -> None:
+    """Add ``fn(run, name, curves) -> [(stem, Figure)]``: a family's figures of a student run (an
+    empty list where the run is not the family's). ``claims(curves) -> bool``: the runs whose generic
+    figures the family's replace: ``replaces="loss"`` every test-loss figure, ``"rate"`` the loss
+    against the learning rate only (:mod:`lrsweep.plots.loss`)."""
+    FIGURES.append(fn)
+    if claims is not None:
+        FIGURE_CLAIMS[replaces].append(claims)
+
+
+def claimed(curves, replaces: str) -> bool:
+    """Whether a registered family draws ``replaces`` figures of this run itself."""
+    return any(claims(curves) for claims in FIGURE_CLAIMS[replaces])
+
+
+def register_run_kind(kind: RunKind) -> None:
+    """Add a kind of run other than a student grid."""
+    RUN_KINDS[kind.name] = kind
+
+
+def register_command(command: Command) -> None:
+    """Add a CLI subcommand."""
+    assert command.name not in COMMANDS, f"command {command.name} registered twice"
+    COMMANDS[command.name] = command
+
+
+def register_show_lines(fn: Callable) -> None:
+    """Add ``fn(run, meta) -> [str]``: lines ``lrsweep show`` prints for a run (none where it does not apply)."""
+    SHOW_LINES.append(fn)
+
+
+def run_kind(run) -> RunKind | None:
+    """The registered kind of the run directory ``run``, None for a student grid."""
+    return next((kind for kind in RUN_KINDS.values() if kind.detect(run)), None)
