@@ -26,10 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lrsweep import config, engine, steps as steps_lib
-from lrsweep.optim import make_optimizer
-from lrsweep.spec import GroupSpec
-from lrsweep.tasks import make_instance, step_context
+from lrsweep.core import config
+from lrsweep.core import engine
+from lrsweep.core import steps as steps_lib
+from lrsweep.core.optim import make_optimizer
+from lrsweep.core.spec import GroupSpec
+from lrsweep.core.tasks import make_instance, step_context
 
 from benchutil import device_header, quick_defaults, timed
 
