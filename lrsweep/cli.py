@@ -321,8 +321,7 @@ def _print_plan(cfg, plan) -> None:
               f"n={spec.task.n_train} {a.activation} init={spec.init} steps={spec.steps} "
               f"loss={spec.loss} formulation={spec.formulation}"
               + ("" if spec.constant_rates else f" schedule={spec.schedule} warmup={spec.warmup_steps}")
-              + ("" if spec.head_moves_in_step else f" head={spec.head}"
-                 + (f" update={spec.update} head_steps={spec.head_steps}" if spec.head == "gd" else ""))
+              + "".join(f" {hook.summary(spec)}" for hook in spec.hooks)
               + f" mode={mode['mode']} ({mode['reason']})")
         if mode["mode"] == "grid":
             members, _ = chunking.instance_groups(group, spec.instance_columns)

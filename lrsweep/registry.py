@@ -8,11 +8,16 @@ package outside lrsweep named in ``LRSWEEP_FAMILIES``) fills these tables when
 Tables:
   FIELDS       config path -> ``Field`` (:mod:`lrsweep.core.config`): the schema. Core fields are
                registered by the core itself, family fields by their family.
-  VALIDATORS   ``fn(point, arch)`` cross-field checks of one expanded grid point (raise ConfigError).
+  TASK_RULES   task name -> :class:`TaskRules`: what the config knows of a task (``task.kind`` choices).
+  SECTIONS     top-level config sections a family's command reads (``schedule_search``).
+  VALIDATORS   ``fn(point, arch)`` cross-field checks of one static combination (raise ConfigError).
+  RATE_SCHEMES learning-rate grid axes beyond the core's (``lr``, ``lr_total``, ``lr_1_fraction``,
+               ``lr_1..lr_m``): :class:`RateScheme` (seed 000's ``lr_line``, seed 002's head rates).
+  GRID_HOOKS   ``fn(table)`` on the expanded student columns after the rates are resolved.
   TASKS        task name -> ``Task`` (:mod:`lrsweep.core.tasks`).
   METRICS      metric name -> ``Metric`` / ``Reduction`` (:mod:`lrsweep.core.metrics`).
-  STEP_HOOKS   ``fn(spec, hparams, params, inst, ctx) -> params`` applied before every optimizer
-               step (seed 002's head rule moves the last layer there).
+  STEP_HOOKS   :class:`StepHook`: what moves weights before every optimizer step (seed 002's
+               head rule moves the last layer there).
   THEORIES, CHECKS, SUMMARIES (and their options): what ``lrsweep compare`` runs.
   FIGURES      ``fn(run, name, curves) -> [(stem, Figure)]``: what ``lrsweep plot`` draws.
   RUN_KINDS    kind -> :class:`RunKind`: runs that are not a student grid (a schedule search).
@@ -26,10 +31,14 @@ import dataclasses
 from typing import Any, Callable
 
 FIELDS: dict[str, Any] = {}
+TASK_RULES: dict[str, "TaskRules"] = {}
+SECTIONS: dict[str, "Section"] = {}  # top-level config sections a family reads (``schedule_search``) -> its command
 VALIDATORS: list[Callable] = []
+RATE_SCHEMES: dict[str, "RateScheme"] = {}
+GRID_HOOKS: list[Callable] = []
 TASKS: dict[str, Any] = {}
 METRICS: dict[str, Any] = {}
-STEP_HOOKS: list[Callable] = []
+STEP_HOOKS: list["StepHook"] = []
 FIGURES: list[Callable] = []
 FIGURE_CLAIMS: dict[str, list[Callable]] = {"loss": [], "rate": []}  # see register_figures
 RUN_KINDS: dict[str, "RunKind"] = {}
@@ -70,6 +79,74 @@ class Theory:
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskRules:
+    """The config's view of a task (no jax): ``online``: fresh samples every step unless ``task.online``
+    says otherwise; ``defaults``: field path -> value where the config gives none (``single_point``:
+    one input); ``check(point, arch)``: its cross-field checks (ConfigError)."""
+    online: bool = False
+    defaults: dict = dataclasses.field(default_factory=dict)
+    check: Callable | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A top-level config section read by a family's CLI subcommand ``command``; ``default_lr``: the
+    grid's ``lr`` where it gives no rate (the command finds the rates itself)."""
+    command: str
+    default_lr: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RateScheme:
+    """Grid axes that set the per-layer learning rates eta_1..eta_m another way.
+
+    Attributes:
+      name: e.g. ``head``.
+      axes: the grid axis names it owns (``lr_body``, ``lr_head``, ``lr_ratio``).
+      check_value: ``(axis, value, where) -> float``, or None for the core's check (a finite rate >= 0).
+      check_axes: ``(names, axes) -> None``: the axis names of the grid combine as allowed (ConfigError).
+      resolve: ``(point, m) -> [eta_1..eta_m]`` or None where the point has none of its axes; the values
+        may be numpy columns (one entry per student).
+      columns: ``(point, lrs, m_row) -> {column: (n,)}``: label columns stored beside lr_1..lr_m.
+      expand: ``(names, values) -> (names, values)``: an axis whose one value stands for several points
+        (``lr_line``: C -> the authors' (eta_1, rest) points), or None.
+      size: ``(names, values) -> number of students`` of an expanded axis (None: not the scheme's).
+      label: ``(names, entry) -> str``: one entry as the config writes it (None: not the scheme's).
+      derived: ``axes on the grid -> columns`` the scheme's axes set (``lr_ratio`` .inf sets ``head``).
+      variants: ``axes -> [overrides]``: other settings some students of the grid take (checked too).
+    """
+    name: str
+    axes: tuple
+    resolve: Callable
+    check_axes: Callable = lambda names, axes: None
+    check_value: Callable | None = None
+    columns: Callable = lambda point, lrs, m_row: {}
+    expand: Callable | None = None
+    size: Callable | None = None
+    label: Callable | None = None
+    derived: Callable = lambda on_axes: set()
+    variants: Callable = lambda axes: []
+
+
+@dataclasses.dataclass(frozen=True)
+class StepHook:
+    """What moves some layers before every optimizer step, outside it (seed 002's head rules).
+
+    Attributes:
+      fn: ``(spec, hparams, params, inst, ctx) -> params``.
+      applies: ``spec -> bool``, static: a group it does not apply to compiles no trace of it.
+      moves: ``spec -> layer names`` it moves: the optimizer leaves them (their rate may be inf).
+      why: ``spec -> str``, why such a group is not a plain optimizer step (poly mode refuses it).
+      summary: ``spec -> str``, a few words for ``run --dry-run``.
+    """
+    fn: Callable
+    applies: Callable
+    moves: Callable
+    why: Callable
+    summary: Callable
+
+
+@dataclasses.dataclass(frozen=True)
 class RunKind:
     """A kind of run other than a student grid, recognised by the files it writes.
 
@@ -102,9 +179,29 @@ def register_field(field) -> None:
     FIELDS[field.path] = field
 
 
+def register_task_rules(name: str, rules: TaskRules) -> None:
+    """Add a task's config rules (its name becomes a ``task.kind`` choice)."""
+    TASK_RULES[name] = rules
+
+
+def register_section(name: str, section: Section) -> None:
+    """Allow a top-level config section ``name`` (:class:`Section`)."""
+    SECTIONS[name] = section
+
+
 def register_validator(fn: Callable) -> None:
-    """Add a cross-field check ``fn(point, arch)`` of one expanded grid point (raises ConfigError)."""
+    """Add a cross-field check ``fn(point, arch)`` of one static combination (raises ConfigError)."""
     VALIDATORS.append(fn)
+
+
+def register_rate_scheme(scheme: RateScheme) -> None:
+    """Add learning-rate grid axes (:class:`RateScheme`)."""
+    RATE_SCHEMES[scheme.name] = scheme
+
+
+def register_grid_hook(fn: Callable) -> None:
+    """Add ``fn(table)``, applied to the expanded student columns ({column: (n,)}) after the rates."""
+    GRID_HOOKS.append(fn)
 
 
 def register_task(task) -> None:
@@ -117,10 +214,10 @@ def register_metric(name: str, metric) -> None:
     METRICS[name] = metric
 
 
-def register_step_hook(fn: Callable) -> None:
-    """Add ``fn(spec, hparams, params, inst, ctx) -> params``, applied before every optimizer step
-    (and before the logged evaluation at the start); identity where it does not apply."""
-    STEP_HOOKS.append(fn)
+def register_step_hook(hook: StepHook) -> None:
+    """Add a :class:`StepHook`: its ``fn`` runs before every optimizer step (and before the final
+    evaluation) of the groups where ``applies(spec)``."""
+    STEP_HOOKS.append(hook)
 
 
 def register_theory(theory: Theory) -> Theory:

@@ -47,7 +47,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrsweep.core import divergence
-from lrsweep import registry
 from lrsweep.core import metrics as metrics_lib
 from lrsweep.core import steps as steps_lib
 from lrsweep.core.architecture import Architecture
@@ -87,8 +86,8 @@ def curve_names(spec) -> list[str]:
 def prepare(spec, hparams: dict, params: dict, inst: dict, ctx) -> dict:
     """Every registered step hook (:func:`lrsweep.registry.register_step_hook`) in turn: what moves the
     weights before step ``ctx.t``'s gradient (seed 002's head rule); the identity when none applies."""
-    for hook in registry.STEP_HOOKS:
-        params = hook(spec, hparams, params, inst, ctx)
+    for hook in spec.hooks:
+        params = hook.fn(spec, hparams, params, inst, ctx)
     return params
 
 

@@ -77,8 +77,8 @@ def batch_size_at(spec, hparams: dict, t):
 def _layer_rates(spec, hparams: dict):
     names = spec.arch.layer_names
     rates = {name: hparams[f"lr_{l}"] for l, name in enumerate(names, 1)}
-    if not spec.head_moves_in_step:  # the head rule moves the head (lrsweep.families.stackelberg.heads); lr_m may be inf
-        rates[names[-1]] = jnp.zeros_like(rates[names[-1]])
+    for name in spec.moved_layers:  # moved by a step hook (a head rule), not the optimizer: its rate may be inf
+        rates[name] = jnp.zeros_like(rates[name])
     schedule = schedule_of(spec, hparams)
     multipliers = None if schedule is None else {name: (lambda t: schedule_multiplier(schedule, t)) for name in names}
     return rates, multipliers

@@ -482,6 +482,7 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
         attempt = uuid.uuid4().hex[:6]
         bar = Progress(len(students) - len(others), initial=len(done - others), enabled=progress)
         registry = drivers.drivers()
+        stored = students[config_lib.stored_columns(students)]  # fields that apply to no student: not stored
         for gid, spec in specs.items():
             group = config_lib.select_rows(students, students["group_id"].to_numpy() == gid)
             if group["student_id"].isin(skip).all():
@@ -496,7 +497,7 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
                                        progress=bar if progress else None, shape=(shapes or {}).get(gid))
             try:
                 for out in registry[mode].iter_group(spec, group, ctx):
-                    _write_chunk(run_dir, f"{prefix}g{gid:04d}-{attempt}-c{out.index:06d}", spec, students, out,
+                    _write_chunk(run_dir, f"{prefix}g{gid:04d}-{attempt}-c{out.index:06d}", spec, stored, out,
                                  run_dir.name, mode)
                     ckpts.remove(out.student_ids)
                     n = len(out.result["student_id"])

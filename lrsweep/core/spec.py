@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from lrsweep import registry
 from lrsweep.core import config as config_lib
 from lrsweep.core.architecture import Architecture
 from lrsweep.core.config import ConfigError
@@ -18,7 +19,10 @@ from lrsweep.core.tasks import TaskSpec
 
 @dataclasses.dataclass(frozen=True)
 class GroupSpec:
-    """Everything static about a group of students (hashable: keys the compiled program)."""
+    """Everything static about a group of students (hashable: keys the compiled program).
+
+    The core's static fields are attributes; a family's (seed 002's ``head``, ``update``, ...) are in
+    ``extra``, read as attributes too (``spec.head``), so the core names none of them."""
     arch: Architecture
     task: TaskSpec
     init: str
@@ -39,28 +43,31 @@ class GroupSpec:
     schedule_array: str | None = None    # digests of per-step arrays (lrsweep.core.config.ARRAYS)
     batch_array: str | None = None
     momentum_array: str | None = None
-    head: str = "gd"                     # the head rule (lrsweep.families.stackelberg.heads): gd | best_response
-    update: str = "simultaneous"         # simultaneous | alternating (head: gd)
-    head_steps: int = 1                  # k head steps per body step (alternating)
-    head_ridge: float = 0.0              # lambda of the best response
-    newton_steps: int = 8                # Newton steps of a non-quadratic best response
-    sketch_dim: int = 64                 # k of the body_sketch metric
+    extra: tuple = ()                    # (column, value) of every family's static train.* fields
+
+    def __getattr__(self, name: str):
+        for key, value in object.__getattribute__(self, "extra"):
+            if key == name:
+                return value
+        raise AttributeError(name)
 
     @classmethod
     def from_row(cls, row) -> "GroupSpec":
-        """From a student row of :func:`lrsweep.core.config.expand_grid`; checks what the formulation and the
-        gradient need (ConfigError naming the field) and resolves ``formulation: auto``."""
+        """From a student row of :func:`lrsweep.core.config.expand_grid` (a column the row lacks takes its
+        field's default); checks what the formulation and the gradient need (ConfigError naming the
+        field) and resolves ``formulation: auto``."""
         from lrsweep.core import losses
         from lrsweep.core import steps
-        spec = cls(Architecture.from_fields(row), TaskSpec.from_row(row), row["init"], row["optimizer"],
-                   int(row["steps"]), config_lib.log_steps(row), row["gradient"], row["formulation"],
-                   float(row["diverge_factor"]), row.get("schedule", "constant"), int(row.get("warmup_steps", 0)),
-                   row.get("loss", "mse"), tuple(row.get("metrics", ()) or ()), int(row.get("sharpness_iters", 20)),
-                   _int_or_none(row.get("batch_size")), row.get("batch_schedule", "constant"),
-                   row.get("momentum_schedule", "constant"), _str_or_none(row.get("schedule_array")),
-                   _str_or_none(row.get("batch_array")), _str_or_none(row.get("momentum_array")),
-                   row.get("head", "gd"), row.get("update", "simultaneous"), int(row.get("head_steps", 1)),
-                   float(row.get("head_ridge", 0.0)), int(row.get("newton_steps", 8)), int(row.get("sketch_dim", 64)))
+        get = lambda name: row.get(name, config_lib.FIELDS[config_lib.path_of(name)].default)
+        spec = cls(
+            Architecture.from_fields(row), TaskSpec.from_row(row), row["init"], row["optimizer"], int(row["steps"]),
+            config_lib.log_steps(row), row["gradient"], row["formulation"], float(row["diverge_factor"]),
+            schedule=get("schedule"), warmup_steps=int(get("warmup_steps")), loss=get("loss"),
+            metrics=tuple(get("metrics") or ()), sharpness_iters=int(get("sharpness_iters")),
+            batch_size=_int_or_none(get("batch_size")), batch_schedule=get("batch_schedule"),
+            momentum_schedule=get("momentum_schedule"), schedule_array=_str_or_none(get("schedule_array")),
+            batch_array=_str_or_none(get("batch_array")), momentum_array=_str_or_none(get("momentum_array")),
+            extra=tuple((name, _typed(name, get(name))) for name in _extra_columns()))
         if spec.gradient == "signal_only" and not losses.LOSSES[spec.loss].quadratic:
             raise ConfigError("train.gradient", f"signal_only replaces the squared loss's residual f(X) - y by -y "
                                                 f"and needs train.loss: mse (got {spec.loss}); allowed here: exact")
@@ -71,15 +78,19 @@ class GroupSpec:
         return dataclasses.replace(spec, formulation=formulation)
 
     @property
+    def hooks(self) -> tuple:
+        """The registered step hooks that act on this group (:class:`lrsweep.registry.StepHook`)."""
+        return tuple(hook for hook in registry.STEP_HOOKS if hook.applies(self))
+
+    @property
+    def moved_layers(self) -> tuple:
+        """Layers moved by a step hook, outside the optimizer's step."""
+        return tuple(name for hook in self.hooks for name in hook.moves(self))
+
+    @property
     def stochastic(self) -> bool:
         """Whether a step sees a sampled batch (minibatches of a fixed set, or fresh samples)."""
         return self.batch_size is not None
-
-    @property
-    def head_moves_in_step(self) -> bool:
-        """Whether the optimizer's step moves the head with the body (simultaneous gd: plain per-layer
-        GD); else the head rule of :mod:`lrsweep.families.stackelberg.heads` moves it before the step."""
-        return self.head == "gd" and self.update == "simultaneous"
 
     @property
     def n_logs(self) -> int:
@@ -107,3 +118,18 @@ def _int_or_none(value):
 
 def _str_or_none(value):
     return value if isinstance(value, str) else None
+
+
+_CORE = {f.name for f in dataclasses.fields(GroupSpec)} | {"log_every", "log_steps"}
+
+
+def _extra_columns() -> list[str]:
+    """Static ``train.*`` fields the core does not name: a family's (read through ``GroupSpec.extra``)."""
+    return [config_lib.short(p) for p, f in config_lib.FIELDS.items()
+            if f.role == "static" and p.startswith("train.") and config_lib.short(p) not in _CORE]
+
+
+def _typed(name: str, value):
+    """A stored cell as its field's Python type (hashable, equal to the config's value)."""
+    kind = config_lib.FIELDS[config_lib.path_of(name)].kind
+    return int(value) if kind == "int" else float(value) if kind == "float" else value

@@ -177,15 +177,12 @@ def lowrank_blocker(spec) -> str | None:
         return f"the teacher is not linear (task.teacher_activation: {spec.task.teacher_activation})"
     if spec.optimizer != "gd":
         return f"train.optimizer is {spec.optimizer}, not gd"
-    return head_rule_blocker(spec)
+    return hook_blocker(spec)
 
 
-def head_rule_blocker(spec) -> str | None:
-    """None where the optimizer's step moves every layer (no head rule acts on the dense weights)."""
-    if spec.head_moves_in_step:
-        return None
-    return (f"the head is moved outside the optimizer's step (train.head: {spec.head}, train.update: "
-            f"{spec.update})")
+def hook_blocker(spec) -> str | None:
+    """None where the optimizer's step moves every layer (no step hook acts on the dense weights)."""
+    return spec.hooks[0].why(spec) if spec.hooks else None
 
 
 def _dense(loss_and_grads, requires) -> Formulation:

@@ -7,7 +7,8 @@ import pytest
 
 import lrsweep
 from lrsweep.core import config
-from lrsweep.core.config import ConfigError, apply_overrides, authors_line_grid, expand_grid, load_config
+from lrsweep.core.config import ConfigError, apply_overrides, expand_grid, load_config
+from lrsweep.families.layer_balancing.fields import authors_line_grid
 
 
 def base(**grid):

@@ -24,13 +24,14 @@ import itertools
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import yaml
 
+from lrsweep import registry
 from lrsweep.core.architecture import PARAMETERIZATIONS, Architecture
 from lrsweep.core.errors import ConfigError  # re-exported: lrsweep.core.config.ConfigError
 
@@ -53,6 +54,7 @@ class Field:
     nullable: bool = False
     axis: bool = True  # may be a grid axis
     maximum: float | None = None  # inclusive
+    applies: Callable | None = None  # {column: (n,)} -> (n,) bool: the students it means something for (None: all)
 
 
 # What a field is to the engine, declared once per field; every column list derives from it:
@@ -63,7 +65,13 @@ class Field:
 ROLES = ("static", "instance", "traced", "run")
 
 
-FIELDS: dict[str, Field] = {f.path: f for f in [
+# When a field applies (Field.applies): a column it does not apply to is not stored (config.yaml keeps it).
+_LINEAR_TEACHER = lambda t: equals(t["kind"], "linear_teacher")
+_STOCHASTIC = lambda t: ~equals(t["optimizer"], "gd")
+_MOMENTUM = lambda t: equals(t["optimizer"], "momentum")
+
+FIELDS: dict[str, Field] = registry.FIELDS  # the core's fields (below) and every family's
+_CORE_FIELDS = [
     Field("name", "str", "sweep", "Sweep name; results go to <out>/<name>/<run_id>/.", role="run"),
     Field("seed", "int", 0, "Seed of init, data and teacher (usually a grid axis via `seeds`).",
           minimum=0, role="instance"),
@@ -73,41 +81,44 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "task.label under mse: with a 2-layer ntk student, the uv model of Lewkowycz et al. 2020) or "
           "`power_law_features` (seed 004: x_k ~ N(0, k^-b), k = 1..N, target lambda_k w*_k^2 = k^-a, fresh samples "
           "every step unless task.online: false; the test loss is the exact excess risk).",
-          choices=("linear_teacher", "classification", "single_point", "power_law_features")),
-    Field("task.label", "float", 0.0, "single_point: the label y of the one input x = 1.", role="instance"),
+          choices=registry.TASK_RULES),
     Field("task.data", "str", "separable",
           "Classification data: `degenerate` (seed 003 Assumption 3: n_train points at the same feature e_1, "
           "half labelled +1, half -1), `separable` (Gaussian inputs labelled by a random unit direction w, "
           "pushed margin / 2 away from the separating hyperplane), `nonseparable` (the same, with a "
           "flip_fraction of the labels flipped), `points` (task.points).",
-          choices=("degenerate", "separable", "nonseparable", "points")),
+          choices=("degenerate", "separable", "nonseparable", "points"),
+          applies=lambda t: equals(t["kind"], "classification")),
     Field("task.margin", "float", 1.0, "Classification: gap between the two classes along w (separable, "
-          "nonseparable).", minimum=0.0, role="instance"),
+          "nonseparable).", minimum=0.0, role="instance",
+          applies=lambda t: equals(t["kind"], "classification") & ~equals(t["data"], "degenerate") & ~equals(t["data"], "points")),
     Field("task.flip_fraction", "float", 0.1, "Classification (`nonseparable`): fraction of labels flipped, "
-          "in [0, 0.5].", minimum=0.0, maximum=0.5, role="instance"),
+          "in [0, 0.5].", minimum=0.0, maximum=0.5, role="instance",
+          applies=lambda t: equals(t["kind"], "classification") & equals(t["data"], "nonseparable")),
     Field("task.points", "points", None, "Classification (`points`): explicit rows [x_1, ..., x_d, y], y in "
-          "{-1, +1}; input_dim and n_train follow from them.", nullable=True, axis=False),
+          "{-1, +1}; input_dim and n_train follow from them.", nullable=True, axis=False,
+          applies=lambda t: equals(t["kind"], "classification") & equals(t["data"], "points")),
     Field("task.input_dim", "int", 64, "Input dimension d (power_law_features: the number of features N; "
           "`task.n_features` is its alias).", positive=True),
-    Field("task.a", "float", 1.5, "power_law_features: the target's exponent, lambda_k w*_k^2 = k^-a (a > 1).",
-          positive=True, role="instance"),
-    Field("task.b", "float", 1.25, "power_law_features: the spectrum's exponent, lambda_k = k^-b (b > 1).",
-          positive=True, role="instance"),
     Field("task.online", "bool", None, "Fresh samples every step (online SGD) instead of a fixed training set of "
           "task.n_train; null: the task's default (online for power_law_features, fixed otherwise).",
           nullable=True),
     Field("task.n_train", "int", 128, "Number of training samples n.", positive=True),
     Field("task.design", "str", "gaussian",
           "Training inputs: X ~ N(0,1) (`gaussian`) or X = sqrt(n) Q so X^T X = n I (`orthogonal`, n >= d).",
-          choices=("gaussian", "orthogonal")),
+          choices=("gaussian", "orthogonal"),
+          applies=_LINEAR_TEACHER),
     Field("task.target", "str", "gaussian",
           "Teacher beta: iid N(0, target_std^2) (`gaussian`) or Q / sqrt(d) (`orthonormal`).",
-          choices=("gaussian", "orthonormal")),
+          choices=("gaussian", "orthonormal"),
+          applies=_LINEAR_TEACHER),
     Field("task.target_std", "float", None,
           "Std of gaussian teacher entries; null = the authors' choice (paper_2nn 1/d, paper_deep 1/sqrt(h), standard 1/sqrt(d)).",
-          positive=True, role="instance", nullable=True),
+          positive=True, role="instance", nullable=True,
+          applies=_LINEAR_TEACHER),
     Field("task.teacher_activation", "str", "linear", "y = X beta (`linear`) or y = relu(X beta) (`relu`).",
-          choices=("linear", "relu")),
+          choices=("linear", "relu"),
+          applies=_LINEAR_TEACHER),
     Field("task.noise_std", "float", 0.0, "Label noise std: y = teacher(X) + xi, xi ~ N(0, noise_std^2).",
           minimum=0.0, role="instance"),
     Field("task.n_test", "int", 2048, "Sampled test-set size (only for students without an exact test loss: ReLU).",
@@ -140,10 +151,11 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "lrsweep.core.metrics.PHASE); for students with a head (seed 002): `phi_sharpness` (top eigenvalue of the "
           "Hessian of Phi(body) = loss(body, w*(body)) over the body's weights), `body_sketch` (the body's "
           "weights, or train.sketch_dim projections of them: distances between runs).",
-          choices=("weight_norm", "sharpness", "ntk_eig", "loss_peak", "phase", "phi_sharpness", "body_sketch"),
+          choices=registry.METRICS,
           axis=False),
     Field("train.sharpness_iters", "int", 20, "Lanczos iterations (Hessian-vector products) per logged step of "
-          "`sharpness` (at most the number of parameters are used).", positive=True),
+          "`sharpness` (at most the number of parameters are used).", positive=True,
+          applies=lambda t: has_metric(t, "sharpness") | has_metric(t, "phi_sharpness")),
     Field("train.optimizer", "str", "gd",
           "`gd`: full-batch gradient descent; `sgd`: train.batch_size samples per step (fresh ones for online "
           "tasks, else a minibatch of the training set drawn from a key of the instance and the step: the "
@@ -151,26 +163,37 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "v <- beta(t) v + g, w <- w - eta_l s(t) v (optax.trace's convention).",
           choices=("gd", "sgd", "momentum")),
     Field("train.batch_size", "int", None, "Samples per step of sgd and momentum (the compiled batch shape M; "
-          "null: the whole training set).", positive=True, nullable=True),
+          "null: the whole training set).", positive=True, nullable=True,
+          applies=_STOCHASTIC),
     Field("train.batch_schedule", "str", "constant",
           "Batch size m(t) (lrsweep.core.schedules): `constant` M; `ramp` round(m_0 + (m_1 - m_0) (t/T)^p) with "
           "m_0 = batch_start, m_1 = batch_end, p = batch_ramp_exponent; `array` (train.batch_array). Sizes below M "
-          "are masks on the compiled batch of M.", choices=("constant", "ramp", "array")),
-    Field("train.batch_start", "float", 1.0, "m_0 of the batch ramp (traced).", minimum=1.0, role="traced"),
+          "are masks on the compiled batch of M.", choices=("constant", "ramp", "array"),
+          applies=_STOCHASTIC),
+    Field("train.batch_start", "float", 1.0, "m_0 of the batch ramp (traced).", minimum=1.0, role="traced",
+          applies=lambda t: equals(t["batch_schedule"], "ramp")),
     Field("train.batch_end", "float", None, "m_1 of the batch ramp, at most train.batch_size (traced; null: "
-          "train.batch_size).", minimum=1.0, role="traced", nullable=True),
-    Field("train.batch_ramp_exponent", "float", 1.0, "p of the batch ramp (traced).", minimum=0.0, role="traced"),
+          "train.batch_size).", minimum=1.0, role="traced", nullable=True,
+          applies=lambda t: equals(t["batch_schedule"], "ramp")),
+    Field("train.batch_ramp_exponent", "float", 1.0, "p of the batch ramp (traced).", minimum=0.0, role="traced",
+          applies=lambda t: equals(t["batch_schedule"], "ramp")),
     Field("train.batch_array", "arrays", None, "Per-step batch sizes of `batch_schedule: array` (see "
-          "train.schedule_array).", nullable=True, axis=False),
+          "train.schedule_array).", nullable=True, axis=False,
+          applies=lambda t: equals(t["batch_schedule"], "array")),
     Field("train.batch_index", "int", 0, "Which of train.batch_array's arrays a student uses (traced; several "
-          "arrays make it a grid axis).", minimum=0, role="traced"),
-    Field("train.momentum", "float", 0.9, "beta of `momentum` (traced).", minimum=0.0, maximum=1.0, role="traced"),
+          "arrays make it a grid axis).", minimum=0, role="traced",
+          applies=lambda t: equals(t["batch_schedule"], "array")),
+    Field("train.momentum", "float", 0.9, "beta of `momentum` (traced).", minimum=0.0, maximum=1.0, role="traced",
+          applies=_MOMENTUM),
     Field("train.momentum_schedule", "str", "constant", "beta(t): `constant` train.momentum, or `array` "
-          "(train.momentum_array).", choices=("constant", "array")),
+          "(train.momentum_array).", choices=("constant", "array"),
+          applies=_MOMENTUM),
     Field("train.momentum_array", "arrays", None, "Per-step momentum of `momentum_schedule: array` (see "
-          "train.schedule_array).", nullable=True, axis=False),
+          "train.schedule_array).", nullable=True, axis=False,
+          applies=lambda t: equals(t["momentum_schedule"], "array")),
     Field("train.momentum_index", "int", 0, "Which of train.momentum_array's arrays a student uses (traced).",
-          minimum=0, role="traced"),
+          minimum=0, role="traced",
+          applies=lambda t: equals(t["momentum_schedule"], "array")),
     Field("train.steps", "int", 8, "Number of training steps T.", minimum=0),
     Field("train.schedule", "str", "constant",
           "Learning-rate schedule s(t), t = 0..T-1, multiplying every layer's rate (seed 004, lrsweep.core.schedules): "
@@ -179,39 +202,24 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
           "(1 + cos(pi t/T))/2; `array` train.schedule_array (with lr 1, the array is the rate itself).",
           choices=("constant", "polynomial", "wsd", "power", "cosine", "array")),
     Field("train.schedule_exponent", "float", 1.0, "delta of `polynomial` / `wsd`, chi of `power` (traced: a grid "
-          "axis never recompiles).", minimum=0.0, role="traced"),
+          "axis never recompiles).", minimum=0.0, role="traced",
+          applies=lambda t: equals(t["schedule"], "polynomial") | equals(t["schedule"], "wsd") | equals(t["schedule"], "power")),
     Field("train.stable_fraction", "float", 0.8, "t_s / T of `wsd`: the fraction of steps at the full rate, in "
-          "[0, 1] (traced).", minimum=0.0, maximum=1.0, role="traced"),
+          "[0, 1] (traced).", minimum=0.0, maximum=1.0, role="traced",
+          applies=lambda t: equals(t["schedule"], "wsd")),
     Field("train.schedule_floor", "float", 0.0, "`cosine`: the final multiplier, in [0, 1] (traced).",
-          minimum=0.0, maximum=1.0, role="traced"),
+          minimum=0.0, maximum=1.0, role="traced",
+          applies=lambda t: equals(t["schedule"], "cosine")),
     Field("train.schedule_array", "arrays", None,
           "Per-step multipliers s(t) of `schedule: array`: a list of T numbers, a .npy or .csv file (one array, or "
           "one per row), or a list of such; several arrays form a grid axis over train.schedule_index.",
-          nullable=True, axis=False),
+          nullable=True, axis=False,
+          applies=lambda t: equals(t["schedule"], "array")),
     Field("train.schedule_index", "int", 0, "Which of train.schedule_array's arrays a student uses (traced).",
-          minimum=0, role="traced"),
+          minimum=0, role="traced",
+          applies=lambda t: equals(t["schedule"], "array")),
     Field("train.warmup_steps", "int", 0, "Linear warmup: the rate is multiplied by min(1, (t + 1) / w) over the "
           "first w steps (0: none; at most train.steps).", minimum=0),
-    Field("train.head", "str", "gd",
-          "The head: the last layer W_m of a standard or ntk student with n_layers >= 2 (the layers before it are the "
-          "body; seed 002, lrsweep.families.stackelberg.heads). `gd`: moved by the optimizer at rate lr_m (lr_head); `best_response`: set "
-          "to its exact minimiser w*(body) before every body step (ridge least squares for mse, Newton for logistic "
-          "and exponential), so the body descends Phi(body) = loss(body, w*(body)); `lr_ratio: .inf` in the grid "
-          "selects it.", choices=("gd", "best_response")),
-    Field("train.update", "str", "simultaneous",
-          "With train.head gd: `simultaneous` (body and head gradients at the same weights: per-layer GD, the seed's "
-          "algorithm) or `alternating` (train.head_steps gradient steps of the head at the current body, then the "
-          "body's step at the moved head).", choices=("simultaneous", "alternating")),
-    Field("train.head_steps", "int", 1, "k: head steps per body step of `alternating` (k -> infinity: the best "
-          "response).", positive=True),
-    Field("train.head_ridge", "float", 0.0, "lambda of the best response: w* minimises loss + lambda/2 ||w||^2 "
-          "(> 0 needed for logistic and exponential, whose minimiser is at infinity on separable features, and "
-          "for mse when model.width > task.n_train).", minimum=0.0),
-    Field("train.newton_steps", "int", 8, "Newton steps of the logistic / exponential best response per body "
-          "step, each with a line search, warm-started from the previous head.", positive=True),
-    Field("train.sketch_dim", "int", 64, "k of `body_sketch`: the body's weights themselves when they number at "
-          "most k, else k Gaussian projections of them (a Johnson-Lindenstrauss sketch, the same for every "
-          "student of an instance).", positive=True),
     Field("train.log_every", "int", 1, "Log metrics every k steps (and at the last step).", positive=True),
     Field("train.log_steps", "int_list", None,
           "Explicit steps to log (overrides log_every), e.g. [0, 1, 2, 4, 8], or {geomspace: [1, T, k]}: k "
@@ -235,12 +243,15 @@ FIELDS: dict[str, Field] = {f.path: f for f in [
     Field("train.diverge_factor", "float", 1e6,
           "A student diverges when its train loss is non-finite or exceeds this factor times its initial loss.",
           positive=True),
-]}
+]
+for _field in _CORE_FIELDS:
+    registry.register_field(_field)
+
 
 def columns(role: str) -> tuple[str, ...]:
     """Student-table columns of the fields with this role (short names, in FIELDS order)."""
     assert role in ROLES, role
-    return tuple(_short(f.path) for f in FIELDS.values() if f.role == role)
+    return tuple(short(f.path) for f in FIELDS.values() if f.role == role)
 
 
 def field_columns() -> tuple[str, ...]:
@@ -253,28 +264,41 @@ def lr_columns(n_trainable: int) -> list[str]:
     return [f"lr_{i}" for i in range(1, n_trainable + 1)]
 
 
-ALIASES = {"seeds": "seed", "width": "model.width", "n_layers": "model.n_layers",
-           "activation": "model.activation", "parameterization": "model.parameterization",
-           "output_dim": "model.output_dim", "input_dim": "task.input_dim", "n_train": "task.n_train",
-           "n_test": "task.n_test", "design": "task.design", "target": "task.target",
-           "target_std": "task.target_std", "noise_std": "task.noise_std",
-           "teacher_activation": "task.teacher_activation", "steps": "train.steps",
-           "gradient": "train.gradient", "formulation": "train.formulation", "mode": "train.mode",
-           "schedule": "train.schedule", "schedule_exponent": "train.schedule_exponent",
-           "stable_fraction": "train.stable_fraction", "warmup_steps": "train.warmup_steps",
-           "loss": "train.loss", "data": "task.data", "margin": "task.margin",
-           "flip_fraction": "task.flip_fraction", "label": "task.label", "a": "task.a", "b": "task.b",
-           "n_features": "task.input_dim", "task.n_features": "task.input_dim", "online": "task.online",
-           "optimizer": "train.optimizer", "batch_size": "train.batch_size", "momentum": "train.momentum",
-           "batch_start": "train.batch_start", "batch_end": "train.batch_end",
-           "batch_ramp_exponent": "train.batch_ramp_exponent", "schedule_floor": "train.schedule_floor",
-           "schedule_index": "train.schedule_index", "batch_index": "train.batch_index",
-           "momentum_index": "train.momentum_index", "head": "train.head", "update": "train.update",
-           "head_steps": "train.head_steps", "head_ridge": "train.head_ridge"}
-HEAD_LR_AXES = ("lr_body", "lr_head", "lr_ratio")
-LR_AXES = ("lr", "lr_total", "lr_1_fraction", "lr_line") + HEAD_LR_AXES
+EXTRA_ALIASES = {"seeds": "seed", "n_features": "task.input_dim", "task.n_features": "task.input_dim"}
+
+
+def aliases() -> dict[str, str]:
+    """Short name -> field path for every field (its last component: the student-table column), and
+    ``seeds``, ``n_features``: derived from the schema, so every field a family registers has one."""
+    return {**{short(path): path for path in FIELDS if short(path) != path and path != "name"}, **EXTRA_ALIASES}
+
+
+CORE_RATE_AXES = ("lr", "lr_total", "lr_1_fraction")  # a shared rate, a budget C and eta_1 = f C
 _LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
-TOP_LEVEL = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid", "schedule_search")
+CORE_SECTIONS = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid")
+
+
+def top_level() -> tuple[str, ...]:
+    """Allowed top-level keys: the core's and the sections families read (``schedule_search``)."""
+    return CORE_SECTIONS + tuple(registry.SECTIONS)
+
+
+def rate_axes() -> tuple[str, ...]:
+    """Learning-rate grid axes besides lr_1..lr_m: the core's and every :class:`lrsweep.registry.RateScheme`'s."""
+    return CORE_RATE_AXES + tuple(a for scheme in registry.RATE_SCHEMES.values() for a in scheme.axes)
+
+
+def is_layer_rate(name: str) -> bool:
+    """``lr_1``, ``lr_2``, ...: one layer's rate."""
+    return _LR_LAYER.match(name) is not None
+
+
+def is_rate_axis(name: str) -> bool:
+    return name in rate_axes() or is_layer_rate(name)
+
+
+def _scheme_of(axis: str):
+    return next((s for s in registry.RATE_SCHEMES.values() if axis in s.axes), None)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 
@@ -511,21 +535,6 @@ def grid_values(spec: Any, where: str) -> list:
     return [spec]
 
 
-def authors_line_grid(lr_total: float) -> list[tuple[float, float]]:
-    """The authors' (eta_1, eta_2) points on the line eta_1 + eta_2 = C (seed 000 code).
-
-    step = max(1, C // 20), N = int(C / step), eta_1 = i step, eta_2 = (N - i) step for
-    i = 1 .. N-1. Note eta_1 + eta_2 = N step, which equals C when step divides C.
-    """
-    step = max(1, int(lr_total // 20))
-    n = int(lr_total / step)
-    return [(float(i * step), float((n - i) * step)) for i in range(1, n)]
-
-
-# --------------------------------------------------------------------------------------
-# Config object
-# --------------------------------------------------------------------------------------
-
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
     """A validated config: ``base`` maps every field path to its value, ``axes`` the grid."""
@@ -586,8 +595,8 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
         path, text = item.split("=", 1)
         path = path.strip()
         value = parse_yaml(text, "--set", f"{item}: ")
-        if path in ALIASES and path != "seeds":
-            path = ALIASES[path]
+        if path in aliases() and path != "seeds":
+            path = aliases()[path]
         if path.startswith("grid."):
             raw.setdefault("grid", {})
             raw["grid"][path[5:]] = value
@@ -604,8 +613,8 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
                 raw[section].pop(key, None)
         _set_path(raw, path, value)
         grid = raw.get("grid") or {}
-        short = {v: k for k, v in ALIASES.items()}.get(path)
-        for key in (path, short):
+        alias = {v: k for k, v in aliases().items()}.get(path)
+        for key in (path, alias):
             if key and key in grid:
                 del grid[key]
     return raw
@@ -672,9 +681,9 @@ def _read_text(path: Path) -> str:
 
 
 def _axis_name(key: str, where: str) -> str:
-    if key in LR_AXES or _LR_LAYER.match(key):
+    if is_rate_axis(key):
         return key
-    path = ALIASES.get(key, key)
+    path = aliases().get(key, key)
     if path == "seed" or path in FIELDS:
         if path == "name":
             raise ConfigError(where, "name cannot be a grid axis")
@@ -682,33 +691,35 @@ def _axis_name(key: str, where: str) -> str:
             raise ConfigError(where, f"{path} cannot be a grid axis (it does not change the results); set it "
                                      f"once" + (" (train.mode or `lrsweep run --mode`)" if path == "train.mode" else ""))
         return path
-    options = list(FIELDS) + list(ALIASES) + list(LR_AXES) + ["lr_1", "lr_2", "zip"]
+    options = list(FIELDS) + list(aliases()) + list(rate_axes()) + ["lr_1", "lr_2", "zip"]
     raise ConfigError(where, f"unknown grid axis '{key}'{_suggest(key, options)}; axes are config fields "
-                             f"(e.g. width, n_layers, init, noise_std, steps), lr_1..lr_L, lr, lr_total, "
-                             f"lr_1_fraction, lr_line, lr_body, lr_head, lr_ratio, or zip")
+                             f"(e.g. width, n_layers, init, noise_std, steps), lr_1..lr_L, "
+                             f"{', '.join(rate_axes())}, or zip")
 
 
 def _check_axis_values(name: str, values: list, where: str) -> list:
     if name in FIELDS or name == "seed":
         return [check_value(FIELDS[name], v, where) for v in values]
-    # learning-rate axes
-    out = []
-    for v in values:
-        if isinstance(v, str) and _FLOAT_RE.match(v.strip()):
-            v = float(v)
-        if name == "lr_ratio" and isinstance(v, str) and v.strip().lstrip("+.").lower() == "inf":
-            v = math.inf  # `--set grid.lr_ratio=[1,inf]`
-        if name == "lr_ratio" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
-            raise ConfigError(where, f"lr_ratio (eta_head / eta_body) must be a number > 0, or .inf for the "
-                                     f"best-response head; got {v!r}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) or name == "lr_ratio"):
-            raise ConfigError(where, f"learning rates must be finite numbers, got {v!r}")
-        if name == "lr_1_fraction" and not 0.0 <= v <= 1.0:
-            raise ConfigError(where, f"lr_1_fraction must be in [0, 1], got {v!r}")
-        if name != "lr_1_fraction" and v < 0:
-            raise ConfigError(where, f"learning rates must be >= 0, got {v!r}")
-        out.append(float(v))
-    return out
+    scheme = _scheme_of(name)
+    check = scheme.check_value if scheme is not None and scheme.check_value is not None else check_rate
+    return [check(name, v, where) for v in values]
+
+
+def is_float_text(text: str) -> bool:
+    return _FLOAT_RE.match(text.strip()) is not None
+
+
+def check_rate(name: str, v, where: str) -> float:
+    """One value of a learning-rate axis: a finite number >= 0 (``lr_1_fraction`` in [0, 1])."""
+    if isinstance(v, str) and is_float_text(v):
+        v = float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ConfigError(where, f"learning rates must be finite numbers, got {v!r}")
+    if name == "lr_1_fraction" and not 0.0 <= v <= 1.0:
+        raise ConfigError(where, f"lr_1_fraction must be in [0, 1], got {v!r}")
+    if name != "lr_1_fraction" and v < 0:
+        raise ConfigError(where, f"learning rates must be >= 0, got {v!r}")
+    return float(v)
 
 
 def load_config(source: str | Path | dict, overrides: list[str] | None = None,
@@ -738,24 +749,24 @@ def _with_defaults(raw, defaults: dict | None):
 def _load(raw, overrides: list[str] | None) -> SweepConfig:
     """:func:`load_config` of parsed data."""
     if not isinstance(raw, dict):
-        raise ConfigError("config", f"top level must be a mapping of {', '.join(TOP_LEVEL)}")
+        raise ConfigError("config", f"top level must be a mapping of {', '.join(top_level())}")
     raw = apply_overrides(raw, overrides)
     raw = {k: v for k, v in raw.items() if not (k in ("task", "model", "train") and v is None)}  # `model:` empty
     for key in raw:
-        if key not in TOP_LEVEL:
+        if key not in top_level():
             # a misplaced or misspelt field (`width:` at the top) suggests its full path
-            options = {k: k for k in TOP_LEVEL} | {a: p for a, p in ALIASES.items() if a != "seeds"} | {
+            options = {k: k for k in top_level()} | {a: p for a, p in aliases().items() if a != "seeds"} | {
                 p.split(".")[-1]: p for p in FIELDS}
             close = difflib.get_close_matches(str(key), list(options), n=1, cutoff=0.5)
             hint = f" (did you mean '{options[close[0]]}'?)" if close else ""
-            raise ConfigError(str(key), f"unknown key{hint}; allowed: {', '.join(TOP_LEVEL)}")
+            raise ConfigError(str(key), f"unknown key{hint}; allowed: {', '.join(top_level())}")
     if "seed" in raw and "seeds" in raw:
         raise ConfigError("seeds", "give either seed (one value) or seeds (a list), not both")
     for section in ("task", "model", "train", "grid"):
         if section in raw and raw[section] is not None and not isinstance(raw[section], dict):
             raise ConfigError(section, f"must be a mapping, got {raw[section]!r}")
 
-    flat = _flatten({k: v for k, v in raw.items() if k not in ("grid", "seeds", "schedule_search")})
+    flat = _flatten({k: v for k, v in raw.items() if k not in ("grid", "seeds", *registry.SECTIONS)})
     for alias, path in PATH_ALIASES.items():
         if alias in flat:
             if path in flat:
@@ -772,9 +783,9 @@ def _load(raw, overrides: list[str] | None) -> SweepConfig:
     if "name" in base and (not _NAME_RE.match(base["name"]) or base["name"] in (".", "..")):
         raise ConfigError("name", f"must be a plain directory name (letters, digits, '.', '_', '-'), "
                                   f"got {base['name']!r}")
-    if base.get("task.kind") == "single_point":  # one input x = 1
-        base.setdefault("task.n_train", 1)
-        base.setdefault("task.input_dim", 1)
+    rules = registry.TASK_RULES.get(base.get("task.kind", FIELDS["task.kind"].default))
+    for path, value in (rules.defaults.items() if rules is not None else ()):  # single_point: one input x = 1
+        base.setdefault(path, value)
     if base.get("task.points") is not None:  # explicit points set the data's size unless given
         base.setdefault("task.n_train", len(base["task.points"]))
         base.setdefault("task.input_dim", len(base["task.points"][0]) - 1)
@@ -786,7 +797,7 @@ def _load(raw, overrides: list[str] | None) -> SweepConfig:
     zips = grid.get("zip") if isinstance(grid.get("zip"), list) else [grid.get("zip")]
     grid_keys = list(grid) + [k for z in zips if isinstance(z, dict) for k in z]
     seeds = None
-    if "seeds" in raw or not any(ALIASES.get(str(k), k) == "seed" for k in grid_keys):  # else a grid axis
+    if "seeds" in raw or not any(aliases().get(str(k), k) == "seed" for k in grid_keys):  # else a grid axis
         seeds = raw.get("seeds", [base["seed"]])
         if not isinstance(seeds, (list, tuple, dict, int)) or isinstance(seeds, bool):
             raise ConfigError("seeds", f"expected a list of non-negative integers, got {seeds!r}")
@@ -826,24 +837,23 @@ def _load(raw, overrides: list[str] | None) -> SweepConfig:
     if dup:
         raise ConfigError("grid", f"axis given twice: {', '.join(sorted(dup))}")
     layer_axes = [n for n in names if _LR_LAYER.match(n)]
-    if "lr_line" in names and (layer_axes or any(n in names for n in ("lr_total", "lr_1_fraction", "lr"))):
-        raise ConfigError("grid.lr_line", "lr_line sets every layer's learning rate itself; do not combine it "
-                                          "with lr, lr_total, lr_1_fraction or lr_1..lr_L")
+    for scheme in registry.RATE_SCHEMES.values():  # lr_line alone; head rates in pairs
+        scheme.check_axes(names, axes)
     if "lr" in names and "lr_total" in names:
         raise ConfigError("grid.lr", "give a shared lr or an lr_total, not both")
-    _check_head_axes(names, axes)
     if "lr_1_fraction" in names and layer_axes:
         raise ConfigError("grid.lr_1_fraction", f"lr_1_fraction sets every layer's learning rate; do not "
                                                  f"combine it with {', '.join(layer_axes)}")
     if "lr_1_fraction" in names and "lr_total" not in names:
         raise ConfigError("grid.lr_1_fraction", "needs an lr_total axis (eta_1 = fraction * lr_total)")
-    if raw.get("schedule_search") is not None and not any(n in names for n in LR_AXES) \
-            and not any(_LR_LAYER.match(n) for n in names):
-        axes.append((("lr",), [(1.0,)]))  # `lrsweep schedule` finds the rates; its verify runs use lr 1 x array
+    defaults = [s.default_lr for name, s in registry.SECTIONS.items() if raw.get(name) is not None
+                and s.default_lr is not None]
+    if defaults and not any(is_rate_axis(n) for n in names):
+        axes.append((("lr",), [(defaults[0],)]))  # `lrsweep schedule` finds the rates; its verify runs use lr 1 x array
         names.append("lr")
-    if not any(n in names for n in LR_AXES) and not any(_LR_LAYER.match(n) for n in names):
-        raise ConfigError("grid", "no learning rate given: add lr, lr_1..lr_L, lr_total (with lr_1_fraction) "
-                                  "or lr_line to the grid")
+    if not any(is_rate_axis(n) for n in names):
+        raise ConfigError("grid", f"no learning rate given: add lr, lr_1..lr_L, lr_total (with lr_1_fraction) "
+                                  f"or another rate axis ({', '.join(rate_axes()[3:])}) to the grid")
     resolved = dict(raw)
     for path in ARRAY_INDEX:  # files read once: the run's config.yaml keeps the numbers
         if base[path] is not None:
@@ -854,31 +864,6 @@ def _load(raw, overrides: list[str] | None) -> SweepConfig:
     return SweepConfig(base=base, axes=tuple(axes), raw=resolved)
 
 
-def _check_head_axes(names: list, axes: list) -> None:
-    """The head's rate axes combine as lr_body + lr_head, lr_body + lr_ratio, lr_head + lr_ratio or
-    lr_total + lr_ratio, and with no other rate axis."""
-    head = [n for n in HEAD_LR_AXES if n in names]
-    if not head:
-        return
-    others = [n for n in names if n in ("lr", "lr_line", "lr_1_fraction") or _LR_LAYER.match(n)]
-    if others:
-        raise ConfigError(f"grid.{head[0]}", f"{head[0]} sets the body's and the head's rates; do not combine it "
-                                             f"with {', '.join(others)}")
-    allowed = "lr_body with lr_head or lr_ratio, lr_head with lr_ratio, or lr_total with lr_ratio"
-    if "lr_total" in names:
-        if head != ["lr_ratio"]:
-            raise ConfigError(f"grid.{head[0]}", f"with lr_total give only lr_ratio (an equal budget "
-                                                 f"(m - 1) eta_body + eta_head = lr_total); allowed: {allowed}")
-    elif len(head) != 2:
-        raise ConfigError(f"grid.{head[0]}", f"give two of lr_body, lr_head, lr_ratio; allowed: {allowed}")
-    ratios = [v for ns, values in axes for j, n in enumerate(ns) if n == "lr_ratio" for v in (r[j] for r in values)]
-    if "lr_body" not in names and any(math.isinf(r) for r in ratios):  # eta_body = lr_total / inf = lr_head / inf = 0
-        why = ("has no share of an lr_total budget" if "lr_total" in names else
-               "with lr_head leaves the body the rate lr_head / lr_ratio = 0")
-        raise ConfigError("grid.lr_ratio", f"lr_ratio .inf (the best-response head) {why}; give lr_body with "
-                                           f"lr_ratio instead")
-
-
 # --------------------------------------------------------------------------------------
 # Students
 # --------------------------------------------------------------------------------------
@@ -886,12 +871,10 @@ def _check_head_axes(names: list, axes: list) -> None:
 def resolve_lrs(point: dict, m: int) -> list[float]:
     """Per-layer learning rates eta_1..eta_m for one grid point (see module docstring); the values may be
     numpy columns (one entry per student)."""
-    if any(k in point for k in HEAD_LR_AXES):
-        body, head = _body_head_rates(point, m)
-        return [body] * (m - 1) + [head]
-    if "lr_line_eta_1" in point:
-        eta_1, rest_total = point["lr_line_eta_1"], point["lr_line_rest"]
-        return [eta_1] + [rest_total / (m - 1)] * (m - 1) if m > 1 else [eta_1]
+    for scheme in registry.RATE_SCHEMES.values():  # head rates, the authors' lines
+        lrs = scheme.resolve(point, m)
+        if lrs is not None:
+            return lrs
     if "lr_total" in point:
         total = point["lr_total"]
         if "lr_1_fraction" in point:
@@ -916,56 +899,6 @@ def resolve_lrs(point: dict, m: int) -> list[float]:
     return lrs
 
 
-def _body_head_rates(point: dict, m: int):
-    """(eta_body, eta_head) from lr_body, lr_head, lr_ratio = eta_head / eta_body (inf: the best response)
-    or lr_total = (m - 1) eta_body + eta_head."""
-    ratio = point.get("lr_ratio")
-    if "lr_total" in point:
-        body = point["lr_total"] / (m - 1 + ratio)
-        return body, ratio * body
-    if "lr_body" in point and "lr_head" in point:
-        return point["lr_body"], point["lr_head"]
-    if "lr_body" in point:
-        body = point["lr_body"]
-        return body, np.where(np.isinf(ratio), np.inf, body * ratio)
-    return np.where(np.isinf(ratio), point["lr_head"] * 0.0, point["lr_head"] / ratio), point["lr_head"]
-
-
-def _check_head(p: dict, arch: Architecture, head_axes: list) -> None:
-    """train.head, train.update and the head's rate axes (``head_axes``: those of the grid) need a student
-    with a head (standard or ntk, n_layers >= 2); the head rules other than simultaneous gd run under gd
-    on a fixed training set."""
-    rule = p["train.head"] != "gd" or p["train.update"] != "simultaneous"
-    needs = [m for m in ("phi_sharpness", "body_sketch") if m in (p["train.metrics"] or ())]
-    if rule or head_axes or needs:
-        what = ("train.head" if p["train.head"] != "gd" else "train.update" if rule else
-                "train.metrics" if needs and not head_axes else f"grid.{head_axes[0]}")
-        if arch.parameterization not in ("standard", "ntk") or arch.n_trainable < 2:
-            raise ConfigError(what, f"needs a student with a trained head and a body: model.parameterization "
-                                    f"standard or ntk with n_layers >= 2 (got {arch.parameterization}, n_layers "
-                                    f"{p['model.n_layers']})")
-    if p["train.update"] == "alternating" and p["train.head"] != "gd":
-        raise ConfigError("train.update", "best_response sets the head exactly before every body step; allowed "
-                                          "with train.head best_response: simultaneous")
-    if p["train.head_steps"] != 1 and p["train.update"] != "alternating":
-        raise ConfigError("train.head_steps", "only read by train.update: alternating (k head steps per body step)")
-    if rule and p["train.optimizer"] != "gd":
-        raise ConfigError("train.optimizer", f"train.head {p['train.head']} with train.update {p['train.update']} "
-                                             f"runs under full-batch gd; allowed: gd")
-    if p["train.head"] == "best_response" or "phi_sharpness" in needs:
-        where = "train.head" if p["train.head"] == "best_response" else "train.metrics"
-        if online(p):
-            raise ConfigError(where, "the best response is a minimiser over a fixed training set; task.online "
-                                     "draws fresh samples (allowed: task.online false)")
-        if p["train.head_ridge"] == 0 and p["train.loss"] != "mse":
-            raise ConfigError("train.head_ridge", f"must be > 0 for train.loss {p['train.loss']}: on separable "
-                                                  f"features its minimiser over the head is at infinity")
-        if p["train.head_ridge"] == 0 and arch.width > p["task.n_train"]:
-            raise ConfigError("train.head_ridge", f"must be > 0 when model.width ({arch.width}) > task.n_train "
-                                                  f"({p['task.n_train']}): the head's least squares has no unique "
-                                                  f"minimiser")
-
-
 def _check_student_shapes(p: dict) -> None:
     """Cross-field checks for one static combination (raise before any compute)."""
     par, L = p["model.parameterization"], p["model.n_layers"]
@@ -978,29 +911,12 @@ def _check_student_shapes(p: dict) -> None:
     if par == "paper_deep" and L < 2:
         raise ConfigError("model.n_layers", f"paper_deep counts its fixed head, so n_layers >= 2; got {L}")
     arch = Architecture.from_fields(p)
-    if p["task.kind"] == "single_point":
-        for path in ("task.input_dim", "task.n_train"):
-            if p[path] != 1:
-                raise ConfigError(path, f"task.kind single_point has one input x = 1: {path} must be 1, got {p[path]}")
-        if arch.output_dim != 1:
-            raise ConfigError("model.output_dim", f"single_point has one output; the {arch.parameterization} "
-                                                  f"student has {arch.output_dim} (use ntk or standard with output_dim 1)")
-    elif p["task.kind"] == "linear_teacher":
-        if p["task.design"] == "orthogonal" and n < d:
-            raise ConfigError("task.design", f"orthogonal design (X^T X = n I) needs n_train >= input_dim; "
-                                             f"got n_train={n} < input_dim={d}")
-        if p["task.target"] == "orthonormal" and d < arch.output_dim:
-            raise ConfigError("task.target", f"orthonormal target needs input_dim >= output dim; got {d} < "
-                                             f"{arch.output_dim}")
-    elif p["task.kind"] == "power_law_features":
-        if not arch.is_linear or arch.output_dim != 1:
-            raise ConfigError("model.activation" if not arch.is_linear else "model.output_dim",
-                              "power_law_features measures the exact excess risk of a linear student with one "
-                              "output (e.g. parameterization: standard, n_layers: 1, init: zeros)")
-    else:
-        _check_classification(p, arch)
+    rules = registry.TASK_RULES[p["task.kind"]]
+    if rules.check is not None:
+        rules.check(p, arch)
     _check_optimizer(p)
-    _check_head(p, arch, [k for k in HEAD_LR_AXES if k in p])
+    for check in registry.VALIDATORS:  # what a family's fields need (a head, ...)
+        check(p, arch)
     if p["train.loss"] != "mse" and p["task.kind"] != "classification":  # linear_teacher, single_point
         raise ConfigError("train.loss", f"{p['train.loss']} needs labels in {{-1, +1}} (task.kind: "
                                         f"classification); allowed for task.kind {p['task.kind']}: mse")
@@ -1024,19 +940,20 @@ def _check_student_shapes(p: dict) -> None:
 
 def online(p: dict) -> bool:
     """Whether the task draws fresh samples every step (``task.online``, null: the task's default)."""
-    get = lambda path: p[path] if path in p else p[_short(path)]
+    get = lambda path: p[path] if path in p else p[short(path)]
     value = get("task.online")
     if value is None or (isinstance(value, float) and value != value):
-        return get("task.kind") == "power_law_features"
+        return registry.TASK_RULES[get("task.kind")].online
     return bool(value)
 
 
 def _check_optimizer(p: dict) -> None:
     """The optimizer, batch and schedule fields of one static combination agree."""
     opt, batch, kind = p["train.optimizer"], p["train.batch_size"], p["task.kind"]
-    if online(p) and kind != "power_law_features":
+    if online(p) and not registry.TASK_RULES[kind].online:
+        streams = ", ".join(k for k, r in registry.TASK_RULES.items() if r.online)
         raise ConfigError("task.online", f"task.kind {kind} has a fixed training set; allowed: false (online "
-                                         f"samples: power_law_features)")
+                                         f"samples: {streams})")
     if opt == "gd" and batch is not None:
         raise ConfigError("train.batch_size", "gd uses the whole training set; use train.optimizer: sgd (or "
                                               "momentum) for minibatches, or leave train.batch_size null")
@@ -1057,6 +974,16 @@ def _check_optimizer(p: dict) -> None:
                               f"{path} is read exactly when {kind_path} is {value}")
     if p["train.momentum_schedule"] != "constant" and opt != "momentum":
         raise ConfigError("train.momentum_schedule", f"only read by train.optimizer: momentum (got {opt})")
+
+
+def _check_linear_teacher(p: dict, arch: Architecture) -> None:
+    d, n = p["task.input_dim"], p["task.n_train"]
+    if p["task.design"] == "orthogonal" and n < d:
+        raise ConfigError("task.design", f"orthogonal design (X^T X = n I) needs n_train >= input_dim; "
+                                         f"got n_train={n} < input_dim={d}")
+    if p["task.target"] == "orthonormal" and d < arch.output_dim:
+        raise ConfigError("task.target", f"orthonormal target needs input_dim >= output dim; got {d} < "
+                                         f"{arch.output_dim}")
 
 
 def _check_classification(p: dict, arch: Architecture) -> None:
@@ -1080,7 +1007,7 @@ def _check_classification(p: dict, arch: Architecture) -> None:
 
 def log_steps(p: dict) -> tuple[int, ...]:
     """Steps at which metrics are recorded (always includes 0 and the last step); short or dotted keys."""
-    get = lambda path: p[path] if path in p else p[_short(path)]
+    get = lambda path: p[path] if path in p else p[short(path)]
     steps, explicit = get("train.steps"), get("train.log_steps")
     if explicit is not None and not isinstance(explicit, float):  # NaN: a column of a frame without it
         return tuple(sorted(set(explicit) | {0, steps}))
@@ -1088,28 +1015,28 @@ def log_steps(p: dict) -> tuple[int, ...]:
 
 
 def _expanded_axes(cfg: SweepConfig) -> list[tuple[tuple, list]]:
-    """The grid's axes with each ``lr_line`` value expanded to its authors' points
-    (names ``lr_line``, ``lr_line_eta_1``, ``lr_line_rest``)."""
+    """The grid's axes with each value of a scheme's expanded axis (:attr:`RateScheme.expand`, seed
+    000's ``lr_line``) replaced by the points it stands for."""
     axes = []
     for names, values in cfg.axes:
-        if names == ("lr_line",):
-            vals = []
-            for (c,) in values:
-                pts = authors_line_grid(c)
-                if not pts:
-                    raise ConfigError("grid.lr_line", f"lr_line={c!r} gives no points (needs C >= 2)")
-                vals += [(c, e1, e2) for e1, e2 in pts]
-            names = ("lr_line", "lr_line_eta_1", "lr_line_rest")
-            values = vals
+        for scheme in registry.RATE_SCHEMES.values():
+            expanded = scheme.expand(names, values) if scheme.expand is not None else None
+            if expanded is not None:
+                names, values = expanded
+                break
         axes.append((names, values))
     return axes
 
 
 def _axis_sizes(cfg: SweepConfig) -> list[tuple[str, int]]:
-    """(axis, number of entries) per axis; an ``lr_line`` value counts its points, a zip once."""
-    return [("lr_line points" if names == ("lr_line",) else "seeds" if names == ("seed",) else "+".join(names),
-             sum(len(authors_line_grid(c)) for (c,) in values) if names == ("lr_line",) else len(values))
-            for names, values in cfg.axes]
+    """(axis, number of entries) per axis; an expanded axis counts its points, a zip once."""
+    out = []
+    for names, values in cfg.axes:
+        sizes = [s.size(names, values) for s in registry.RATE_SCHEMES.values() if s.size is not None]
+        size = next((n for n in sizes if n is not None), None)
+        out.append((f"{names[0]} points" if size is not None else "seeds" if names == ("seed",) else "+".join(names),
+                    len(values) if size is None else size))
+    return out
 
 
 def grid_size(cfg: SweepConfig) -> int:
@@ -1160,16 +1087,14 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     combo = (np.ravel_multi_index([index[a] for a in static_axes], [shape[a] for a in static_axes])
              if static_axes else np.broadcast_to(np.int64(0), (n,)))
     n_trainable, target_std = [], []
-    best_response_rows = "lr_ratio" in on_axis and any(  # lr_ratio .inf: those rows get train.head best_response
-        math.isinf(v[on_axis["lr_ratio"][1]]) for v in axes[on_axis["lr_ratio"][0]][1])
+    variants = [v for scheme in registry.RATE_SCHEMES.values() for v in scheme.variants(axes)]  # lr_ratio .inf
     for entries in itertools.product(*[range(shape[a]) for a in static_axes]):
         point = dict(cfg.base)
         for a, (names, values) in enumerate(axes):
             point.update(zip(names, values[entries[static_axes.index(a)] if a in static_axes else 0]))
         _check_student_shapes(point)
-        if best_response_rows:
-            _check_student_shapes({**point, "train.head": "best_response", "train.update": "simultaneous",
-                                   "train.head_steps": 1})
+        for overrides in variants:  # the settings some students of this combination take instead
+            _check_student_shapes({**point, **overrides})
         m = Architecture.from_fields(point).n_trainable
         extra = sorted((k for k in point if _LR_LAYER.match(k) and int(k[3:]) > m), key=lambda k: int(k[3:]))
         if extra:
@@ -1183,12 +1108,13 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     if (stable > 1.0).any():
         raise ConfigError("train.stable_fraction", f"must be in [0, 1], got {float(stable[np.argmax(stable > 1.0)])!r}")
 
-    table = {_short(k): column(k) for k in cfg.base if k != "task.target_std"}
+    table = {short(k): column(k) for k in cfg.base if k != "task.target_std"}
     _resolve_schedule_columns(table)
     table["target_std"] = _target_std(cfg, axes, on_axis, index, _take(np.asarray(target_std), combo))
-    table = {_short(k): table[_short(k)] for k in cfg.base}  # the config's field order
+    table = {short(k): table[short(k)] for k in cfg.base}  # the config's field order
     table.update(_lr_columns(axes, on_axis, column, m_row))
-    _resolve_best_response(table)
+    for hook in registry.GRID_HOOKS:  # lr_ratio .inf: the best-response head
+        hook(table)
     # constants stay broadcast views of their one value (object dtype kept: no n-row string conversion)
     index = combo = stable = None  # the (n,) axis positions are no longer needed: freed before the check
     _check_distinct_students(table, cfg, axes, shape)
@@ -1198,27 +1124,6 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     return df
 
 
-def _resolve_best_response(table: dict) -> None:
-    """``lr_ratio`` .inf is ``train.head: best_response`` (with ``train.update`` simultaneous and one head step:
-    the best response leaves nothing to alternate); a best-response student's head rate (lr_m, ``lr_head``,
-    ``lr_ratio``, so ``lr_total``) is stored as inf: the head is never moved by the optimizer."""
-    ratio = table.get("lr_ratio")
-    best = _equals(table["head"], "best_response")
-    if ratio is not None:  # an infinite head rate; not a finite head over a frozen body (lr_body 0)
-        best = best | (np.isinf(ratio) & np.isinf(table["lr_head"]))
-    if not best.any():
-        return
-    table["head"] = np.where(best, "best_response", table["head"]).astype(object)
-    table["update"] = np.where(best, "simultaneous", table["update"]).astype(object)
-    table["head_steps"] = np.where(best, 1, table["head_steps"])
-    m_row = table["n_trainable"]
-    for m in pd.unique(m_row[best]):
-        table[f"lr_{m}"] = np.where(best & (m_row == m), np.inf, table[f"lr_{m}"])
-    for column in ("lr_total", "lr_head", "lr_ratio"):
-        if column in table:
-            table[column] = np.where(best, np.inf, table[column])
-
-
 def _resolve_schedule_columns(table: dict) -> None:
     """Per-student checks of the traced schedule fields (batch ramp, array rows) against the static ones;
     ``batch_end`` null becomes the batch size."""
@@ -1226,7 +1131,7 @@ def _resolve_schedule_columns(table: dict) -> None:
     end = _floats(table["batch_end"])
     end = _where(_isnan(end), batch, end)  # stays NaN (null) for full-batch students
     table["batch_end"] = end
-    ramp = _equals(table["batch_schedule"], "ramp")
+    ramp = equals(table["batch_schedule"], "ramp")
     for name, values in (("batch_end", end), ("batch_start", np.asarray(table["batch_start"], float))):
         bad = ramp & (values > batch) if ramp.any() else ramp
         if bad.any():
@@ -1235,7 +1140,7 @@ def _resolve_schedule_columns(table: dict) -> None:
                                                f"shape), got {values[r]:g}")
     steps = np.asarray(table["steps"])
     for path, index_path in ARRAY_INDEX.items():
-        keys, index = table[_short(path)], np.asarray(table[_short(index_path)])
+        keys, index = table[short(path)], np.asarray(table[short(index_path)])
         distinct = {keys[0]} if is_constant_column(keys) else set(pd.unique(np.asarray(keys, object)))
         for key in distinct - {None}:
             rows = (np.ones(len(keys), bool) if is_constant_column(keys)
@@ -1246,9 +1151,9 @@ def _resolve_schedule_columns(table: dict) -> None:
             if over.any():
                 raise ConfigError(index_path, f"{path} has {len(tab)} arrays (indices 0..{len(tab) - 1}), got "
                                               f"{int(index[over][0])}")
-            short = rows & (lengths[np.minimum(index, len(tab) - 1)] != steps)
-            if short.any():
-                r = int(np.argmax(short))
+            too_short = rows & (lengths[np.minimum(index, len(tab) - 1)] != steps)
+            if too_short.any():
+                r = int(np.argmax(too_short))
                 raise ConfigError(path, f"array {int(index[r])} has {int(lengths[index[r]])} values but train.steps "
                                         f"is {int(steps[r])}: give one value per step")
             if path == "train.momentum_array" and np.nanmax(tab) > 1.0:
@@ -1264,11 +1169,50 @@ def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.broadcast_to(values[rows[0]], rows.shape) if is_constant_column(rows) else values[rows]
 
 
-def _equals(column, value) -> np.ndarray:
+def equals(column, value) -> np.ndarray:
     """(n,) bool ``column == value``: one comparison, broadcast, where the column is constant."""
     if is_constant_column(column):
         return np.broadcast_to(np.bool_(column[0] == value), column.shape)
     return np.asarray(column == value, bool)
+
+
+def stored_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of a plan's student table that a run stores: all but those of fields that apply to no
+    student of it (:attr:`Field.applies`: a plain gd run stores no momentum, batch or head columns) and
+    hold one value; ``config.yaml`` keeps every field."""
+    table = _ColumnView(frame)
+    keep = []
+    for column in frame.columns:
+        path = aliases().get(column, column)
+        field = FIELDS.get(path) if column not in EXTRA_ALIASES else None
+        if field is None or field.applies is None or not is_constant_column(table[column]) \
+                or bool(np.asarray(field.applies(table)).any()):
+            keep.append(column)
+    return keep
+
+
+class _ColumnView:
+    """``frame[column]`` as its raw (n,) array (a constant one a broadcast view), read on demand."""
+    def __init__(self, frame: pd.DataFrame):
+        self.frame, self.cache = frame, {}
+
+    def __getitem__(self, column: str):
+        if column not in self.cache:
+            values = self.frame[column].array
+            self.cache[column] = values.to_numpy() if isinstance(values, pd.arrays.NumpyExtensionArray) else \
+                np.asarray(values, object)
+        return self.cache[column]
+
+    def __contains__(self, column: str) -> bool:
+        return column in self.frame
+
+
+def has_metric(table, name: str) -> np.ndarray:
+    """(n,) bool: ``name`` is among each student's ``train.metrics``."""
+    column = table["metrics"]
+    if is_constant_column(column):
+        return np.broadcast_to(np.bool_(name in (column[0] or ())), column.shape)
+    return np.fromiter((name in (v or ()) for v in column), bool, len(column))
 
 
 def _isnan(x: np.ndarray) -> np.ndarray:
@@ -1366,7 +1310,7 @@ def select_rows(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
 def _lr_columns(axes, on_axis, column, m_row: np.ndarray) -> dict:
     """lr_1..lr_m (NaN beyond a student's m), lr_total, and the lr_1_fraction / lr_line labels, from
     :func:`resolve_lrs` applied to whole columns (one call per layer count m)."""
-    names = [name for names, _ in axes for name in names if name in LR_AXES or name.startswith("lr_")]
+    names = [name for names, _ in axes for name in names if name in rate_axes() or name.startswith("lr_")]
     point = {name: column(name) for name in names}
     m_order = [int(m) for m in (m_row[:1] if is_constant_column(m_row) else pd.unique(m_row))]  # first appearance
     n = len(m_row)
@@ -1392,15 +1336,11 @@ def _lr_columns(axes, on_axis, column, m_row: np.ndarray) -> dict:
     # then the layers of later students with more
     out = {f"lr_{l}": lrs[f"lr_{l}"] for l in range(1, m_order[0] + 1)}
     out["lr_total"] = total
-    for label in ("lr_1_fraction", "lr_line"):
+    for label in ("lr", "lr_1_fraction"):  # the axes as the config names them
         if label in point:
             out[label] = point[label].astype(float)
-    if any(k in point for k in HEAD_LR_AXES):  # every student has a head (checked per static combination)
-        out["lr_body"] = lrs["lr_1"].copy()
-        out["lr_head"] = np.choose(m_row - 1, [lrs[f"lr_{l}"] for l in range(1, max(m_order) + 1)])
-        with np.errstate(divide="ignore", invalid="ignore"):  # a ratio on the grid stays as given (lr_body 0)
-            ratio = point["lr_ratio"].astype(float) if "lr_ratio" in point else out["lr_head"] / out["lr_body"]
-            out["lr_ratio"] = np.where(np.isinf(out["lr_head"]), np.inf, ratio)
+    for scheme in registry.RATE_SCHEMES.values():  # lr_line; lr_body, lr_head, lr_ratio
+        out.update(scheme.columns(point, lrs, m_row))
     out["n_trainable"] = m_row
     out.update({k: v for k, v in lrs.items() if k not in out})
     return out
@@ -1408,8 +1348,10 @@ def _lr_columns(axes, on_axis, column, m_row: np.ndarray) -> dict:
 
 def _axis_label(names: tuple, entry: tuple) -> str:
     """One entry of an axis as the config writes it: ``width=64``, ``lr_line=8.0 (eta_1=1.0)``."""
-    if names[0] == "lr_line":
-        return f"lr_line={entry[0]!r} (eta_1={entry[1]!r})"
+    for scheme in registry.RATE_SCHEMES.values():
+        text = scheme.label(names, entry) if scheme.label is not None else None
+        if text is not None:
+            return text
     return ", ".join(f"{name}={value!r}" for name, value in zip(names, entry))
 
 
@@ -1431,8 +1373,8 @@ def axis_columns(cfg: SweepConfig) -> set[str]:
     """Student-table columns of the fields on an axis of more than one value: every other field
     column of :func:`expand_grid` holds one value."""
     on = {name for names, values in cfg.axes if len(values) > 1 for name in names}
-    derived = {"head", "update", "head_steps"} if "lr_ratio" in on else set()  # lr_ratio .inf: best response
-    return {_short(name) for name in on if name in FIELDS} | derived
+    derived = {c for scheme in registry.RATE_SCHEMES.values() for c in scheme.derived(on)}  # lr_ratio .inf
+    return {short(name) for name in on if name in FIELDS} | derived
 
 
 def row_codes(columns: list) -> tuple[np.ndarray, int]:
@@ -1520,7 +1462,7 @@ def _check_distinct_students(table: dict, cfg: SweepConfig, axes, shape) -> None
 def default_target_std(p: dict) -> float:
     """The authors' teacher scale: paper_2nn 1/d, paper_deep 1/sqrt(h), standard and ntk 1/sqrt(d) (``p`` keyed
     by field path or short column name)."""
-    get = lambda path: p[path] if path in p else p[_short(path)]
+    get = lambda path: p[path] if path in p else p[short(path)]
     par = get("model.parameterization")
     if par == "paper_2nn":
         return 1.0 / get("task.input_dim")
@@ -1529,10 +1471,20 @@ def default_target_std(p: dict) -> float:
     return 1.0 / math.sqrt(get("task.input_dim"))
 
 
-def _short(path: str) -> str:
+def short(path: str) -> str:
+    """A field's student-table column: the last component of its path."""
     return path.split(".")[-1]
+
+
+def path_of(name: str) -> str:
+    """The field path of a column or short name (``width`` -> ``model.width``)."""
+    return name if name in FIELDS else aliases()[name]
 
 
 def static_columns() -> list[str]:
     """Columns that define a compile group (shapes and categorical choices)."""
     return list(columns("static"))
+
+
+registry.register_task_rules("linear_teacher", registry.TaskRules(check=_check_linear_teacher))
+registry.register_task_rules("classification", registry.TaskRules(check=_check_classification))

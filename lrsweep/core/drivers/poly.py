@@ -40,7 +40,7 @@ def qualifies(spec) -> str | None:
     if why is None and spec.optimizer != "gd":
         why = f"train.optimizer is {spec.optimizer}, not gd"
     if why is None:
-        why = steps_lib.head_rule_blocker(spec)
+        why = steps_lib.hook_blocker(spec)
     if why is not None:
         return why
     if not spec.constant_rates:

@@ -1,10 +1,12 @@
 """Seed 003 (large learning rates, catapult phases): the single-point task of the uv model
-(:mod:`.tasks`), the phase and curvature statements as checks (:mod:`.theory`, :mod:`.checks`), the
-phase figures (:mod:`.figures`) and ``lrsweep boundary`` (:mod:`.boundary`, :mod:`.commands`)."""
+(:mod:`.fields`, :mod:`.tasks`), the phase and curvature statements as checks (:mod:`.theory`,
+:mod:`.checks`), the phase figures (:mod:`.figures`) and ``lrsweep boundary`` (:mod:`.boundary`,
+:mod:`.commands`)."""
 
 from lrsweep import registry
-from lrsweep.families.catapult import checks, commands, figures, tasks  # noqa: F401  (checks registers itself)
+from lrsweep.families.catapult import checks, commands, fields, figures, tasks  # noqa: F401  (checks registers itself)
 
+fields.register()
 registry.register_task(tasks.TASK)
 registry.register_figures(figures.catapult_figures)
 registry.register_command(commands.COMMAND)

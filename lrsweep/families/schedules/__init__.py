@@ -1,10 +1,11 @@
-"""Seed 004 (SGD and optimal schedules on power-law random features): the task (:mod:`.task`), the exact
-loss recursion, schedule searches and exponents (:mod:`.theory`), their checks (:mod:`.checks`), figures
-(:mod:`.figures`) and ``lrsweep schedule`` (:mod:`.search`, :mod:`.commands`)."""
+"""Seed 004 (SGD and optimal schedules on power-law random features): the task and its fields (:mod:`.task`,
+:mod:`.fields`), the exact loss recursion, schedule searches and exponents (:mod:`.theory`), their checks
+(:mod:`.checks`), figures (:mod:`.figures`) and ``lrsweep schedule`` (:mod:`.search`, :mod:`.commands`)."""
 
 from lrsweep import registry
-from lrsweep.families.schedules import checks, commands, figures, search, task  # noqa: F401  (checks registers itself)
+from lrsweep.families.schedules import checks, commands, fields, figures, search, task  # noqa: F401  (checks registers itself)
 
+fields.register()
 registry.register_task(task.TASK)
 registry.register_figures(figures.rf_figures)
 registry.register_run_kind(registry.RunKind("schedule_search", search.is_schedule_run, figures.schedule_figures,

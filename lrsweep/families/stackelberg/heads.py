@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_factor, cho_solve
 
+from lrsweep import registry
 from lrsweep.core import schedules
 from lrsweep.core.losses import LOSSES
 from lrsweep.core.students import layers
@@ -181,10 +182,22 @@ def _best_response(spec, hparams, params, inst, ctx):
     return {**params, name: best_response(spec, problem(spec, params, inst, ctx), params[name], ctx.t)}
 
 
-def prepare(spec, hparams: dict, params: dict, inst: dict, ctx) -> dict:
-    """The head's move at the current body before step ``ctx.t``'s gradient (see the module docstring);
-    ``params`` unchanged where the optimizer's step moves the head (simultaneous gd)."""
-    if spec.head_moves_in_step:
-        return params
+def move_head(spec, hparams: dict, params: dict, inst: dict, ctx) -> dict:
+    """The head's move at the current body before step ``ctx.t``'s gradient (see the module docstring),
+    for a group where :func:`moves_head`."""
     rule = _best_response if spec.head == "best_response" else _alternating
     return rule(spec, hparams, params, inst, ctx)
+
+
+def moves_head(spec) -> bool:
+    """Whether a head rule moves the head outside the optimizer's step (all but simultaneous gd, which
+    is plain per-layer GD)."""
+    return not (spec.head == "gd" and spec.update == "simultaneous")
+
+
+HOOK = registry.StepHook(
+    move_head, moves_head, lambda spec: (head_name(spec.arch),),
+    lambda spec: f"the head is moved outside the optimizer's step (train.head: {spec.head}, train.update: "
+                 f"{spec.update})",
+    lambda spec: f"head={spec.head}" + (f" update={spec.update} head_steps={spec.head_steps}"
+                                        if spec.head == "gd" else ""))
