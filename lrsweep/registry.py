@@ -28,7 +28,57 @@ Tables:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable
+
+_PENDING: list[str] = []  # modules whose registrations come in on the first read of an on-demand table
+
+
+def load_later(module: str) -> None:
+    """Import ``module`` (a family's training side: tasks, metrics, step hooks, which import jax) when a
+    table it fills is first read, not when the family is loaded: the config, comparison and figures
+    of every family load without jax."""
+    _PENDING.append(module)
+
+
+def _complete() -> None:
+    while _PENDING:
+        importlib.import_module(_PENDING.pop(0))
+
+
+class _OnDemand(dict):
+    """A table that first imports the pending modules (:func:`load_later`) whenever it is read."""
+    def __getitem__(self, key):
+        _complete()
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        _complete()
+        return super().__contains__(key)
+
+    def __iter__(self):
+        _complete()
+        return super().__iter__()
+
+    def __len__(self):
+        _complete()
+        return super().__len__()
+
+    def get(self, key, default=None):
+        _complete()
+        return super().get(key, default)
+
+    def keys(self):
+        _complete()
+        return super().keys()
+
+    def values(self):
+        _complete()
+        return super().values()
+
+    def items(self):
+        _complete()
+        return super().items()
 
 FIELDS: dict[str, Any] = {}
 TASK_RULES: dict[str, "TaskRules"] = {}
@@ -36,9 +86,9 @@ SECTIONS: dict[str, "Section"] = {}  # top-level config sections a family reads 
 VALIDATORS: list[Callable] = []
 RATE_SCHEMES: dict[str, "RateScheme"] = {}
 GRID_HOOKS: list[Callable] = []
-TASKS: dict[str, Any] = {}
-METRICS: dict[str, Any] = {}
-STEP_HOOKS: list["StepHook"] = []
+TASKS: dict[str, Any] = _OnDemand()
+METRICS: dict[str, Any] = _OnDemand()
+STEP_HOOKS: dict[str, "StepHook"] = _OnDemand()
 FIGURES: list[Callable] = []
 FIGURE_CLAIMS: dict[str, list[Callable]] = {"loss": [], "rate": []}  # see register_figures
 RUN_KINDS: dict[str, "RunKind"] = {}
@@ -206,18 +256,18 @@ def register_grid_hook(fn: Callable) -> None:
 
 def register_task(task) -> None:
     """Add a task (a ``Task`` of :mod:`lrsweep.core.tasks`) under its ``name``."""
-    TASKS[task.name] = task
+    dict.__setitem__(TASKS, task.name, task)
 
 
 def register_metric(name: str, metric) -> None:
     """Add a logged metric or a running reduction (:mod:`lrsweep.core.metrics`) under ``name``."""
-    METRICS[name] = metric
+    dict.__setitem__(METRICS, name, metric)
 
 
-def register_step_hook(hook: StepHook) -> None:
+def register_step_hook(name: str, hook: StepHook) -> None:
     """Add a :class:`StepHook`: its ``fn`` runs before every optimizer step (and before the final
     evaluation) of the groups where ``applies(spec)``."""
-    STEP_HOOKS.append(hook)
+    dict.__setitem__(STEP_HOOKS, name, hook)
 
 
 def register_theory(theory: Theory) -> Theory:

@@ -14,7 +14,7 @@ import pytest
 
 import lrsweep
 from lrsweep import compare
-from lrsweep.plots import common as plot
+from lrsweep import plots as plot
 from lrsweep.core import store
 from lrsweep.core.errors import StoreError
 from lrsweep import registry

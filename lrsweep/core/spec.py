@@ -80,7 +80,7 @@ class GroupSpec:
     @property
     def hooks(self) -> tuple:
         """The registered step hooks that act on this group (:class:`lrsweep.registry.StepHook`)."""
-        return tuple(hook for hook in registry.STEP_HOOKS if hook.applies(self))
+        return tuple(hook for hook in registry.STEP_HOOKS.values() if hook.applies(self))
 
     @property
     def moved_layers(self) -> tuple:

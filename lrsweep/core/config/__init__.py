@@ -246,6 +246,8 @@ _CORE_FIELDS = [
 ]
 for _field in _CORE_FIELDS:
     registry.register_field(_field)
+for _module in ("lrsweep.core.tasks", "lrsweep.core.metrics"):  # with jax: imported when first read
+    registry.load_later(_module)
 
 
 def columns(role: str) -> tuple[str, ...]:

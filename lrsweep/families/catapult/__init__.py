@@ -4,10 +4,10 @@
 :mod:`.commands`)."""
 
 from lrsweep import registry
-from lrsweep.families.catapult import checks, commands, fields, figures, tasks  # noqa: F401  (checks registers itself)
+from lrsweep.families.catapult import checks, commands, fields, figures  # noqa: F401  (checks registers itself)
 
 fields.register()
-registry.register_task(tasks.TASK)
+registry.load_later("lrsweep.families.catapult.training")
 registry.register_figures(figures.catapult_figures)
 registry.register_command(commands.COMMAND)
 registry.register_show_lines(commands.show_lines)

@@ -3,10 +3,10 @@
 (:mod:`.checks`), figures (:mod:`.figures`) and ``lrsweep schedule`` (:mod:`.search`, :mod:`.commands`)."""
 
 from lrsweep import registry
-from lrsweep.families.schedules import checks, commands, fields, figures, search, task  # noqa: F401  (checks registers itself)
+from lrsweep.families.schedules import checks, commands, fields, figures, search  # noqa: F401  (checks registers itself)
 
 fields.register()
-registry.register_task(task.TASK)
+registry.load_later("lrsweep.families.schedules.training")
 registry.register_figures(figures.rf_figures)
 registry.register_run_kind(registry.RunKind("schedule_search", search.is_schedule_run, figures.schedule_figures,
                                             commands.show))

@@ -25,7 +25,8 @@ def add_arguments(sc) -> None:
 
 
 def cmd_schedule(args) -> int:
-    from lrsweep import runner, schedule_search
+    from lrsweep.core import runner
+    from lrsweep.families.schedules import search as schedule_search
     cfg = config_lib.load_config(runner.resolve_config_path(args.config), args.overrides,
                                  defaults={"schedule_search": {}})
     with cli.sigterm_as_interrupt():
@@ -56,7 +57,7 @@ def print_schedule_summary(summary) -> None:
                                    zip(g["expected_loss"], g.get("at_bound", pd.Series(False, index=g.index)))])
             heavy = None
             if "mc_mean" in g:
-                from lrsweep.theory.random_features_compare import reliable
+                from lrsweep.families.schedules.checks import reliable
                 heavy = pd.Series([not reliable(r) for r in g.to_dict("records")], index=g.index)
                 cells["cell"] = cells["cell"] + " | " + g["mc_mean"].map(lambda v: f"{v:.4g}") + heavy.map(
                     {True: "!", False: ""})

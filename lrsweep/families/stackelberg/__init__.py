@@ -4,9 +4,9 @@ body's metrics (:mod:`.metrics`), the theory and its checks (:mod:`.theory`, :mo
 figures by head/body ratio (:mod:`.figures`)."""
 
 from lrsweep import registry
-from lrsweep.families.stackelberg import checks, fields, figures, heads, metrics  # noqa: F401  (checks and metrics register themselves)
+from lrsweep.families.stackelberg import checks, fields, figures  # noqa: F401  (checks registers itself)
 
 fields.register()
-registry.register_step_hook(heads.HOOK)
+registry.load_later("lrsweep.families.stackelberg.training")
 registry.register_figures(lambda run, name, curves: figures.stackelberg_figures(name, curves),
                           claims=figures.is_head_run, replaces="loss")

@@ -195,7 +195,7 @@ def _draw_mean(ax, s: pd.DataFrame, color, gid: str, band: bool, ls="-", diverge
 def _panels(table: pd.DataFrame, keys: list[str]):
     """(values, gd-head students, best-response students) per panel."""
     gd = table[~table["best"]]
-    return [(values, g, best_response_of(table, keys, values)) for values, g in plot._groups(gd, keys)]
+    return [(values, g, best_response_of(table, keys, values)) for values, g in plot.groups(gd, keys)]
 
 
 def loss_by_ratio_figure(curves: pd.DataFrame, table: pd.DataFrame, keys: list[str], title: str = ""):
@@ -392,7 +392,7 @@ def distance_figure(distances: pd.DataFrame, keys: list[str], quantities: list[s
     """
     from matplotlib import cm
     from matplotlib.lines import Line2D
-    groups = plot._groups(distances, keys)
+    groups = plot.groups(distances, keys)
     fig, axes = plot.panel_grid(len(groups) * len(quantities), unit=len(quantities))
     fig.set_size_inches(max(fig.get_figwidth(), MIN_WIDTH), fig.get_figheight())
     rates = sorted(float(v) for v in distances["lr_body"].unique())
@@ -466,7 +466,7 @@ def stackelberg_figures(name: str, curves: pd.DataFrame, target: float | None = 
     measured = [q for q in DISTANCES if q in distances and distances[q].notna().any()]
     rule = f"target: {TARGET_RULE}" if target is None else f"target: train loss {plot.number(target)}"
     out = []
-    for values, gd in plot._groups(table[~table["best"]], split):
+    for values, gd in plot.groups(table[~table["best"]], split):
         t = pd.concat([gd, best_response_of(table, split, values)])
         c = curves[curves["student_id"].isin(t["student_id"])]
         words = plot.configuration_words(split, values)
@@ -476,7 +476,7 @@ def stackelberg_figures(name: str, curves: pd.DataFrame, target: float | None = 
             return plot.figure_title(name, what, gd, skip=skip, extra="; ".join(filter(None, [words, *extra])))
 
         def stem(prefix):
-            return plot._stem(prefix, split, values)
+            return plot.stem(prefix, split, values)
 
         out.append((stem("loss_by_ratio"), loss_by_ratio_figure(c, t, inner, title(
             "train loss by head / body rate ratio"))))

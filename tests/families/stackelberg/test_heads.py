@@ -268,7 +268,7 @@ def test_phi_closed_form_equals_implicit_function_hessian(x64, formulation, act,
     matrix, 1e-10 relative; both match the numpy finite-difference Hessian (1e-5)."""
     from jax.flatten_util import ravel_pytree
 
-    from lrsweep.core import metrics
+    from lrsweep.families.stackelberg import metrics
     from lrsweep.core.tasks import StepContext
     cfg = head_cfg("standard", 3, act, lr_body=0.1, ridge=ridge, formulation=formulation, ratios=(2.0,))
     students, specs = runner.prepare(config.load_config(cfg))

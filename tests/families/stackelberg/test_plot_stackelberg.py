@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import lrsweep
-from lrsweep.plots import common as plot
+from lrsweep import plots as plot
 from lrsweep.core import store
 from conftest import cli_main
 from test_plot import colorbars, panels
