@@ -21,14 +21,12 @@ HEAD_AXES = ("lr_body", "lr_head", "lr_ratio")
 BODY_METRICS = ("phi_sharpness", "body_sketch")
 
 
-def has_head(table) -> np.ndarray | bool:
-    """Students with a trained head (standard or ntk, n_layers >= 2), on columns or one point."""
-    par, m = table["parameterization"], table["n_layers"]
-    return np.isin(np.asarray(par, object), ("standard", "ntk")) & (np.asarray(m) >= 2)
-
-
-def _rule(table):
-    return config.equals(table["head"], "best_response") | ~config.equals(table["update"], "simultaneous")
+def head_run(table) -> np.ndarray:
+    """(n,) bool: students of seed 002's kind: a head rule other than simultaneous gd, a head rate axis
+    (lr_body, lr_head, lr_ratio) or a metric of the body. A plain per-layer GD run stores no head field."""
+    rule = config.equals(table["head"], "best_response") | ~config.equals(table["update"], "simultaneous")
+    axes = any(axis in table for axis in HEAD_AXES)
+    return rule | axes | config.has_metric(table, "phi_sharpness") | config.has_metric(table, "body_sketch")
 
 
 FIELDS = [
@@ -37,11 +35,11 @@ FIELDS = [
           "body; seed 002, lrsweep.families.stackelberg.heads). `gd`: moved by the optimizer at rate lr_m (lr_head); "
           "`best_response`: set to its exact minimiser w*(body) before every body step (ridge least squares for mse, "
           "Newton for logistic and exponential), so the body descends Phi(body) = loss(body, w*(body)); "
-          "`lr_ratio: .inf` in the grid selects it.", choices=("gd", "best_response"), applies=has_head),
+          "`lr_ratio: .inf` in the grid selects it.", choices=("gd", "best_response"), applies=head_run),
     Field("train.update", "str", "simultaneous",
           "With train.head gd: `simultaneous` (body and head gradients at the same weights: per-layer GD, the seed's "
           "algorithm) or `alternating` (train.head_steps gradient steps of the head at the current body, then the "
-          "body's step at the moved head).", choices=("simultaneous", "alternating"), applies=has_head),
+          "body's step at the moved head).", choices=("simultaneous", "alternating"), applies=head_run),
     Field("train.head_steps", "int", 1, "k: head steps per body step of `alternating` (k -> infinity: the best "
           "response).", positive=True, applies=lambda t: config.equals(t["update"], "alternating")),
     Field("train.head_ridge", "float", 0.0, "lambda of the best response: w* minimises loss + lambda/2 ||w||^2 "
