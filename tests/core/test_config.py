@@ -1,6 +1,7 @@
 """Config schema, grid expansion, --set overrides and error messages (no jax compute)."""
 import copy
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -522,7 +523,7 @@ def test_missing_file():
 
 def test_quickstart_config_is_valid():
     """The built-in config expands without error (its content is owned elsewhere: only sanity here)."""
-    df = students(config.Path(__file__).parents[2] / "configs" / "quickstart.yaml")
+    df = students(Path(__file__).parents[2] / "configs" / "quickstart.yaml")
     assert len(df) > 0 and df["student_id"].tolist() == list(range(len(df)))
     lr_cols = [c for c in df if c.startswith("lr_") and c[3:].isdigit()]
     assert (df[lr_cols].fillna(0) >= 0).all().all()
