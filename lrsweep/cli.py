@@ -354,7 +354,7 @@ def print_comparison(run, theories=None, rows=12) -> bool:
     return print_comparison_tables(run, *compare.write_comparison(run, theories), rows=rows)
 
 
-def print_comparison_tables(run, table, lines, verdict, rows=12) -> bool:
+def print_comparison_tables(run, table, summaries, verdict, rows=12) -> bool:
     import pandas as pd
     if not table.empty:
         cols = [c for c in ("theory", "gradient", "lr_total", "lr_1", "lr_2", "step", "n_seeds", "mean", "sem",
@@ -364,15 +364,9 @@ def print_comparison_tables(run, table, lines, verdict, rows=12) -> bool:
             print(f"largest residuals of {len(table)} compared (point, step) pairs "
                   f"(full table: {run}/comparison.parquet):")
             print(worst[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        if not lines.empty:
-            line = "lr_line" if "lr_line" in lines else "lr_total"
-            agree = (lines["balanced_local_min"] == lines["predicted_balanced_local_min"])
-            known = lines["balanced_local_min"].notna()
-            how = "exact line polynomials" if (lines.get("line_method") == "polynomial").all() else "the grid"
-            print(f"lines eta_1 + eta_2 = C ({how}): balanced split local-min verdict matches theory on "
-                  f"{int(agree[known].sum())}/{int(known.sum())} (line, step) pairs; argmin eta_1 matches on "
-                  f"{int((lines['argmin_matches'] == 1).sum())}/{int(lines['argmin_matches'].notna().sum())} "
-                  f"(per-line table: {run}/lines.parquet, by {line})")
+        for name, frame in summaries.items():  # a family's summary (seed 000's lines)
+            if name in registry.SUMMARY_TEXT:
+                print(registry.SUMMARY_TEXT[name](frame, run))
     print("theory verdict:\n  " + verdict.text.replace("\n", "\n  "))
     return verdict.ok
 

@@ -269,4 +269,4 @@ def write_comparison(run: str | Path, theories: list[str] | None = None) -> tupl
                     store.write_table(frame, run / f"{name}.parquet")
         if not checks.empty:
             store.write_table(checks, run / "checks.parquet")
-    return table, summaries.get("lines", pd.DataFrame()), verdict(table, checks)
+    return table, {name: frame for name, frame in summaries.items() if not frame.empty}, verdict(table, checks)

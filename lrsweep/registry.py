@@ -97,6 +97,7 @@ SHOW_LINES: list[Callable] = []
 
 THEORIES: dict[str, "Theory"] = {}
 SUMMARIES: dict[str, Callable] = {}  # table name -> fn(comparison table, run) -> DataFrame
+SUMMARY_TEXT: dict[str, Callable] = {}  # table name -> fn(frame, run) -> a line for `lrsweep compare`
 CHECKS: dict[str, Callable] = {}     # check name -> fn(students, curves) -> DataFrame of CHECK_COLUMNS
 REPORTED: set = set()                # checks of informal statements: shown, never failing the verdict
 TABLE_CHECKS: dict[str, str] = {}    # check name -> the run table it reads instead (``boundaries``)
@@ -155,6 +156,8 @@ class RateScheme:
       axes: the grid axis names it owns (``lr_body``, ``lr_head``, ``lr_ratio``).
       check_value: ``(axis, value, where) -> float``, or None for the core's check (a finite rate >= 0).
       check_axes: ``(names, axes) -> None``: the axis names of the grid combine as allowed (ConfigError).
+      settings: axes whose every value is a setting of its own (``lr_line``: one line C), not a rate that
+        ``lrsweep run``'s best-rates table optimises.
       resolve: ``(point, m) -> [eta_1..eta_m]`` or None where the point has none of its axes; the values
         may be numpy columns (one entry per student).
       columns: ``(point, lrs, m_row) -> {column: (n,)}``: label columns stored beside lr_1..lr_m.
@@ -176,6 +179,7 @@ class RateScheme:
     label: Callable | None = None
     derived: Callable = lambda on_axes: set()
     variants: Callable = lambda axes: []
+    settings: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,9 +280,12 @@ def register_theory(theory: Theory) -> Theory:
     return theory
 
 
-def register_summary(name: str, fn: Callable) -> None:
-    """Add a per-family summary of the comparison table, written to ``<run>/<name>.parquet``."""
+def register_summary(name: str, fn: Callable, text: Callable | None = None) -> None:
+    """Add a per-family summary of the comparison table, written to ``<run>/<name>.parquet``; ``text(frame,
+    run) -> str``: what ``lrsweep compare`` prints of it."""
     SUMMARIES[name] = fn
+    if text is not None:
+        SUMMARY_TEXT[name] = text
 
 
 def register_check(name: str, fn: Callable, *, strict: bool = True, table: str | None = None,

@@ -92,7 +92,8 @@ def test_exact_gradient_students_are_compared_but_not_judged(tmp_path):
            "model": {"parameterization": "paper_deep", "n_layers": 3, "width": 32},
            "init": "orthogonal", "train": {"steps": 2}, "grid": {"lr_line": [10]}}
     run = _run_in_subprocess(cfg, tmp_path)
-    table, lines, verdict = compare.write_comparison(run, ["layer_balancing.three_layer"])
+    table, summaries, verdict = compare.write_comparison(run, ["layer_balancing.three_layer"])
+    lines = summaries["lines"]
     assert not table["exact"].any() and np.isfinite(table["rel_gap"]).all()
     assert verdict.ok and (run / "comparison.parquet").exists() and (run / "lines.parquet").exists()
     # one row per (line, step); the authors' grid on C = 10 has the balanced split eta_1 = 5
@@ -206,7 +207,8 @@ def test_poly_run_gives_exact_line_answers_and_dense_heatmap(tmp_path):
            "model": {"parameterization": "paper_2nn", "n_layers": 2, "width": 16},
            "init": "orthogonal", "train": {"steps": 2, "mode": "poly"}, "grid": {"lr_line": [60, 100]}}
     run = _run_in_subprocess(cfg, tmp_path)
-    table, lines, _ = compare.write_comparison(run, ["layer_balancing.two_layer_orthonormal_target"])
+    table, summaries, _ = compare.write_comparison(run, ["layer_balancing.two_layer_orthonormal_target"])
+    lines = summaries["lines"]
     assert (lines["line_method"] == "polynomial").all() and len(lines) == 4
     along = lb_compare.polynomial_lines(run)
     for _, line in lines.iterrows():

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lrsweep import registry
 from lrsweep.core import config as config_lib
 from lrsweep.core import compilestats
 from lrsweep.core import runstate
@@ -105,9 +106,10 @@ def plan_run(cfg: config_lib.SweepConfig, out: str | Path | None = None, *, x64:
     itself (:func:`prepare`); each group's mode; the smallest chunk of each group fits ``max_memory``
     and the device (:func:`check_memory`). ``lrsweep run --dry-run`` prints what this returns.
     """
-    if cfg.raw.get("schedule_search") is not None:
-        raise config_lib.ConfigError("schedule_search", "this config describes a schedule search: run it with "
-                                                        "lrsweep schedule CONFIG (lrsweep run trains a grid)")
+    for name, section in registry.SECTIONS.items():  # a config for a family's command (schedule_search)
+        if cfg.raw.get(name) is not None:
+            raise config_lib.ConfigError(name, f"this config describes a {section.command} run: run it with "
+                                               f"lrsweep {section.command} CONFIG (lrsweep run trains a grid)")
     if out is not None:
         check_out(out, cfg.name)
     n = config_lib.grid_size(cfg) if max_students is None else config_lib.check_grid_size(cfg, max_students)
@@ -481,7 +483,7 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
         skip = done | others
         attempt = uuid.uuid4().hex[:6]
         bar = Progress(len(students) - len(others), initial=len(done - others), enabled=progress)
-        registry = drivers.drivers()
+        by_mode = drivers.drivers()
         stored = students[config_lib.stored_columns(students)]  # fields that apply to no student: not stored
         for gid, spec in specs.items():
             group = config_lib.select_rows(students, students["group_id"].to_numpy() == gid)
@@ -496,7 +498,7 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
             ctx = drivers.GroupContext(skip, max_memory, chunk_size, ckpts, run_dir.name, gid, modes[gid],
                                        progress=bar if progress else None, shape=(shapes or {}).get(gid))
             try:
-                for out in registry[mode].iter_group(spec, group, ctx):
+                for out in by_mode[mode].iter_group(spec, group, ctx):
                     _write_chunk(run_dir, f"{prefix}g{gid:04d}-{attempt}-c{out.index:06d}", spec, stored, out,
                                  run_dir.name, mode)
                     ckpts.remove(out.student_ids)
@@ -626,15 +628,22 @@ SUMMARY_METRICS = ("final_test_loss", "final_train_loss")  # a setting's loss: t
 _LAYER_RATE = re.compile(r"^lr_[1-9][0-9]*$")
 
 
-def setting_columns(students: pd.DataFrame, line_columns: tuple = ("lr_line",)) -> list[str]:
+def setting_axes() -> tuple:
+    """Rate axes whose values are settings, not rates to optimise (:attr:`lrsweep.registry.RateScheme.settings`)."""
+    return tuple(a for scheme in registry.RATE_SCHEMES.values() for a in scheme.settings)
+
+
+def setting_columns(students: pd.DataFrame, line_columns: tuple | None = None) -> list[str]:
     """The columns :func:`best_rates` chooses a best point per: every config field of role static,
     instance or traced that varies in ``students`` (not the seed), and the line columns that vary
-    (``lr_line``; ``lr_total`` where C is swept). Never lr_1..lr_m: those are what is optimised."""
+    (default :func:`setting_axes`, e.g. ``lr_line``; ``lr_total`` where C is swept). Never lr_1..lr_m:
+    those are what is optimised."""
+    line_columns = setting_axes() if line_columns is None else line_columns
     fields = [c for c in config_lib.field_columns() if c != "seed"]
     return [c for c in [*fields, *line_columns] if c in students and students[c].nunique(dropna=False) > 1]
 
 
-def best_rates(students: pd.DataFrame, line_columns: tuple = ("lr_line",)) -> pd.DataFrame:
+def best_rates(students: pd.DataFrame, line_columns: tuple | None = None) -> pd.DataFrame:
     """Per setting (:func:`setting_columns`), the learning-rate point with the lowest mean final loss.
 
     A point is a setting's per-layer rates lr_1..lr_m; its mean is over the seeds that did not
@@ -679,15 +688,15 @@ def best_rates(students: pd.DataFrame, line_columns: tuple = ("lr_line",)) -> pd
 
 
 def _line_columns(run_dir: Path) -> tuple:
-    """``lr_line``, and ``lr_total`` where the stored config sweeps it (then each C is a setting; where
-    the grid sweeps lr or lr_1..lr_m, lr_total is a rate like them). A stored config that no longer
-    validates is read as not sweeping lr_total."""
+    """:func:`setting_axes` (``lr_line``), and ``lr_total`` where the stored config sweeps it (then each C is
+    a setting; where the grid sweeps lr or lr_1..lr_m, lr_total is a rate like them). A stored config that
+    no longer validates is read as not sweeping lr_total."""
     try:
         cfg = config_lib.load_config(Path(run_dir) / "config.yaml")
     except LrsweepError:
-        return ("lr_line",)
+        return setting_axes()
     swept = {name for names, _ in cfg.axes for name in names}
-    return ("lr_line", "lr_total") if "lr_total" in swept else ("lr_line",)
+    return setting_axes() + (("lr_total",) if "lr_total" in swept else ())
 
 
 def summarize(run_dir: Path, *, wall: float | None = None, trained: int | None = None,

@@ -243,4 +243,16 @@ def polynomial_lines(run: str | Path) -> Callable | None:
 
 
 
-register_summary("lines", lambda table, run: line_summary(table, polynomial_lines(run)))
+def lines_text(lines: pd.DataFrame, run) -> str:
+    """What ``lrsweep compare`` prints of the per-line summary."""
+    line = "lr_line" if "lr_line" in lines else "lr_total"
+    agree = (lines["balanced_local_min"] == lines["predicted_balanced_local_min"])
+    known = lines["balanced_local_min"].notna()
+    how = "exact line polynomials" if (lines.get("line_method") == "polynomial").all() else "the grid"
+    return (f"lines eta_1 + eta_2 = C ({how}): balanced split local-min verdict matches theory on "
+            f"{int(agree[known].sum())}/{int(known.sum())} (line, step) pairs; argmin eta_1 matches on "
+            f"{int((lines['argmin_matches'] == 1).sum())}/{int(lines['argmin_matches'].notna().sum())} "
+            f"(per-line table: {run}/lines.parquet, by {line})")
+
+
+register_summary("lines", lambda table, run: line_summary(table, polynomial_lines(run)), lines_text)

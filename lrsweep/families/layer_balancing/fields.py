@@ -69,4 +69,4 @@ def columns(point: dict, lrs: dict, m_row) -> dict:
 def register() -> None:
     registry.register_rate_scheme(registry.RateScheme(
         "line", ("lr_line",), resolve, check_axes=check_axes, columns=columns, expand=expand, size=size,
-        label=label))
+        label=label, settings=("lr_line",)))
