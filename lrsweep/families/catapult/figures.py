@@ -101,7 +101,7 @@ def loss_curves_figure(curves: pd.DataFrame, table: pd.DataFrame, keys: list[str
     """
     from matplotlib import cm, colors
     from matplotlib.lines import Line2D
-    groups = plot._groups(table, keys)
+    groups = plot.groups(table, keys)
     fig, axes = plot.panel_grid(len(groups), extra_width=1.0)
     scaled = bool(table["lambda_0"].notna().all())
     start = curves.loc[curves["step"] == curves["step"].min(), "train_loss"].to_numpy(float)
@@ -158,7 +158,7 @@ def curvature_mode(table: pd.DataFrame, keys: list[str]) -> str:
     boundaries (ntk_eig was not logged)."""
     if not table["lambda_0"].notna().all():
         return "eta"
-    for _, g in plot._groups(table, keys):
+    for _, g in plot.groups(table, keys):
         if not np.allclose(g["lambda_0"], g["lambda_0"].iloc[0], rtol=1e-6, atol=0.0):
             return "scaled"
     return "eta_lambda"
@@ -197,7 +197,7 @@ def curvature_figure(table: pd.DataFrame, keys: list[str], quantities: list[str]
     """
     from matplotlib.lines import Line2D
     mode = curvature_mode(table, keys)
-    groups = plot._groups(table, keys)
+    groups = plot.groups(table, keys)
     fig, axes = plot.panel_grid(len(groups) * len(quantities), unit=len(quantities))
     phases = "phase" in table and table["phase"].notna().any()
     x_all = table["rate"] if mode == "scaled" else table["eta"]
@@ -283,7 +283,7 @@ def phase_diagram_figure(boundaries: pd.DataFrame, x: str, keys: list[str], titl
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     values_all, scaled = boundary_values(boundaries)
-    groups = plot._groups(boundaries, keys)
+    groups = plot.groups(boundaries, keys)
     fig, axes = plot.panel_grid(len(groups))
     log_x = x == "width" and bool((boundaries[x] > 0).all())
     log_y = not scaled and plot.wide_span(values_all["y"], plot.LR_LOG_SPAN)
@@ -367,19 +367,19 @@ def phase_figures(name: str, curves: pd.DataFrame) -> list:
     split, panel_keys = plot.split_panels(table, keys)
     quantities = [q for q in CURVATURE_WORDS if q in table and table[q].notna().any()]
     rate = SCALED_RATE if table["lambda_0"].notna().all() else r"the learning rate $\eta$"
-    for values, g in plot._groups(table, split):
+    for values, g in plot.groups(table, split):
         extra = plot.configuration_words(split, values)
         title = plot.figure_title(name, f"train loss, coloured by {rate}", g, skip=panel_keys, extra=extra)
-        out.append((plot._stem("loss_curves", split, values),
+        out.append((plot.stem("loss_curves", split, values),
                     loss_curves_figure(curves[curves["student_id"].isin(g["student_id"])], g, panel_keys, title)))
         if quantities and g["eta"].nunique() > 1:
             per_panel = max(1, plot.MAX_PANELS // len(quantities))
             inner, rest = plot.split_panels(g, panel_keys, per_panel)
-            for inner_values, h in plot._groups(g, inner):
+            for inner_values, h in plot.groups(g, inner):
                 words = "; ".join(filter(None, [extra, plot.configuration_words(inner, inner_values)]))
                 title = plot.figure_title(name, "final curvature against the learning rate", h, skip=rest,
                                           extra=words)
-                out.append((plot._stem("curvature_vs_lr", split + inner, values + inner_values),
+                out.append((plot.stem("curvature_vs_lr", split + inner, values + inner_values),
                             curvature_figure(h, rest, quantities, title)))
     return out
 
@@ -396,11 +396,11 @@ def phase_diagram_figures(run: Path, name: str, curves: pd.DataFrame) -> list:
     words_from = curves.drop_duplicates("student_id") if not curves.empty else boundaries
     split, panel_keys = plot.split_panels(boundaries, keys)
     out = []
-    for values, g in plot._groups(boundaries, split):
+    for values, g in plot.groups(boundaries, split):
         _, scaled = boundary_values(g)
         what = f"phase boundaries in {SCALED_RATE if scaled else 'the learning rate'}"
         title = plot.figure_title(name, what, words_from, skip=[x] + keys, extra=plot.configuration_words(split, values))
-        out.append((plot._stem("phase_diagram", split, values), phase_diagram_figure(g, x, panel_keys, title)))
+        out.append((plot.stem("phase_diagram", split, values), phase_diagram_figure(g, x, panel_keys, title)))
     return out
 
 

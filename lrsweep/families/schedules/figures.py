@@ -402,7 +402,7 @@ def rf_loss_curves_figure(points: pd.DataFrame, expected: dict, colour: str | No
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     keys = expected["keys"]
-    groups = plot._groups(points, panel_keys)
+    groups = plot.groups(points, panel_keys)
     numeric = colour is not None and pd.api.types.is_numeric_dtype(points[colour])
     fig, axes = plot.panel_grid(len(groups), extra_width=1.0 if numeric else 0.8)
     norm = plot.rate_norm(points[colour]) if numeric else None
@@ -495,10 +495,10 @@ def rf_figures(run: str | Path, name: str = "", curves: pd.DataFrame | None = No
         expected[key if isinstance(key, tuple) else (key,)] = rfc.expected_curve(p.iloc[0].to_dict())
     split, inner = plot.split_panels(points, panel_keys)
     out = []
-    for values, g in plot._groups(points, split):
+    for values, g in plot.groups(points, split):
         extra = plot.configuration_words(split, values)
         what = "test loss on power-law features: Monte Carlo and the exact expectation"
         title = "\n".join(filter(None, [f"{name}: {what}" if name else what, rf_words(g), extra]))
-        out.append((plot._stem("loss_curves_rf", split, values),
+        out.append((plot.stem("loss_curves_rf", split, values),
                     rf_loss_curves_figure(g, expected, colour, inner, title)))
     return out
