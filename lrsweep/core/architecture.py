@@ -22,7 +22,10 @@ asks this class; none recomputes a shape.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+
+from lrsweep.core.columns import field_value
 
 PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard", "ntk")
 
@@ -40,7 +43,7 @@ class Architecture:
     @classmethod
     def from_fields(cls, p: dict) -> "Architecture":
         """From config values keyed by field path (``model.width``) or short name (``width``)."""
-        get = lambda path: p[path] if path in p else p[path.split(".")[-1]]
+        get = functools.partial(field_value, p)
         par, h = get("model.parameterization"), int(get("model.width"))
         out = h if par == "paper_2nn" else 1 if par == "paper_deep" else int(get("model.output_dim"))  # standard, ntk
         return cls(par, int(get("model.n_layers")), h, int(get("task.input_dim")), out, get("model.activation"))

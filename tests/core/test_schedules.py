@@ -123,7 +123,6 @@ def test_bad_schedule_input(field, value, words):
 def test_scheduled_runs_skip_constant_rate_theory_and_poly(x64):
     """Layer-balancing theory assumes constant rates: a scheduled student is not compared; poly mode,
     which expands constant rates, does not apply to it."""
-    from lrsweep import compare
     from lrsweep.core import poly
     cfg = _cfg("polynomial", steps=2)
     students, specs = runner.prepare(config.load_config(cfg))

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from lrsweep.core import config as config_lib
+from lrsweep.core.columns import seed_mean_sem
 from lrsweep.plots import common as plot
 from lrsweep.families.stackelberg.checks import TWIN_FREE  # what a best-response twin may differ in
 
@@ -130,13 +131,12 @@ def key_words(keys, values) -> str:
 
 def seed_mean(curves: pd.DataFrame, ids, column: str) -> pd.DataFrame:
     """Per logged step of the students ``ids``: ``mean`` and ``sem`` (0 with one value) of ``column``
-    over the students with a finite value there, ``n`` of them."""
+    over the students with a finite value there, ``n_seeds`` of them (steps with none left out)."""
     c = curves[curves["student_id"].isin(ids)]
     v = c[column].astype(float)
-    grouped = c.assign(value=v.where(np.isfinite(v))).groupby("step")["value"]
-    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
-    out["sem"] = (out["std"] / np.sqrt(out["n"])).fillna(0.0)
-    return out[out["n"] > 0].drop(columns="std")
+    out = seed_mean_sem(c.assign(value=v.where(np.isfinite(v))).groupby("step")["value"])
+    out["sem"] = out["sem"].fillna(0.0)
+    return out[out["n_seeds"] > 0]
 
 
 def ratio_norm(ratios):
@@ -195,7 +195,7 @@ def _draw_mean(ax, s: pd.DataFrame, color, gid: str, band: bool, ls="-", diverge
 def _panels(table: pd.DataFrame, keys: list[str]):
     """(values, gd-head students, best-response students) per panel."""
     gd = table[~table["best"]]
-    return [(values, g, best_response_of(table, keys, values)) for values, g in plot._groups(gd, keys)]
+    return [(values, g, best_response_of(table, keys, values)) for values, g in plot.groups(gd, keys)]
 
 
 def loss_by_ratio_figure(curves: pd.DataFrame, table: pd.DataFrame, keys: list[str], title: str = ""):
@@ -392,7 +392,7 @@ def distance_figure(distances: pd.DataFrame, keys: list[str], quantities: list[s
     """
     from matplotlib import cm
     from matplotlib.lines import Line2D
-    groups = plot._groups(distances, keys)
+    groups = plot.groups(distances, keys)
     fig, axes = plot.panel_grid(len(groups) * len(quantities), unit=len(quantities))
     fig.set_size_inches(max(fig.get_figwidth(), MIN_WIDTH), fig.get_figheight())
     rates = sorted(float(v) for v in distances["lr_body"].unique())
@@ -466,7 +466,7 @@ def stackelberg_figures(name: str, curves: pd.DataFrame, target: float | None = 
     measured = [q for q in DISTANCES if q in distances and distances[q].notna().any()]
     rule = f"target: {TARGET_RULE}" if target is None else f"target: train loss {plot.number(target)}"
     out = []
-    for values, gd in plot._groups(table[~table["best"]], split):
+    for values, gd in plot.groups(table[~table["best"]], split):
         t = pd.concat([gd, best_response_of(table, split, values)])
         c = curves[curves["student_id"].isin(t["student_id"])]
         words = plot.configuration_words(split, values)
@@ -476,7 +476,7 @@ def stackelberg_figures(name: str, curves: pd.DataFrame, target: float | None = 
             return plot.figure_title(name, what, gd, skip=skip, extra="; ".join(filter(None, [words, *extra])))
 
         def stem(prefix):
-            return plot._stem(prefix, split, values)
+            return plot.stem(prefix, split, values)
 
         out.append((stem("loss_by_ratio"), loss_by_ratio_figure(c, t, inner, title(
             "train loss by head / body rate ratio"))))

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from conftest import cli_main
-from lrsweep import compare
 from lrsweep.families.stackelberg import checks as sc
 from lrsweep import registry
 
