@@ -78,7 +78,7 @@ def bytes_per_student(spec, dtype_bytes: int) -> int:
     logged metrics' working set: e.g. sharpness's Lanczos basis, ntk_eig's Jacobian)."""
     arch, task = spec.arch, spec.task
     per = 4 * steps_lib.state_size(arch, spec.formulation, spec.steps) + 2 * spec.n_logs + 16
-    per += metrics_lib.working_words(spec)
+    per += metrics_lib.working_elements(spec)
     if spec.formulation == "autodiff":
         n = task.n_train + (0 if arch.is_linear else task.n_test)
         per += 3 * n * (arch.width * arch.n_trainable + arch.output_dim)

@@ -327,7 +327,7 @@ MACHINE_BALANCE = 8.0  # FLOPs per byte moved at which a device is as busy compu
 
 def grid_cost_per_student(spec, dtype_bytes: int = 8) -> float:
     """Grid mode's cost of one student in FLOP-equivalents: its FLOPs, or, for students whose steps are
-    matrix-vector products (paper_deep), the state each step streams (read, update, write: 4 words
+    matrix-vector products (paper_deep), the state each step streams (read, update, write: 4 elements
     per weight, as in scripts/bench_engine.py; the low-rank rows for ``lowrank``) times
     :data:`MACHINE_BALANCE`, whichever is larger."""
     streamed = spec.steps * 4.0 * steps_lib.state_size(spec.arch, spec.formulation, spec.steps) * dtype_bytes
