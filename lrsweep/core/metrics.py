@@ -126,7 +126,7 @@ def ntk_eig(ctx: MetricContext):
     spec = ctx.spec
     x, weight = _ntk_inputs(spec, ctx)
     theta, unravel = ravel_pytree(ctx.params)
-    outputs = lambda th: predict(spec.arch, unravel(th), ctx.inst["head"], x)
+    outputs = lambda th: predict(spec.arch, unravel(th), ctx.inst["readout"], x)
     return curvature.ntk_top_eig(outputs, theta, weight)
 
 
