@@ -29,7 +29,9 @@ import pandas as pd
 
 from lrsweep.core import config as config_lib
 from lrsweep.core import store
+from lrsweep.core.columns import lr_columns, seed_mean_sem, short_name
 from lrsweep.core.errors import ConfigError
+from lrsweep import registry
 from lrsweep.registry import THEORIES, CHECK_COLUMNS, CHECKS, CHECK_CURVE_COLUMNS, REPORTED, SUMMARIES, TABLE_CHECKS
 
 Z_TOLERANCE = 5.0           # largest |mean - prediction| / standard error allowed where a theory is exact
@@ -86,7 +88,7 @@ def matches_setting(df: pd.DataFrame, setting: dict, free: tuple = ()) -> np.nda
     added later (a loss, a task) excludes a student unless the theory names it."""
     mask = np.ones(len(df), bool)
     for path, field in config_lib.FIELDS.items():
-        col = path.split(".")[-1]
+        col = short_name(path)
         if field.role == "run" or path in free or col not in df:
             continue
         want = setting.get(path, field.default)
@@ -159,15 +161,16 @@ def load_arrays(run: str | Path) -> None:
 
 
 def _tables_only(run: Path) -> bool:
-    """A run without trained students (``lrsweep schedule``): only its table checks apply."""
-    return store.is_run(run) and store.read_json(run / "meta.json").get("kind") == "schedule"
+    """A run of a registered kind (:func:`lrsweep.registry.run_kind`: ``lrsweep schedule``), without trained
+    students: only its table checks apply."""
+    return registry.run_kind(run) is not None
 
 
 def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.DataFrame:
     if curves.empty:
         return pd.DataFrame()
     students = curves.drop_duplicates(["run_id", "student_id"])
-    lr_cols = sorted([c for c in curves if c.startswith("lr_") and c[3:].isdigit()], key=lambda c: int(c[3:]))
+    lr_cols = lr_columns(curves)
     frames = []
     for name in list(THEORIES) if theories is None else [n for n in theories if n in THEORIES]:
         theory = THEORIES[name]
@@ -180,10 +183,7 @@ def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.Data
             continue
         keys = point_columns(sub) + lr_cols + ["step"]
         keys = [k for k in keys if sub[k].notna().all()]
-        grouped = sub.groupby(keys, sort=True)["test_loss"]
-        agg = grouped.agg(n_seeds="count", mean="mean", std="std").reset_index()
-        agg["sem"] = agg["std"] / np.sqrt(agg["n_seeds"])
-        agg = agg.drop(columns="std")
+        agg = seed_mean_sem(sub.groupby(keys, sort=True)["test_loss"])
         agg["prediction"] = np.nan
         for step, rows in agg.groupby("step"):
             agg.loc[rows.index, "prediction"] = theory.predict(rows, step)

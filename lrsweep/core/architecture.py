@@ -3,8 +3,8 @@
 Seed 000 (arXiv 2606.00340), Sec. 3 and App. F. ``m`` trained matrices named ``W1 .. Wm``:
 
 - ``paper_2nn``:  f(X) = X W1 W2 / h,                 W1 (d, h), W2 (h, h), output dim h.
-- ``paper_deep``: f(X) = s(..s(X W1)..Wm) a / sqrt(h), W1 (d, h), Wl (h, h), fixed head a (h, 1),
-  output dim 1; ``n_layers`` = m + 1 counts the head.
+- ``paper_deep``: f(X) = s(..s(X W1)..Wm) a / sqrt(h), W1 (d, h), Wl (h, h), fixed readout a (h, 1),
+  output dim 1; ``n_layers`` = m + 1 counts the readout.
 - ``standard``:   f(X) = s(..s(X W1)..W_{m-1}) Wm, every layer trained, Wm (h, output_dim).
 - ``ntk``:        the NTK parameterization (seed 003 eq. 3; Lewkowycz et al. 2020): every layer's
   pre-activation divided by sqrt(fan_in), z_1 = X W1 / sqrt(d), z_l = s(z_{l-1}) Wl / sqrt(h),
@@ -22,7 +22,10 @@ asks this class; none recomputes a shape.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+
+from lrsweep.core.columns import field_value
 
 PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard", "ntk")
 
@@ -40,14 +43,14 @@ class Architecture:
     @classmethod
     def from_fields(cls, p: dict) -> "Architecture":
         """From config values keyed by field path (``model.width``) or short name (``width``)."""
-        get = lambda path: p[path] if path in p else p[path.split(".")[-1]]
+        get = functools.partial(field_value, p)
         par, h = get("model.parameterization"), int(get("model.width"))
         out = h if par == "paper_2nn" else 1 if par == "paper_deep" else int(get("model.output_dim"))  # standard, ntk
         return cls(par, int(get("model.n_layers")), h, int(get("task.input_dim")), out, get("model.activation"))
 
     @property
     def n_trainable(self) -> int:
-        """m: paper_deep's head is fixed."""
+        """m: paper_deep's readout is fixed."""
         return self.n_layers - 1 if self.parameterization == "paper_deep" else self.n_layers
 
     @property
@@ -86,8 +89,8 @@ class Architecture:
             self.parameterization, 1.0)
 
     @property
-    def has_head(self) -> bool:
-        """paper_deep's fixed head a."""
+    def has_readout(self) -> bool:
+        """paper_deep's fixed readout vector a (not trained; seed 002's head is the trained last layer)."""
         return self.parameterization == "paper_deep"
 
     @property

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrsweep.core.columns import lr_columns
 from lrsweep.core.divergence import PHASES
 
 BOUNDARIES = ("lazy/catapult", "catapult/divergent")
@@ -77,7 +78,7 @@ def bisect_fn(spec, rounds: int):
     from lrsweep.core import engine
     pspec = phase_spec(spec)
     train = engine.make_student_fns(pspec).train
-    rate_columns = [c for c in pspec.traced_columns if c.startswith("lr_")]
+    rate_columns = lr_columns(pspec.traced_columns)
     per_unit = jax.vmap(train, in_axes=(None, None, 0))   # the two midpoints share the unit's instance
     batched = jax.vmap(per_unit, in_axes=(0, 0, 0))
 

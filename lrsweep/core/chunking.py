@@ -13,8 +13,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
+from lrsweep.core import columns as columns_lib
 from lrsweep.core import metrics as metrics_lib
 from lrsweep.core import steps as steps_lib
 
@@ -25,24 +25,12 @@ def instance_index(students, columns) -> tuple[np.ndarray, np.ndarray, dict]:
     instance's value of column c). No Python object per student or per instance."""
     if not len(students):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), {c: students[c].to_numpy()[:0] for c in columns}
-    varying = [c for c in columns if not _constant(students[c])]  # a constant column splits nothing
-    if len(varying) == 1:
-        inst = pd.factorize(students[varying[0]], use_na_sentinel=False)[0].astype(np.int64)
-    elif varying:
-        inst = students.groupby(varying, sort=False, dropna=False).ngroup().to_numpy(np.int64)
-    else:
-        inst = np.zeros(len(students), np.int64)
+    # a constant (broadcast) column splits nothing and is not read
+    inst = (columns_lib.row_codes([students[c] for c in columns])[0] if len(columns)
+            else np.zeros(len(students), np.int64))
     sizes = np.bincount(inst)
-    # numbered in order of first appearance: instance i first appears where the running maximum reaches i
-    first = np.flatnonzero(inst > np.maximum.accumulate(np.concatenate([[-1], inst[:-1]])))
+    first = columns_lib.first_rows(inst)
     return inst, sizes, {c: students[c].to_numpy()[first] for c in columns}
-
-
-def _constant(column) -> bool:
-    """A column that is a broadcast view of one value (lrsweep.core.config's constants; no scan of the rows)."""
-    values = column.array
-    raw = values.to_numpy() if isinstance(values, pd.arrays.NumpyExtensionArray) else None
-    return raw is not None and raw.ndim == 1 and raw.strides == (0,)
 
 
 def instance_groups(students, columns) -> tuple[list[np.ndarray], dict]:
@@ -90,7 +78,7 @@ def bytes_per_student(spec, dtype_bytes: int) -> int:
     logged metrics' working set: e.g. sharpness's Lanczos basis, ntk_eig's Jacobian)."""
     arch, task = spec.arch, spec.task
     per = 4 * steps_lib.state_size(arch, spec.formulation, spec.steps) + 2 * spec.n_logs + 16
-    per += metrics_lib.working_words(spec)
+    per += metrics_lib.working_elements(spec)
     if spec.formulation == "autodiff":
         n = task.n_train + (0 if arch.is_linear else task.n_test)
         per += 3 * n * (arch.width * arch.n_trainable + arch.output_dim)

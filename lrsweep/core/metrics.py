@@ -48,14 +48,14 @@ class Metric(NamedTuple):
     """``fn(ctx) -> value`` (a scalar, or (m,) with ``per_layer``). A metric with ``init_state``
     carries a state from one logged step to the next (a warm start, e.g. the previous top
     eigenvector): ``init_state(spec, params0, inst, key) -> state`` at step 0, and then
-    ``fn(ctx, state) -> (value, state)``; a diverged student's state is frozen. ``words(spec)``: the
+    ``fn(ctx, state) -> (value, state)``; a diverged student's state is frozen. ``elements(spec)``: the
     metric's working set per student in array elements (its state and temporaries at a logged step),
     which chunk planning adds to a student's memory (:mod:`lrsweep.core.chunking`)."""
     name: str
     fn: Callable
     per_layer: bool
     init_state: Callable | None = None
-    words: Callable = lambda spec: 0
+    elements: Callable = lambda spec: 0
     size: Callable | None = None  # spec -> k: a vector of k values per logged step (columns <name>_1..k)
 
 
@@ -126,7 +126,7 @@ def ntk_eig(ctx: MetricContext):
     spec = ctx.spec
     x, weight = _ntk_inputs(spec, ctx)
     theta, unravel = ravel_pytree(ctx.params)
-    outputs = lambda th: predict(spec.arch, unravel(th), ctx.inst["head"], x)
+    outputs = lambda th: predict(spec.arch, unravel(th), ctx.inst["readout"], x)
     return curvature.ntk_top_eig(outputs, theta, weight)
 
 
@@ -135,13 +135,13 @@ def _ntk_samples(spec) -> int:
     return spec.task.n_train if spec.formulation == "autodiff" else spec.task.input_dim
 
 
-def _sharpness_words(spec) -> int:
+def _sharpness_elements(spec) -> int:
     """The Lanczos basis k P, the state and a few P-vectors of the HVP, the small k x k problem."""
     k, p = sharpness_iters(spec), spec.arch.n_params
     return (k + 4) * p + 2 * k * k
 
 
-def _ntk_words(spec) -> int:
+def _ntk_elements(spec) -> int:
     """The Jacobian rows x P (rows = samples x outputs), the activations' cotangents (or tangents)
     of its min(rows, P) batched passes, and the smaller Gram matrix with its eigendecomposition."""
     arch, samples = spec.arch, _ntk_samples(spec)
@@ -182,8 +182,8 @@ there), stored as its name."""
 
 for _name, _metric in {
     "weight_norm": Metric("weight_norm", weight_norm, per_layer=True),
-    "sharpness": Metric("sharpness", sharpness, per_layer=False, init_state=sharpness_init, words=_sharpness_words),
-    "ntk_eig": Metric("ntk_eig", ntk_eig, per_layer=False, words=_ntk_words),
+    "sharpness": Metric("sharpness", sharpness, per_layer=False, init_state=sharpness_init, elements=_sharpness_elements),
+    "ntk_eig": Metric("ntk_eig", ntk_eig, per_layer=False, elements=_ntk_elements),
     "loss_peak": LOSS_PEAK,
     "phase": PHASE,
 }.items():
@@ -205,9 +205,9 @@ def reductions(spec) -> list[Reduction]:
     return [reductions_[name] for name in spec.metrics if name in reductions_]
 
 
-def working_words(spec) -> int:
-    """Array elements one student's logged metrics hold at a logged step (:attr:`Metric.words`)."""
-    return sum(m.words(spec) for m in logged(spec))
+def working_elements(spec) -> int:
+    """Array elements one student's logged metrics hold at a logged step (:attr:`Metric.elements`)."""
+    return sum(m.elements(spec) for m in logged(spec))
 
 
 def metric_shape(spec, metric: Metric) -> tuple:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from lrsweep import registry
 from lrsweep.core import config as config_lib
+from lrsweep.core import columns as columns_lib
 from lrsweep.core import compilestats
 from lrsweep.core import runstate
 from lrsweep.core import store
@@ -76,13 +77,11 @@ def prepare(cfg: config_lib.SweepConfig):
     from lrsweep.core.spec import GroupSpec
     students = config_lib.expand_grid(cfg)
     varying = [c for c in config_lib.static_columns() if c in config_lib.axis_columns(cfg)]  # others: one value
-    group_id, n_groups = config_lib.row_codes([students[c].array for c in varying]) if varying else (
+    group_id, n_groups = columns_lib.row_codes([students[c].array for c in varying]) if varying else (
         np.zeros(len(students), np.int64), 1)
     students.insert(1, "group_id", group_id)
-    # group ids count up in order of first appearance: group g first appears where the running maximum reaches g
-    first_rows = (np.flatnonzero(group_id > np.maximum.accumulate(np.concatenate([[-1], group_id[:-1]])))
-                  if n_groups > 1 else [0])
-    specs = {gid: GroupSpec.from_row(students.iloc[int(i)].to_dict()) for gid, i in enumerate(first_rows)}
+    first = columns_lib.first_rows(group_id) if n_groups > 1 else [0]  # group ids count up by first appearance
+    specs = {gid: GroupSpec.from_row(students.iloc[int(i)].to_dict()) for gid, i in enumerate(first)}
     return students, specs
 
 
@@ -594,7 +593,7 @@ def chunk_students(students: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
     ``store.lists_as_text(students.iloc[ids])``: list values as text. A column constant over the plan
     (a broadcast view, :func:`lrsweep.core.config.expand_grid`) is converted once and repeated, not row by row."""
     k = len(ids)
-    constant = [c for c in students.columns if _is_broadcast(students[c])]
+    constant = [c for c in students.columns if columns_lib.is_broadcast(students[c])]
     one = store.lists_as_text(students.iloc[:1][constant])  # the constants as stored, converted once
     cols = {}
     for name in students.columns:
@@ -611,12 +610,6 @@ def chunk_students(students: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(cols, copy=False)
 
 
-def _is_broadcast(column: pd.Series) -> bool:
-    values = column.array
-    return (isinstance(values, pd.arrays.NumpyExtensionArray)
-            and config_lib.is_constant_column(values.to_numpy()))
-
-
 def _repeat_object(value, k: int) -> np.ndarray:
     """(k,) object array of one value (a tuple stays one object)."""
     out = np.empty(k, object)
@@ -625,7 +618,6 @@ def _repeat_object(value, k: int) -> np.ndarray:
 
 
 SUMMARY_METRICS = ("final_test_loss", "final_train_loss")  # a setting's loss: the first it has values of
-_LAYER_RATE = re.compile(r"^lr_[1-9][0-9]*$")
 
 
 def setting_axes() -> tuple:
@@ -663,7 +655,7 @@ def best_rates(students: pd.DataFrame, line_columns: tuple | None = None) -> pd.
     if students.empty:
         return pd.DataFrame()
     keys = setting_columns(students, line_columns)
-    rates = sorted((c for c in students if _LAYER_RATE.match(c)), key=lambda c: int(c[3:]))
+    rates = columns_lib.lr_columns(students)
     setting = (students.groupby(keys, dropna=False, sort=True).ngroup() if keys
                else pd.Series(0, index=students.index))
     metric = pd.Series(None, index=students.index, dtype=object)

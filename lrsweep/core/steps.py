@@ -6,10 +6,10 @@
   S = X^T X / n, X^T y / n and y^T y / n. With W = W_eff,
   L = 1/2 (tr W^T S W - 2 tr W^T (X^T y / n) + y^T y / n) and dL/dW_eff = S W - X^T y / n,
   pulled back to each W_l through the product W_1..W_m (a, for paper_deep). With the vector
-  head every product is matrix-vector: O(m h^2 + d^2) per step instead of O(n d h).
+  readout every product is matrix-vector: O(m h^2 + d^2) per step instead of O(n d h).
   Caveat: L is a difference of O(1) terms, so its relative precision drops once
   L << y^T y / n (use ``--x64`` when training to small loss with this path).
-- :func:`lowrank_loss_and_grads`: for linear students with one output (paper_deep's vector head)
+- :func:`lowrank_loss_and_grads`: for linear students with one output (paper_deep's vector readout)
   every layer's gradient is rank one, dL/dW_k = c q_k s_{k+1}^T with q_k = (W_1..W_{k-1})^T g,
   s_{k+1} = W_{k+1}..W_m a, g = S w - X^T y / n, c the output scale. So after t steps
   W_k = W_k^0 + L_k^T R_k with t rows in L_k, R_k, and the initial W_k^0 is the instance's, shared
@@ -48,7 +48,7 @@ def _moments_loss(w_eff, sw, inst):
 
 def moments_loss_and_grads(spec, params0, params, inst, ctx):
     del params0, ctx
-    w_eff, pullback = jax.vjp(lambda p: effective_weight(spec.arch, p, inst["head"]), params)
+    w_eff, pullback = jax.vjp(lambda p: effective_weight(spec.arch, p, inst["readout"]), params)
     sw = inst["xx"] @ w_eff
     loss = _moments_loss(w_eff, sw, inst)
     cotangent = sw - inst["xy"] if spec.gradient == "exact" else -inst["xy"]
@@ -59,7 +59,7 @@ def moments_loss_and_grads(spec, params0, params, inst, ctx):
 def autodiff_loss_and_grads(spec, params0, params, inst, ctx):
     del params0
     x, y, weights = TASKS[spec.task.kind].batch(spec, inst, ctx)
-    pred, pullback = jax.vjp(lambda p: predict(spec.arch, p, inst["head"], x), params)
+    pred, pullback = jax.vjp(lambda p: predict(spec.arch, p, inst["readout"], x), params)
     loss, cotangent = LOSSES[spec.loss].value_and_cotangent(pred, y, weights)
     if spec.gradient == "signal_only":
         cotangent = -y / x.shape[0] if weights is None else -weights[:, None] * y
@@ -73,10 +73,10 @@ def train_loss(spec, params, inst, ctx):
     moments (``xx``: moments and lowrank formulations), else the loss of the task's batch. Always the
     true loss: ``gradient: signal_only`` changes the step's gradient, not the loss."""
     if "xx" in inst:
-        w_eff = effective_weight(spec.arch, params, inst["head"])
+        w_eff = effective_weight(spec.arch, params, inst["readout"])
         return _moments_loss(w_eff, inst["xx"] @ w_eff, inst)
     x, y, weights = TASKS[spec.task.kind].batch(spec, inst, ctx)
-    return LOSSES[spec.loss].value_and_cotangent(predict(spec.arch, params, inst["head"], x), y, weights)[0]
+    return LOSSES[spec.loss].value_and_cotangent(predict(spec.arch, params, inst["readout"], x), y, weights)[0]
 
 
 class LowRank(NamedTuple):
@@ -106,7 +106,7 @@ def lowrank_loss_and_grads(spec, params0, state: LowRank, inst, ctx):
     names = arch.layer_names
     m = arch.n_trainable
     s = [None] * (m + 2)  # s[k] = W_k .. W_m a (1-based), s[m + 1] = a (or 1: standard's last layer)
-    s[m + 1] = inst["head"][:, 0] if arch.has_head else jnp.ones((1,), inst["xx"].dtype)
+    s[m + 1] = inst["readout"][:, 0] if arch.has_readout else jnp.ones((1,), inst["xx"].dtype)
     for k in range(m, 0, -1):
         name = names[k - 1]
         s[k] = _times(params0[name], state.left[name], state.right[name], s[k + 1])

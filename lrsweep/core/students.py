@@ -1,13 +1,13 @@
 """Students: parameterizations and init schemes (seed 000, arXiv 2606.00340, Sec. 3 and App. F).
 
 Parameters are a dict of trained matrices ``{"W1": W_1, ..., "Wm": W_m}`` (names and shapes from
-:class:`lrsweep.core.architecture.Architecture`); a fixed head (paper_deep's ``a``) lives with the data
+:class:`lrsweep.core.architecture.Architecture`); a fixed readout (paper_deep's ``a``) lives with the data
 of an instance, never in the trained pytree. Every function here is written for ONE student and
 batched with ``vmap`` by the engine.
 
 - ``paper_2nn``:  f(X) = X W_1 W_2 / h,                 W_1 (d, h), W_2 (h, h), output dim h.
-- ``paper_deep``: f(X) = s(..s(s(X W_1) W_2)..W_m) a / sqrt(h), W_1 (d, h), W_l (h, h), head a (h, 1)
-  fixed, a ~ N(0, 1/h); ``n_layers`` = m + 1 counts the head.
+- ``paper_deep``: f(X) = s(..s(s(X W_1) W_2)..W_m) a / sqrt(h), W_1 (d, h), W_l (h, h), readout a (h, 1)
+  fixed, a ~ N(0, 1/h); ``n_layers`` = m + 1 counts the readout.
 - ``standard``:   f(X) = s(..s(X W_1)..W_{m-1}) W_m, every layer trained, no extra scaling.
 - ``ntk``:        the same times 1/sqrt(d h^(m-1)) (every pre-activation over sqrt(fan_in)), W_l ~ N(0, 1)
   (:class:`lrsweep.core.architecture.Architecture` says why one factor at the end is exact).
@@ -90,9 +90,9 @@ def layers(arch: Architecture, params: dict) -> list:
     return [params[name] for name in arch.layer_names]
 
 
-def init_head(key, arch: Architecture, dtype):
-    """paper_deep's fixed head a ~ N(0, 1/h), shape (h, 1); an empty array otherwise."""
-    if not arch.has_head:
+def init_readout(key, arch: Architecture, dtype):
+    """paper_deep's fixed readout a ~ N(0, 1/h), shape (h, 1); an empty array otherwise."""
+    if not arch.has_readout:
         return jnp.zeros((0,), dtype)
     return jax.random.normal(key, (arch.width, 1), dtype) / math.sqrt(arch.width)
 
@@ -101,7 +101,7 @@ def _act(arch: Architecture, z):
     return jax.nn.relu(z) if arch.activation == "relu" else z
 
 
-def predict(arch: Architecture, params: dict, head, x):
+def predict(arch: Architecture, params: dict, readout, x):
     """Student output for inputs x (n, d) -> (n, output_dim)."""
     z = x
     mats = layers(arch, params)
@@ -110,20 +110,20 @@ def predict(arch: Architecture, params: dict, head, x):
         z = z @ w
         if not arch.last_layer_is_output or i < last:
             z = _act(arch, z)
-    if arch.has_head:
-        z = z @ head
+    if arch.has_readout:
+        z = z @ readout
     return z * arch.output_scale
 
 
-def effective_weight(arch: Architecture, params: dict, head):
+def effective_weight(arch: Architecture, params: dict, readout):
     """Linear students: W_eff with f(X) = X W_eff, shape (d, output_dim).
 
-    Multiplied right to left, so with paper_deep's vector head every product is a
+    Multiplied right to left, so with paper_deep's vector readout every product is a
     matrix-vector product: O(m h^2) instead of O(m h^3).
     """
     if not arch.is_linear:
         raise ValueError("effective_weight is defined for linear students only")
-    z = head if arch.has_head else None
+    z = readout if arch.has_readout else None
     for w in reversed(layers(arch, params)):
         z = w if z is None else w @ z
     return z * arch.output_scale

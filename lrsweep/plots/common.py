@@ -29,6 +29,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from lrsweep.core.columns import is_layer_rate, layer_of, lr_columns, seed_mean_sem
+
 
 MAX_COLUMNS = 4          # panels per row
 MAX_PANELS = 16          # more logged steps than this: an evenly spaced selection, said in the title
@@ -49,11 +51,6 @@ AXIS_ORDER = ("width", "n_layers", "gradient", "init", "loss", "activation", "pa
 # Reducing curves to grid points
 # --------------------------------------------------------------------------------------
 
-def lr_columns(df: pd.DataFrame) -> list[str]:
-    """``lr_1 .. lr_m`` present in ``df``, in layer order."""
-    return sorted([c for c in df if c.startswith("lr_") and c[3:].isdigit()], key=lambda c: int(c[3:]))
-
-
 def seed_means(curves: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Per grid point and logged step: the test loss over the seeds still training at that step.
 
@@ -64,11 +61,10 @@ def seed_means(curves: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """
     from lrsweep import compare
     keys = [k for k in compare.point_columns(curves) + lr_columns(curves) + ["step"] if curves[k].notna().all()]
-    grouped = curves.groupby(keys, sort=True)["test_loss"]
-    points = grouped.agg(n_students="size", n_seeds="count", mean="mean", std="std").reset_index()
-    points["sem"] = (points["std"] / np.sqrt(points["n_seeds"])).fillna(0.0)
+    points = seed_mean_sem(curves.groupby(keys, sort=True)["test_loss"], sizes=True)
+    points["sem"] = points["sem"].fillna(0.0)
     points["diverged"] = points["n_seeds"] == 0
-    return points.drop(columns="std"), keys
+    return points, keys
 
 
 def varying(points: pd.DataFrame, candidates, fixed=()) -> list[str]:
@@ -188,8 +184,8 @@ def number(v) -> str:
 
 def value_words(column: str, value) -> str:
     """One varying axis's value in words: ``h = 64``, ``3-layer``, ``signal-only gradient``, eta_2 = 0.1."""
-    if column.startswith("lr_") and column[3:].isdigit():
-        return rf"$\eta_{{{column[3:]}}}$ = {number(value)}"
+    if is_layer_rate(column):
+        return rf"$\eta_{{{layer_of(column)}}}$ = {number(value)}"
     words = {
         "width": f"h = {number(value)}", "n_layers": f"{number(value)}-layer", "input_dim": f"d = {number(value)}",
         "n_train": f"n = {number(value)}", "init": f"{INIT_WORDS.get(value, value)} init", "loss": f"{value} loss",

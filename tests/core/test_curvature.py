@@ -17,7 +17,7 @@ BIG = 10_000  # sharpness_iters >= P: Lanczos spans the whole space, so its top 
 
 # ---- the student, its loss and plain gradient descent, written independently of lrsweep ----------
 
-def forward(par, act, weights, head, x):
+def forward(par, act, weights, readout, x):
     """paper_2nn X W1 W2 / h; paper_deep s(..s(X W1)..Wm) a / sqrt(h); standard s(..)Wm; ntk the
     same over sqrt(d h^(m-1))."""
     z, m, h, d = x, len(weights), weights[0].shape[1], x.shape[1]
@@ -28,7 +28,7 @@ def forward(par, act, weights, head, x):
     if par == "paper_2nn":
         return z / h
     if par == "paper_deep":
-        return z @ head / math.sqrt(h)
+        return z @ readout / math.sqrt(h)
     if par == "ntk":
         return z / math.sqrt(d * h ** (m - 1))
     return z
@@ -51,10 +51,10 @@ def reference_fns(par, act, loss, shapes):
         parts = jnp.split(theta, np.cumsum(sizes)[:-1])
         return [p.reshape(s) for p, s in zip(parts, shapes)]
 
-    outputs = lambda theta, x, head: forward(par, act, unflat(theta), head, x).reshape(-1)
-    loss_fn = lambda theta, x, y, head: loss_value(loss, forward(par, act, unflat(theta), head, x), y)
-    def signal_grad(theta, x, y, head):  # mse's gradient with the residual f - y replaced by -y
-        _, pullback = jax.vjp(lambda th: outputs(th, x, head), theta)
+    outputs = lambda theta, x, readout: forward(par, act, unflat(theta), readout, x).reshape(-1)
+    loss_fn = lambda theta, x, y, readout: loss_value(loss, forward(par, act, unflat(theta), readout, x), y)
+    def signal_grad(theta, x, y, readout):  # mse's gradient with the residual f - y replaced by -y
+        _, pullback = jax.vjp(lambda th: outputs(th, x, readout), theta)
         return pullback(-y.reshape(-1) / x.shape[0])[0]
 
     return (jax.jit(jax.hessian(loss_fn)), jax.jit(jax.jacrev(outputs)), jax.jit(jax.grad(loss_fn)),
@@ -64,7 +64,7 @@ def reference_fns(par, act, loss, shapes):
 def dense_reference(case, weights0, inst, lrs, steps, log_steps):
     """{t: (top Hessian eigenvalue, top eigenvalue of J J^T / n)} at the logged steps of plain GD
     (with ``gradient: signal_only``, GD on the signal term; the Hessian is the true loss's)."""
-    x, y, head = jnp.asarray(inst["x"]), jnp.asarray(inst["y"]), jnp.asarray(inst["head"])
+    x, y, readout = jnp.asarray(inst["x"]), jnp.asarray(inst["y"]), jnp.asarray(inst["readout"])
     shapes = tuple(w.shape for w in weights0)
     hessian, jacobian, grad, signal_grad = reference_fns(case["par"], case["act"], case["loss"], shapes)
     if case.get("gradient") == "signal_only":
@@ -73,10 +73,10 @@ def dense_reference(case, weights0, inst, lrs, steps, log_steps):
     theta, out = jnp.concatenate([jnp.asarray(w).reshape(-1) for w in weights0]), {}
     for t in range(steps + 1):
         if t in log_steps:
-            jac = np.asarray(jacobian(theta, x, head))
-            out[t] = (np.linalg.eigvalsh(np.asarray(hessian(theta, x, y, head)))[-1],
+            jac = np.asarray(jacobian(theta, x, readout))
+            out[t] = (np.linalg.eigvalsh(np.asarray(hessian(theta, x, y, readout)))[-1],
                       np.linalg.eigvalsh(jac @ jac.T / x.shape[0])[-1])
-        theta = theta - rates * grad(theta, x, y, head)
+        theta = theta - rates * grad(theta, x, y, readout)
     return out
 
 
@@ -94,7 +94,7 @@ def make_cfg(par, n_layers, act, loss, formulation="autodiff", kind="linear_teac
                      "gradient": gradient,
                      "metrics": ["sharpness", "ntk_eig"], "sharpness_iters": iters},
            "grid": {"lr_1": list(lrs)}}
-    for l in range(2, n_layers + (par != "paper_deep")):  # paper_deep's head is not trained
+    for l in range(2, n_layers + (par != "paper_deep")):  # paper_deep's readout is not trained
         cfg["grid"][f"lr_{l}"] = lrs[0]
     return cfg
 

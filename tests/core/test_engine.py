@@ -74,7 +74,7 @@ def test_engine_matches_numpy_reference(x64, par, n_layers, act, lrs, formulatio
         ref = reference.reference_train(
             params0, inst["x"], inst["y"], lrs=[row[f"lr_{i}"] for i in range(1, len(params0) + 1)],
             steps=spec.steps, parameterization=par, activation=act,
-            head=inst["head"] if par == "paper_deep" else None, beta=inst["beta"] if act == "linear" else None,
+            readout=inst["readout"] if par == "paper_deep" else None, beta=inst["beta"] if act == "linear" else None,
             X_test=inst["x_test"] if act == "relu" else None, y_test=inst["y_test"] if act == "relu" else None)
         got = results[sid]
         assert not got["diverged"]
@@ -104,7 +104,7 @@ def test_relu_teacher_matches_numpy_reference_on_numpy_labels(x64, par, n_layers
         assert np.mean(X @ beta < 0) > 0.25  # the ReLU changes many labels
         ref = reference.reference_train(
             params0, X, y, lrs=[row[f"lr_{i}"] for i in range(1, len(params0) + 1)], steps=spec.steps,
-            parameterization=par, activation=act, head=inst["head"] if par == "paper_deep" else None,
+            parameterization=par, activation=act, readout=inst["readout"] if par == "paper_deep" else None,
             X_test=X_test, y_test=y_test)
         assert not got["diverged"]
         assert abs(ref["train_loss"][-1] - ref["train_loss"][0]) > 1e-3 * ref["train_loss"][0]
@@ -143,7 +143,7 @@ def test_signal_only_gradient_matches_reference(x64, par, n_layers, lrs, formula
         spec, row, params0, inst = instance_numpy(students, sid)
         ref = reference.reference_train(
             params0, inst["x"], inst["y"], lrs=[row["lr_1"], row["lr_2"]], steps=spec.steps,
-            parameterization=par, head=inst["head"] if par == "paper_deep" else None, beta=inst["beta"],
+            parameterization=par, readout=inst["readout"] if par == "paper_deep" else None, beta=inst["beta"],
             gradient="signal_only")
         np.testing.assert_allclose(got["test_loss"], ref["test_loss"], rtol=1e-10)
 
@@ -156,13 +156,13 @@ def test_init_and_design_distributions(x64):
     for w in params0:
         np.testing.assert_allclose(w.T @ w, np.eye(w.shape[1]), atol=1e-12)
     np.testing.assert_allclose(inst["x"].T @ inst["x"], N * np.eye(D), atol=1e-10)
-    # gaussian init: W1 ~ N(0, 1/d), hidden ~ N(0, 1/h); head ~ N(0, 1/h); check variances at size
+    # gaussian init: W1 ~ N(0, 1/d), hidden ~ N(0, 1/h); readout ~ N(0, 1/h); check variances at size
     big = {"name": "t", "seeds": [0], "task": {"input_dim": 400, "n_train": 400},
            "model": {"parameterization": "paper_deep", "n_layers": 3, "width": 300},
            "init": "gaussian", "grid": {"lr": 1.0}}
     students = config.expand_grid(config.load_config(big))
     _, _, (w1, w2), inst = instance_numpy(students, 0)
-    for arr, var in [(w1, 1 / 400), (w2, 1 / 300), (inst["head"], 1 / 300), (inst["beta"], 1 / 300),
+    for arr, var in [(w1, 1 / 400), (w2, 1 / 300), (inst["readout"], 1 / 300), (inst["beta"], 1 / 300),
                      (inst["x"], 1.0)]:
         se = var * np.sqrt(2 / arr.size)  # std error of a sample variance of Gaussians
         assert abs(arr.var() - var) < 5 * se, (arr.shape, arr.var(), var)
@@ -242,7 +242,7 @@ def test_divergence_isolated(x64, formulation):
         # the step the numpy reference's train loss first leaves the bound (non-finite or > 1e6 x loss_0)
         _, row, w0, inst = instance_numpy(students, int(s))
         ref = reference.reference_train(w0, inst["x"], inst["y"], lrs=[row["lr_1"], row["lr_2"]], steps=8,
-                                        parameterization="paper_deep", head=inst["head"], beta=inst["beta"])
+                                        parameterization="paper_deep", readout=inst["readout"], beta=inst["beta"])
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(ref["train_loss"]) | (ref["train_loss"] > 1e6 * ref["train_loss"][0])
         assert k == int(np.argmax(bad)), (int(s), k, ref["train_loss"])
@@ -257,11 +257,11 @@ def test_divergence_isolated(x64, formulation):
             np.testing.assert_array_equal(r["train_loss"], full[key]["train_loss"])
 
 
-def _numpy_gd_weights(params0, inst, lrs, n_steps, par, head):
+def _numpy_gd_weights(params0, inst, lrs, n_steps, par, readout):
     """The reference's plain GD (tests/reference.py gradients), returning the weights after n_steps."""
     params = [np.array(w) for w in params0]
     for _ in range(n_steps):
-        _, grads = reference.loss_and_grads(params, inst["x"], inst["y"], parameterization=par, head=head)
+        _, grads = reference.loss_and_grads(params, inst["x"], inst["y"], parameterization=par, readout=readout)
         params = [w - lr * g for w, lr, g in zip(params, lrs, grads)]
     return params
 
@@ -299,7 +299,7 @@ def test_diverged_students_are_frozen(x64, formulation):
         k = int(np.asarray(result.diverged_step)[i, j])
         _, row, w0, inst_np = instance_numpy(students, int(sid))
         lr = [row["lr_1"], row["lr_2"]]
-        want = _numpy_gd_weights(w0, inst_np, lr, spec.steps if k < 0 else k, "paper_deep", inst_np["head"])
+        want = _numpy_gd_weights(w0, inst_np, lr, spec.steps if k < 0 else k, "paper_deep", inst_np["readout"])
         got = _trained_weights(spec, state, params0, i, j)
         assert (k >= 0) == (row["lr_total"] > 100), (sid, k)
         n_frozen += k >= 0
@@ -324,7 +324,7 @@ def test_diverge_factor_sets_the_divergence_step(x64):
         spec, row, params0, inst = instance_numpy(students, sid)
         assert spec.diverge_factor == row["diverge_factor"]
         ref = reference.reference_train(params0, inst["x"], inst["y"], lrs=[row["lr_1"], row["lr_2"]], steps=8,
-                                        parameterization="paper_deep", head=inst["head"])["train_loss"]
+                                        parameterization="paper_deep", readout=inst["readout"])["train_loss"]
         threshold = row["diverge_factor"] * ref[0]
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(ref) | (ref > threshold)

@@ -212,7 +212,7 @@ def test_eight_devices_equal_one_and_every_device_gets_real_students(x64):
         spec, row, params0, inst = numpy_instance(students, int(sid))
         ref = reference.reference_train(params0, inst["x"], inst["y"], steps=spec.steps,
                                         lrs=[row[f"lr_{i}"] for i in range(1, len(params0) + 1)],
-                                        parameterization="paper_deep", activation="linear", head=inst["head"],
+                                        parameterization="paper_deep", activation="linear", readout=inst["readout"],
                                         beta=inst["beta"])
         for column in ("train_loss", "test_loss"):
             np.testing.assert_allclose(got[str(sid)][column], ref[column], rtol=1e-10, err_msg=f"{sid} {column}")

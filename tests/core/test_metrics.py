@@ -29,7 +29,7 @@ def test_weight_norm_and_loss_peak_match_reference(x64, formulation):
     for sid, got in results.items():
         spec, row, params0, inst = instance_numpy(students, sid)
         ref = reference.reference_train(params0, inst["x"], inst["y"], lrs=[row["lr_1"], row["lr_2"]], steps=5,
-                                        parameterization="paper_deep", head=inst["head"], beta=inst["beta"],
+                                        parameterization="paper_deep", readout=inst["readout"], beta=inst["beta"],
                                         weight_norms=True)
         alive = np.isfinite(got["train_loss"])
         for l in (1, 2):

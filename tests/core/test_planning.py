@@ -189,7 +189,7 @@ def test_long_run_plans_memory_by_logged_steps_not_steps():
     assert spec.formulation == "moments" and len(spec.log_steps) <= 22 and spec.log_steps[-1] == 10 ** 4
     assert long <= short
     dense, _ = per_student(10 ** 4, {"log_every": 1})
-    assert dense > long + 4 * 2 * 9000  # a dense curve: two words per logged step more
+    assert dense > long + 4 * 2 * 9000  # a dense curve: two elements per logged step more
 
 
 CHUNK_CASES = {

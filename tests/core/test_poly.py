@@ -175,9 +175,9 @@ def random_instance(spec, seed=0):
     arch, d = spec.arch, spec.task.input_dim
     x = rng.normal(size=(2 * d, d))
     params = {k: jnp.asarray(rng.normal(size=s) / np.sqrt(s[0])) for k, s in zip(arch.layer_names, arch.shapes)}
-    head = rng.normal(size=(arch.width, 1)) if arch.parameterization == "paper_deep" else np.zeros(0)
+    readout = rng.normal(size=(arch.width, 1)) if arch.parameterization == "paper_deep" else np.zeros(0)
     f = lambda *a: jnp.asarray(np.asarray(a[0], np.float64))
-    inst = {"head": f(head), "beta": f(rng.normal(size=(d, arch.output_dim))), "xx": f(x.T @ x / (2 * d)),
+    inst = {"readout": f(readout), "beta": f(rng.normal(size=(d, arch.output_dim))), "xx": f(x.T @ x / (2 * d)),
             "xy": f(rng.normal(size=(d, arch.output_dim))), "yy": f(3.0), "noise_var": f(0.01)}
     return params, inst
 
@@ -193,8 +193,8 @@ def test_gradients_equal_moments_path(x64, par, n_layers, gradient):
     z = np.zeros((1, arch.n_trainable), np.int64)
     be = poly.ArrayBackend
     w = [poly.Poly(z, weights[k][None]) for k in arch.layer_names]
-    head = poly.Poly(z, inst["head"][None]) if par == "paper_deep" else None
-    r, w_eff = poly.right_chain(arch, w, head, be)
+    readout = poly.Poly(z, inst["readout"][None]) if par == "paper_deep" else None
+    r, w_eff = poly.right_chain(arch, w, readout, be)
     sw = poly._mul(be, poly.Poly(z, inst["xx"][None]), w_eff)
     neg_b = poly.Poly(z, -inst["xy"][None])
     g = poly._add(be, sw, neg_b) if gradient == "exact" else neg_b

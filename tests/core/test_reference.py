@@ -20,25 +20,25 @@ LINEAR_CASES = [c for c in CASES if c[1] == "linear"]
 
 
 def make_problem(parameterization, m, seed=0, n=N, d=D, h=H, out=OUT):
-    """Random student, head, teacher and data (y = X beta + small noise for linear).
+    """Random student, readout, teacher and data (y = X beta + small noise for linear).
 
     ``out``: the number of outputs of a standard student."""
     rng = np.random.default_rng(seed)
-    head = None
+    readout = None
     if parameterization == "paper_2nn":
         out = h
         params = [rng.standard_normal((d, h)), rng.standard_normal((h, h))]
     elif parameterization == "paper_deep":
         out = 1
         params = [rng.standard_normal((d, h))] + [rng.standard_normal((h, h)) for _ in range(m - 1)]
-        head = rng.standard_normal((h, 1))
+        readout = rng.standard_normal((h, 1))
     else:
         shapes = [d] + [h] * (m - 1) + [out]
         params = [rng.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(shapes[:-1], shapes[1:])]
     X = rng.standard_normal((n, d))
     beta = rng.standard_normal((d, out)) / np.sqrt(d)
     y = X @ beta + 0.1 * rng.standard_normal((n, out))
-    return params, head, X, y, beta
+    return params, readout, X, y, beta
 
 
 def finite_diff(f, params, eps=1e-6):
@@ -66,8 +66,8 @@ def assert_grads_close(got, want, rtol=1e-6):
 
 @pytest.mark.parametrize("parameterization,activation,m", CASES)
 def test_grads_match_finite_differences(parameterization, activation, m):
-    params, head, X, y, _ = make_problem(parameterization, m, seed=m)
-    kw = dict(parameterization=parameterization, activation=activation, head=head)
+    params, readout, X, y, _ = make_problem(parameterization, m, seed=m)
+    kw = dict(parameterization=parameterization, activation=activation, readout=readout)
     loss, grads = loss_and_grads(params, X, y, **kw)
     pred = predict(params, X, **kw)
     assert np.isclose(loss, 0.5 / N * np.sum((pred - y) ** 2), rtol=1e-14)
@@ -79,12 +79,12 @@ def test_grads_match_finite_differences(parameterization, activation, m):
 def test_signal_only_grads_are_gradient_of_target_term(parameterization, activation, m):
     """Residual -y is the gradient of S(params) = -(1/n) sum(pred * y)."""
     if parameterization == "standard":
-        params, head, X, y, _ = make_problem(parameterization, m)
+        params, readout, X, y, _ = make_problem(parameterization, m)
         with pytest.raises(ValueError):
             loss_and_grads(params, X, y, parameterization=parameterization, gradient="signal_only")
         return
-    params, head, X, y, _ = make_problem(parameterization, m, seed=10 + m)
-    kw = dict(parameterization=parameterization, activation=activation, head=head)
+    params, readout, X, y, _ = make_problem(parameterization, m, seed=10 + m)
+    kw = dict(parameterization=parameterization, activation=activation, readout=readout)
     loss_s, grads_s = loss_and_grads(params, X, y, gradient="signal_only", **kw)
     loss_e, grads_e = loss_and_grads(params, X, y, **kw)
     assert loss_s == loss_e  # the reported loss is still the true train loss
@@ -109,9 +109,9 @@ def test_signal_only_paper_2nn_orthogonal_closed_form():
 
 @pytest.mark.parametrize("parameterization,activation,m", CASES)
 def test_tiny_lr_decreases_train_loss(parameterization, activation, m):
-    params, head, X, y, beta = make_problem(parameterization, m, seed=20 + m)
+    params, readout, X, y, beta = make_problem(parameterization, m, seed=20 + m)
     snapshot = [P.copy() for P in params]
-    kw = dict(parameterization=parameterization, activation=activation, head=head)
+    kw = dict(parameterization=parameterization, activation=activation, readout=readout)
     # "tiny": first-order decrease of the first step is ~0.5% of the loss
     loss0, grads = loss_and_grads(params, X, y, **kw)
     base = 5e-3 * loss0 / sum(np.sum(g ** 2) for g in grads)
@@ -132,7 +132,7 @@ def test_tiny_lr_decreases_train_loss(parameterization, activation, m):
     assert abs((tr[1] - tr[0]) - expected) < 0.02 * abs(expected)
     # test loss at init follows the spec
     if activation == "linear":
-        W_eff = effective_weight(params, parameterization=parameterization, head=head)
+        W_eff = effective_weight(params, parameterization=parameterization, readout=readout)
         np.testing.assert_allclose(predict(params, X, **kw), X @ W_eff, rtol=1e-12)
         assert np.isclose(te[0], np.sum((W_eff - beta) ** 2), rtol=1e-14)
     else:
@@ -142,19 +142,19 @@ def test_tiny_lr_decreases_train_loss(parameterization, activation, m):
 
 @pytest.mark.parametrize("parameterization,activation,m", LINEAR_CASES)
 def test_linear_exact_test_loss_matches_monte_carlo(parameterization, activation, m):
-    params, head, X, y, beta = make_problem(parameterization, m, seed=30 + m)
+    params, readout, X, y, beta = make_problem(parameterization, m, seed=30 + m)
     noise_var = 0.3
-    out = reference_train(params, X, y, lrs=[1e-2] * len(params), steps=3, head=head,
+    out = reference_train(params, X, y, lrs=[1e-2] * len(params), steps=3, readout=readout,
                           beta=beta, parameterization=parameterization, test_noise_var=noise_var)
     exact = out["test_loss"]
     assert np.allclose(exact - noise_var,
-                       reference_train(params, X, y, lrs=[1e-2] * len(params), steps=3, head=head,
+                       reference_train(params, X, y, lrs=[1e-2] * len(params), steps=3, readout=readout,
                                        beta=beta, parameterization=parameterization)["test_loss"])
     # Monte Carlo at init: x ~ N(0, I); noise with total variance noise_var over outputs
     rng = np.random.default_rng(99)
     n_mc = 200_000
     Xmc = rng.standard_normal((n_mc, D))
-    pred = predict(params, Xmc, parameterization=parameterization, head=head)
+    pred = predict(params, Xmc, parameterization=parameterization, readout=readout)
     k = beta.shape[1]
     ymc = Xmc @ beta + np.sqrt(noise_var / k) * rng.standard_normal((n_mc, k))
     per_row = np.sum((pred - ymc) ** 2, axis=1)
@@ -164,7 +164,7 @@ def test_linear_exact_test_loss_matches_monte_carlo(parameterization, activation
 
 
 def test_divergence_keeps_going():
-    params, head, X, y, beta = make_problem("standard", 3, seed=5)
+    params, readout, X, y, beta = make_problem("standard", 3, seed=5)
     out = reference_train(params, X, y, lrs=[50.0] * 3, steps=30, beta=beta,
                           parameterization="standard")
     assert out["train_loss"].shape == (31,)
@@ -172,7 +172,7 @@ def test_divergence_keeps_going():
     assert np.isfinite(out["train_loss"][0])
 
 
-def spec_predict(params, X, parameterization, activation, head):
+def spec_predict(params, X, parameterization, activation, readout):
     """The spec's formulas written out literally, one case at a time."""
     relu = lambda z: np.maximum(z, 0)
     h = params[0].shape[1]
@@ -182,7 +182,7 @@ def spec_predict(params, X, parameterization, activation, head):
         z = X
         for W in params:
             z = relu(z @ W) if activation == "relu" else z @ W
-        return z @ head / np.sqrt(h)
+        return z @ readout / np.sqrt(h)
     z = X
     for W in params[:-1]:
         z = relu(z @ W) if activation == "relu" else z @ W
@@ -191,9 +191,9 @@ def spec_predict(params, X, parameterization, activation, head):
 
 @pytest.mark.parametrize("parameterization,activation,m", CASES)
 def test_predict_matches_spec_formula(parameterization, activation, m):
-    params, head, X, _, beta = make_problem(parameterization, m, seed=40 + m)
-    got = predict(params, X, parameterization=parameterization, activation=activation, head=head)
-    want = spec_predict(params, X, parameterization, activation, head)
+    params, readout, X, _, beta = make_problem(parameterization, m, seed=40 + m)
+    got = predict(params, X, parameterization=parameterization, activation=activation, readout=readout)
+    want = spec_predict(params, X, parameterization, activation, readout)
     assert got.shape == want.shape == (N, beta.shape[1])
     if parameterization == "standard":
         assert np.any(want < 0)  # a stray final ReLU would be visible
@@ -206,22 +206,22 @@ CLASSIFICATION_CASES = [("standard", "linear", 2), ("standard", "relu", 2), ("pa
 
 
 def make_classification(parameterization, m, seed):
-    """Random one-output student (head for paper_deep) and random +-1 labels, shape (N, 1)."""
-    params, head, X, _, _ = make_problem(parameterization, m, seed=seed, out=1)
+    """Random one-output student (readout for paper_deep) and random +-1 labels, shape (N, 1)."""
+    params, readout, X, _, _ = make_problem(parameterization, m, seed=seed, out=1)
     y = np.random.default_rng(seed + 1000).choice([-1.0, 1.0], size=(N, 1))
     assert 0 < np.sum(y > 0) < N
-    return params, head, X, y
+    return params, readout, X, y
 
 
 @pytest.mark.parametrize("loss", ["logistic", "exponential"])
 @pytest.mark.parametrize("parameterization,activation,m", CLASSIFICATION_CASES)
 def test_classification_grads_match_finite_differences(parameterization, activation, m, loss):
     """Hand backprop vs central differences (eps 1e-6, float64): agree to 1e-6 of the largest entry."""
-    params, head, X, y = make_classification(parameterization, m, seed=50 + m)
-    assert (head if head is not None else params[-1]).shape[1] == 1  # one output
-    kw = dict(parameterization=parameterization, activation=activation, head=head, loss=loss)
+    params, readout, X, y = make_classification(parameterization, m, seed=50 + m)
+    assert (readout if readout is not None else params[-1]).shape[1] == 1  # one output
+    kw = dict(parameterization=parameterization, activation=activation, readout=readout, loss=loss)
     value, grads = loss_and_grads(params, X, y, **kw)
-    margin = y * predict(params, X, parameterization=parameterization, activation=activation, head=head)
+    margin = y * predict(params, X, parameterization=parameterization, activation=activation, readout=readout)
     assert np.any(margin > 0) and np.any(margin < 0)  # both sides of the loss are exercised
     want = np.mean(np.log1p(np.exp(-margin))) if loss == "logistic" else np.mean(np.exp(-margin))
     assert np.isclose(value, want, rtol=1e-13)
@@ -323,8 +323,8 @@ def test_classification_errors_by_hand():
 
 
 def test_classification_mse_unchanged_and_weight_norms():
-    params, head, X, y, beta = make_problem("paper_deep", 3, seed=60)
-    kw = dict(lrs=[0.03, 0.02, 0.01], steps=4, parameterization="paper_deep", head=head, beta=beta)
+    params, readout, X, y, beta = make_problem("paper_deep", 3, seed=60)
+    kw = dict(lrs=[0.03, 0.02, 0.01], steps=4, parameterization="paper_deep", readout=readout, beta=beta)
     plain = reference_train(params, X, y, **kw)
     assert set(plain) == {"train_loss", "test_loss"}
     both = reference_train(params, X, y, loss="mse", weight_norms=True, **kw)
@@ -336,15 +336,15 @@ def test_classification_mse_unchanged_and_weight_norms():
     assert both["weight_norm"].shape == (5, 3)
     for k in range(5):
         np.testing.assert_allclose(both["weight_norm"][k], [np.linalg.norm(P) for P in ps], rtol=1e-14)
-        _, grads = loss_and_grads(ps, X, y, parameterization="paper_deep", head=head)
+        _, grads = loss_and_grads(ps, X, y, parameterization="paper_deep", readout=readout)
         ps = [P - lr * G for P, lr, G in zip(ps, kw["lrs"], grads)]
     assert np.all(np.isfinite(both["weight_norm"]))
     assert not np.allclose(both["weight_norm"][0], both["weight_norm"][-1], rtol=1e-6, atol=0)
 
 
 def test_classification_refusals():
-    params, head, X, y = make_classification("paper_deep", 2, seed=70)
-    kw = dict(parameterization="paper_deep", head=head)
+    params, readout, X, y = make_classification("paper_deep", 2, seed=70)
+    kw = dict(parameterization="paper_deep", readout=readout)
     for loss in ("logistic", "exponential"):
         with pytest.raises(ValueError, match="signal_only"):
             loss_and_grads(params, X, y, gradient="signal_only", loss=loss, **kw)

@@ -79,7 +79,7 @@ def test_engine_with_schedule_matches_reference(x64, kind, warmup, formulation):
         mult = [paper_schedule(kind, spec.steps, t, row["schedule_exponent"], row["stable_fraction"], warmup)
                 for t in range(spec.steps)]
         ref = reference.reference_train(params0, inst["x"], inst["y"], lrs=[row["lr_1"], row["lr_2"]],
-                                        steps=spec.steps, parameterization="paper_deep", head=inst["head"],
+                                        steps=spec.steps, parameterization="paper_deep", readout=inst["readout"],
                                         beta=inst["beta"], lr_multipliers=mult)
         np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-10)
         np.testing.assert_allclose(got["test_loss"], ref["test_loss"], rtol=1e-10)

@@ -136,7 +136,7 @@ def reference_of(students, sid):
     sizes = batch_size_schedule(row, T)
     kw = dict(lrs=[row[f"lr_{i}"] for i in range(1, len(params0) + 1)], steps=T,
               parameterization=spec.arch.parameterization, activation=spec.arch.activation,
-              head=inst["head"] if spec.arch.parameterization == "paper_deep" else None,
+              readout=inst["readout"] if spec.arch.parameterization == "paper_deep" else None,
               betas=momentum_schedule(row, T), lr_multipliers=lr_schedule(row, T))
     if spec.task.kind == "power_law_features":
         lam, w_star = power_law_spectrum(spec.task.input_dim, row["a"], row["b"])
@@ -147,11 +147,11 @@ def reference_of(students, sid):
             return row, reference.reference_train_batches(params0, batches, test_loss=test_loss, **kw)
     elif spec.arch.is_linear:
         test_loss = lambda ps: float(np.sum((reference.effective_weight(
-            ps, parameterization=kw["parameterization"], head=kw["head"]) - inst["beta"]) ** 2))
+            ps, parameterization=kw["parameterization"], readout=kw["readout"]) - inst["beta"]) ** 2))
     else:
         test_loss = lambda ps: float(np.mean(np.sum((reference.predict(
             ps, inst["x_test"], parameterization=kw["parameterization"], activation=kw["activation"],
-            head=kw["head"]) - inst["y_test"]) ** 2, axis=1)))
+            readout=kw["readout"]) - inst["y_test"]) ** 2, axis=1)))
     x, y = inst["x"], inst["y"]
     batches = [minibatch(x, y, seed, t, sizes[t]) for t in range(T + 1)]
     return row, reference.reference_train_batches(params0, batches, train_set=(x, y), test_loss=test_loss, **kw)
@@ -188,7 +188,7 @@ def test_minibatch_sgd_and_momentum_match_numpy_reference(x64, student, optimize
     gd = reference.reference_train_batches(
         params0, [(inst["x"], inst["y"], None)] * (spec.steps + 1), lrs=[row[f"lr_{i}"] for i in
         range(1, len(params0) + 1)], steps=spec.steps, parameterization=spec.arch.parameterization,
-        activation=spec.arch.activation, head=inst["head"] if spec.arch.parameterization == "paper_deep" else None,
+        activation=spec.arch.activation, readout=inst["readout"] if spec.arch.parameterization == "paper_deep" else None,
         betas=momentum_schedule(row, spec.steps), train_set=(inst["x"], inst["y"]))
     assert abs(gd["train_loss"][-1] / ref["train_loss"][-1] - 1) > 1e-4
 

@@ -28,7 +28,7 @@ N_SE = 5.0
 # large settings; the traced noise_std / target_std / init_scale reuse the compiled program).
 # d != h everywhere, so a d/h mix-up in a variance shows.
 SETTINGS = {
-    # 40 seeds: beta (d, 1) and the head (h, 1) pool 12000 / 8000 entries
+    # 40 seeds: beta (d, 1) and the readout (h, 1) pool 12000 / 8000 entries
     "deep": dict(seeds=range(40), par="paper_deep", n_layers=3, d=300, h=200, n=100),
     "standard": dict(seeds=range(10), par="standard", n_layers=2, d=150, h=50, out=4, n=200),
     "standard_relu_teacher": dict(seeds=range(10), par="standard", n_layers=2, d=150, h=50, out=4, n=200,
@@ -178,11 +178,11 @@ def test_label_noise_has_std_noise_std(x64):
 
 
 def test_noise_std_changes_only_the_noise(x64):
-    """Key slots: changing noise_std keeps X, beta, the weights and the head; the noise draw is the same
+    """Key slots: changing noise_std keeps X, beta, the weights and the readout; the noise draw is the same
     one, rescaled: y(0.4) - X beta = 4 (y(0.1) - X beta)."""
     _, _, p1, a = build("deep", noise_std=0.1)
     _, _, p2, b = build("deep", noise_std=0.4)
-    for key in ("x", "beta", "head"):
+    for key in ("x", "beta", "readout"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     for w1, w2 in zip(p1, p2):
         np.testing.assert_array_equal(w1, w2)
@@ -200,9 +200,9 @@ def n_shared(a, b, tol=1e-12):
 
 
 def test_key_slots_are_independent_draws(x64):
-    """PRNGKey(seed) is split into fixed slots (design, teacher, noise, test set, weights, head): the
+    """PRNGKey(seed) is split into fixed slots (design, teacher, noise, test set, weights, readout): the
     standard normal draws behind X, beta / target_std, the noise / noise_std, W_l sqrt(fan_in), the
-    head sqrt(h) and X_test share no values with each other, nor with the same draw of another seed.
+    readout sqrt(h) and X_test share no values with each other, nor with the same draw of another seed.
     (X_test is taken from a ReLU-teacher setting, which samples one; same seeds, so same keys.)"""
     students, _, (w1, w2), inst = build("deep", noise_std=0.1)
     target_std = students["target_std"].iloc[0]
@@ -210,7 +210,7 @@ def test_key_slots_are_independent_draws(x64):
     draws = {seed: {"X": inst["x"][seed], "beta": inst["beta"][seed] / target_std,
                     "noise": (inst["y"][seed] - inst["x"][seed] @ inst["beta"][seed]) / 0.1,
                     "W1": w1[seed] * np.sqrt(300), "W2": w2[seed] * np.sqrt(200),
-                    "head": inst["head"][seed] * np.sqrt(200), "X_test": relu_inst["x_test"][seed]}
+                    "readout": inst["readout"][seed] * np.sqrt(200), "X_test": relu_inst["x_test"][seed]}
              for seed in (0, 1)}
     for seed, d in draws.items():
         for a in d:
@@ -244,7 +244,7 @@ def test_moments_instance_matches_the_dense_instance(x64):
 
 
 # --------------------------------------------------------------------------------------
-# Initial weights and head
+# Initial weights and readout
 # --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("setting", ["deep", "orthogonal"])  # gaussian and orthogonal init
@@ -254,19 +254,19 @@ def test_init_scale_multiplies_every_trained_weight(x64, setting):
     assert len(p1) == (2 if setting == "deep" else 3)
     for w1, w3 in zip(p1, p3):
         np.testing.assert_allclose(w3, 2.5 * w1, rtol=1e-14)
-    for key in ("x", "y", "beta", "head"):
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)  # the data and the fixed head are not scaled
+    for key in ("x", "y", "beta", "readout"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)  # the data and the fixed readout are not scaled
 
 
 def test_gaussian_init_variances_are_one_over_fan_in(x64):
     """init: gaussian -- W1 ~ N(0, 1/d), later layers N(0, 1/h) (d != h), standard's last layer (h, out)
-    too; paper_deep's head a ~ N(0, 1/h)."""
+    too; paper_deep's readout a ~ N(0, 1/h)."""
     _, _, (w1, w2), inst = build("deep")
     assert w1.shape == (40, 300, 200) and w2.shape == (40, 200, 200)
     assert_normal(w1, 1 / np.sqrt(300), "W1")
     assert_normal(w2, 1 / np.sqrt(200), "W2")
-    assert inst["head"].shape == (40, 200, 1)
-    assert_normal(inst["head"], 1 / np.sqrt(200), "head a")
+    assert inst["readout"].shape == (40, 200, 1)
+    assert_normal(inst["readout"], 1 / np.sqrt(200), "readout a")
     assert abs(np.mean(w2[0] * w2[1])) < N_SE * (1 / 200) / np.sqrt(w2[0].size)  # a new draw per seed
     _, _, (v1, v2), _ = build("standard")
     assert v2.shape == (10, 50, 4)

@@ -19,6 +19,7 @@ import numpy as np
 from lrsweep.core import engine
 from lrsweep.core import steps as steps_lib
 from lrsweep.core.chunking import bytes_per_student, instance_groups
+from lrsweep.core.columns import lr_columns
 from lrsweep.core.config import ConfigError
 from lrsweep.core.drivers.base import ChunkOutput, Driver
 from lrsweep.core.poly.algebra import TooLarge, grid_cost_per_student, make_coefficient_fn, plan, PolyPlan
@@ -165,7 +166,7 @@ class PolyChunk:
 
 def group_scale(students, m: int) -> float:
     """s = the largest |eta_l| of the group (1 if all are 0)."""
-    lrs = np.abs(students[[f"lr_{i}" for i in range(1, m + 1)]].to_numpy(np.float64))
+    lrs = np.abs(students[lr_columns(m)].to_numpy(np.float64))
     s = float(lrs.max()) if lrs.size else 0.0
     return s if s > 0 and math.isfinite(s) else 1.0
 
@@ -212,7 +213,7 @@ def iter_group(spec, students, ctx) -> Iterator[ChunkOutput]:
     coef_eps, rtol = float(jnp.finfo(dtype).eps), rtol_for(dtype)
     members, hp_all = instance_groups(students, spec.instance_columns)
     n_inst = len(members)
-    lrs_all = students[[f"lr_{i}" for i in range(1, m + 1)]].to_numpy(np.float64)
+    lrs_all = students[lr_columns(m)].to_numpy(np.float64)
     ids_all = students["student_id"].to_numpy(np.int64)
     budget = ctx.max_memory or engine.default_max_memory(spec)
     itemsize = jnp.dtype(dtype).itemsize

@@ -13,9 +13,9 @@ in the scaled variable u_l = eta_l / s (s > 0, one per group, traced; by default
 eta of the group), i.e. the update is W_l <- W_l - s u_l grad_l: the coefficient of u^e is the
 size of that term at eta = s, while raw coefficients (s = 1) of high monomials scale like h^-7
 and fall out of float32's range once raw rates reach 1e4-1e5. Per step, with
-c = ``arch.output_scale`` and paper_deep's head a (none otherwise: identity):
+c = ``arch.output_scale`` and paper_deep's readout a (none otherwise: identity):
 
-    R_{m+1} = a,  R_l = W_l R_{l+1} (right to left: matrix-vector with a vector head),
+    R_{m+1} = a,  R_l = W_l R_{l+1} (right to left: matrix-vector with a vector readout),
     W_eff = c R_1,  G = S W_eff - b (``exact``) or -b (``signal_only``, Sec. 4),
     L_1 = c G,  L_{l+1} = W_l^T L_l,  grad_l = L_l R_{l+1}^T   (= dL/dW_l).
 
@@ -181,11 +181,11 @@ def _shift(a: Poly, layer: int) -> Poly:
     return Poly(exps, a.coef)
 
 
-def right_chain(arch, w, head, be):
+def right_chain(arch, w, readout, be):
     """R_{m+1} = a (None: identity), R_i = W_i R_{i+1}; returns [None, R_1, .., R_{m+1}] and W_eff = c R_1."""
     m = arch.n_trainable
     r = [None] * (m + 2)
-    r[m + 1] = head
+    r[m + 1] = readout
     for i in range(m, 0, -1):
         r[i] = w[i - 1] if r[i + 1] is None else _mul(be, w[i - 1], r[i + 1])
     return r, _scale(be, r[1], arch.output_scale)
@@ -202,7 +202,7 @@ def gradients(arch, w, r, g, be):
     return grads
 
 
-def _trajectory(arch, steps, gradient, weights, head, s_mat, neg_b, b, yy, beta, const, scale, be):
+def _trajectory(arch, steps, gradient, weights, readout, s_mat, neg_b, b, yy, beta, const, scale, be):
     """GD on polynomials in u: W_i <- W_i - s u_i dL/dW_i. Returns, for t = 0..steps, (loss exponents,
     train coefficients, test coefficients, terms of W_1..W_m)."""
     w = list(weights)
@@ -210,7 +210,7 @@ def _trajectory(arch, steps, gradient, weights, head, s_mat, neg_b, b, yy, beta,
     for t in range(steps + 1):
         if isinstance(be, ShapeBackend):
             be.step = t
-        r, w_eff = right_chain(arch, w, head, be)
+        r, w_eff = right_chain(arch, w, readout, be)
         sw = _mul(be, s_mat, w_eff)
         # train: sum_{a,b} u^(e_a + e_b) <A_a, S A_b> / 2 - sum_a u^e_a <A_a, b> + yy / 2 (test: S = I, b = beta)
         zero = np.zeros((1, w_eff.exps.shape[1]), w_eff.exps.dtype)
@@ -276,8 +276,8 @@ def _shape_inputs(arch, task, n_vars):
     d, out, m = task.input_dim, arch.output_dim, n_vars
     z = np.zeros((1, m), np.int64)
     weights = [Poly(z, (1,) + s) for s in arch.shapes]
-    head = Poly(z, (1, arch.width, 1)) if arch.parameterization == "paper_deep" else None
-    return weights, head, Poly(z, (1, d, d)), Poly(z, (1, d, out))
+    readout = Poly(z, (1, arch.width, 1)) if arch.parameterization == "paper_deep" else None
+    return weights, readout, Poly(z, (1, d, d)), Poly(z, (1, d, out))
 
 
 def plan(spec, n_vars: int | None = None) -> PolyPlan:
@@ -289,15 +289,15 @@ def plan(spec, n_vars: int | None = None) -> PolyPlan:
     arch = spec.arch
     m = arch.n_trainable if n_vars is None else n_vars
     be = ShapeBackend()
-    weights, head, s_mat, neg_b = _shape_inputs(arch, spec.task, m)
+    weights, readout, s_mat, neg_b = _shape_inputs(arch, spec.task, m)
     try:
-        traj = _trajectory(arch, spec.steps, spec.gradient, weights, head, s_mat, neg_b, None, None, None, None,
+        traj = _trajectory(arch, spec.steps, spec.gradient, weights, readout, s_mat, neg_b, None, None, None, None,
                            1.0, be)
     except TooLarge as e:
         return PolyPlan(m, np.zeros((0, m), np.int64), np.zeros((0, 0), bool), (), False, str(e))
     monomials, present = _union([e for e, *_ in traj])
     d, out = spec.task.input_dim, arch.output_dim
-    data = spec.task.n_train * d + d * d + 2 * d * out + arch.width  # X (before its moments), S, b, beta, head
+    data = spec.task.n_train * d + d * d + 2 * d * out + arch.width  # X (before its moments), S, b, beta, readout
     costs = []
     for t, (exps, _, _, wterms) in enumerate(traj):
         events = [ev for ev in be.log if ev[0] == t]
@@ -327,7 +327,7 @@ MACHINE_BALANCE = 8.0  # FLOPs per byte moved at which a device is as busy compu
 
 def grid_cost_per_student(spec, dtype_bytes: int = 8) -> float:
     """Grid mode's cost of one student in FLOP-equivalents: its FLOPs, or, for students whose steps are
-    matrix-vector products (paper_deep), the state each step streams (read, update, write: 4 words
+    matrix-vector products (paper_deep), the state each step streams (read, update, write: 4 elements
     per weight, as in scripts/bench_engine.py; the low-rank rows for ``lowrank``) times
     :data:`MACHINE_BALANCE`, whichever is larger."""
     streamed = spec.steps * 4.0 * steps_lib.state_size(spec.arch, spec.formulation, spec.steps) * dtype_bytes
@@ -350,9 +350,9 @@ def coefficients(spec, params0, inst, scale, pl: PolyPlan | None = None, be=Arra
     arch, m = spec.arch, spec.arch.n_trainable
     z = np.zeros((1, m), np.int64)
     weights = [Poly(z, w[None]) for w in layers(arch, params0)]
-    head = Poly(z, inst["head"][None]) if arch.has_head else None
+    readout = Poly(z, inst["readout"][None]) if arch.has_readout else None
     const = jnp.sum(inst["beta"] * inst["beta"]) + inst["noise_var"]
-    traj = _trajectory(arch, spec.steps, spec.gradient, weights, head, Poly(z, inst["xx"][None]),
+    traj = _trajectory(arch, spec.steps, spec.gradient, weights, readout, Poly(z, inst["xx"][None]),
                        Poly(z, -inst["xy"][None]), inst["xy"], inst["yy"], inst["beta"], const, scale, be)
     index = {tuple(e): j for j, e in enumerate(pl.monomials.tolist())}
     train, test = [], []

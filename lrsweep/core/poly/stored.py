@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from lrsweep.core import store
+from lrsweep.core.columns import lr_columns
 from lrsweep.core.poly.numerics import apply_divergence, condition, evaluate_coefficients
 
 def coefficient_schema(m: int, instance_columns) -> pa.Schema:
@@ -50,9 +51,9 @@ def evaluate(run, step=None, **lrs) -> pd.DataFrame:
     """
     run = Path(run)
     m = len(lrs)
-    if sorted(lrs) != sorted(f"lr_{i}" for i in range(1, m + 1)) or m == 0:
+    keys = lr_columns(m)
+    if sorted(lrs) != sorted(keys) or m == 0:
         raise ValueError(f"give one learning rate per trained layer: lr_1=..., ..., lr_m=...; got {sorted(lrs)}")
-    keys = [f"lr_{i}" for i in range(1, m + 1)]
     points = np.stack(np.broadcast_arrays(*(np.asarray(lrs[k], np.float64) for k in keys)), -1).reshape(-1, m)
     table = store.read_table(store.marked_parts(run, "poly"))
     if table.empty:

@@ -15,7 +15,7 @@ A :class:`Task` has three parts:
   the exact population risk for the linear teacher, test loss and 0-1 error for classification.
 
 An *instance* (:func:`make_instance`) is everything a student's training depends on except its
-traced hyperparameters: initial weights, fixed head and data. It is a pure function of the seed
+traced hyperparameters: initial weights, fixed readout and data. It is a pure function of the seed
 and the instance hyperparameters, so a student's data never depend on its place in the grid.
 ``PRNGKey(seed)`` is split into fixed slots (:data:`KEY_SLOTS`), so changing e.g. ``noise_std``
 keeps the same inputs, teacher and initial weights. Adding a task: a module here and one entry
@@ -32,9 +32,10 @@ import jax.numpy as jnp
 
 from lrsweep import registry
 from lrsweep.core import config as config_lib
-from lrsweep.core.students import init_head, init_params
+from lrsweep.core.students import init_readout, init_params
 
-KEY_SLOTS = ("design", "teacher", "noise", "test", "init", "head")
+# PRNGKey(seed) split into these slots in this order (the order, not the names, fixes every random number)
+KEY_SLOTS = ("design", "teacher", "noise", "test", "init", "readout")
 TASKS = registry.TASKS  # name -> Task: the core's (below) and every family's
 STEP_KEY_SALT = 0x5354  # the per-step key stream: fold_in(PRNGKey(seed), salt), then fold_in(., t)
 
@@ -112,7 +113,7 @@ def make_instance(spec, hp: dict, dtype, moments: bool) -> tuple[dict, dict]:
     keys = dict(zip(KEY_SLOTS, jax.random.split(jax.random.PRNGKey(hp["seed"]), len(KEY_SLOTS))))
     inst = TASKS[spec.task.kind].make_data(spec, keys, hp, dtype)
     params0 = init_params(keys["init"], spec.arch, spec.init, hp["init_scale"].astype(dtype), dtype)
-    inst["head"] = init_head(keys["head"], spec.arch, dtype)
+    inst["readout"] = init_readout(keys["readout"], spec.arch, dtype)
     inst["step_key"] = jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), STEP_KEY_SALT)
     if moments:
         x, y = inst.pop("x"), inst.pop("y")

@@ -57,7 +57,7 @@ def make_data(spec, keys, hp, dtype) -> dict:
 
 def evaluate(spec, ctx) -> dict:
     inst = ctx.inst
-    pred = predict(spec.arch, ctx.params, inst["head"], inst["x_test"])
+    pred = predict(spec.arch, ctx.params, inst["readout"], inst["x_test"])
     y = inst["y_test"]
     return {"test_loss": jnp.mean(LOSSES[spec.loss].per_sample(pred, y)),
             "test_error": jnp.mean((y * pred <= 0).astype(pred.dtype))}

@@ -54,9 +54,9 @@ def evaluate(spec, ctx) -> dict:
     """{"test_loss": population risk (+ noise variance if asked)}."""
     inst = ctx.inst
     if exact_linear_risk(spec):
-        w_eff = ctx.w_eff if ctx.w_eff is not None else effective_weight(spec.arch, ctx.params, inst["head"])
+        w_eff = ctx.w_eff if ctx.w_eff is not None else effective_weight(spec.arch, ctx.params, inst["readout"])
         return {"test_loss": jnp.sum((w_eff - inst["beta"]) ** 2) + inst["noise_var"]}
-    pred = predict(spec.arch, ctx.params, inst["head"], inst["x_test"])
+    pred = predict(spec.arch, ctx.params, inst["readout"], inst["x_test"])
     return {"test_loss": jnp.mean(jnp.sum((pred - inst["y_test"]) ** 2, axis=-1)) + inst["noise_var"]}
 
 

@@ -34,6 +34,7 @@ from lrsweep.core import runner
 from lrsweep.core import runstate
 from lrsweep.core import store
 from lrsweep.core import config as config_lib
+from lrsweep.core.columns import is_layer_rate, lr_columns
 from lrsweep.core.config import ConfigError
 from lrsweep.core.progress import Progress
 
@@ -118,7 +119,7 @@ def run_boundary(cfg: config_lib.SweepConfig | None = None, out: str | Path = "r
 def units(students: pd.DataFrame, initial: pd.DataFrame) -> pd.DataFrame:
     """One row per unit (students equal but for their rates), in student-id order: the config columns,
     ``unit_id``, ``n_coarse``, the sorted coarse ``lrs`` and their ``phases``, the initial values."""
-    rates = [c for c in students if c.startswith("lr_") and c[3:].isdigit()] + ["lr_total"]
+    rates = lr_columns(students) + ["lr_total"]
     keys = [c for c in ["group_id", *config_lib.field_columns()] if c in students]
     df = students.sort_values("student_id").merge(initial, on="student_id", how="left")
     df["_lr"] = df["lr_1"].astype(float)
@@ -227,7 +228,7 @@ def _bisect_chunk(spec, rounds: int, chunk: pd.DataFrame, start: np.ndarray, u: 
     params0, inst = fn.instances(engine.instance_hparams(spec, hp))
     dtype = jnp.result_type(float)
     other = {c: jnp.asarray(chunk[c].to_numpy(np.float64)[pad], dtype)
-             for c in spec.traced_columns if not c.startswith("lr_")}
+             for c in spec.traced_columns if not is_layer_rate(c)}
     lo, hi = (jnp.asarray(start[pad, :, side], dtype) for side in (0, 1))
     args = (params0, inst, other, lo, hi)
     if sharding is not None:

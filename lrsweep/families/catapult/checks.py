@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lrsweep.core import config as config_lib
+from lrsweep.core.columns import layer_of, lr_columns
 from lrsweep.core.architecture import Architecture
 from lrsweep.compare import matches_setting
 from lrsweep.registry import register_check
@@ -56,10 +57,10 @@ def _covered(students: pd.DataFrame, settings: list[dict], free: tuple) -> np.nd
     mask = np.zeros(len(students), bool)
     for setting in settings:
         mask |= matches_setting(students, setting, free)
-    lrs = [c for c in students if c.startswith("lr_") and c[3:].isdigit()]
+    lrs = lr_columns(students)
     if "n_trainable" in students and lrs:
         for col in lrs[1:]:
-            used = students["n_trainable"].to_numpy() >= int(col[3:])
+            used = students["n_trainable"].to_numpy() >= layer_of(col)
             same = np.isclose(students[col].to_numpy(float), students["lr_1"].to_numpy(float), rtol=1e-12)
             mask &= ~used | same
     elif len(lrs) > 1:

@@ -416,11 +416,3 @@ def linear_outcome(loss0, eta, loss: str, steps: int, diverge_factor=np.inf) -> 
     out.update(region=theorem1_region(w0, eta, loss), critical_rate=critical_rate(w0, loss))
     return out
 
-
-# --------------------------------------------------------------------------------------
-# 3. Corollary 1
-# --------------------------------------------------------------------------------------
-
-def sharpness_at_minimum(ntk_eig, loss: str):
-    """c ntk_eig: the top Hessian eigenvalue at a global minimum on degenerate data (module docstring)."""
-    return HESSIAN_FACTOR[loss] * np.asarray(ntk_eig, float)

@@ -24,9 +24,9 @@ import pandas as pd
 from lrsweep import compare
 from lrsweep.core import config as config_lib
 from lrsweep import registry
+from lrsweep.families.schedules.point import POINT_COLUMNS, point_label
 
-SEED = "seed 004, arXiv 2602.04774 (Bordelon & Mori 2026)"
-POINT = ["a", "b", "input_dim", "noise_std", "batch_size"]
+CITATION = "seed 004, arXiv 2602.04774 (Bordelon & Mori 2026)"
 HANDLED = ("seed", "task.a", "task.b", "task.input_dim", "task.noise_std", "task.online", "train.optimizer",
            "train.batch_size", "train.batch_schedule", "train.batch_start", "train.batch_end",
            "train.batch_ramp_exponent", "train.batch_array", "train.batch_index", "train.momentum",
@@ -113,7 +113,7 @@ registry.register_theory(registry.Theory(
     predict=_predict,
     steps=tuple(range(0, 1_000_001)),
     exact_for=lambda df: np.ones(len(df), bool),
-    reference=f"{SEED}; the second-moment recursion of lrsweep.families.schedules.theory (derived there)",
+    reference=f"{CITATION}; the second-moment recursion of lrsweep.families.schedules.theory (derived there)",
     title="exact expected excess risk of SGD on power-law features (seed 004)",
 ))
 
@@ -121,10 +121,6 @@ registry.register_theory(registry.Theory(
 # ------------------------------------------------------------------------------------------------
 # Checks on lrsweep schedule runs
 # ------------------------------------------------------------------------------------------------
-
-def _label(point) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in zip(POINT, point))
-
 
 BASELINES = ("constant", "power", "polynomial", "wsd", "cosine")
 
@@ -135,7 +131,7 @@ def optimal_beats_baselines(summary: pd.DataFrame) -> pd.DataFrame:
     above any (z < 3) where both means are reliable (their tails allow it). A failure says which
     baseline wins and whether a rate bound binds."""
     rows = []
-    for _, g in summary.groupby(POINT + ["T"], sort=True):
+    for _, g in summary.groupby([*POINT_COLUMNS, "T"], sort=True):
         T = int(g["T"].iloc[0])
         by_kind = g.set_index("kind")
         if "optimal" not in by_kind.index:
@@ -167,8 +163,8 @@ def optimal_beats_baselines(summary: pd.DataFrame) -> pd.DataFrame:
                 f"{k} {by_kind.loc[k, 'mc_mean']:.4g}" for k in base)
             if significant:
                 detail += f" (significantly below the optimal: {', '.join(significant)})"
-        point_key = tuple(g.iloc[0][c] for c in POINT)
-        rows.append({"configuration": f"{_label(point_key)}, T={T}", "n": int(opt.get("mc_n", 0) or 0),
+        point_key = tuple(g.iloc[0][c] for c in POINT_COLUMNS)
+        rows.append({"configuration": f"{point_label(point_key)}, T={T}", "n": int(opt.get("mc_n", 0) or 0),
                      "passed": bool(ok), "detail": detail})
     return pd.DataFrame(rows, columns=list(registry.CHECK_COLUMNS))
 
@@ -267,7 +263,7 @@ def verify(summary: pd.DataFrame) -> pd.DataFrame:
     for r, j in covered:
         z = (r["mc_mean"] - r["expected_loss"]) / j["se"] if j["se"] > 0 else np.inf
         error = "exact error (fourth-moment recursion)" if j["by"] == "spread" else "sample error"
-        rows.append({"configuration": f"{_label([r[c] for c in POINT])}, T={r['T']}, {r['kind']}",
+        rows.append({"configuration": f"{point_label([r[c] for c in POINT_COLUMNS])}, T={r['T']}, {r['kind']}",
                      "n": int(r["mc_n"]), "passed": bool(abs(z) <= limit),
                      "detail": f"Monte Carlo {r['mc_mean']:.5g} +- {j['se']:.2g} ({error}) vs recursion "
                                f"{r['expected_loss']:.5g} (z = {z:.2f}, threshold {limit:.2f})"})
@@ -297,7 +293,7 @@ def verify_tails(summary: pd.DataFrame) -> pd.DataFrame:
                                               f"rare to move it)"))
         else:
             detail = "not verifiable by Monte Carlo: " + tail_words(r)
-        rows.append({"configuration": f"{_label([r[c] for c in POINT])}, T={r['T']}, {r['kind']}",
+        rows.append({"configuration": f"{point_label([r[c] for c in POINT_COLUMNS])}, T={r['T']}, {r['kind']}",
                      "n": int(r["mc_n"]), "passed": ok, "detail": detail})
     return pd.DataFrame(rows, columns=list(registry.CHECK_COLUMNS))
 
@@ -309,20 +305,20 @@ def exponent_table(summary: pd.DataFrame) -> pd.DataFrame:
     from lrsweep.families.schedules import theory as rf
     from lrsweep.families.schedules.theory import exponents as rfx
     rows = []
-    for point, g in summary.groupby(POINT, sort=True):
+    for point, g in summary.groupby(list(POINT_COLUMNS), sort=True):
         a, b = float(point[0]), float(point[1])
         if g["T"].nunique() < 3:
             continue
         horizons = np.sort(g["T"].unique())
         measurement = {kind: {c: k.set_index("T")[c].reindex(horizons).to_numpy(float) for c in k
-                              if c not in POINT + ["T", "kind"] and pd.api.types.is_numeric_dtype(k[c])}
+                              if c not in (*POINT_COLUMNS, "T", "kind") and pd.api.types.is_numeric_dtype(k[c])}
                        for kind, k in g.groupby("kind")}
         for r in rfx.measure(horizons, measurement, a, b):
-            rows.append({**dict(zip(POINT, point)), "quantity": r["words"], "fitted": r["fitted"], "se": r["se"],
+            rows.append({**dict(zip(POINT_COLUMNS, point)), "quantity": r["words"], "fitted": r["fitted"], "se": r["se"],
                          "lo": r["lo"], "hi": r["hi"], "predicted": r["predicted"], "source": r["source"],
                          "agrees": r["agrees"], "note": ""})
         said = rf.statements(a, b)
-        rows.append({**dict(zip(POINT, point)), "quantity": "phase", "fitted": np.nan, "se": np.nan, "lo": np.nan,
+        rows.append({**dict(zip(POINT_COLUMNS, point)), "quantity": "phase", "fitted": np.nan, "se": np.nan, "lo": np.nan,
                      "hi": np.nan, "predicted": np.nan, "source": said["phase"]["source"], "agrees": True,
                      "note": said["phase"]["value"]})
     return pd.DataFrame(rows)
@@ -334,7 +330,7 @@ def exponents(summary: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=list(registry.CHECK_COLUMNS))
     rows = []
     for r in table[table["quantity"] != "phase"].itertuples(index=False):
-        rows.append({"configuration": f"{_label([getattr(r, c) for c in POINT])}: {r.quantity}", "n": 0,
+        rows.append({"configuration": f"{point_label([getattr(r, c) for c in POINT_COLUMNS])}: {r.quantity}", "n": 0,
                      "passed": r.agrees, "detail": f"fitted {r.fitted:.3f} (95% {r.lo:.3f}..{r.hi:.3f}) vs stated "
                                                    f"{r.predicted:.3f} ({r.source})"})
     return pd.DataFrame(rows, columns=list(registry.CHECK_COLUMNS))

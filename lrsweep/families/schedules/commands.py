@@ -6,6 +6,7 @@ from __future__ import annotations
 from lrsweep import cli, registry
 from lrsweep.core import config as config_lib
 from lrsweep.core import store
+from lrsweep.families.schedules.point import POINT_COLUMNS, point_label
 
 
 def add_arguments(sc) -> None:
@@ -33,7 +34,7 @@ def cmd_schedule(args) -> int:
         result = schedule_search.run_schedule(cfg, args.out, verify=args.verify, max_seeds=args.verify_max_seeds,
                                               x64=args.x64, progress=not args.quiet, max_memory=args.max_memory)
     print(f"schedule run: {result.run_dir}")
-    n_points = len(result.summary[["a", "b", "input_dim", "noise_std", "batch_size"]].drop_duplicates())
+    n_points = len(result.summary[list(POINT_COLUMNS)].drop_duplicates())
     print(f"search: {result.search_s:.1f} s for {n_points} point(s) x {result.summary['T'].nunique()} horizons x "
           f"{result.summary['kind'].nunique()} kinds")
     print_schedule_summary(result.summary)
@@ -45,12 +46,11 @@ def print_schedule_summary(summary) -> None:
     """Final expected loss per horizon (rows) and kind (columns), per point; with --verify the Monte
     Carlo mean beside it; a * marks a schedule that touches the rate bound."""
     import pandas as pd
-    point_cols = ["a", "b", "input_dim", "noise_std", "batch_size"]
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        for point, g in summary.groupby(point_cols, sort=False):
+        for point, g in summary.groupby(list(POINT_COLUMNS), sort=False):
             bound = float(g["rate_bound"].iloc[0]) if "rate_bound" in g else float("inf")
             print("final expected loss (recursion)" + (" | Monte Carlo mean" if "mc_mean" in g else "") + " at "
-                  + ", ".join(f"{k}={v:g}" for k, v in zip(point_cols, point)) + "; rate "
+                  + point_label(point) + "; rate "
                   + ("unbounded (every rate with a finite loss searched)" if bound == float("inf")
                      else f"bounded by eta_max = {bound:.4g}") + ":")
             cells = g.assign(cell=[f"{v:.4g}" + ("*" if hit else "") for v, hit in

@@ -29,8 +29,8 @@ import pandas as pd
 
 from lrsweep.plots import common as plot
 from lrsweep import registry
+from lrsweep.families.schedules.point import POINT_COLUMNS
 
-POINT = ("a", "b", "input_dim", "noise_std", "batch_size")
 POINT_TAGS = {"a": "a", "b": "b", "input_dim": "N", "noise_std": "noise", "batch_size": "B"}
 KIND_ORDER = ("optimal", "optimal_batch", "optimal_momentum", "constant", "power", "polynomial", "wsd")
 KIND_WORDS = {"optimal": "optimal (free)", "optimal_batch": "optimal rate and batch",
@@ -53,7 +53,7 @@ TOP_FACTOR = 3.0          # loss axes end this factor above the largest Monte Ca
 
 def point_tag(point: dict) -> str:
     """File-name part of a point: ``a2.5_b1.5_N200_noise0.5_B8``."""
-    return "_".join(f"{POINT_TAGS[k]}{plot.number(point[k])}" for k in POINT)
+    return "_".join(f"{POINT_TAGS[k]}{plot.number(point[k])}" for k in POINT_COLUMNS)
 
 
 def point_words(point: dict, phase: str = "") -> str:
@@ -337,8 +337,8 @@ def schedule_figures(run: str | Path) -> list[tuple[str, object]]:
     long, summary = _read_schedule_tables(run)
     name = str(run.parent.name)
     out = []
-    for point, g in long.groupby(list(POINT), sort=True):
-        point = dict(zip(POINT, point))
+    for point, g in long.groupby(list(POINT_COLUMNS), sort=True):
+        point = dict(zip(POINT_COLUMNS, point))
         said = rf.statements(point["a"], point["b"])
         phase = said["phase"]["value"]
         words = point_words(point, phase)
@@ -357,7 +357,7 @@ def schedule_figures(run: str | Path) -> list[tuple[str, object]]:
                                f"\u03b4 = 2b - 1 = {plot.number(round(delta['value'], 3))} [{source_words(delta)}]"])
             out.append((f"collapse_{tag}", collapse_figure(optimal, float(xi["value"]), float(delta["value"]), title,
                                                            source_words(delta))))
-        s = summary[np.logical_and.reduce([np.isclose(summary[k].to_numpy(float), float(point[k])) for k in POINT])]
+        s = summary[np.logical_and.reduce([np.isclose(summary[k].to_numpy(float), float(point[k])) for k in POINT_COLUMNS])]
         if s["T"].nunique() >= 2:
             x = said["loss_exponent_optimal"]
             title = "\n".join([f"{name}: final expected loss against the horizon T", words])

@@ -37,10 +37,10 @@ import pandas as pd
 
 from lrsweep.core import config as config_lib
 from lrsweep.core import store
+from lrsweep.core.columns import short_name
 from lrsweep.core.errors import ConfigError
+from lrsweep.families.schedules.point import POINT_COLUMNS, point_label
 
-POINT_FIELDS = ("task.a", "task.b", "task.input_dim", "task.noise_std", "train.batch_size")
-POINT = tuple(p.split(".")[-1] for p in POINT_FIELDS)
 BASE_KINDS = ("optimal", "constant", "power", "polynomial", "wsd", "cosine")
 EXTRA_KINDS = ("optimal_batch", "optimal_momentum")
 DEFAULT_HORIZONS = {"geomspace": [100, 10000, 10]}
@@ -156,17 +156,13 @@ def points(cfg: config_lib.SweepConfig) -> pd.DataFrame:
                          ("n_layers", (1,)), ("parameterization", ("standard",)), ("init", ("zeros",))):
         bad = ~students[column].isin(want)
         if bad.any():
-            path = next(p for p in config_lib.FIELDS if p.split(".")[-1] == column)
+            path = next(p for p in config_lib.FIELDS if short_name(p) == column)
             raise ConfigError(path, f"lrsweep schedule optimises seed 004's SGD on the linear predictor: "
                                     f"allowed values: {', '.join(map(str, want))}, got {students[column][bad].iloc[0]!r}")
     for column in ("schedule", "batch_schedule", "momentum_schedule"):
         if (students[column] != "constant").any():
             raise ConfigError(f"train.{column}", "lrsweep schedule finds the schedules itself: leave it constant")
-    return students[list(POINT) + ["optimizer"]].drop_duplicates(list(POINT)).reset_index(drop=True)
-
-
-def _point_label(point: dict) -> str:
-    return ", ".join(f"{k}={point[k]:g}" for k in POINT)
+    return students[[*POINT_COLUMNS, "optimizer"]].drop_duplicates(list(POINT_COLUMNS)).reset_index(drop=True)
 
 
 def rate_bound(point: dict, search: Search) -> float | None:
@@ -223,7 +219,7 @@ def tables(point: dict, horizons, result: dict) -> tuple[pd.DataFrame, pd.DataFr
     """(schedules rows, summary rows) of one point's result: per step (exact) or per block."""
     from lrsweep.families.schedules import theory as rf
     long, summary = [], []
-    base = {k: point[k] for k in POINT}
+    base = {k: point[k] for k in POINT_COLUMNS}
     skip = ("lr", "batch", "momentum", "loss", "curve", "sizes", "bound", "at_bound", "start")
     for kind, res in result.items():
         for h, T in enumerate(horizons):
@@ -276,7 +272,7 @@ def run_schedule(cfg: config_lib.SweepConfig, out: str | Path = "results", *, ve
     longs, summaries = [], []
     for i, point in enumerate(pts.to_dict("records")):
         if progress:
-            print(f"lrsweep schedule: point {i + 1}/{len(pts)} ({_point_label(point)}): "
+            print(f"lrsweep schedule: point {i + 1}/{len(pts)} ({point_label([point[k] for k in POINT_COLUMNS])}): "
                   f"{len(search.kinds)} kinds x {len(search.horizons)} horizons", flush=True)
         long, summary = tables(point, search.horizons, search_point(point, search, x64=x64))
         longs.append(long)
@@ -312,7 +308,7 @@ def verify_config(cfg: config_lib.SweepConfig, long: pd.DataFrame, summary: pd.D
     only by a non-finite loss: near the stability bound a huge final loss is the tail being verified."""
     momentum = bool((summary["kind"] == "optimal_momentum").any()) or (cfg.base["train.optimizer"] == "momentum")
     batch_varies = bool((summary["kind"] == "optimal_batch").any())
-    key = list(POINT) + ["T", "kind"]
+    key = [*POINT_COLUMNS, "T", "kind"]
     rows = summary[key].reset_index(drop=True)
     grouped = {k: g for k, g in long.groupby(key, sort=False)}
     lr_arrays, batch_arrays, beta_arrays = [], [], []
@@ -385,9 +381,9 @@ def loss_spreads(summary: pd.DataFrame, long: pd.DataFrame) -> pd.Series:
 
     from lrsweep.families.schedules import theory as rf
     out = pd.Series(np.nan, index=summary.index, name="loss_spread")
-    key = list(POINT) + ["T", "kind"]
+    key = [*POINT_COLUMNS, "T", "kind"]
     grouped = {k: g for k, g in long.groupby(key, sort=False)}
-    for point, rows in summary.groupby(list(POINT), sort=False):
+    for point, rows in summary.groupby(list(POINT_COLUMNS), sort=False):
         rows = rows[rows["kind"] != "optimal_momentum"]
         tables = []
         for r in rows.itertuples():

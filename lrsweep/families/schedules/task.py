@@ -57,13 +57,13 @@ def batch(spec, inst, ctx):
 def evaluate(spec, ctx) -> dict:
     """{"test_loss": sum_k lambda_k (w_k - w*_k)^2}, exact."""
     inst = ctx.inst
-    w_eff = ctx.w_eff if ctx.w_eff is not None else effective_weight(spec.arch, ctx.params, inst["head"])
+    w_eff = ctx.w_eff if ctx.w_eff is not None else effective_weight(spec.arch, ctx.params, inst["readout"])
     return {"test_loss": jnp.sum(inst["lam"][:, None] * (w_eff - inst["target"]) ** 2)}
 
 
 def population_loss(spec, inst, params):
     """E over a fresh sample of 1/2 (w.x - y)^2 = (excess risk + sigma^2) / 2."""
-    w_eff = effective_weight(spec.arch, params, inst["head"])
+    w_eff = effective_weight(spec.arch, params, inst["readout"])
     return 0.5 * (jnp.sum(inst["lam"][:, None] * (w_eff - inst["target"]) ** 2) + inst["noise_std"] ** 2)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lrsweep.core import config as config_lib
+from lrsweep.core.columns import lr_columns, row_codes
 from lrsweep.families.stackelberg import theory as stackelberg
 from lrsweep import registry
 
@@ -38,7 +39,7 @@ def twin_key(students: pd.DataFrame) -> pd.Series:
     m = students["n_trainable"].to_numpy(int)
     for k in np.unique(m):
         frame.loc[m == k, f"lr_{k}"] = np.nan
-    return pd.Series(frame.groupby(cols, sort=False, dropna=False).ngroup().to_numpy(), index=students.index)
+    return pd.Series(row_codes([frame[c] for c in cols])[0], index=students.index)
 
 
 def twin_ids(students: pd.DataFrame) -> pd.Series:
@@ -144,7 +145,7 @@ def _labels(frame: pd.DataFrame, drop: tuple = (), rates: bool = False) -> pd.Se
     cols = ["run_id", *config_lib.field_columns()]
     if rates:
         cols += (["lr_body", "lr_ratio"] if {"lr_body", "lr_ratio"} <= set(frame)
-                 else [c for c in frame if c.startswith("lr_") and c[3:].isdigit()])
+                 else lr_columns(frame))
     cols = [c for c in cols if c in frame and c != "seed" and c not in HOW and c not in drop]
     text = frame[cols].astype(str)
     varying = [c for c in cols if text[c].nunique() > 1]
@@ -375,7 +376,7 @@ def equal_budget_summary(students: pd.DataFrame, curves: pd.DataFrame, fraction:
     c = curves[curves["lr_total"].notna() & np.isfinite(curves["lr_ratio"].astype(float))]
     if c.empty:
         return pd.DataFrame(columns=columns)
-    lr_cols = [col for col in c if col.startswith("lr_") and col[3:].isdigit()]
+    lr_cols = lr_columns(c)
     c = c.assign(configuration=_labels(c, drop=tuple(lr_cols)))
     diverged = c["diverged"].astype(bool) if "diverged" in c else pd.Series(False, index=c.index)
     per_student = []

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from lrsweep.core import config as config_lib
+from lrsweep.core.columns import seed_mean_sem
 from lrsweep.plots import common as plot
 from lrsweep.families.stackelberg.checks import TWIN_FREE  # what a best-response twin may differ in
 
@@ -130,13 +131,12 @@ def key_words(keys, values) -> str:
 
 def seed_mean(curves: pd.DataFrame, ids, column: str) -> pd.DataFrame:
     """Per logged step of the students ``ids``: ``mean`` and ``sem`` (0 with one value) of ``column``
-    over the students with a finite value there, ``n`` of them."""
+    over the students with a finite value there, ``n_seeds`` of them (steps with none left out)."""
     c = curves[curves["student_id"].isin(ids)]
     v = c[column].astype(float)
-    grouped = c.assign(value=v.where(np.isfinite(v))).groupby("step")["value"]
-    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
-    out["sem"] = (out["std"] / np.sqrt(out["n"])).fillna(0.0)
-    return out[out["n"] > 0].drop(columns="std")
+    out = seed_mean_sem(c.assign(value=v.where(np.isfinite(v))).groupby("step")["value"])
+    out["sem"] = out["sem"].fillna(0.0)
+    return out[out["n_seeds"] > 0]
 
 
 def ratio_norm(ratios):

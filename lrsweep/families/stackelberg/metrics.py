@@ -100,14 +100,14 @@ def body_sketch(ctx: MetricContext):
     return jax.random.normal(key, (k, theta.size), theta.dtype) @ theta / jnp.sqrt(jnp.asarray(k, theta.dtype))
 
 
-def _phi_words(spec) -> int:
+def _phi_elements(spec) -> int:
     k, p, h = phi_sharpness_iters(spec), _body_size(spec), spec.arch.width
     samples = spec.task.n_train if spec.formulation == "autodiff" else spec.task.input_dim
     return (k + 4) * p + 2 * k * k + 4 * h * h + 4 * samples * h
 
 
 registry.register_metric("phi_sharpness", Metric("phi_sharpness", phi_sharpness, per_layer=False,
-                                                 init_state=phi_sharpness_init, words=_phi_words))
+                                                 init_state=phi_sharpness_init, elements=_phi_elements))
 registry.register_metric("body_sketch", Metric("body_sketch", body_sketch, per_layer=False,
-                                               words=lambda spec: body_sketch_size(spec) * (_body_size(spec) + 1),
+                                               elements=lambda spec: body_sketch_size(spec) * (_body_size(spec) + 1),
                                                size=body_sketch_size))

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-SEED = "seed 002 (Stackelberg view of head/body learning rates)"
+CITATION = "seed 002 (Stackelberg view of head/body learning rates)"
 
 
 def statements() -> dict:
@@ -61,11 +61,11 @@ def statements() -> dict:
         "curvature_bound": {"value": "phi_sharpness <= sharpness at a best response",
                             "source": f"{derived}: Schur complement + Cauchy interlacing"},
         "sharper_early": {"value": "phi_sharpness / sharpness > 1 early in training",
-                          "source": f"{SEED}: numerical analysis (the seed's claim)"},
+                          "source": f"{CITATION}: numerical analysis (the seed's claim)"},
         "faster_nonuniform": {"value": "a non-uniform ratio reaches a loss before the uniform one on some instances",
-                              "source": f"{SEED}: mechanism (i) (the seed's claim)"},
+                              "source": f"{CITATION}: mechanism (i) (the seed's claim)"},
         "finite_time": {"value": "finite-time convergence of two-time-scale alternating GD",
-                        "source": f"{SEED}: App. B, Theorems 3.6-3.7 (the seed's claim)"},
+                        "source": f"{CITATION}: App. B, Theorems 3.6-3.7 (the seed's claim)"},
     }
 
 
