@@ -100,7 +100,7 @@ def useful_flops(spec: GroupSpec) -> float:
     if spec.formulation == "lowrank":
         # shared W^0 products: m forward, m - 1 backward (2 r c each) and S w (2 d^2); each of the
         # 2m - 1 applications of a low-rank correction L^T (R x) costs 2 T (r + c) (T = steps rows).
-        T, m = spec.steps, arch.n_trainable
+        T = spec.steps
         fwd = sum(2.0 * r * c + 2.0 * T * (r + c) for r, c in arch.shapes)
         bwd = sum(2.0 * r * c + 2.0 * T * (r + c) for r, c in arch.shapes[:-1])
         return fwd + bwd + 2.0 * arch.input_dim ** 2

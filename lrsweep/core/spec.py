@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from lrsweep import registry
+from lrsweep.core import columns as columns_lib
 from lrsweep.core import config as config_lib
 from lrsweep.core.architecture import Architecture
 from lrsweep.core.config import ConfigError
@@ -109,7 +110,7 @@ class GroupSpec:
     @property
     def traced_columns(self) -> list[str]:
         """A student's traced hyperparameters, by name: eta_1..eta_m and the fields of role ``traced``."""
-        return config_lib.lr_columns(self.arch.n_trainable) + list(config_lib.columns("traced"))
+        return columns_lib.lr_columns(self.arch.n_trainable) + list(config_lib.columns("traced"))
 
 
 def _int_or_none(value):
@@ -125,8 +126,8 @@ _CORE = {f.name for f in dataclasses.fields(GroupSpec)} | {"log_every", "log_ste
 
 def _extra_columns() -> list[str]:
     """Static ``train.*`` fields the core does not name: a family's (read through ``GroupSpec.extra``)."""
-    return [config_lib.short(p) for p, f in config_lib.FIELDS.items()
-            if f.role == "static" and p.startswith("train.") and config_lib.short(p) not in _CORE]
+    return [columns_lib.short_name(p) for p, f in config_lib.FIELDS.items()
+            if f.role == "static" and p.startswith("train.") and columns_lib.short_name(p) not in _CORE]
 
 
 def _typed(name: str, value):

@@ -16,9 +16,10 @@ The package: :mod:`.schema` (fields), :mod:`.values` (one field's values), :mod:
 
 from lrsweep.core.errors import ConfigError  # noqa: F401  (re-exported: lrsweep.core.config.ConfigError)
 from lrsweep.core.config.columnar import (  # noqa: F401
-    equals, has_metric, is_constant_column, select_rows, row_codes, _first_duplicate)
+    equals, has_metric, select_rows, _first_duplicate)
 from lrsweep.core.config.schema import (  # noqa: F401
-    Field, ROLES, FIELDS, columns, field_columns, lr_columns, EXTRA_ALIASES, aliases, CORE_RATE_AXES, CORE_SECTIONS, top_level, rate_axes, is_layer_rate, is_rate_axis, describe_schema, stored_columns, short, path_of, static_columns)
+    Field, ROLES, FIELDS, columns, field_columns, EXTRA_ALIASES, aliases, CORE_RATE_AXES, CORE_SECTIONS, top_level, rate_axes, is_rate_axis,
+    describe_schema, stored_columns, path_of, static_columns)
 from lrsweep.core.config.values import (  # noqa: F401
     check_value, ARRAYS, register_arrays, array_table, arrays_as_lists, ARRAY_INDEX, ARRAY_KIND, PATH_ALIASES, grid_values, parse_yaml, is_float_text, check_rate)
 from lrsweep.core.config.validate import (  # noqa: F401

@@ -7,15 +7,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from lrsweep.core.columns import combined_codes, is_broadcast
+
 
 def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``values[rows]``, a broadcast view where ``rows`` is one (a constant stays constant)."""
-    return np.broadcast_to(values[rows[0]], rows.shape) if is_constant_column(rows) else values[rows]
+    return np.broadcast_to(values[rows[0]], rows.shape) if is_broadcast(rows) else values[rows]
 
 
 def equals(column, value) -> np.ndarray:
     """(n,) bool ``column == value``: one comparison, broadcast, where the column is constant."""
-    if is_constant_column(column):
+    if is_broadcast(column):
         return np.broadcast_to(np.bool_(column[0] == value), column.shape)
     return np.asarray(column == value, bool)
 
@@ -23,25 +25,25 @@ def equals(column, value) -> np.ndarray:
 def has_metric(table, name: str) -> np.ndarray:
     """(n,) bool: ``name`` is among each student's ``train.metrics``."""
     column = table["metrics"]
-    if is_constant_column(column):
+    if is_broadcast(column):
         return np.broadcast_to(np.bool_(name in (column[0] or ())), column.shape)
     return np.fromiter((name in (v or ()) for v in column), bool, len(column))
 
 
 def _isnan(x: np.ndarray) -> np.ndarray:
-    return np.broadcast_to(np.isnan(x[0]), x.shape) if is_constant_column(x) else np.isnan(x)
+    return np.broadcast_to(np.isnan(x[0]), x.shape) if is_broadcast(x) else np.isnan(x)
 
 
 def _where(cond, a, b) -> np.ndarray:
     """``np.where``, a broadcast view where every input is constant."""
-    if all(is_constant_column(np.asarray(x)) for x in (cond, a, b)):
+    if all(is_broadcast(np.asarray(x)) for x in (cond, a, b)):
         return np.broadcast_to(np.where(cond[0], a[0], b[0]), np.shape(cond))
     return np.where(cond, a, b)
 
 
 def _floats(column) -> np.ndarray:
     """A numeric column that may hold None (null) as float64 with NaN; a constant stays a broadcast view."""
-    if is_constant_column(column):
+    if is_broadcast(column):
         return np.broadcast_to(np.float64(np.nan if column[0] is None else column[0]), column.shape)
     if column.dtype == object:
         return np.fromiter((np.nan if v is None else v for v in column), float, len(column))
@@ -86,11 +88,6 @@ def _broadcast(value, dtype, n: int) -> np.ndarray:
     return np.broadcast_to(one, (n,))
 
 
-def is_constant_column(values) -> bool:
-    """A broadcast view (:func:`_column` of one value): every row is the first."""
-    return isinstance(values, np.ndarray) and values.ndim == 1 and values.strides == (0,)
-
-
 def select_rows(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
     """``frame[mask]`` keeping constant (broadcast) columns broadcast: memory grows with the columns
     that vary, not with every config field (a 10^7-student plan)."""
@@ -102,7 +99,7 @@ def select_rows(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
     for name in frame.columns:
         values = frame[name].array
         raw = values.to_numpy() if isinstance(values, pd.arrays.NumpyExtensionArray) else None
-        if raw is not None and is_constant_column(raw):
+        if raw is not None and is_broadcast(raw):
             cols[name] = pd.Series(_broadcast(raw[0], raw.dtype, k), dtype=raw.dtype, index=frame.index[mask], copy=False)
         else:
             cols[name] = pd.Series(values[mask], index=frame.index[mask], copy=False)
@@ -116,45 +113,10 @@ def _isclose(a, b, rel_tol: float, abs_tol: float) -> np.ndarray:
     return (diff <= np.abs(rel_tol * b)) | (diff <= np.abs(rel_tol * a)) | (diff <= abs_tol)
 
 
-def row_codes(columns: list) -> tuple[np.ndarray, int]:
-    """Columnar row keys: ((n,) int64 codes, number of distinct rows) over ``columns`` (equal arrays
-    of n values, or pandas Series / arrays; NaN equals NaN, like pandas groupby with dropna=False). Rows equal in every column
-    share a code; codes count up in order of first appearance. A constant (broadcast) column is
-    skipped unread; each other column is factorized once and the codes combined in mixed radix."""
-    n = len(columns[0]) if columns else 0
-    key, size = _combined_codes(columns, n)
-    if size == 1:
-        return np.zeros(n, np.int64), min(n, 1)
-    codes, uniques = pd.factorize(key)
-    return codes.astype(np.int64, copy=False), len(uniques)
-
-
-def _combined_codes(columns: list, n: int) -> tuple[np.ndarray, int]:
-    """(key, size): (n,) int64 in [0, size), equal exactly where the rows are equal in every column
-    (not numbered in any order; compressed by factorizing once a mixed-radix product would overflow)."""
-    key, size = np.zeros(n, np.int64), 1
-    for values in columns:
-        values = values.array if isinstance(values, pd.Series) else values
-        values = values.to_numpy() if isinstance(values, pd.arrays.NumpyExtensionArray) else values
-        if is_constant_column(values):
-            continue
-        codes, uniques = pd.factorize(values, use_na_sentinel=False)
-        if size * len(uniques) >= 2 ** 62:
-            key, size = _compress(key)
-        key = key * len(uniques) + codes if size > 1 else codes.astype(np.int64, copy=False)
-        size *= len(uniques)
-    return key, size
-
-
-def _compress(key: np.ndarray) -> tuple[np.ndarray, int]:
-    codes, uniques = pd.factorize(key)
-    return codes.astype(np.int64, copy=False), len(uniques)
-
-
 def _first_duplicate(columns: list, n: int) -> tuple[int, int] | None:
     """(first, second): the first row equal in every column to an earlier one and that earlier row;
     None when all n rows differ. A bincount where the key space is small (no hashing), else a factorize."""
-    key, size = _combined_codes(columns, n)
+    key, size = combined_codes(columns, n)
     if size < n:
         return (0, 1) if n > 1 and size <= 1 else _duplicate_rows(key)
     if size <= 4 * n and np.bincount(key, minlength=size).max() <= 1:

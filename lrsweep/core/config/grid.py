@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 
 from lrsweep import registry
+from lrsweep.core.columns import LAYER_RATE, is_broadcast, short_name
 from lrsweep.core.architecture import Architecture
 from lrsweep.core.config.columnar import (_column, _first_duplicate, _floats, _isclose, _isnan, _take,
-                                          _where, equals, is_constant_column)
+                                          _where, equals)
 from lrsweep.core.config.load import SweepConfig
-from lrsweep.core.config.schema import FIELDS, _LR_LAYER, field_columns, rate_axes, short
+from lrsweep.core.config.schema import FIELDS, field_columns, rate_axes
 from lrsweep.core.config.validate import _check_student_shapes, default_target_std
 from lrsweep.core.config.values import ARRAY_INDEX, array_table
 from lrsweep.core.errors import ConfigError
@@ -34,7 +35,7 @@ def resolve_lrs(point: dict, m: int) -> list[float]:
         if "lr_1_fraction" in point:
             eta_1 = point["lr_1_fraction"] * total
             return [eta_1] + [(total - eta_1) / (m - 1)] * (m - 1) if m > 1 else [total]
-        explicit = {int(_LR_LAYER.match(k).group(1)): v for k, v in point.items() if _LR_LAYER.match(k)}
+        explicit = {int(LAYER_RATE.match(k).group(1)): v for k, v in point.items() if LAYER_RATE.match(k)}
         if explicit:
             free = [l for l in range(1, m + 1) if l not in explicit]
             rest = (total - sum(explicit.values())) / max(len(free), 1)
@@ -135,7 +136,7 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
         for overrides in variants:  # the settings some students of this combination take instead
             _check_student_shapes({**point, **overrides})
         m = Architecture.from_fields(point).n_trainable
-        extra = sorted((k for k in point if _LR_LAYER.match(k) and int(k[3:]) > m), key=lambda k: int(k[3:]))
+        extra = sorted((k for k in point if LAYER_RATE.match(k) and int(k[3:]) > m), key=lambda k: int(k[3:]))
         if extra:
             raise ConfigError(f"grid.{extra[0]}", f"the student has only {m} trainable layers "
                                                   f"(lr_1..lr_{m}); {extra[0]} would be ignored")
@@ -147,17 +148,17 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
     if (stable > 1.0).any():
         raise ConfigError("train.stable_fraction", f"must be in [0, 1], got {float(stable[np.argmax(stable > 1.0)])!r}")
 
-    table = {short(k): column(k) for k in cfg.base if k != "task.target_std"}
+    table = {short_name(k): column(k) for k in cfg.base if k != "task.target_std"}
     _resolve_schedule_columns(table)
     table["target_std"] = _target_std(cfg, axes, on_axis, index, _take(np.asarray(target_std), combo))
-    table = {short(k): table[short(k)] for k in cfg.base}  # the config's field order
+    table = {short_name(k): table[short_name(k)] for k in cfg.base}  # the config's field order
     table.update(_lr_columns(axes, on_axis, column, m_row))
     for hook in registry.GRID_HOOKS:  # lr_ratio .inf: the best-response head
         hook(table)
     # constants stay broadcast views of their one value (object dtype kept: no n-row string conversion)
     index = combo = stable = None  # the (n,) axis positions are no longer needed: freed before the check
     _check_distinct_students(table, cfg, axes, shape)
-    df = pd.DataFrame({k: pd.Series(v, dtype=v.dtype, copy=False) if is_constant_column(v) else v
+    df = pd.DataFrame({k: pd.Series(v, dtype=v.dtype, copy=False) if is_broadcast(v) else v
                        for k, v in table.items()}, copy=False)
     df.insert(0, "student_id", np.arange(n, dtype=np.int64))
     return df
@@ -179,10 +180,10 @@ def _resolve_schedule_columns(table: dict) -> None:
                                                f"shape), got {values[r]:g}")
     steps = np.asarray(table["steps"])
     for path, index_path in ARRAY_INDEX.items():
-        keys, index = table[short(path)], np.asarray(table[short(index_path)])
-        distinct = {keys[0]} if is_constant_column(keys) else set(pd.unique(np.asarray(keys, object)))
+        keys, index = table[short_name(path)], np.asarray(table[short_name(index_path)])
+        distinct = {keys[0]} if is_broadcast(keys) else set(pd.unique(np.asarray(keys, object)))
         for key in distinct - {None}:
-            rows = (np.ones(len(keys), bool) if is_constant_column(keys)
+            rows = (np.ones(len(keys), bool) if is_broadcast(keys)
                     else np.fromiter((k == key for k in keys), bool, len(keys)))
             tab = array_table(key)
             lengths = np.sum(~np.isnan(tab), axis=1)
@@ -219,7 +220,7 @@ def _lr_columns(axes, on_axis, column, m_row: np.ndarray) -> dict:
     :func:`resolve_lrs` applied to whole columns (one call per layer count m)."""
     names = [name for names, _ in axes for name in names if name in rate_axes() or name.startswith("lr_")]
     point = {name: column(name) for name in names}
-    m_order = [int(m) for m in (m_row[:1] if is_constant_column(m_row) else pd.unique(m_row))]  # first appearance
+    m_order = [int(m) for m in (m_row[:1] if is_broadcast(m_row) else pd.unique(m_row))]  # first appearance
     n = len(m_row)
     lrs = {f"lr_{l}": np.full(n, np.nan) for l in range(1, max(m_order) + 1)}
     total, bad = np.zeros(n), np.zeros(n, bool)
@@ -266,7 +267,7 @@ def student_columns(df: pd.DataFrame) -> list[str]:
     """The columns that define what a student trains: static, instance and traced fields and
     lr_1..lr_m (not the labels lr_total, lr_1_fraction, lr_line, nor the run fields)."""
     fields = field_columns()
-    return [c for c in df.columns if c in fields or _LR_LAYER.match(c)]
+    return [c for c in df.columns if c in fields or LAYER_RATE.match(c)]
 
 
 def axis_columns(cfg: SweepConfig) -> set[str]:
@@ -274,7 +275,7 @@ def axis_columns(cfg: SweepConfig) -> set[str]:
     column of :func:`expand_grid` holds one value."""
     on = {name for names, values in cfg.axes if len(values) > 1 for name in names}
     derived = {c for scheme in registry.RATE_SCHEMES.values() for c in scheme.derived(on)}  # lr_ratio .inf
-    return {short(name) for name in on if name in FIELDS} | derived
+    return {short_name(name) for name in on if name in FIELDS} | derived
 
 
 def _check_distinct_students(table: dict, cfg: SweepConfig, axes, shape) -> None:
@@ -286,7 +287,7 @@ def _check_distinct_students(table: dict, cfg: SweepConfig, axes, shape) -> None
         return
     on_axes = axis_columns(cfg)
     fields = field_columns()
-    varying = [c for c in table if (c in fields or _LR_LAYER.match(c))
+    varying = [c for c in table if (c in fields or LAYER_RATE.match(c))
                and (c in on_axes or c.startswith("lr_") or c == "target_std")]
     pair = _first_duplicate([table[c] for c in varying], n) if varying else (0, 1)
     if pair is None:

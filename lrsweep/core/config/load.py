@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from lrsweep import registry
-from lrsweep.core.config.schema import (FIELDS, _LR_LAYER, _scheme_of, aliases,
+from lrsweep.core.columns import LAYER_RATE
+from lrsweep.core.config.schema import (FIELDS, _scheme_of, aliases,
                                         is_rate_axis, rate_axes, top_level)
 from lrsweep.core.config.values import (ARRAY_INDEX, PATH_ALIASES, _CONFIG_DIR, _NAME_RE, _check_distinct,
                                         _read_text, _suggest, array_table, arrays_as_lists, check_rate, check_value,
@@ -272,7 +273,7 @@ def _check_rate_axes(raw: dict, axes: list) -> None:
     """The learning-rate axes combine as allowed (every scheme's rule too), and there is one; a section
     whose command finds the rates itself (``schedule_search``) gets its default ``lr`` axis (appended)."""
     names = [n for ns, _ in axes for n in ns]
-    layer_axes = [n for n in names if _LR_LAYER.match(n)]
+    layer_axes = [n for n in names if LAYER_RATE.match(n)]
     for scheme in registry.RATE_SCHEMES.values():  # lr_line alone; head rates in pairs
         scheme.check_axes(names, axes)
     if "lr" in names and "lr_total" in names:

@@ -5,7 +5,6 @@ learning-rate axes, top-level sections). Families add theirs through :mod:`lrswe
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, Callable
 
 import numpy as np
@@ -13,7 +12,8 @@ import pandas as pd
 
 from lrsweep import registry
 from lrsweep.core.architecture import PARAMETERIZATIONS
-from lrsweep.core.config.columnar import equals, has_metric, is_constant_column
+from lrsweep.core.columns import LAYER_RATE, is_broadcast, is_layer_rate, lr_columns, short_name  # noqa: F401  (lr_columns: config's API)
+from lrsweep.core.config.columnar import equals, has_metric
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,17 +240,12 @@ for _module in ("lrsweep.core.tasks", "lrsweep.core.metrics"):  # with jax: impo
 def columns(role: str) -> tuple[str, ...]:
     """Student-table columns of the fields with this role (short names, in FIELDS order)."""
     assert role in ROLES, role
-    return tuple(short(f.path) for f in FIELDS.values() if f.role == role)
+    return tuple(short_name(f.path) for f in FIELDS.values() if f.role == role)
 
 
 def field_columns() -> tuple[str, ...]:
     """Student-table columns of every field that defines a student (static, instance, traced)."""
     return tuple(c for role in ("static", "instance", "traced") for c in columns(role))
-
-
-def lr_columns(n_trainable: int) -> list[str]:
-    """``lr_1 .. lr_m``: the per-layer rates, traced like the ``traced`` fields."""
-    return [f"lr_{i}" for i in range(1, n_trainable + 1)]
 
 
 EXTRA_ALIASES = {"seeds": "seed", "n_features": "task.input_dim", "task.n_features": "task.input_dim"}
@@ -259,13 +254,12 @@ EXTRA_ALIASES = {"seeds": "seed", "n_features": "task.input_dim", "task.n_featur
 def aliases() -> dict[str, str]:
     """Short name -> field path for every field (its last component: the student-table column), and
     ``seeds``, ``n_features``: derived from the schema, so every field a family registers has one."""
-    return {**{short(path): path for path in FIELDS if short(path) != path and path != "name"}, **EXTRA_ALIASES}
+    return {**{short_name(path): path for path in FIELDS if short_name(path) != path and path != "name"}, **EXTRA_ALIASES}
 
 
 CORE_RATE_AXES = ("lr", "lr_total", "lr_1_fraction")  # a shared rate, a budget C and eta_1 = f C
 
 
-_LR_LAYER = re.compile(r"^lr_([1-9][0-9]*)$")
 
 
 CORE_SECTIONS = ("name", "seed", "seeds", "task", "model", "init", "init_scale", "train", "grid")
@@ -279,11 +273,6 @@ def top_level() -> tuple[str, ...]:
 def rate_axes() -> tuple[str, ...]:
     """Learning-rate grid axes besides lr_1..lr_m: the core's and every :class:`lrsweep.registry.RateScheme`'s."""
     return CORE_RATE_AXES + tuple(a for scheme in registry.RATE_SCHEMES.values() for a in scheme.axes)
-
-
-def is_layer_rate(name: str) -> bool:
-    """``lr_1``, ``lr_2``, ...: one layer's rate."""
-    return _LR_LAYER.match(name) is not None
 
 
 def is_rate_axis(name: str) -> bool:
@@ -318,7 +307,7 @@ def stored_columns(frame: pd.DataFrame) -> list[str]:
     for column in frame.columns:
         path = aliases().get(column, column)
         field = FIELDS.get(path) if column not in EXTRA_ALIASES else None
-        if field is None or field.applies is None or not is_constant_column(table[column]) \
+        if field is None or field.applies is None or not is_broadcast(table[column]) \
                 or bool(np.asarray(field.applies(table)).any()):
             keep.append(column)
     return keep
@@ -338,11 +327,6 @@ class _ColumnView:
 
     def __contains__(self, column: str) -> bool:
         return column in self.frame
-
-
-def short(path: str) -> str:
-    """A field's student-table column: the last component of its path."""
-    return path.split(".")[-1]
 
 
 def path_of(name: str) -> str:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 
 from lrsweep import registry
+from lrsweep.core.columns import field_value
 from lrsweep.core.architecture import Architecture
-from lrsweep.core.config.schema import short
 from lrsweep.core.config.values import ARRAY_KIND
 from lrsweep.core.errors import ConfigError
 
@@ -54,7 +54,7 @@ def _check_student_shapes(p: dict) -> None:
 
 def online(p: dict) -> bool:
     """Whether the task draws fresh samples every step (``task.online``, null: the task's default)."""
-    get = lambda path: p[path] if path in p else p[short(path)]
+    get = lambda path: field_value(p, path)
     value = get("task.online")
     if value is None or (isinstance(value, float) and value != value):
         return registry.TASK_RULES[get("task.kind")].online
@@ -121,7 +121,7 @@ def _check_classification(p: dict, arch: Architecture) -> None:
 
 def log_steps(p: dict) -> tuple[int, ...]:
     """Steps at which metrics are recorded (always includes 0 and the last step); short or dotted keys."""
-    get = lambda path: p[path] if path in p else p[short(path)]
+    get = lambda path: field_value(p, path)
     steps, explicit = get("train.steps"), get("train.log_steps")
     if explicit is not None and not isinstance(explicit, float):  # NaN: a column of a frame without it
         return tuple(sorted(set(explicit) | {0, steps}))
@@ -131,7 +131,7 @@ def log_steps(p: dict) -> tuple[int, ...]:
 def default_target_std(p: dict) -> float:
     """The authors' teacher scale: paper_2nn 1/d, paper_deep 1/sqrt(h), standard and ntk 1/sqrt(d) (``p`` keyed
     by field path or short column name)."""
-    get = lambda path: p[path] if path in p else p[short(path)]
+    get = lambda path: field_value(p, path)
     par = get("model.parameterization")
     if par == "paper_2nn":
         return 1.0 / get("task.input_dim")

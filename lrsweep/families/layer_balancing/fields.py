@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from lrsweep import registry
 from lrsweep.core import config
+from lrsweep.core.columns import is_layer_rate
 from lrsweep.core.config import ConfigError
 
 EXPANDED = ("lr_line", "lr_line_eta_1", "lr_line_rest")
@@ -25,7 +26,7 @@ def authors_line_grid(lr_total: float) -> list[tuple[float, float]]:
 def check_axes(names: list, axes: list) -> None:
     """lr_line sets every layer's rate itself: no other rate axis beside it."""
     others = [n for n in names if config.is_rate_axis(n) and n != "lr_line"]
-    if "lr_line" in names and any(config.is_layer_rate(n) or n in ("lr_total", "lr_1_fraction", "lr") for n in others):
+    if "lr_line" in names and any(is_layer_rate(n) or n in ("lr_total", "lr_1_fraction", "lr") for n in others):
         raise ConfigError("grid.lr_line", "lr_line sets every layer's learning rate itself; do not combine it "
                                           "with lr, lr_total, lr_1_fraction or lr_1..lr_L")
 
