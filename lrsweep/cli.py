@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_summary(summary, rows: int = SUMMARY_ROWS) -> None:
-    """Counts, then the best learning rates per setting (runner.best_rates), at most ``rows`` of them."""
+    """Counts, then the best learning rates per setting (summary_lib.best_rates), at most ``rows`` of them."""
     import pandas as pd
     print(f"run directory: {summary.run_dir}")
     print(f"students: {summary.n_students} in {summary.groups} shape group(s), diverged: {summary.n_diverged}, "
@@ -438,7 +438,6 @@ def cmd_ls(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from lrsweep.core import runner
     from lrsweep.core import runstate
     from lrsweep.core import store
     run = Path(args.run)
@@ -449,7 +448,8 @@ def cmd_show(args) -> int:
     meta = store.read_json(run / "meta.json")
     print(f"status: {runstate.run_state(run).describe()}  jax {meta.get('jax')} on {meta.get('device_count')}x "
           f"{meta.get('device_kind')}  x64={meta.get('x64')}")
-    _print_summary(runner.summarize(run), rows=args.rows)
+    from lrsweep.core import summary as summary_lib
+    _print_summary(summary_lib.summarize(run), rows=args.rows)
     for lines in registry.SHOW_LINES:  # what a family adds to a run it extended (boundaries)
         for line in lines(run, meta):
             print(line)
