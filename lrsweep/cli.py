@@ -61,13 +61,30 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lrsweep`` parser: one subparser per command, in the order ``--help`` lists them (a family's
+    commands, :data:`lrsweep.registry.COMMANDS`, after ``merge``)."""
     p = argparse.ArgumentParser(prog="lrsweep", description="Learning-rate sweeps of many small students, "
                                 "trained at once with jit(vmap(scan)), stored as Parquet.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    r = sub.add_parser("run", help="train every student of a config", description=(
+    _run_arguments(sub.add_parser("run", help="train every student of a config", description=(
         "Train every student of CONFIG (a YAML path or a name in configs/; default: the built-in quickstart) "
-        "and write results/<name>/<run_id>/."))
+        "and write results/<name>/<run_id>/.")))
+    _merge_arguments(sub.add_parser("merge", help="finish a sharded run: merge its shards' results", description=(
+        "Merge the results of every shard of RUN (lrsweep run --shard I/N --run-id ID) into its tables, "
+        "checked against the plan, mark it complete and compare it with theory. Exit 2, naming what is "
+        "missing, while a shard is incomplete or running.")))
+    for command in registry.COMMANDS.values():  # a family's subcommands (boundary, schedule)
+        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.description))
+    _ls_arguments(sub.add_parser("ls", help="list runs with status and size"))
+    _show_arguments(sub.add_parser("show", help="summary table of a run"))
+    _compare_arguments(sub.add_parser("compare", help="compare a run with every registered theory that covers "
+                                                      "its students"))
+    _plot_arguments(sub.add_parser("plot", help="the papers' figures of a run (PNG and PDF in RUN/plots)"))
+    sub.add_parser("schema", help="print every config field with its default and allowed values")
+    return p
+
+
+def _run_arguments(r) -> None:
     r.add_argument("config", nargs="?", help="YAML file or built-in name (default: quickstart)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a field, e.g. --set train.steps=16 --set model.width=32 "
@@ -95,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true",
                    help="no progress (otherwise a bar on a terminal, or a plain line every 30 s to a file: "
                         "set LRSWEEP_PROGRESS_EVERY=SECONDS to change)")
-    scale = r.add_argument_group("scale-out", "several jobs or hosts, one run (see README, Scale out)")
+    _scale_out_arguments(r.add_argument_group("scale-out", "several jobs or hosts, one run (see README, Scale out)"))
+
+
+def _scale_out_arguments(scale) -> None:
     scale.add_argument("--run-id", default=None, metavar="ID",
                        help="name the run directory <out>/<name>/ID (default: date-time-random); every --shard "
                             "of a sweep gives the same ID")
@@ -113,38 +133,34 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of each GPU XLA may take (0 < F <= 1; XLA preallocates 75%% by default: "
                             "give e.g. 0.3 to run three sweeps on one card). Sets XLA_PYTHON_CLIENT_MEM_FRACTION")
 
-    mg = sub.add_parser("merge", help="finish a sharded run: merge its shards' results", description=(
-        "Merge the results of every shard of RUN (lrsweep run --shard I/N --run-id ID) into its tables, "
-        "checked against the plan, mark it complete and compare it with theory. Exit 2, naming what is "
-        "missing, while a shard is incomplete or running."))
+
+def _merge_arguments(mg) -> None:
     mg.add_argument("run", help="run directory (<out>/<name>/<run_id>)")
 
-    for command in registry.COMMANDS.values():  # a family's subcommands (boundary, schedule)
-        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.description))
 
-    ls = sub.add_parser("ls", help="list runs with status and size")
+def _ls_arguments(ls) -> None:
     ls.add_argument("root", nargs="?", default="results")
 
-    show = sub.add_parser("show", help="summary table of a run")
+
+def _show_arguments(show) -> None:
     show.add_argument("run", help="run directory")
     show.add_argument("--rows", type=positive_int, default=SUMMARY_ROWS,
                       help=f"settings to print in the best learning rates table (default {SUMMARY_ROWS})")
 
-    c = sub.add_parser("compare", help="compare a run with every registered theory that covers its students")
+
+def _compare_arguments(c) -> None:
     c.add_argument("run", help="run directory")
     c.add_argument("--theory", action="append", default=None, help="only this registry name (repeatable)")
     c.add_argument("--strict", action="store_true", help="exit 1 when agreement fails the stated tolerance")
     c.add_argument("--rows", type=positive_int, default=12, help="table rows to print (default 12)")
 
-    pl = sub.add_parser("plot", help="the papers' figures of a run (PNG and PDF in RUN/plots)")
+
+def _plot_arguments(pl) -> None:
     pl.add_argument("run", help="run directory")
     pl.add_argument("--out", default=None, help="output directory (default RUN/plots)")
     pl.add_argument("--dense", type=int, default=400, metavar="N",
                     help="N x N heat map over (eta_1, eta_2) from the stored learning-rate polynomials of "
                          "poly-mode groups, no training (default 400; 0: off)")
-
-    sub.add_parser("schema", help="print every config field with its default and allowed values")
-    return p
 
 
 def _print_summary(summary, rows: int = SUMMARY_ROWS) -> None:

@@ -119,31 +119,31 @@ def block_step(p: Params, state, x):
 STEPS = {"sgd": sgd_step, "momentum": momentum_step, "blocks": block_step}
 
 
-def _back(kind):
-    if kind == "sgd":
+def _back(recursion):
+    if recursion == "sgd":
         return sgd_back
 
     def back(p, cot, state, x):
-        _, vjp = jax.vjp(lambda s, xx: STEPS[kind](p, s, xx), state, x)
+        _, vjp = jax.vjp(lambda s, xx: STEPS[recursion](p, s, xx), state, x)
         return vjp(cot)
     return back
 
 
-def initial_state(p: Params, rows: int, kind: str):
+def initial_state(p: Params, rows: int, recursion: str):
     c = jnp.broadcast_to(p.c0, (rows, p.c0.shape[-1]))
-    return (c, jnp.zeros_like(c), jnp.zeros_like(c)) if kind == "momentum" else (c,)
+    return (c, jnp.zeros_like(c), jnp.zeros_like(c)) if recursion == "momentum" else (c,)
 
 
 # ------------------------------------------------------------------------------------------- curves
-@functools.partial(jax.jit, static_argnames=("kind",))
-def curves(p: Params, xs, kind: str):
+@functools.partial(jax.jit, static_argnames=("recursion",))
+def curves(p: Params, xs, recursion: str):
     """Loss before every step (block) and after the last: xs are (T, B) arrays; returns (B, T+1)."""
-    step = STEPS[kind]
+    step = STEPS[recursion]
 
     def body(state, x):
         return step(p, state, x), _loss(p, state[0])
 
-    state, losses = jax.lax.scan(body, initial_state(p, xs[0].shape[1], kind), xs)
+    state, losses = jax.lax.scan(body, initial_state(p, xs[0].shape[1], recursion), xs)
     return jnp.concatenate([losses.T, _loss(p, state[0])[:, None]], axis=1)
 
 
@@ -243,20 +243,20 @@ def _final_state(p, state, xs, step):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def log_final_loss(p: Params, kind: str, xs):
+def log_final_loss(p: Params, recursion: str, xs):
     """log L_T for rows of per-step (per-block) inputs xs ((T, B) arrays, T a multiple of SEGMENT)."""
-    return _log_final_loss_fwd(p, kind, xs)[0]
+    return _log_final_loss_fwd(p, recursion, xs)[0]
 
 
-def _log_final_loss_fwd(p, kind, xs):
-    state, checkpoints = _final_state(p, initial_state(p, xs[0].shape[1], kind), _segments(xs), STEPS[kind])
+def _log_final_loss_fwd(p, recursion, xs):
+    state, checkpoints = _final_state(p, initial_state(p, xs[0].shape[1], recursion), _segments(xs), STEPS[recursion])
     loss = _loss(p, state[0])
     return jnp.log(loss), (p, xs, checkpoints, loss)
 
 
-def _log_final_loss_bwd(kind, res, g):
+def _log_final_loss_bwd(recursion, res, g):
     p, xs, checkpoints, loss = res
-    step, back = STEPS[kind], _back(kind)
+    step, back = STEPS[recursion], _back(recursion)
     cot = tuple(jnp.zeros_like(v[0]) for v in checkpoints)
     cot = (p.lam_w * (g / loss)[:, None],) + cot[1:]
 

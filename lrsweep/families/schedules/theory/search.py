@@ -74,6 +74,7 @@ class Problem:
         return Problem(self.modes, self.noise_var, self.horizons[np.asarray(index)], self.batch_size, self.resolution)
 
     def _xs(self, lr, batch, momentum=None):
+        """(xs, recursion): the per-step (per-block) inputs of the recursion that runs them (sgd, momentum, blocks)."""
         rows = lr.shape[0]
         xs = (lr.T, batch.T)
         if momentum is not None:
@@ -107,8 +108,8 @@ class Problem:
         """(H, B+1) losses at the block edges of (H, B) tables."""
         lr = jnp.asarray(lr, self.t.dtype) * self.mask
         batch = jnp.full_like(lr, self.batch_size) if batch is None else jnp.asarray(batch, lr.dtype)
-        xs, kind = self._xs(lr, batch, None if momentum is None else jnp.asarray(momentum, lr.dtype))
-        return np.asarray(curves(self.p, xs, kind))
+        xs, recursion = self._xs(lr, batch, None if momentum is None else jnp.asarray(momentum, lr.dtype))
+        return np.asarray(curves(self.p, xs, recursion))
 
     def final_of(self, curve):
         """The loss at T_h of (H, B+1) curves (the last real block's end)."""
@@ -408,54 +409,73 @@ def optimize_schedules(lam, c0, noise_var, horizons, *, parameterization="segmen
     problem = Problem(as_modes(lam, c0), noise_var, horizons, batch_size, resolution)
     if (optimize_batch or optimize_momentum) and not problem.exact:
         raise ValueError("resolution: batch and momentum schedules need the exact recursion (resolution None)")
-    n_h = problem.horizons.size
-    if sample_budget is None:
-        budget = batch_size * problem.horizons.astype(float)
-    else:
-        budget = np.broadcast_to(np.asarray(sample_budget, float), (n_h,)).copy()
-        if not np.all(budget >= problem.horizons):
-            raise ValueError(f"sample_budget: at least one sample per step (>= {problem.horizons.tolist()})")
-    if init_lr is None:
-        init_lr = _family_result(problem, "constant", bound)["lr"]
-    start = np.broadcast_to(np.asarray(init_lr, float), (n_h, problem.n_blocks))
-    start = np.where(problem.mask_np > 0, start, 1.0)
-    if np.any(start <= 0) or not np.all(np.isfinite(start)):
-        raise ValueError("init_lr: positive finite starting rates before each horizon")
-    if bound is not None:
-        start = np.minimum(start, bound)
-    dtype = problem.t.dtype
-    if parameterization == "array":
-        weights, p0 = np.eye(1)[None], np.zeros((n_h, problem.n_blocks))
-    else:
-        weights = node_weights(problem, n_segments, parameterization == "piecewise_constant")
-        p0 = np.zeros((n_h, weights.shape[2]))
-        if parameterization == "piecewise_constant":   # absolute log-rates: each piece's mean log start
-            count = np.maximum(weights.sum(axis=1), 1.0)
-            base = _logit(start / bound) if bound is not None else np.log(start)
-            p0 = np.einsum("hbk,hb->hk", weights, base) / count
-            start = np.full_like(start, 0.5 * bound if bound is not None else 1.0)
+    budget = _sample_budget(problem, batch_size, sample_budget)
+    start = _start_rates(problem, init_lr, bound)
+    weights, p0, start = _rate_parameters(problem, parameterization, n_segments, start, bound)
     base = _logit(start / bound) if bound is not None else np.log(start)
     init = {"lr": p0}
     if optimize_batch:
         init["batch"] = np.zeros_like(p0)
     if optimize_momentum:
         init["momentum"] = np.full_like(p0, -3.0)
-    setting = _Setting(kind="momentum" if optimize_momentum else "sgd" if problem.exact else "blocks",
+    setting = _Setting(recursion="momentum" if optimize_momentum else "sgd" if problem.exact else "blocks",
                        per_block=parameterization == "array", absolute=parameterization == "piecewise_constant",
                        bounded=bound is not None, iterations=int(iterations), learning_rate=float(learning_rate))
     arrays = {"weights": weights, "base": base, "mask": problem.mask_np, "sizes": problem.sizes_np,
               "budget": budget, "horizons": problem.horizons.astype(float), "batch_size": float(batch_size),
               "bound": bound if bound is not None else 1.0, "momentum_max": float(momentum_max)}
-    to = functools.partial(jnp.asarray, dtype=dtype)
+    to = functools.partial(jnp.asarray, dtype=problem.t.dtype)
     lr, batch, momentum = _adam(setting, problem.p, jax.tree_util.tree_map(to, init),
                                 jax.tree_util.tree_map(to, arrays))
     return _result(problem, np.asarray(lr), np.asarray(batch), np.asarray(momentum) if optimize_momentum else None,
                    bound)
 
 
+def _sample_budget(problem: Problem, batch_size, sample_budget) -> np.ndarray:
+    """(H,) samples each horizon's batch schedule spends: ``sample_budget``, default batch_size T_h."""
+    if sample_budget is None:
+        return batch_size * problem.horizons.astype(float)
+    budget = np.broadcast_to(np.asarray(sample_budget, float), (problem.horizons.size,)).copy()
+    if not np.all(budget >= problem.horizons):
+        raise ValueError(f"sample_budget: at least one sample per step (>= {problem.horizons.tolist()})")
+    return budget
+
+
+def _start_rates(problem: Problem, init_lr, bound) -> np.ndarray:
+    """(H, B) starting rates: ``init_lr``, default the best constant rate per horizon (1 on padding
+    blocks), at most the bound."""
+    if init_lr is None:
+        init_lr = _family_result(problem, "constant", bound)["lr"]
+    start = np.broadcast_to(np.asarray(init_lr, float), (problem.horizons.size, problem.n_blocks))
+    start = np.where(problem.mask_np > 0, start, 1.0)
+    if np.any(start <= 0) or not np.all(np.isfinite(start)):
+        raise ValueError("init_lr: positive finite starting rates before each horizon")
+    if bound is not None:
+        start = np.minimum(start, bound)
+    return start
+
+
+def _rate_parameters(problem: Problem, parameterization, n_segments, start, bound):
+    """(weights, p0, start): the interpolation weights of ``parameterization`` (:func:`node_weights`; one
+    parameter per block for ``array``), the parameters at the start (0: the start schedule itself) and
+    the start the parameters correct (for ``piecewise_constant`` the parameters are each piece's mean
+    log start and the start becomes 1, or half the bound)."""
+    n_h = problem.horizons.size
+    if parameterization == "array":
+        return np.eye(1)[None], np.zeros((n_h, problem.n_blocks)), start
+    weights = node_weights(problem, n_segments, parameterization == "piecewise_constant")
+    p0 = np.zeros((n_h, weights.shape[2]))
+    if parameterization == "piecewise_constant":   # absolute log-rates: each piece's mean log start
+        count = np.maximum(weights.sum(axis=1), 1.0)
+        base = _logit(start / bound) if bound is not None else np.log(start)
+        p0 = np.einsum("hbk,hb->hk", weights, base) / count
+        start = np.full_like(start, 0.5 * bound if bound is not None else 1.0)
+    return weights, p0, start
+
+
 class _Setting(NamedTuple):
     """The static part of a free-schedule optimisation (one compiled program per setting and shape)."""
-    kind: str              # the recursion: sgd, blocks or momentum
+    recursion: str         # sgd, blocks or momentum (:data:`.recursion.STEPS`)
     per_block: bool        # one parameter per block (array), else node parameters expanded by weights
     absolute: bool         # the parameters are log-rates (piecewise_constant), else a correction of base
     bounded: bool          # eta_max sigmoid(.) instead of exp(.)
@@ -485,14 +505,14 @@ def _adam(setting: _Setting, model, p, arr):
     """Adam on sum_h log L_{T_h} over ``setting.iterations`` steps (one scan), the best iterate per
     horizon kept (the start included); returns its (lr, batch, momentum)."""
     def xs_of(lr, batch, momentum):
-        if setting.kind == "momentum":
+        if setting.recursion == "momentum":
             return (lr.T, batch.T, momentum.T)
-        if setting.kind == "blocks":
+        if setting.recursion == "blocks":
             return (lr.T, batch.T, arr["sizes"].T)
         return (lr.T, batch.T)
 
     def objective(q):
-        logs = log_final_loss(model, setting.kind, xs_of(*_schedules_of(setting, arr, q)))
+        logs = log_final_loss(model, setting.recursion, xs_of(*_schedules_of(setting, arr, q)))
         return jnp.sum(jnp.where(jnp.isfinite(logs), logs, 1e3)), logs
 
     opt = optax.adam(optax.cosine_decay_schedule(setting.learning_rate, max(setting.iterations, 1), alpha=0.05))
