@@ -97,111 +97,129 @@ def make_student_fns(spec) -> StudentFns:
     ``params0`` are the instance's initial weights; the trained state starts from them
     (:class:`lrsweep.core.steps.Formulation`: the weights themselves, or low-rank corrections to them).
     """
-    form = steps_lib.FORMULATIONS[spec.formulation]
-    task = TASKS[spec.task.kind]
-    logged, reductions = metrics_lib.logged(spec), metrics_lib.reductions(spec)
-    log_slot = np.full(spec.steps + 1, -1, np.int32)
-    log_slot[list(spec.log_steps)] = np.arange(spec.n_logs)
+    student = _Student(spec)
+    return StudentFns(student.start, student.advance, student.finish, student.train)
 
-    def observe(t, params0, state, inst, loss, w_eff, carry):
+
+class _Student:
+    """A group's per-student training (:func:`make_student_fns` hands out its bound methods): what every
+    step reads of the spec, computed once; each piece a method, so no function nests more than two deep."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.form = steps_lib.FORMULATIONS[spec.formulation]
+        self.task = TASKS[spec.task.kind]
+        self.logged, self.reductions = metrics_lib.logged(spec), metrics_lib.reductions(spec)
+        self.log_slot = np.full(spec.steps + 1, -1, np.int32)  # step -> its row of the curve buffers, -1: not logged
+        self.log_slot[list(spec.log_steps)] = np.arange(spec.n_logs)
+
+    def observe(self, t, params0, state, inst, loss, w_eff, carry):
         """Divergence bookkeeping and reductions at step t and, if t is logged, write the metrics."""
+        spec = self.spec
         alive, loss0, div_step, bufs, reduced, mstates = carry
         if spec.stochastic:  # a batch's loss can be ~0 by chance: judge divergence against the whole set's
-            loss0 = jax.lax.cond(t == 0, lambda: initial_loss(params0, state, inst).astype(loss.dtype), lambda: loss0)
+            loss0 = jax.lax.cond(t == 0, lambda: self.initial_loss(params0, state, inst).astype(loss.dtype),
+                                 lambda: loss0)
         else:
             loss0 = jnp.where(t == 0, loss, loss0)
         bad = divergence.exceeds(loss, loss0, spec.diverge_factor, jnp)
         div_step = jnp.where(alive & bad, t, div_step)
         alive = alive & ~bad
-        reduced = tuple(r.update(c, loss, t, alive) for r, c in zip(reductions, reduced))
-        slot = log_slot[t] if isinstance(t, int) else jnp.asarray(log_slot)[t]
-
-        def write(operand):
-            bufs, mstates = operand
-            ctx = metrics_lib.MetricContext(spec, form.dense(spec, params0, state), inst, loss, w_eff,
-                                            step_context(inst, t).key, t)
-            logged_loss = loss
-            if spec.stochastic and "x" in inst:  # the step saw a minibatch: log the whole set's loss
-                logged_loss = steps_lib.train_loss(spec, ctx.params, inst, step_context(inst, t))
-            values = {"train_loss": logged_loss, **task.evaluate(spec, ctx)}
-            new_states = dict(mstates)
-            for m in logged:
-                if m.init_state is None:
-                    values[m.name] = m.fn(ctx)
-                else:
-                    values[m.name], new = m.fn(ctx, mstates[m.name])
-                    new_states[m.name] = jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), new,
-                                                                mstates[m.name])
-            bufs = {k: b.at[slot].set(jnp.where(alive, values[k], jnp.full((), jnp.nan, b.dtype)))
-                    for k, b in bufs.items()}
-            return bufs, new_states
-
+        reduced = tuple(r.update(c, loss, t, alive) for r, c in zip(self.reductions, reduced))
+        slot = self.log_slot[t] if isinstance(t, int) else jnp.asarray(self.log_slot)[t]
+        write = functools.partial(self.write_logged, t, slot, alive, params0, state, inst, loss, w_eff)
         # `slot` does not depend on the student, so this cond stays a real branch under vmap.
         bufs, mstates = jax.lax.cond(slot >= 0, write, lambda operand: operand, (bufs, mstates))
         return alive, loss0, div_step, bufs, reduced, mstates
 
-    def initial_loss(params0, state, inst):
+    def write_logged(self, t, slot, alive, params0, state, inst, loss, w_eff, operand):
+        """The logged step t's train loss, task evaluation and ``train.metrics`` written into row ``slot``
+        of the buffers (NaN for a diverged student); metric states advanced where alive."""
+        spec = self.spec
+        bufs, mstates = operand
+        ctx = metrics_lib.MetricContext(spec, self.form.dense(spec, params0, state), inst, loss, w_eff,
+                                        step_context(inst, t).key, t)
+        logged_loss = loss
+        if spec.stochastic and "x" in inst:  # the step saw a minibatch: log the whole set's loss
+            logged_loss = steps_lib.train_loss(spec, ctx.params, inst, step_context(inst, t))
+        values = {"train_loss": logged_loss, **self.task.evaluate(spec, ctx)}
+        new_states = dict(mstates)
+        for m in self.logged:
+            if m.init_state is None:
+                values[m.name] = m.fn(ctx)
+            else:
+                values[m.name], new = m.fn(ctx, mstates[m.name])
+                new_states[m.name] = jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), new,
+                                                            mstates[m.name])
+        bufs = {k: b.at[slot].set(jnp.where(alive, values[k], jnp.full((), jnp.nan, b.dtype)))
+                for k, b in bufs.items()}
+        return bufs, new_states
+
+    def initial_loss(self, params0, state, inst):
         """The divergence rule's reference for sampled batches: the whole training set's loss at step 0,
         or, for an online task, its expected loss (:attr:`lrsweep.core.tasks.Task.population_loss`)."""
-        dense = form.dense(spec, params0, state)
-        if task.population_loss is not None and "x" not in inst:
-            return task.population_loss(spec, inst, dense)
+        spec = self.spec
+        dense = self.form.dense(spec, params0, state)
+        if self.task.population_loss is not None and "x" not in inst:
+            return self.task.population_loss(spec, inst, dense)
         return steps_lib.train_loss(spec, dense, inst, step_context(inst, 0))
 
-    def context(inst, hparams, t):
+    def context(self, inst, hparams, t):
         """The step's context: a sampled batch of m(t) rows for sgd and momentum."""
-        return step_context(inst, t, spec.stochastic, batch_size_at(spec, hparams, t))
+        return step_context(inst, t, self.spec.stochastic, batch_size_at(self.spec, hparams, t))
 
-    def start(params0, inst, hparams):
+    def start(self, params0, inst, hparams):
+        spec = self.spec
         dtype = jax.tree_util.tree_leaves(params0)[0].dtype
-        shapes = {name: () for name in ("train_loss", *task.metric_names(spec))}
-        shapes.update({m.name: metrics_lib.metric_shape(spec, m) for m in logged})
+        shapes = {name: () for name in ("train_loss", *self.task.metric_names(spec))}
+        shapes.update({m.name: metrics_lib.metric_shape(spec, m) for m in self.logged})
         bufs = {name: jnp.full((spec.n_logs, *shape), jnp.nan, dtype) for name, shape in shapes.items()}
         key = jax.random.fold_in(inst["step_key"], -1 & 0x7FFFFFFF)  # the metrics' own stream
-        mstates = {m.name: m.init_state(spec, params0, inst, key) for m in logged if m.init_state is not None}
+        mstates = {m.name: m.init_state(spec, params0, inst, key) for m in self.logged if m.init_state is not None}
         carry = (jnp.array(True), jnp.zeros((), dtype), jnp.array(-1, jnp.int32), bufs,
-                 tuple(r.init(dtype) for r in reductions), mstates)
-        state = form.init(spec, params0)
+                 tuple(r.init(dtype) for r in self.reductions), mstates)
+        state = self.form.init(spec, params0)
         return state, make_optimizer(spec, hparams).init(state), carry
 
-    def advance(state, params0, inst, hparams, ts):
-        tx = make_optimizer(spec, hparams)
-
-        def body(state, t):
-            params, opt_state, carry = state
-            ctx = context(inst, hparams, t)
-            moved = prepare(spec, hparams, params, inst, ctx)
-            loss, grads, w_eff, aux = form.loss_and_grads(spec, params0, moved, inst, ctx)
-            carry = observe(t, params0, moved, inst, loss, w_eff, carry)
-            updates, new_opt_state = tx.update(grads, opt_state, moved)
-            new_params = form.apply(moved, updates, aux, t)
-            alive = carry[0]
-            keep = lambda new, old: jnp.where(alive, new, old)  # freeze diverged students
-            params = jax.tree_util.tree_map(keep, new_params, params)
-            opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
-            return (params, opt_state, carry), None
-
-        state, _ = jax.lax.scan(body, state, ts)
+    def advance(self, state, params0, inst, hparams, ts):
+        step = functools.partial(self.step, make_optimizer(self.spec, hparams), params0, inst, hparams)
+        state, _ = jax.lax.scan(step, state, ts)
         return state
 
-    def finish(state, params0, inst, hparams) -> StudentResult:
+    def step(self, tx, params0, inst, hparams, state, t):
+        """One step t (the body of :meth:`advance`'s scan): the step hooks' move, the loss and gradients,
+        the observation, the optimizer's update; a diverged student is frozen."""
+        spec = self.spec
+        params, opt_state, carry = state
+        ctx = self.context(inst, hparams, t)
+        moved = prepare(spec, hparams, params, inst, ctx)
+        loss, grads, w_eff, aux = self.form.loss_and_grads(spec, params0, moved, inst, ctx)
+        carry = self.observe(t, params0, moved, inst, loss, w_eff, carry)
+        updates, new_opt_state = tx.update(grads, opt_state, moved)
+        new_params = self.form.apply(moved, updates, aux, t)
+        alive = carry[0]
+        keep = lambda new, old: jnp.where(alive, new, old)  # freeze diverged students
+        params = jax.tree_util.tree_map(keep, new_params, params)
+        opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
+        return (params, opt_state, carry), None
+
+    def finish(self, state, params0, inst, hparams) -> StudentResult:
+        spec = self.spec
         params, _, carry = state
-        ctx = context(inst, hparams, spec.steps)
+        ctx = self.context(inst, hparams, spec.steps)
         params = prepare(spec, hparams, params, inst, ctx)
-        loss, _, w_eff, _ = form.loss_and_grads(spec, params0, params, inst, ctx)
-        alive, _, div_step, bufs, reduced, _ = observe(spec.steps, params0, params, inst, loss, w_eff, carry)
+        loss, _, w_eff, _ = self.form.loss_and_grads(spec, params0, params, inst, ctx)
+        alive, _, div_step, bufs, reduced, _ = self.observe(spec.steps, params0, params, inst, loss, w_eff, carry)
         columns = {}
-        for r, c in zip(reductions, reduced):
+        for r, c in zip(self.reductions, reduced):
             columns.update(r.columns(c))
         return StudentResult(bufs, columns, ~alive, div_step)
 
-    def train(params0, inst, hparams) -> StudentResult:
-        state = start(params0, inst, hparams)
-        if spec.steps > 0:
-            state = advance(state, params0, inst, hparams, jnp.arange(spec.steps, dtype=jnp.int32))
-        return finish(state, params0, inst, hparams)
-
-    return StudentFns(start, advance, finish, train)
+    def train(self, params0, inst, hparams) -> StudentResult:
+        state = self.start(params0, inst, hparams)
+        if self.spec.steps > 0:
+            state = self.advance(state, params0, inst, hparams, jnp.arange(self.spec.steps, dtype=jnp.int32))
+        return self.finish(state, params0, inst, hparams)
 
 
 def make_train_one(spec):

@@ -534,7 +534,7 @@ def _repair(run_dir: Path, meta: dict, prefix: str = "") -> None:
     elif not prefix and store.has_merged(run_dir):
         problem = store.verify_complete(run_dir, meta)
         if problem:
-            store.discard_merged(run_dir)
+            store.discard_merged(run_dir, [t for t in meta.get("rows") or {} if t not in store.PARTITIONED])
             meta.pop("rows", None)
             print(f"lrsweep: {problem}; retraining every student of the run", file=sys.stderr)
 

@@ -389,11 +389,12 @@ def has_merged(run: Path) -> bool:
 
 
 def merged_problem(run: Path) -> str | None:
-    """Why the merged tables of a run (no parts left) cannot be trusted, or None (footers only)."""
+    """Why the merged students and curves of a run (no parts left) cannot be trusted, or None (footers
+    only; the side tables the merge recorded are checked by :func:`verify_complete`)."""
     run = Path(run)
-    for table in ("students", "curves", "poly"):
+    for table in PARTITIONED:
         files = table_files(run, table)
-        if table != "poly" and not files:
+        if not files:
             return f"{run / table}: missing"
         for path in files:
             try:
@@ -403,10 +404,11 @@ def merged_problem(run: Path) -> str | None:
     return None
 
 
-def discard_merged(run: Path) -> None:
-    """Remove the merged tables of a run whose merged tables are damaged, so it is trained afresh."""
+def discard_merged(run: Path, side=()) -> None:
+    """Remove the merged tables of a run whose merged tables are damaged, so it is trained afresh:
+    students, curves and the side tables ``side`` (those the merge recorded: ``meta["rows"]``)."""
     run = Path(run)
-    for table in ("students", "curves", "poly"):
+    for table in (*PARTITIONED, *side):
         (run / f"{table}.parquet").unlink(missing_ok=True)
         if table in PARTITIONED and (run / table).is_dir():
             shutil.rmtree(run / table)
@@ -450,10 +452,22 @@ def _copy_rows(src: Path, dst: Path, student_ids: np.ndarray | None, drop: tuple
     return rows
 
 
+SIDE_VALUES = b"lrsweep.values"  # schema metadata of a side table: its value columns (JSON list)
+
+
+def side_table_schema(schema: pa.Schema, values) -> pa.Schema:
+    """The schema of a *side table*: a table a driver writes beside a chunk's students and curves
+    (``parts/<stem>.<name>.parquet``, e.g. the poly driver's coefficients), declaring which of its
+    columns are values; the others are a row's key. :func:`merge_parts` merges the side tables it
+    finds into ``RUN/<name>.parquet``, keeping of the rows equal in the key the last (a resumed chunk
+    recomputed whole)."""
+    return schema.with_metadata({**(schema.metadata or {}), SIDE_VALUES: json.dumps(list(values)).encode()})
+
+
 def merge_parts(run: Path, expected_ids: np.ndarray | None = None, expected_curves: int | None = None) -> dict:
     """Fold the per-chunk parts into the run's datasets ``RUN/students/`` and ``RUN/curves/``
-    (hive partitioned by group: ``group_id=<g>/<chunk>.parquet``; poly-mode coefficients, small,
-    into ``poly.parquet``), verify them, then remove the parts.
+    (hive partitioned by group: ``group_id=<g>/<chunk>.parquet``; each side table a driver wrote,
+    small, into ``RUN/<name>.parquet``: :func:`side_table_schema`), verify them, then remove the parts.
 
     Streaming: only student ids (one column) and Parquet footers are read; a chunk's curves are
     hard-linked into place, never rewritten (its students part, one row per student, is copied
@@ -465,7 +479,7 @@ def merge_parts(run: Path, expected_ids: np.ndarray | None = None, expected_curv
     many curve rows, else :class:`StoreError` and the parts stay.
 
     Crash-safe, in this order: (1) the datasets are built in ``RUN/.merging/`` (links, so the parts
-    are untouched); (2) each is renamed over ``RUN/<table>/``; (3) ``poly.parquet`` is written;
+    are untouched); (2) each is renamed over ``RUN/<table>/``; (3) the side tables are written;
     (4) ``parts/`` is renamed away in one step (the commit) and deleted. Until (4) ``parts/`` exists
     and is the truth for every reader (:func:`table_files`), so a crash anywhere before it loses and
     doubles nothing, and the next merge (``lrsweep run --resume`` or ``lrsweep merge``) redoes it
@@ -479,6 +493,44 @@ def merge_parts(run: Path, expected_ids: np.ndarray | None = None, expected_curv
     chunks = _chunk_files(run)
     stems = [stem for stem, files in chunks.items()
              if any(f.name.endswith(".students.parquet") for f in files)]  # finished chunks only
+    all_ids, owner, groups = _part_students(run, stems)
+    unique, first = np.unique(all_ids, return_index=True)  # the first chunk (in stem order) holding each student
+    kept = np.zeros(len(all_ids), bool)
+    kept[first] = True
+    if expected_ids is not None:
+        _check_planned_students(run, unique, expected_ids)
+    staging = run / ".merging"
+    shutil.rmtree(staging, ignore_errors=True)
+    counts = _stage_partitioned(run, staging, stems, groups, all_ids, owner, kept)
+    if expected_curves is not None and counts["curves"] != expected_curves:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StoreError(run / "parts", f"the parts hold {counts['curves']} curve rows, the plan {expected_curves}; "
+                         f"`lrsweep run --resume {run}` retrains the chunks that are short")
+    kept_stems = {stems[k] for k in np.unique(owner[kept])}
+    for table in PARTITIONED:  # a dataset of an earlier, cut-short merge is replaced
+        (staging / table).mkdir(parents=True, exist_ok=True)
+        if (run / table).is_dir():
+            shutil.rmtree(run / table)
+        (run / f"{table}.parquet").unlink(missing_ok=True)
+        os.replace(staging / table, run / table)
+    shutil.rmtree(staging, ignore_errors=True)
+    side: dict[str, list[Path]] = {}
+    for f in sorted(f for stem in kept_stems for f in chunks[stem]):
+        name = f.name.split(".")[1]
+        if name not in PARTITIONED:
+            side.setdefault(name, []).append(f)
+    for name, parts in side.items():
+        counts[name] = _merge_side_table(parts, run / f"{name}.parquet")
+    # the parts go as one rename, so a crash leaves either all of them (the truth) or none
+    trash = run / f".parts-merged-{uuid.uuid4().hex[:6]}"
+    os.replace(run / "parts", trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    return counts
+
+
+def _part_students(run: Path, stems: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(student ids of every chunk's students part, in stem order; the chunk (index in ``stems``) of
+    each; the group of each stem), reading only the ids (and a group id) of each part."""
     ids, owner_of, groups = [], [], {}
     for k, stem in enumerate(stems):
         path = run / "parts" / f"{stem}.students.parquet"
@@ -490,19 +542,23 @@ def merge_parts(run: Path, expected_ids: np.ndarray | None = None, expected_curv
                         else int(named.group(1)) if named else 0)
     all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     owner = np.concatenate(owner_of) if owner_of else np.zeros(0, np.int64)
-    unique, first = np.unique(all_ids, return_index=True)  # the first chunk (in stem order) holding each student
-    kept = np.zeros(len(all_ids), bool)
-    kept[first] = True
-    if expected_ids is not None:
-        want = np.unique(np.asarray(expected_ids, np.int64))
-        if not np.array_equal(unique, want):
-            missing, extra = np.setdiff1d(want, unique), np.setdiff1d(unique, want)
-            raise StoreError(run / "parts", f"the parts hold {len(unique)} students, the plan {len(want)} "
-                             f"({len(missing)} missing, {len(extra)} not in the plan); "
-                             f"`lrsweep run --resume {run}` trains the missing ones")
-    staging = run / ".merging"
-    shutil.rmtree(staging, ignore_errors=True)
-    n_curves, n_students = 0, 0
+    return all_ids, owner, groups
+
+
+def _check_planned_students(run: Path, unique: np.ndarray, expected_ids) -> None:
+    """StoreError unless the parts hold exactly the planned students."""
+    want = np.unique(np.asarray(expected_ids, np.int64))
+    if not np.array_equal(unique, want):
+        missing, extra = np.setdiff1d(want, unique), np.setdiff1d(unique, want)
+        raise StoreError(run / "parts", f"the parts hold {len(unique)} students, the plan {len(want)} "
+                         f"({len(missing)} missing, {len(extra)} not in the plan); "
+                         f"`lrsweep run --resume {run}` trains the missing ones")
+
+
+def _stage_partitioned(run: Path, staging: Path, stems, groups, all_ids, owner, kept) -> dict:
+    """Step (1) of :func:`merge_parts`: every kept chunk's students and curves into
+    ``staging/<table>/group_id=<g>/<stem>.parquet``; returns the row count of each table."""
+    counts = {"students": 0, "curves": 0}
     for k, stem in enumerate(stems):
         keep = kept[owner == k]
         if not keep.any():
@@ -515,43 +571,27 @@ def merge_parts(run: Path, expected_ids: np.ndarray | None = None, expected_curv
                 continue
             if keep.all() and table == "curves":
                 _place(src, dst)
-                rows = pq.ParquetFile(src).metadata.num_rows
+                counts[table] += pq.ParquetFile(src).metadata.num_rows
             else:  # students (one row each: small) lose group_id, now the folder; repeats are dropped
-                rows = _copy_rows(src, dst, None if keep.all() else all_ids[owner == k][keep], drop=("group_id",))
-            if table == "curves":
-                n_curves += rows
-            else:
-                n_students += rows
-    if expected_curves is not None and n_curves != expected_curves:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise StoreError(run / "parts", f"the parts hold {n_curves} curve rows, the plan {expected_curves}; "
-                         f"`lrsweep run --resume {run}` retrains the chunks that are short")
-    counts = {"students": n_students, "curves": n_curves}
-    kept_stems = {stems[k] for k in np.unique(owner[kept])}
-    poly_parts = sorted(f for stem in kept_stems for f in chunks[stem] if f.name.endswith(".poly.parquet"))
-    for table in PARTITIONED:  # a dataset of an earlier, cut-short merge is replaced
-        (staging / table).mkdir(parents=True, exist_ok=True)
-        if (run / table).is_dir():
-            shutil.rmtree(run / table)
-        (run / f"{table}.parquet").unlink(missing_ok=True)
-        os.replace(staging / table, run / table)
-    shutil.rmtree(staging, ignore_errors=True)
-    if poly_parts:
-        schema = pa.unify_schemas([read_schema(f) for f in poly_parts], promote_options="permissive")
-        df = read_table(poly_parts)
-        # a resumed instance is recomputed whole: keep one copy of each (instance, step, monomial)
-        key = [c for c in df.columns if c not in ("run_id", "lr_scale", "train_coef", "test_coef")]
-        df = df.drop_duplicates(subset=key, keep="last").sort_values(key, kind="stable")
-        for f in schema:
-            if pa.types.is_integer(f.type):  # e_k of groups with fewer layers are null
-                df[f.name] = df[f.name].astype("Int64")
-        write_table(df, run / "poly.parquet", schema)
-        counts["poly"] = len(df)
-    # the parts go as one rename, so a crash leaves either all of them (the truth) or none
-    trash = run / f".parts-merged-{uuid.uuid4().hex[:6]}"
-    os.replace(run / "parts", trash)
-    shutil.rmtree(trash, ignore_errors=True)
+                counts[table] += _copy_rows(src, dst, None if keep.all() else all_ids[owner == k][keep],
+                                            drop=("group_id",))
     return counts
+
+
+def _merge_side_table(parts: list[Path], path: Path) -> int:
+    """The side table's parts (:func:`side_table_schema`) as one file ``path``: of the rows equal in
+    the key the last kept, sorted by the key; integer columns nullable (a column some parts lack is
+    null there). Returns its row count."""
+    schema = pa.unify_schemas([read_schema(f) for f in parts], promote_options="permissive")
+    values = json.loads((schema.metadata or {}).get(SIDE_VALUES, b"[]"))
+    df = read_table(parts)
+    key = [c for c in df.columns if c not in values]
+    df = df.drop_duplicates(subset=key, keep="last").sort_values(key, kind="stable")
+    for f in schema:
+        if pa.types.is_integer(f.type):
+            df[f.name] = df[f.name].astype("Int64")
+    write_table(df, path, schema)
+    return len(df)
 
 
 def verify_complete(run: Path, meta: dict) -> str | None:

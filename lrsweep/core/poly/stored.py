@@ -15,11 +15,18 @@ from lrsweep.core import store
 from lrsweep.core.columns import lr_columns
 from lrsweep.core.poly.numerics import apply_divergence, condition, evaluate_coefficients
 
+COEFFICIENT_VALUES = ("run_id", "lr_scale", "train_coef", "test_coef")  # the rest is a row's key
+
+
 def coefficient_schema(m: int, instance_columns) -> pa.Schema:
-    """Long format: one row per (instance, step, monomial present at that step)."""
+    """Long format: one row per (instance, step, monomial present at that step); a side table of the
+    run (:func:`lrsweep.core.store.side_table_schema`: merged into ``poly.parquet``, a resumed instance,
+    recomputed whole, kept once)."""
     inst = [(c, pa.int64() if c == "seed" else pa.float64()) for c in instance_columns]
-    return pa.schema([("run_id", pa.string()), ("group_id", pa.int64()), *inst, ("step", pa.int64())] + [(f"e_{i}", pa.int64()) for i in range(1, m + 1)]
-                     + [("lr_scale", pa.float64()), ("train_coef", pa.float64()), ("test_coef", pa.float64())])
+    schema = pa.schema([("run_id", pa.string()), ("group_id", pa.int64()), *inst, ("step", pa.int64())]
+                       + [(f"e_{i}", pa.int64()) for i in range(1, m + 1)]
+                       + [("lr_scale", pa.float64()), ("train_coef", pa.float64()), ("test_coef", pa.float64())])
+    return store.side_table_schema(schema, COEFFICIENT_VALUES)
 
 
 def coefficient_table(chunk, run_id: str, group_id: int) -> pd.DataFrame:
