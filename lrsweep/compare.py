@@ -97,7 +97,7 @@ def matches_setting(df: pd.DataFrame, setting: dict, free: tuple = ()) -> np.nda
             mask &= np.isclose(df[col].to_numpy(float), want, rtol=1e-9)
         elif want is None or (isinstance(want, tuple) and not want):
             mask &= df[col].map(lambda v: v is None or v != v or v == "" or v == ()).to_numpy(bool)
-        elif field.kind == "float":
+        elif field.value_type == "float":
             mask &= np.isclose(df[col].to_numpy(float), float(want), rtol=1e-12)
         else:
             mask &= (df[col] == want).to_numpy(bool)

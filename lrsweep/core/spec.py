@@ -132,5 +132,5 @@ def _extra_columns() -> list[str]:
 
 def _typed(name: str, value):
     """A stored cell as its field's Python type (hashable, equal to the config's value)."""
-    kind = config_lib.FIELDS[config_lib.path_of(name)].kind
+    kind = config_lib.FIELDS[config_lib.path_of(name)].value_type
     return int(value) if kind == "int" else float(value) if kind == "float" else value

@@ -280,13 +280,13 @@ AXIS_VALUES = {
 
 def test_axis_values_cover_every_axis_field():
     """A new axis-able field must get its values above: as many non-default values as it has, up to 2."""
-    axis_fields = {p for p, f in config.FIELDS.items() if p != "name" and f.axis and f.kind != "int_list"}
+    axis_fields = {p for p, f in config.FIELDS.items() if p != "name" and f.axis and f.value_type != "int_list"}
     assert set(AXIS_VALUES) == axis_fields
     for path, (values, _) in AXIS_VALUES.items():
         field = config.FIELDS[path]
         # an `array` kind needs its array field, which cannot be an axis: it is not counted
         n_other = len([c for c in field.choices if c not in (field.default, "array")]) if field.choices else (
-            1 if field.kind == "bool" else 2)
+            1 if field.value_type == "bool" else 2)
         assert len(set(values)) == len(values), path
         assert sum(v != field.default for v in values) == min(2, n_other), path
 

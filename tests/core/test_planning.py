@@ -122,10 +122,10 @@ def test_stored_students_keep_every_field_and_the_grid(tmp_path, case):
         if path in on_axis or col in on_axis or col in DERIVED:
             continue
         value = cfg.base[path]
-        if field.kind in KIND_DTYPES and value is not None:
-            assert str(stored[col].dtype) == KIND_DTYPES[field.kind], (col, stored[col].dtype)
+        if field.value_type in KIND_DTYPES and value is not None:
+            assert str(stored[col].dtype) == KIND_DTYPES[field.value_type], (col, stored[col].dtype)
             assert (stored[col] == value).all(), (col, value)
-        elif field.kind == "str":
+        elif field.value_type == "str":
             assert pd.api.types.is_string_dtype(stored[col]) and (stored[col] == value).all(), col
         else:  # null, or a list stored as text: one value for the whole grid
             assert stored[col].nunique(dropna=False) == 1, col

@@ -18,9 +18,9 @@ from lrsweep.core.config.columnar import equals, has_metric
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-    """One scalar config field: dotted path, kind, default, allowed values, doc."""
+    """One config field: dotted path, value type, default, doc, allowed values, role, when it applies."""
     path: str
-    kind: str  # "int" | "float" | "str" | "bool" | "int_list"
+    value_type: str  # "int" | "float" | "str" | "bool" | "int_list" | "str_list" | "points" | "arrays"
     default: Any
     doc: str
     choices: tuple | None = None
@@ -289,7 +289,7 @@ def describe_schema() -> str:
     for f in FIELDS.values():
         allowed = ", ".join(map(str, f.choices)) if f.choices else (
             "> 0" if f.positive else f"[{f.minimum:g}, {f.maximum:g}]" if f.maximum is not None else
-            f">= {f.minimum:g}" if f.minimum is not None else f.kind)
+            f">= {f.minimum:g}" if f.minimum is not None else f.value_type)
         rows.append(f"| `{f.path}` | `{f.default}` | {allowed} | {f.doc} |")
     return "\n".join(rows)
 

@@ -34,7 +34,7 @@ def check_value(field: Field, value: Any, where: str) -> Any:
         if field.nullable:
             return None
         raise ConfigError(where, f"must not be null ({_allowed(field)})")
-    kind = field.kind
+    kind = field.value_type
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
                 or (isinstance(value, float) and not float(value).is_integer()):
@@ -113,12 +113,12 @@ def _allowed(field: Field) -> str:
     if field.choices:
         return "allowed values: " + ", ".join(map(str, field.choices))
     if field.positive:
-        return f"a {field.kind} > 0"
+        return f"a {field.value_type} > 0"
     if field.minimum is not None and field.maximum is not None:
-        return f"a {field.kind} in [{field.minimum:g}, {field.maximum:g}]"
+        return f"a {field.value_type} in [{field.minimum:g}, {field.maximum:g}]"
     if field.minimum is not None:
-        return f"a {field.kind} >= {field.minimum:g}"
-    return f"a {field.kind}"
+        return f"a {field.value_type} >= {field.minimum:g}"
+    return f"a {field.value_type}"
 
 
 ARRAYS: dict[str, np.ndarray] = {}
