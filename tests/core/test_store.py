@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 import lrsweep
 from lrsweep.core import config
@@ -271,7 +272,7 @@ def test_write_json_and_yaml_atomic(tmp_path):
     store.write_json({"status": "complete", "x": np.float64(1.5)}, tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == {"status": "complete", "x": 1.5}
     store.write_yaml({"name": "s", "grid": {"lr": [1, 2]}}, tmp_path / "c.yaml")
-    assert config.yaml.safe_load((tmp_path / "c.yaml").read_text()) == {"name": "s", "grid": {"lr": [1, 2]}}
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text()) == {"name": "s", "grid": {"lr": [1, 2]}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "m.json"]
 
 
