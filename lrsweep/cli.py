@@ -164,7 +164,7 @@ def _plot_arguments(pl) -> None:
 
 
 def _print_summary(summary, rows: int = SUMMARY_ROWS) -> None:
-    """Counts, then the best learning rates per setting (lrsweep.core.summary.best_rates), at most ``rows`` of them."""
+    """Counts, then the best learning rates per setting (runner.best_rates), at most ``rows`` of them."""
     import pandas as pd
     print(f"run directory: {summary.run_dir}")
     print(f"students: {summary.n_students} in {summary.groups} shape group(s), diverged: {summary.n_diverged}, "
@@ -461,9 +461,9 @@ def cmd_ls(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from lrsweep.core import runner
     from lrsweep.core import runstate
     from lrsweep.core import store
-    from lrsweep.core import summary
     run = Path(args.run)
     kind = registry.run_kind(run)
     if kind is not None and kind.show is not None:
@@ -472,7 +472,7 @@ def cmd_show(args) -> int:
     meta = store.read_json(run / "meta.json")
     print(f"status: {runstate.run_state(run).describe()}  jax {meta.get('jax')} on {meta.get('device_count')}x "
           f"{meta.get('device_kind')}  x64={meta.get('x64')}")
-    _print_summary(summary.summarize(run), rows=args.rows)
+    _print_summary(runner.summarize(run), rows=args.rows)
     for lines in registry.SHOW_LINES:  # what a family adds to a run it extended (boundaries)
         for line in lines(run, meta):
             print(line)

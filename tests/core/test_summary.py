@@ -1,4 +1,4 @@
-"""End-of-run summary (lrsweep.core.summary: summarize, best_rates; `lrsweep show`): one row per setting of every
+"""End-of-run summary (runner.summarize, best_rates; `lrsweep show`): one row per setting of every
 varying non-rate axis, the best point among those with the fewest diverged seeds, and honest counts.
 
 References are computed here from the students table with plain pandas / numpy."""
@@ -14,7 +14,6 @@ from conftest import cli_main
 import lrsweep
 from lrsweep.core import config
 from lrsweep.core import runner
-from lrsweep.core import summary as summary_lib
 from lrsweep.core import store
 
 OLD_RUN = Path(__file__).parent.parent / "data" / "v010_quickstart"  # written by lrsweep 0.1.0
@@ -53,7 +52,7 @@ def per_point(students: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def test_one_row_per_gradient_and_line_and_the_exact_minimum(two_gradient_run):
     run, students = two_gradient_run
-    best = summary_lib.summarize(run).best
+    best = runner.summarize(run).best
     settings = sorted(set(zip(students["gradient"], students["lr_line"])))
     assert len(best) == len(settings) == 4
     assert sorted(zip(best["gradient"], best["lr_line"])) == settings
@@ -70,7 +69,7 @@ def test_one_row_per_gradient_and_line_and_the_exact_minimum(two_gradient_run):
 
 def test_diverged_counts_match_the_students_table(two_gradient_run):
     run, students = two_gradient_run
-    best = summary_lib.summarize(run).best
+    best = runner.summarize(run).best
     points = per_point(students, POINT)
     c4 = points[(points["gradient"] == "signal_only") & (points["lr_line"] == 4)]
     assert (c4["n_diverged"] == 3).all() and (c4["n"] == 4).all()  # premise: 3 of 4 seeds diverge at each split
@@ -137,7 +136,7 @@ def test_the_rule_prefers_points_without_diverged_seeds():
                  {"noise_std": 0.3, "lr_1": 1.0, "final_test_loss": [3.0, np.inf, 3.0, 3.0][seed],
                   "diverged": False, "seed": seed},
                  {"noise_std": 0.3, "lr_1": 2.0, "final_test_loss": 4.0, "diverged": False, "seed": seed}]
-    best = summary_lib.best_rates(pd.DataFrame(rows)).set_index("noise_std")
+    best = runner.best_rates(pd.DataFrame(rows)).set_index("noise_std")
     assert list(best.index) == [0.0, 0.1, 0.2, 0.3]
     assert best.loc[0.0, ["lr_1", "mean", "n_seeds", "n_diverged"]].tolist() == [1.0, 2.0, 4, 0]
     assert best.loc[0.1, ["lr_1", "mean", "n_seeds", "n_diverged"]].tolist() == [1.0, 5.0, 1, 3]
@@ -149,10 +148,10 @@ def test_the_metric_present_is_used_where_final_test_loss_is_missing():
     students = pd.DataFrame({"loss": ["mse", "mse", "logistic", "logistic"], "lr_1": [1.0, 2.0, 1.0, 2.0],
                              "final_test_loss": [3.0, 1.0, np.nan, np.nan], "final_train_loss": [0.0, 9.0, 7.0, 6.0],
                              "diverged": False})
-    best = summary_lib.best_rates(students).set_index("loss")
+    best = runner.best_rates(students).set_index("loss")
     assert best.loc["mse", ["lr_1", "metric", "mean"]].tolist() == [2.0, "final_test_loss", 1.0]
     assert best.loc["logistic", ["lr_1", "metric", "mean"]].tolist() == [2.0, "final_train_loss", 6.0]
-    best = summary_lib.best_rates(students.drop(columns="final_test_loss"))
+    best = runner.best_rates(students.drop(columns="final_test_loss"))
     assert set(best["metric"]) == {"final_train_loss"} and best["mean"].tolist() == [6.0, 0.0]
 
 
@@ -164,7 +163,7 @@ def test_lr_total_is_a_setting_only_where_the_config_sweeps_it(tmp_path, grid, s
     cfg = {"name": "lines", "seeds": [0, 1], "model": {"n_layers": 3, "width": 8}, "task": {"input_dim": 8},
            "grid": grid}
     run = write_run(tmp_path, cfg, lambda s: (s["lr_1"] - 1.5) ** 2 + s["lr_total"] + 0.1 * s["seed"])
-    best = summary_lib.summarize(run).best
+    best = runner.summarize(run).best
     students = lrsweep.load(run, table="students")
     if settings is None:
         assert len(best) == 1 and "lr_total" not in best
@@ -194,7 +193,7 @@ def test_run_of_version_0_1_0_is_summarized_and_left_unchanged(tmp_path):
     shutil.copytree(OLD_RUN, tmp_path / "old")
     run = next((tmp_path / "old").iterdir())
     before = sorted(p.name for p in run.iterdir())
-    summary = summary_lib.summarize(run)
+    summary = runner.summarize(run)
     students = lrsweep.load(run, table="students")
     assert summary.setting_columns == ["gradient"]  # lr_line is one line, C = 8
     points = per_point(students, ["gradient", "lr_1", "lr_2"])
