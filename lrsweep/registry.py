@@ -209,12 +209,14 @@ class RunKind:
       detect: ``run_dir -> bool``.
       figures: ``run_dir -> [(stem, Figure)]`` (replaces the student-grid figures).
       show: ``run_dir -> exit code``: what ``lrsweep show`` prints of it.
+      tables: the files of RUN/ it writes at once: the run is complete when they exist, else corrupt.
     ``lrsweep compare`` runs its table checks (:func:`register_check` with ``table=``).
     """
     name: str
     detect: Callable
     figures: Callable | None = None
     show: Callable | None = None
+    tables: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+from lrsweep import registry
 from lrsweep.core import store
 from lrsweep.core.errors import LrsweepError, RunLockedError
 
@@ -255,8 +256,9 @@ def run_state(run_dir: str | Path) -> RunState:
         return RunState(run_dir, "corrupt", 0, 0, f"meta.json unreadable ({error_line(e)})")
     total = int(meta.get("n_students", 0))
     common = dict(started=meta.get("started"), wall_time_s=meta.get("wall_time_s"))
-    if meta.get("kind") == "schedule":  # `lrsweep schedule`: tables written at once, no students
-        missing = [name for name in ("schedules.parquet", "schedule_summary.parquet") if not (run_dir / name).exists()]
+    kind = registry.run_kind(run_dir)
+    if kind is not None:  # a run of tables written at once, no students (`lrsweep schedule`)
+        missing = [name for name in kind.tables if not (run_dir / name).exists()]
         return RunState(run_dir, "corrupt" if missing else "complete", 0, 0,
                         f"{missing[0]} missing" if missing else "", **common)
 

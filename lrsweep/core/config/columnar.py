@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from lrsweep.core.columns import combined_codes, is_broadcast
+from lrsweep.core.columns import combined_codes, first_rows, is_broadcast
 
 
 def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -125,9 +125,10 @@ def _first_duplicate(columns: list, n: int) -> tuple[int, int] | None:
 
 
 def _duplicate_rows(key: np.ndarray) -> tuple[int, int] | None:
-    codes = pd.factorize(key)[0]  # first appearance order: a row is new where its code passes every earlier one
-    seen = np.maximum.accumulate(np.concatenate([[-1], codes[:-1]]))
-    repeats = np.flatnonzero(codes <= seen)
+    codes = pd.factorize(key)[0]  # numbered in order of first appearance
+    new = np.zeros(len(codes), bool)
+    new[first_rows(codes)] = True
+    repeats = np.flatnonzero(~new)
     if not len(repeats):
         return None
     second = int(repeats[0])

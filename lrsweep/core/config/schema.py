@@ -108,10 +108,10 @@ _CORE_FIELDS = [
           positive=True),
     Field("task.test_noise", "bool", False, "Add the label-noise variance to the test loss."),
     Field("model.parameterization", "str", "paper_deep",
-          "paper_2nn: X W1 W2 / h (identity head); paper_deep: X W1..W_{L-1} a / sqrt(h), fixed head a; "
+          "paper_2nn: X W1 W2 / h (identity readout); paper_deep: X W1..W_{L-1} a / sqrt(h), fixed readout a; "
           "standard: every layer trained, no extra scaling; ntk: every layer trained, every pre-activation "
           "divided by sqrt(fan_in), weights N(0, 1) (seed 003 eq. 3).", choices=PARAMETERIZATIONS),
-    Field("model.n_layers", "int", 3, "Number of layers L (paper_deep counts its fixed head: L-1 layers train).",
+    Field("model.n_layers", "int", 3, "Number of layers L (paper_deep counts its fixed readout: L-1 layers train).",
           positive=True),
     Field("model.width", "int", 64, "Hidden width h.", positive=True),
     Field("model.activation", "str", "linear", "Activation between layers.", choices=("linear", "relu")),

@@ -9,5 +9,5 @@ fields.register()
 registry.load_later("lrsweep.families.schedules.training")
 registry.register_figures(figures.rf_figures)
 registry.register_run_kind(registry.RunKind("schedule_search", search.is_schedule_run, figures.schedule_figures,
-                                            commands.show))
+                                            commands.show, ("schedules.parquet", "schedule_summary.parquet")))
 registry.register_command(commands.COMMAND)
