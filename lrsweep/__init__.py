@@ -8,15 +8,18 @@ store them as Parquet, and compare them with closed-form learning-rate theory.
     >>> df = lrsweep.load("results/quickstart")                                # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
+from lrsweep._version import __version__
 
-from lrsweep.config import ConfigError, load_config, expand_grid
-from lrsweep.store import load
+from lrsweep.core.config import ConfigError, load_config, expand_grid
+from lrsweep.core.store import load
+from lrsweep import families as _families
+
+_families.load()  # every paper registers its fields, tasks, theories, figures and commands
 
 
 def run(cfg, out="results", **kwargs):
-    """Train every student of ``cfg`` (see :func:`lrsweep.runner.run`)."""
-    from lrsweep.runner import run as _run
+    """Train every student of ``cfg`` (see :func:`lrsweep.core.runner.run`)."""
+    from lrsweep.core.runner import run as _run
     return _run(cfg, out, **kwargs)
 
 
@@ -24,7 +27,7 @@ def __getattr__(name):
     """``lrsweep.poly`` (exact learning-rate polynomials, e.g. ``lrsweep.poly.evaluate``) imported on first use."""
     if name == "poly":
         import importlib
-        return importlib.import_module("lrsweep.poly")
+        return importlib.import_module("lrsweep.core.poly")
     raise AttributeError(f"module 'lrsweep' has no attribute {name!r}")
 
 

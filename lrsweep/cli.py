@@ -1,4 +1,4 @@
-"""``lrsweep`` command line: a thin front end over :mod:`lrsweep.runner` and :mod:`lrsweep.store`.
+"""``lrsweep`` command line: a thin front end over :mod:`lrsweep.core.runner` and :mod:`lrsweep.core.store`.
 
 Exit status: 0 done, 1 ``compare --strict`` disagreement, 2 bad input (one line on stderr, nothing
 written), 130 interrupted, 141 the reader of stdout left early (``lrsweep schema | head``: the rest of
@@ -15,8 +15,9 @@ import signal
 import sys
 from pathlib import Path
 
-from lrsweep import config as config_lib
-from lrsweep.errors import LrsweepError, StoreError
+from lrsweep import registry
+from lrsweep.core import config as config_lib
+from lrsweep.core.errors import LrsweepError, StoreError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
@@ -39,7 +40,7 @@ def parse_bytes(text: str) -> int:
     return int(value * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit])
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
@@ -60,13 +61,30 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lrsweep`` parser: one subparser per command, in the order ``--help`` lists them (a family's
+    commands, :data:`lrsweep.registry.COMMANDS`, after ``merge``)."""
     p = argparse.ArgumentParser(prog="lrsweep", description="Learning-rate sweeps of many small students, "
                                 "trained at once with jit(vmap(scan)), stored as Parquet.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    r = sub.add_parser("run", help="train every student of a config", description=(
+    _run_arguments(sub.add_parser("run", help="train every student of a config", description=(
         "Train every student of CONFIG (a YAML path or a name in configs/; default: the built-in quickstart) "
-        "and write results/<name>/<run_id>/."))
+        "and write results/<name>/<run_id>/.")))
+    _merge_arguments(sub.add_parser("merge", help="finish a sharded run: merge its shards' results", description=(
+        "Merge the results of every shard of RUN (lrsweep run --shard I/N --run-id ID) into its tables, "
+        "checked against the plan, mark it complete and compare it with theory. Exit 2, naming what is "
+        "missing, while a shard is incomplete or running.")))
+    for command in registry.COMMANDS.values():  # a family's subcommands (boundary, schedule)
+        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.description))
+    _ls_arguments(sub.add_parser("ls", help="list runs with status and size"))
+    _show_arguments(sub.add_parser("show", help="summary table of a run"))
+    _compare_arguments(sub.add_parser("compare", help="compare a run with every registered theory that covers "
+                                                      "its students"))
+    _plot_arguments(sub.add_parser("plot", help="the papers' figures of a run (PNG and PDF in RUN/plots)"))
+    sub.add_parser("schema", help="print every config field with its default and allowed values")
+    return p
+
+
+def _run_arguments(r) -> None:
     r.add_argument("config", nargs="?", help="YAML file or built-in name (default: quickstart)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a field, e.g. --set train.steps=16 --set model.width=32 "
@@ -77,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-memory", type=parse_bytes, default=None,
                    help="memory budget per chunk, e.g. 2GB (default: half the accelerator; on the CPU 64 MiB, "
                         "or room for 32 students up to 1/8 of RAM when students are large)")
-    r.add_argument("--chunk-size", type=_positive_int, default=None, help="cap on students per compiled call")
+    r.add_argument("--chunk-size", type=positive_int, default=None, help="cap on students per compiled call")
     r.add_argument("--mode", choices=("auto", "grid", "poly"), default=None,
                    help="override train.mode: grid trains every student, poly evaluates exact loss polynomials "
                         "in the learning rates (linear students, gd), auto picks the cheaper where poly applies")
@@ -85,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=_seconds, default=600.0, metavar="SECONDS",
                    help="save the state of a chunk of more than 1024 steps at most this often, so --resume "
                         "continues inside it (default 600; 0: never)")
-    r.add_argument("--max-students", type=_positive_int, default=config_lib.DEFAULT_MAX_STUDENTS, metavar="N",
+    r.add_argument("--max-students", type=positive_int, default=config_lib.DEFAULT_MAX_STUDENTS, metavar="N",
                    help=f"refuse a grid of more than N students, counted before expanding it (default "
                         f"{config_lib.DEFAULT_MAX_STUDENTS:,}: planning them takes seconds and a few GB; "
                         f"a multi-host or --shard job splits the training, not the plan)")
@@ -94,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true",
                    help="no progress (otherwise a bar on a terminal, or a plain line every 30 s to a file: "
                         "set LRSWEEP_PROGRESS_EVERY=SECONDS to change)")
-    scale = r.add_argument_group("scale-out", "several jobs or hosts, one run (see README, Scale out)")
+    _scale_out_arguments(r.add_argument_group("scale-out", "several jobs or hosts, one run (see README, Scale out)"))
+
+
+def _scale_out_arguments(scale) -> None:
     scale.add_argument("--run-id", default=None, metavar="ID",
                        help="name the run directory <out>/<name>/ID (default: date-time-random); every --shard "
                             "of a sweep gives the same ID")
@@ -104,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "lrsweep merge RUN once all N are complete")
     scale.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="jax.distributed: process 0's address; with --num-processes and --process-id")
-    scale.add_argument("--num-processes", type=_positive_int, default=None, metavar="N")
+    scale.add_argument("--num-processes", type=positive_int, default=None, metavar="N")
     scale.add_argument("--process-id", type=int, default=None, metavar="I")
     scale.add_argument("--distributed", choices=("auto",), default=None,
                        help="jax.distributed with the cluster detected by JAX (TPU pods, Slurm, ...)")
@@ -112,84 +133,44 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of each GPU XLA may take (0 < F <= 1; XLA preallocates 75%% by default: "
                             "give e.g. 0.3 to run three sweeps on one card). Sets XLA_PYTHON_CLIENT_MEM_FRACTION")
 
-    mg = sub.add_parser("merge", help="finish a sharded run: merge its shards' results", description=(
-        "Merge the results of every shard of RUN (lrsweep run --shard I/N --run-id ID) into its tables, "
-        "checked against the plan, mark it complete and compare it with theory. Exit 2, naming what is "
-        "missing, while a shard is incomplete or running."))
+
+def _merge_arguments(mg) -> None:
     mg.add_argument("run", help="run directory (<out>/<name>/<run_id>)")
 
-    b = sub.add_parser("boundary", help="learning rates where the phase changes (lazy/catapult, catapult/divergent)",
-                       description=(
-        "Train CONFIG's grid (its shared `lr` axis is the coarse grid), then locate for every point of the "
-        "other axes and seed the learning rates where the phase changes, by bisections that advance together "
-        "in one compiled program, to hi/lo <= 1 + rtol. Writes RUN/boundaries.parquet beside the run's tables."))
-    b.add_argument("config", nargs="?", help="YAML file or built-in name")
-    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a field (repeatable)")
-    b.add_argument("--rtol", type=float, default=1e-3, help="relative precision of each boundary (default 1e-3)")
-    b.add_argument("--out", default="results", help="results root (default: results)")
-    b.add_argument("--x64", action="store_true", help="train in float64 (default float32)")
-    b.add_argument("--max-memory", type=parse_bytes, default=None, help="memory budget per chunk, e.g. 2GB")
-    b.add_argument("--chunk-size", type=_positive_int, default=None, help="cap on students per compiled call")
-    b.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted boundary run (reuses its config and rtol)")
-    b.add_argument("--max-students", type=_positive_int, default=config_lib.DEFAULT_MAX_STUDENTS, metavar="N",
-                   help="refuse a coarse grid of more than N students")
-    b.add_argument("--quiet", action="store_true", help="no progress")
 
-    sc = sub.add_parser("schedule", help="optimal learning-rate schedules of seed 004's random-feature model",
-                        description=(
-        "Find, for every point of CONFIG's grid (a power_law_features config; its schedule_search section is "
-        "optional) and every horizon T, the best constant, power-law, polynomial-decay, WSD and cosine schedules "
-        "and the optimal schedule, through the exact loss recursion, over every rate whose expected loss stays "
-        "finite unless schedule_search bounds the rate. Writes RUN/schedules.parquet and "
-        "RUN/schedule_summary.parquet; --verify SEEDS trains every schedule by Monte Carlo SGD in RUN/verify/."))
-    sc.add_argument("config", help="YAML file or built-in name (e.g. configs/schedules/optimal_cpu.yaml)")
-    sc.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                    help="override a field, e.g. --set schedule_search.horizons=[100,1000] (repeatable)")
-    sc.add_argument("--out", default="results", help="results root (default: results)")
-    sc.add_argument("--verify", type=_positive_int, default=None, metavar="SEEDS",
-                    help="train every found schedule with SEEDS seeds and compare the Monte Carlo mean")
-    sc.add_argument("--verify-max-seeds", type=_positive_int, default=None, metavar="N",
-                    help="seeds a schedule may get when its loss tail needs more than SEEDS for a reliable mean "
-                         "(default 16 x SEEDS)")
-    sc.add_argument("--x64", action="store_true", help="search in float64 (default float32; every reported loss "
-                                                       "is float64)")
-    sc.add_argument("--max-memory", type=parse_bytes, default=None, help="memory budget per chunk of --verify")
-    sc.add_argument("--quiet", action="store_true", help="no progress")
-
-    ls = sub.add_parser("ls", help="list runs with status and size")
+def _ls_arguments(ls) -> None:
     ls.add_argument("root", nargs="?", default="results")
 
-    show = sub.add_parser("show", help="summary table of a run")
+
+def _show_arguments(show) -> None:
     show.add_argument("run", help="run directory")
-    show.add_argument("--rows", type=_positive_int, default=SUMMARY_ROWS,
+    show.add_argument("--rows", type=positive_int, default=SUMMARY_ROWS,
                       help=f"settings to print in the best learning rates table (default {SUMMARY_ROWS})")
 
-    c = sub.add_parser("compare", help="compare a run with every registered theory that covers its students")
+
+def _compare_arguments(c) -> None:
     c.add_argument("run", help="run directory")
     c.add_argument("--theory", action="append", default=None, help="only this registry name (repeatable)")
     c.add_argument("--strict", action="store_true", help="exit 1 when agreement fails the stated tolerance")
-    c.add_argument("--rows", type=_positive_int, default=12, help="table rows to print (default 12)")
+    c.add_argument("--rows", type=positive_int, default=12, help="table rows to print (default 12)")
 
-    pl = sub.add_parser("plot", help="the papers' figures of a run (PNG and PDF in RUN/plots)")
+
+def _plot_arguments(pl) -> None:
     pl.add_argument("run", help="run directory")
     pl.add_argument("--out", default=None, help="output directory (default RUN/plots)")
     pl.add_argument("--dense", type=int, default=400, metavar="N",
                     help="N x N heat map over (eta_1, eta_2) from the stored learning-rate polynomials of "
                          "poly-mode groups, no training (default 400; 0: off)")
 
-    sub.add_parser("schema", help="print every config field with its default and allowed values")
-    return p
-
 
 def _print_summary(summary, rows: int = SUMMARY_ROWS) -> None:
-    """Counts, then the best learning rates per setting (runner.best_rates), at most ``rows`` of them."""
+    """Counts, then the best learning rates per setting (summary_lib.best_rates), at most ``rows`` of them."""
     import pandas as pd
     print(f"run directory: {summary.run_dir}")
     print(f"students: {summary.n_students} in {summary.groups} shape group(s), diverged: {summary.n_diverged}, "
           f"wall time: {summary.wall_time_s:.1f}s, students/s: {summary.students_per_s:.1f}")
     if summary.compile:
-        from lrsweep.compilestats import CompileStats
+        from lrsweep.core.compilestats import CompileStats
         print(CompileStats(**{k: summary.compile[k] for k in ("programs", "cache_hits", "compile_s", "load_s")}).line())
     best = summary.best
     if not best.empty:
@@ -212,7 +193,7 @@ def _print_summary(summary, rows: int = SUMMARY_ROWS) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
+def sigterm_as_interrupt():
     """SIGTERM (a scheduler's preemption) stops a run like Ctrl-C: finished chunks stay, status says so."""
     def handler(signum, frame):
         raise KeyboardInterrupt
@@ -244,7 +225,8 @@ def _set_mem_fraction(fraction: float | None) -> None:
 def _scale_out(args):
     """(shard, distributed): the --shard I/N asked for, or this process's of a jax.distributed job
     (started here, before any other JAX call); ConfigError for a bad combination."""
-    from lrsweep import distributed, runner
+    from lrsweep.core import distributed
+    from lrsweep.core import runner
     multi = args.distributed is not None or any(
         v is not None for v in (args.coordinator, args.num_processes, args.process_id))
     shard = runner.parse_shard(args.shard) if args.shard is not None else None
@@ -265,7 +247,8 @@ def _scale_out(args):
 
 
 def cmd_run(args) -> int:
-    from lrsweep import progress, runner
+    from lrsweep.core import progress
+    from lrsweep.core import runner
     if not args.quiet:
         progress.interval_from_env()  # ConfigError before anything is written
     _set_mem_fraction(args.mem_fraction)
@@ -273,7 +256,7 @@ def cmd_run(args) -> int:
         raise config_lib.ConfigError("--run-id", f"a directory name without '/', got '{args.run_id}'")
     shard, multi = _scale_out(args)
     if args.resume:
-        from lrsweep import store
+        from lrsweep.core import store
         if args.config is not None or args.overrides or args.mode is not None:
             raise config_lib.ConfigError("--resume", "reuses the config stored in the run; do not also give "
                                                      "CONFIG, --set or --mode")
@@ -292,12 +275,12 @@ def cmd_run(args) -> int:
         return 0
     run_id = args.run_id
     if multi:
-        from lrsweep import distributed
+        from lrsweep.core import distributed
         import jax
         run_id = distributed.share_run_id(run_id, runner.new_run_id)
         shard = (jax.process_index(), jax.process_count())
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             summary = runner.run(cfg, args.out, x64=args.x64, max_memory=args.max_memory,
                                  chunk_size=args.chunk_size, resume=args.resume, progress=not args.quiet,
                                  checkpoint_every=args.checkpoint_every, max_students=args.max_students,
@@ -310,12 +293,12 @@ def cmd_run(args) -> int:
         i, n, k = summary.shard
         print(f"shard {i}/{n}: {k} students in {summary.run_dir} ({summary.wall_time_s:.1f}s)")
         if not multi:
-            from lrsweep import runstate
+            from lrsweep.core import runstate
             done = sum(s == "complete" for s in runstate.shard_states(summary.run_dir, n).values())
             print(f"all {n} shards complete; next: lrsweep merge {summary.run_dir}" if done == n else
                   f"{done}/{n} shards complete; when every shard is: lrsweep merge {summary.run_dir}")
             return 0
-        from lrsweep import distributed
+        from lrsweep.core import distributed
         distributed.barrier("trained")
         if i != 0:
             print(f"process 0 merges the run: {summary.run_dir}")
@@ -324,125 +307,18 @@ def cmd_run(args) -> int:
     from lrsweep import compare
     comparison = compare.write_comparison(summary.run_dir)  # stored before anything is printed
     _print_summary(summary)
-    _print_comparison(summary.run_dir, *comparison, rows=6)
+    print_comparison_tables(summary.run_dir, *comparison, rows=6)
     return 0
 
 
 def cmd_merge(args) -> int:
-    from lrsweep import compare, runner
+    from lrsweep import compare
+    from lrsweep.core import runner
     summary = runner.merge(Path(args.run))
     comparison = compare.write_comparison(summary.run_dir)
     _print_summary(summary)
-    _print_comparison(summary.run_dir, *comparison, rows=6)
+    print_comparison_tables(summary.run_dir, *comparison, rows=6)
     return 0
-
-
-def cmd_boundary(args) -> int:
-    from lrsweep import boundary, progress, runner
-    if not args.quiet:
-        progress.interval_from_env()
-    cfg = None
-    if args.resume:
-        if args.config is not None or args.overrides:
-            raise config_lib.ConfigError("--resume", "reuses the config stored in the run; do not also give "
-                                                     "CONFIG or --set")
-    else:
-        cfg = config_lib.load_config(runner.resolve_config_path(args.config), args.overrides)
-    try:
-        with _sigterm_as_interrupt():
-            summary = boundary.run_boundary(cfg, args.out, rtol=args.rtol, x64=args.x64, max_memory=args.max_memory,
-                                            chunk_size=args.chunk_size, resume=args.resume,
-                                            progress=not args.quiet, max_students=args.max_students)
-    except runner.RunInterrupted as e:
-        print(f"lrsweep: interrupted; {e}. Finish it with: lrsweep boundary --resume {e.run_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("lrsweep: interrupted during the bisection; finished chunks are stored. Finish it with: "
-              f"lrsweep boundary --resume {args.resume or 'RUN_DIR'}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    from lrsweep import compare
-    comparison = compare.write_comparison(summary.run_dir)  # the checks read boundaries.parquet
-    _print_boundaries(summary)
-    _print_comparison(summary.run_dir, *comparison, rows=6)
-    return 0
-
-
-def cmd_schedule(args) -> int:
-    from lrsweep import runner, schedule_search
-    cfg = config_lib.load_config(runner.resolve_config_path(args.config), args.overrides,
-                                 defaults={"schedule_search": {}})
-    with _sigterm_as_interrupt():
-        result = schedule_search.run_schedule(cfg, args.out, verify=args.verify, max_seeds=args.verify_max_seeds,
-                                              x64=args.x64, progress=not args.quiet, max_memory=args.max_memory)
-    print(f"schedule run: {result.run_dir}")
-    n_points = len(result.summary[["a", "b", "input_dim", "noise_std", "batch_size"]].drop_duplicates())
-    print(f"search: {result.search_s:.1f} s for {n_points} point(s) x {result.summary['T'].nunique()} horizons x "
-          f"{result.summary['kind'].nunique()} kinds")
-    _print_schedule_summary(result.summary)
-    _print_schedule_checks(result.run_dir)
-    return 0
-
-
-def _print_schedule_summary(summary) -> None:
-    """Final expected loss per horizon (rows) and kind (columns), per point; with --verify the Monte
-    Carlo mean beside it; a * marks a schedule that touches the rate bound."""
-    import pandas as pd
-    point_cols = ["a", "b", "input_dim", "noise_std", "batch_size"]
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        for point, g in summary.groupby(point_cols, sort=False):
-            bound = float(g["rate_bound"].iloc[0]) if "rate_bound" in g else float("inf")
-            print("final expected loss (recursion)" + (" | Monte Carlo mean" if "mc_mean" in g else "") + " at "
-                  + ", ".join(f"{k}={v:g}" for k, v in zip(point_cols, point)) + "; rate "
-                  + ("unbounded (every rate with a finite loss searched)" if bound == float("inf")
-                     else f"bounded by eta_max = {bound:.4g}") + ":")
-            cells = g.assign(cell=[f"{v:.4g}" + ("*" if hit else "") for v, hit in
-                                   zip(g["expected_loss"], g.get("at_bound", pd.Series(False, index=g.index)))])
-            heavy = None
-            if "mc_mean" in g:
-                from lrsweep.theory.random_features_compare import reliable
-                heavy = pd.Series([not reliable(r) for r in g.to_dict("records")], index=g.index)
-                cells["cell"] = cells["cell"] + " | " + g["mc_mean"].map(lambda v: f"{v:.4g}") + heavy.map(
-                    {True: "!", False: ""})
-            print(cells.pivot(index="T", columns="kind", values="cell").to_string())
-            if heavy is not None and heavy.any():
-                print(f"  ! heavy-tailed final loss: its Monte Carlo mean is no check of the recursion (the exact "
-                      f"expectation): {int(heavy.sum())} of {len(g)} schedules; why: random_features.verify_tails")
-            if "at_bound" in g and g["at_bound"].any():
-                print(f"  * touches the rate bound eta_max = {bound:.4g}: {int(g['at_bound'].sum())} of {len(g)} "
-                      f"schedules (the bound is the config's choice; without it the optimum may lie above it)")
-
-
-def _print_schedule_checks(run_dir) -> bool:
-    from lrsweep import compare
-    _, _, verdict = compare.write_comparison(run_dir)
-    print("theory verdict:")
-    print("  " + verdict.text.replace("\n", "\n  "))
-    return verdict.ok
-
-
-def _print_boundaries(summary) -> None:
-    """Where the table is, how many students it took against a dense grid, and the boundaries in
-    units of 1 / lambda_0 where lambda_0 was logged."""
-    import pandas as pd
-    t = summary.table
-    print(f"boundaries: {summary.run_dir / 'boundaries.parquet'}: {int(t['bracketed'].sum())} of {len(t)} bracketed "
-          f"by the coarse rates, located to hi/lo <= 1 + {summary.rtol:g}")
-    ratio = summary.n_dense / summary.n_trained if summary.n_trained else float("nan")
-    print(f"students trained: {summary.n_trained:,} (coarse grid {summary.n_coarse:,} + bisection "
-          f"{summary.n_bisection:,}); a dense grid of the same resolution: {summary.n_dense:,} ({ratio:.0f}x more)")
-    shown = t[t["bracketed"]].copy()
-    if shown.empty:
-        return
-    shown["eta_lambda0"] = shown["lr"] * shown["initial_ntk_eig"]
-    keys = [c for c in ("width", "n_layers", "activation", "loss", "data", "kind") if c in shown
-            and shown[c].nunique() > 1]
-    agg = shown.groupby(keys + ["boundary"], sort=True).agg(
-        n=("lr", "size"), lr=("lr", "median"), eta_lambda0=("eta_lambda0", "median")).reset_index()
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print("median over seeds (eta_lambda0: the boundary times the initial NTK eigenvalue; wide-limit "
-              "uv model: 2 and 4):")
-        print(agg.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"load with: pandas.read_parquet('{summary.run_dir / 'boundaries.parquet'}')")
 
 
 def _print_plan(cfg, plan) -> None:
@@ -450,8 +326,8 @@ def _print_plan(cfg, plan) -> None:
     memory check."""
     import jax.numpy as jnp
 
-    from lrsweep import chunking
-    from lrsweep.runner import format_bytes
+    from lrsweep.core import chunking
+    from lrsweep.core.runner import format_bytes
     students, dtype_bytes = plan.students, jnp.dtype(jnp.result_type(float)).itemsize
     print(f"{cfg.name}: {len(students)} students in {len(plan.specs)} shape group(s) (grid size {plan.n_students:,})")
     for gid, spec in plan.specs.items():
@@ -461,8 +337,7 @@ def _print_plan(cfg, plan) -> None:
               f"n={spec.task.n_train} {a.activation} init={spec.init} steps={spec.steps} "
               f"loss={spec.loss} formulation={spec.formulation}"
               + ("" if spec.constant_rates else f" schedule={spec.schedule} warmup={spec.warmup_steps}")
-              + ("" if spec.head_moves_in_step else f" head={spec.head}"
-                 + (f" update={spec.update} head_steps={spec.head_steps}" if spec.head == "gd" else ""))
+              + "".join(f" {hook.summary(spec)}" for hook in spec.hooks)
               + f" mode={mode['mode']} ({mode['reason']})")
         if mode["mode"] == "grid":
             members, _ = chunking.instance_groups(group, spec.instance_columns)
@@ -480,13 +355,22 @@ def _print_plan(cfg, plan) -> None:
           f"group {gid})")
 
 
+def print_verdict(run) -> bool:
+    """Compare (a run's table checks), write the tables, print the verdict; return ok."""
+    from lrsweep import compare
+    _, _, verdict = compare.write_comparison(run)
+    print("theory verdict:")
+    print("  " + verdict.text.replace("\n", "\n  "))
+    return verdict.ok
+
+
 def print_comparison(run, theories=None, rows=12) -> bool:
     """Compare, write comparison.parquet, print a compact table and the verdict; return ok."""
     from lrsweep import compare
-    return _print_comparison(run, *compare.write_comparison(run, theories), rows=rows)
+    return print_comparison_tables(run, *compare.write_comparison(run, theories), rows=rows)
 
 
-def _print_comparison(run, table, lines, verdict, rows=12) -> bool:
+def print_comparison_tables(run, table, summaries, verdict, rows=12) -> bool:
     import pandas as pd
     if not table.empty:
         cols = [c for c in ("theory", "gradient", "lr_total", "lr_1", "lr_2", "step", "n_seeds", "mean", "sem",
@@ -496,23 +380,18 @@ def _print_comparison(run, table, lines, verdict, rows=12) -> bool:
             print(f"largest residuals of {len(table)} compared (point, step) pairs "
                   f"(full table: {run}/comparison.parquet):")
             print(worst[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        if not lines.empty:
-            line = "lr_line" if "lr_line" in lines else "lr_total"
-            agree = (lines["balanced_local_min"] == lines["predicted_balanced_local_min"])
-            known = lines["balanced_local_min"].notna()
-            how = "exact line polynomials" if (lines.get("line_method") == "polynomial").all() else "the grid"
-            print(f"lines eta_1 + eta_2 = C ({how}): balanced split local-min verdict matches theory on "
-                  f"{int(agree[known].sum())}/{int(known.sum())} (line, step) pairs; argmin eta_1 matches on "
-                  f"{int((lines['argmin_matches'] == 1).sum())}/{int(lines['argmin_matches'].notna().sum())} "
-                  f"(per-line table: {run}/lines.parquet, by {line})")
+        for name, frame in summaries.items():  # a family's summary (seed 000's lines)
+            if name in registry.SUMMARY_TEXT:
+                print(registry.SUMMARY_TEXT[name](frame, run))
     print("theory verdict:\n  " + verdict.text.replace("\n", "\n  "))
     return verdict.ok
 
 
 def _require_results(run: Path) -> None:
     """ConfigError("run") where ``run`` is not a run, StoreError where it has no results yet (naming
-    its status, :func:`lrsweep.runstate.run_state`)."""
-    from lrsweep import runstate, store
+    its status, :func:`lrsweep.core.runstate.run_state`)."""
+    from lrsweep.core import runstate
+    from lrsweep.core import store
     if not store.is_run(run):
         raise config_lib.ConfigError("run", f"{run} is not a run directory (no meta.json)")
     state = runstate.run_state(run)
@@ -523,9 +402,8 @@ def _require_results(run: Path) -> None:
 
 
 def cmd_compare(args) -> int:
-    from lrsweep import schedule_search
-    if schedule_search.is_schedule_run(args.run):
-        ok = _print_schedule_checks(args.run)
+    if registry.run_kind(args.run) is not None:  # a run of tables (a schedule search): its table checks
+        ok = print_verdict(args.run)
         return 1 if (args.strict and not ok) else 0
     _require_results(Path(args.run))
     ok = print_comparison(args.run, args.theory, args.rows)
@@ -533,8 +411,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from lrsweep import plot, schedule_search
-    if not schedule_search.is_schedule_run(args.run):  # a schedule run holds tables, not students
+    from lrsweep import plots as plot
+    if registry.run_kind(args.run) is None:  # a run of another kind holds tables, not students
         _require_results(Path(args.run))
     paths = plot.plot_run(args.run, args.out, dense=args.dense)
     print(f"wrote {len(paths)} files to {paths[0].parent if paths else args.out}")
@@ -547,7 +425,8 @@ def cmd_plot(args) -> int:
 def cmd_ls(args) -> int:
     """One line per run: status (from the lock, meta.json and the verified tables), students with
     results, start, wall time, size. A damaged run is reported as such; the others still list."""
-    from lrsweep import runstate, store
+    from lrsweep.core import runstate
+    from lrsweep.core import store
     root = Path(args.root)
     if not root.exists():
         print(f"no results under {root}")
@@ -575,41 +454,32 @@ def cmd_ls(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from lrsweep import runner, runstate, store
+    from lrsweep.core import runstate
+    from lrsweep.core import store
     run = Path(args.run)
-    from lrsweep import schedule_search
-    if schedule_search.is_schedule_run(run):
-        meta = store.read_json(run / "meta.json")
-        print(f"schedule search: {len(meta['horizons'])} horizons x {len(meta['kinds'])} kinds x {meta['n_points']} "
-              f"point(s), {meta['search_s']:.1f} s; tables: {run / 'schedules.parquet'}, "
-              f"{run / 'schedule_summary.parquet'}" + (f"; Monte Carlo run: {run / meta['verify']['run']}"
-                                                        if "verify" in meta else "")
-              + (f"; searched in blocks (resolution {meta['resolution']:g})" if meta.get("resolution") else ""))
-        _print_schedule_summary(store.read_parquet(run / "schedule_summary.parquet").to_pandas())
-        return 0
+    kind = registry.run_kind(run)
+    if kind is not None and kind.show is not None:
+        return kind.show(run)
     _require_results(run)
     meta = store.read_json(run / "meta.json")
     print(f"status: {runstate.run_state(run).describe()}  jax {meta.get('jax')} on {meta.get('device_count')}x "
           f"{meta.get('device_kind')}  x64={meta.get('x64')}")
-    _print_summary(runner.summarize(run), rows=args.rows)
-    bisection = meta.get("boundary")
-    if bisection is not None:
-        if bisection.get("status") == "complete":
-            print(f"boundaries: {run / 'boundaries.parquet'} (rtol {bisection['rtol']:g}; students trained: "
-                  f"{bisection['n_coarse'] + bisection['n_bisection']:,}, a dense grid: {bisection['n_dense']:,})")
-        else:
-            print(f"boundaries: the bisection did not finish; finish it with: lrsweep boundary --resume {run}")
+    from lrsweep.core import summary as summary_lib
+    _print_summary(summary_lib.summarize(run), rows=args.rows)
+    for lines in registry.SHOW_LINES:  # what a family adds to a run it extended (boundaries)
+        for line in lines(run, meta):
+            print(line)
     return 0
 
 
-COMMANDS = {"run": cmd_run, "merge": cmd_merge, "boundary": cmd_boundary, "schedule": cmd_schedule, "ls": cmd_ls, "show": cmd_show, "compare": cmd_compare, "plot": cmd_plot,
+COMMANDS = {"run": cmd_run, "merge": cmd_merge, "ls": cmd_ls, "show": cmd_show, "compare": cmd_compare, "plot": cmd_plot,
             "schema": lambda args: print(config_lib.describe_schema()) or 0}
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        rc = COMMANDS[args.command](args)
+        rc = COMMANDS[args.command](args) if args.command in COMMANDS else registry.COMMANDS[args.command].run(args)
         sys.stdout.flush()  # a reader that left shows here, not at exit
         return rc
     except LrsweepError as e:

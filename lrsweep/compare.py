@@ -2,7 +2,7 @@
 
 A :class:`Theory` says which students it covers (``matches``) and what it predicts for them at a
 logged step (``predict``). :func:`register` adds one; each family's adapter beside its theory
-module registers its own (:mod:`lrsweep.theory.layer_balancing_compare`), with optional
+module registers its own (:mod:`lrsweep.families.layer_balancing.checks`), with optional
 per-family summaries (:func:`register_summary`, written as ``<name>.parquet``). :func:`compare`
 never changes when a family registers a theory.
 
@@ -23,83 +23,19 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from lrsweep import config as config_lib
-from lrsweep import store
-from lrsweep.errors import ConfigError
+from lrsweep.core import config as config_lib
+from lrsweep.core import store
+from lrsweep.core.columns import lr_columns, seed_mean_sem, short_name
+from lrsweep.core.errors import ConfigError
+from lrsweep import registry
+from lrsweep.registry import THEORIES, CHECK_COLUMNS, CHECKS, CHECK_CURVE_COLUMNS, REPORTED, SUMMARIES, TABLE_CHECKS
 
 Z_TOLERANCE = 5.0           # largest |mean - prediction| / standard error allowed where a theory is exact
 EXACT_AGREEMENT = 0.8       # share of exact points within 3 SE (seed means of heavy-tailed losses: SE is itself noisy)
-
-
-@dataclasses.dataclass(frozen=True)
-class Theory:
-    """A registered prediction.
-
-    Attributes:
-      name: registry key, e.g. ``layer_balancing.two_layer``.
-      matches: ``students -> bool mask`` of the students the theory covers (any gradient).
-      predict: ``(frame, step) -> predictions`` for rows of the students table at a logged step.
-      steps: the logged steps it predicts.
-      exact_for: ``students -> bool mask`` where the prediction is an exact expectation (so the
-        Monte Carlo residual must be within standard errors); elsewhere it is an approximation and
-        only the relative gap is reported.
-      reference: where the formula comes from.
-      title: what it predicts in plain words, for figure titles (e.g. "exact expected test loss
-        after t GD steps ..."); the registry name when empty.
-    """
-    name: str
-    matches: Callable[[pd.DataFrame], np.ndarray]
-    predict: Callable[[pd.DataFrame, int], np.ndarray]
-    steps: tuple
-    exact_for: Callable[[pd.DataFrame], np.ndarray]
-    reference: str = ""
-    title: str = ""
-
-
-REGISTRY: dict[str, Theory] = {}
-SUMMARIES: dict[str, Callable] = {}  # table name -> fn(comparison table, run) -> DataFrame
-CHECKS: dict[str, Callable] = {}     # check name -> fn(students, curves) -> DataFrame of CHECK_COLUMNS
-REPORTED: set = set()                # checks of informal statements: shown, never failing the verdict
-TABLE_CHECKS: dict[str, str] = {}    # check name -> the run table it reads instead (``boundaries``: RUN/boundaries.parquet)
-CHECK_CURVE_COLUMNS: dict[str, tuple] = {}  # check name -> the curve metrics it reads (fnmatch patterns); absent: all
-CHECK_COLUMNS = ("configuration", "n", "passed", "detail")
-
-
-def register(theory: Theory) -> Theory:
-    """Add a theory (a family's adapter calls this at import); returns it."""
-    REGISTRY[theory.name] = theory
-    return theory
-
-
-def register_summary(name: str, fn: Callable) -> None:
-    """Add a per-family summary of the comparison table, written to ``<run>/<name>.parquet``."""
-    SUMMARIES[name] = fn
-
-
-def register_check(name: str, fn: Callable, *, strict: bool = True, table: str | None = None,
-                   curve_columns: tuple | None = None) -> None:
-    """Add a check: ``fn(students, curves) -> DataFrame`` with one row per configuration it covers,
-    columns :data:`CHECK_COLUMNS` (``configuration`` text, ``n`` students, ``passed`` bool,
-    ``detail`` text); an empty frame when it covers no student. ``students``: one row per student
-    (students.parquet); ``curves``: one row per student and logged step, joined with the student
-    columns (:func:`lrsweep.store.load`). ``strict=False``: a paper's informal statement, tested and
-    reported (``HOLDS`` / ``DOES NOT HOLD``) but never failing the verdict. ``table``: the check reads
-    ``RUN/<table>.parquet`` instead, as ``fn(frame)`` (run only where the run has that table).
-    ``curve_columns``: the curve metrics ``fn`` reads (names or fnmatch patterns, e.g.
-    ``"body_sketch_*"``); when every check of a comparison declares them, the others are never
-    read (the keys ``run_id``, ``student_id``, ``step`` and every student column always come)."""
-    CHECKS[name] = fn
-    if curve_columns is not None:
-        CHECK_CURVE_COLUMNS[name] = tuple(curve_columns)
-    if table is not None:
-        TABLE_CHECKS[name] = table
-    if not strict:
-        REPORTED.add(name)
 
 
 def run_checks(students: pd.DataFrame, curves: pd.DataFrame, names: list[str] | None = None,
@@ -132,9 +68,9 @@ def _non_table_checks(theories: list[str] | None) -> bool:
 
 def _check_names(theories: list[str] | None) -> None:
     """ConfigError naming --theory when a name is neither a registered theory nor a check."""
-    unknown = [n for n in theories or [] if n not in REGISTRY and n not in CHECKS]
+    unknown = [n for n in theories or [] if n not in THEORIES and n not in CHECKS]
     if unknown:
-        raise ConfigError("--theory", f"unknown '{unknown[0]}'; registered: {', '.join([*REGISTRY, *CHECKS])}")
+        raise ConfigError("--theory", f"unknown '{unknown[0]}'; registered: {', '.join([*THEORIES, *CHECKS])}")
 
 
 def point_columns(df: pd.DataFrame) -> list[str]:
@@ -152,7 +88,7 @@ def matches_setting(df: pd.DataFrame, setting: dict, free: tuple = ()) -> np.nda
     added later (a loss, a task) excludes a student unless the theory names it."""
     mask = np.ones(len(df), bool)
     for path, field in config_lib.FIELDS.items():
-        col = path.split(".")[-1]
+        col = short_name(path)
         if field.role == "run" or path in free or col not in df:
             continue
         want = setting.get(path, field.default)
@@ -161,7 +97,7 @@ def matches_setting(df: pd.DataFrame, setting: dict, free: tuple = ()) -> np.nda
             mask &= np.isclose(df[col].to_numpy(float), want, rtol=1e-9)
         elif want is None or (isinstance(want, tuple) and not want):
             mask &= df[col].map(lambda v: v is None or v != v or v == "" or v == ()).to_numpy(bool)
-        elif field.kind == "float":
+        elif field.value_type == "float":
             mask &= np.isclose(df[col].to_numpy(float), float(want), rtol=1e-12)
         else:
             mask &= (df[col] == want).to_numpy(bool)
@@ -179,7 +115,7 @@ def compare(run: str | Path, theories: list[str] | None = None) -> pd.DataFrame:
       prediction, z, rel_gap, exact``.
     """
     _check_names(theories)
-    _load_arrays(run)
+    load_arrays(run)
     return _compare_by_group(run, theories)
 
 
@@ -213,8 +149,8 @@ def _check_curves(run: str | Path, theories: list[str] | None) -> pd.DataFrame:
     return store.load(run, columns=[*sorted(students | {"group_id"}), *sorted(metrics)])
 
 
-def _load_arrays(run: str | Path) -> None:
-    """Register the per-step arrays of every run's config (:data:`lrsweep.config.ARRAYS`): theories of
+def load_arrays(run: str | Path) -> None:
+    """Register the per-step arrays of every run's config (:data:`lrsweep.core.config.ARRAYS`): theories of
     scheduled students read them by the digest in the students table."""
     for path in store.find_runs(run):
         if (path / "config.yaml").exists():
@@ -225,18 +161,19 @@ def _load_arrays(run: str | Path) -> None:
 
 
 def _tables_only(run: Path) -> bool:
-    """A run without trained students (``lrsweep schedule``): only its table checks apply."""
-    return store.is_run(run) and store.read_json(run / "meta.json").get("kind") == "schedule"
+    """A run of a registered kind (:func:`lrsweep.registry.run_kind`: ``lrsweep schedule``), without trained
+    students: only its table checks apply."""
+    return registry.run_kind(run) is not None
 
 
 def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.DataFrame:
     if curves.empty:
         return pd.DataFrame()
     students = curves.drop_duplicates(["run_id", "student_id"])
-    lr_cols = sorted([c for c in curves if c.startswith("lr_") and c[3:].isdigit()], key=lambda c: int(c[3:]))
+    lr_cols = lr_columns(curves)
     frames = []
-    for name in list(REGISTRY) if theories is None else [n for n in theories if n in REGISTRY]:
-        theory = REGISTRY[name]
+    for name in list(THEORIES) if theories is None else [n for n in theories if n in THEORIES]:
+        theory = THEORIES[name]
         ids = students.loc[theory.matches(students), ["run_id", "student_id"]]
         if ids.empty:
             continue
@@ -246,10 +183,7 @@ def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.Data
             continue
         keys = point_columns(sub) + lr_cols + ["step"]
         keys = [k for k in keys if sub[k].notna().all()]
-        grouped = sub.groupby(keys, sort=True)["test_loss"]
-        agg = grouped.agg(n_seeds="count", mean="mean", std="std").reset_index()
-        agg["sem"] = agg["std"] / np.sqrt(agg["n_seeds"])
-        agg = agg.drop(columns="std")
+        agg = seed_mean_sem(sub.groupby(keys, sort=True)["test_loss"])
         agg["prediction"] = np.nan
         for step, rows in agg.groupby("step"):
             agg.loc[rows.index, "prediction"] = theory.predict(rows, step)
@@ -319,7 +253,7 @@ def write_comparison(run: str | Path, theories: list[str] | None = None) -> tupl
     and ``checks.parquet`` into it. ``theories``: registry names of theories and checks (default: all)."""
     run = Path(run)
     _check_names(theories)
-    _load_arrays(run)
+    load_arrays(run)
     table = pd.DataFrame() if _tables_only(run) else _compare_by_group(run, theories)
     curves = pd.DataFrame() if _tables_only(run) or not _non_table_checks(theories) else _check_curves(run, theories)
     students = store.load(run, "students") if not curves.empty else pd.DataFrame()
@@ -335,10 +269,4 @@ def write_comparison(run: str | Path, theories: list[str] | None = None) -> tupl
                     store.write_table(frame, run / f"{name}.parquet")
         if not checks.empty:
             store.write_table(checks, run / "checks.parquet")
-    return table, summaries.get("lines", pd.DataFrame()), verdict(table, checks)
-
-
-from lrsweep.theory import layer_balancing_compare  # noqa: E402,F401  (registers the seed 000 theories)
-from lrsweep.theory import catapult_compare  # noqa: E402,F401  (registers the seed 003 checks)
-from lrsweep.theory import random_features_compare  # noqa: E402,F401  (registers the seed 004 theory and checks)
-from lrsweep.theory import stackelberg_compare  # noqa: E402,F401  (registers the seed 002 checks)
+    return table, {name: frame for name, frame in summaries.items() if not frame.empty}, verdict(table, checks)

@@ -1,6 +1,6 @@
 """Seed 004's batch-ramp statement as it is made: at a fixed number of samples B, how many steps (wall-clock)
 a constant batch and the optimal batch ramp need to reach a target loss, in the easy and the hard phase
-(lrsweep.theory.random_features.batch_ramp_steps).
+(lrsweep.families.schedules.theory.batch_ramp_steps).
 
     python scripts/batch_ramps.py                      # the README's table
     python scripts/batch_ramps.py --budget 4096 --points 2.5,1.5 --noise-var 1 --target-factor 1.05
@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--target-factor", type=float, default=1.1, help="target = factor x the loss at T = B")
     p.add_argument("--iterations", type=int, default=150)
     args = p.parse_args()
-    from lrsweep.theory import random_features as rf
+    from lrsweep.families.schedules import theory as rf
     steps = [args.budget // 2 ** k for k in range(args.halvings, -1, -1)]
     rows = []
     for pair in args.points:

@@ -25,7 +25,11 @@ import time
 import jax
 import numpy as np
 
-from lrsweep import boundary, chunking, config, engine, runner
+from lrsweep.families.catapult import boundary
+from lrsweep.core import chunking
+from lrsweep.core import config
+from lrsweep.core import engine
+from lrsweep.core import runner
 
 
 def grid_config(n_seeds: int, n_rates: int, width: int, steps: int, log_every: int, metrics: list) -> dict:
@@ -72,7 +76,7 @@ def engine_time(cfg: dict, max_memory: int | None) -> tuple[float, int, object, 
 
 def loop_time(spec, students, sample: int) -> float:
     """Seconds per student of a per-student loop: one jitted student, called once per student."""
-    from lrsweep.tasks import make_instance
+    from lrsweep.core.tasks import make_instance
     train = jax.jit(engine.make_student_fns(spec).train)
     dtype = jax.numpy.result_type(float)
     rows = students.sample(n=min(sample, len(students)), random_state=0)

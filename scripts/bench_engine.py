@@ -26,10 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lrsweep import config, engine, steps as steps_lib
-from lrsweep.optim import make_optimizer
-from lrsweep.spec import GroupSpec
-from lrsweep.tasks import make_instance, step_context
+from lrsweep.core import config
+from lrsweep.core import engine
+from lrsweep.core import steps as steps_lib
+from lrsweep.core.optim import make_optimizer
+from lrsweep.core.spec import GroupSpec
+from lrsweep.core.tasks import make_instance, step_context
 
 from benchutil import device_header, quick_defaults, timed
 
@@ -88,7 +90,7 @@ def useful_flops(spec: GroupSpec) -> float:
 
     autodiff, n samples, each layer z_out = z_in @ W with W (r, c): forward 2 n r c; backward
     dW = z_in^T g 2 n r c (trained layers only), dz_in = g W^T 2 n r c (all but the first layer,
-    X needs no gradient). paper_deep's fixed head (h, 1) costs forward + dz_in. So for d = h:
+    X needs no gradient). paper_deep's fixed readout (h, 1) costs forward + dz_in. So for d = h:
     paper_2nn 10 n h^2, paper_deep/standard ReLU ~ 6 n h^2 (L - 1) - 2 n h^2 + O(n h).
     moments (paper_2nn only here; d x h W_1, h x h W_2): W_eff = W_1 W_2 2 d h^2, S W_eff
     2 d^2 h, dW_1 = G W_2^T and dW_2 = W_1^T G 2 d h^2 each: 6 d h^2 + 2 d^2 h (= 8 h^3).
@@ -98,12 +100,12 @@ def useful_flops(spec: GroupSpec) -> float:
     if spec.formulation == "lowrank":
         # shared W^0 products: m forward, m - 1 backward (2 r c each) and S w (2 d^2); each of the
         # 2m - 1 applications of a low-rank correction L^T (R x) costs 2 T (r + c) (T = steps rows).
-        T, m = spec.steps, arch.n_trainable
+        T = spec.steps
         fwd = sum(2.0 * r * c + 2.0 * T * (r + c) for r, c in arch.shapes)
         bwd = sum(2.0 * r * c + 2.0 * T * (r + c) for r, c in arch.shapes[:-1])
         return fwd + bwd + 2.0 * arch.input_dim ** 2
     if spec.formulation == "moments":
-        assert arch.parameterization == "paper_2nn", "moments is counted in bytes for vector heads"
+        assert arch.parameterization == "paper_2nn", "moments is counted in bytes for vector readouts"
         d, h = arch.input_dim, arch.width
         return 6.0 * d * h * h + 2.0 * d * d * h
     layers = [(r, c, True) for r, c in arch.shapes]
@@ -113,7 +115,7 @@ def useful_flops(spec: GroupSpec) -> float:
 
 
 def bytes_moved(spec: GroupSpec, points: int, itemsize: int) -> float:
-    """Bytes per student-step of the matrix-vector (moments, vector head) path.
+    """Bytes per student-step of the matrix-vector (moments, vector readout) path.
 
     Model: every trained W_l is read 3 times (forward matvec for W_eff, backward dz = W^T g, the
     update W - eta g z^T fused with the divergence freeze) and written once: 4 |W_l| words. The

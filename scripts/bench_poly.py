@@ -1,11 +1,11 @@
-"""Benchmark poly mode (exact learning-rate polynomials, lrsweep.poly) against grid mode (lrsweep.engine).
+"""Benchmark poly mode (exact learning-rate polynomials, lrsweep.core.poly) against grid mode (lrsweep.core.engine).
 
 Seed 000's Fig. 1: the 2-NN (paper_2nn), orthogonal init and design, orthonormal target,
 h = d = n = 1000, the authors' line grid lr_line C = 27000..63000 step 2000 (19 lines x 19
 points), 5 seeds, 2 GD steps logged at 0, 1, 2, float64. Both modes train the same students in
 one run; it prints both wall times (compile included, as a user sees them), their ratio, the
 largest relative difference of the losses, and the crossover: from measured seconds per FLOP
-and the symbolic FLOP counts (lrsweep.poly.plan), the number of grid points per seed below
+and the symbolic FLOP counts (lrsweep.core.poly.plan), the number of grid points per seed below
 which grid mode wins again, for 1..4 steps.
 
     python scripts/bench_poly.py            # h = 1000 (grid mode takes long on a small CPU)
@@ -78,10 +78,14 @@ def main():
     import os
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         print("note: OPENBLAS_NUM_THREADS is not 1; on a small CPU, concurrent host QRs of instance generation "
-              "(lrsweep.students) can stall ~1 s per program call, in both modes")
+              "(lrsweep.core.students) can stall ~1 s per program call, in both modes")
     jax.config.update("jax_enable_x64", True)
-    from lrsweep import config, drivers, engine, poly, runner
-    from lrsweep.drivers import poly as poly_driver
+    from lrsweep.core import config
+    from lrsweep.core import drivers
+    from lrsweep.core import engine
+    from lrsweep.core import poly
+    from lrsweep.core import runner
+    from lrsweep.core.drivers import poly as poly_driver
 
     h = args.width
     cfg = config.load_config(fig1_config(h, args.seeds, args.steps))

@@ -2,9 +2,9 @@
 fixed student shape as the grid grows, and the planning of a grid too large to train here.
 
 For each size N (seeds x learning-rate points, default 10^2 .. 10^6) one fresh process runs the
-sweep through :func:`lrsweep.runner.run` and reports, all measured in that run:
+sweep through :func:`lrsweep.core.runner.run` and reports, all measured in that run:
   - wall time, students/s and student-steps/s of the whole run (compile included; the compile
-    seconds are printed apart, from the run's meta.json, see :mod:`lrsweep.compilestats`);
+    seconds are printed apart, from the run's meta.json, see :mod:`lrsweep.core.compilestats`);
   - the process's peak host memory (ru_maxrss) and, on an accelerator, the device's peak bytes in use;
   - cost per student relative to the largest size (1.0 = linear cost), and the ratio of the
     engine's student-steps/s to a per-student loop (one jitted step per student, as in
@@ -44,7 +44,8 @@ def sweep_config(n_students: int, width: int, steps: int, n_logs: int, name: str
 
 CHILD_RUN = r"""
 import json, sys, time
-from lrsweep import config, runner
+from lrsweep.core import config
+from lrsweep.core import runner
 spec = json.loads(sys.argv[1])
 cfg = config.load_config(spec["config"])
 t0 = time.perf_counter()
@@ -88,8 +89,8 @@ def loop_rate(width: int, steps: int, x64: bool, n_loop: int = 32) -> float:
 
     import jax
     jax.config.update("jax_enable_x64", x64)
-    from lrsweep import config
-    from lrsweep.spec import GroupSpec
+    from lrsweep.core import config
+    from lrsweep.core.spec import GroupSpec
     students = config.expand_grid(config.load_config(sweep_config(n_loop, width, steps, 2)))
     spec = GroupSpec.from_row(students.iloc[0].to_dict())
     return bench_loop(spec, students, n_loop, repeats=2)

@@ -25,7 +25,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=2, help="runs (the first compiles)")
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", args.x64)
-    from lrsweep.theory import random_features as rf
+    from lrsweep.families.schedules import theory as rf
 
     lam, target = rf.spectrum(args.features, args.a, args.b)
     horizons = np.unique(np.round(np.logspace(2, 4, args.horizons)).astype(int))

@@ -18,9 +18,11 @@ import time
 import jax
 import numpy as np
 
-from lrsweep import config, engine, runner
-from lrsweep.checkpoint import SEGMENT_STEPS, ChunkCheckpoints
-from lrsweep.chunking import plan_chunks
+from lrsweep.core import config
+from lrsweep.core import engine
+from lrsweep.core import runner
+from lrsweep.core.checkpoint import SEGMENT_STEPS, ChunkCheckpoints
+from lrsweep.core.chunking import plan_chunks
 
 
 def case_config(width: int, n_layers: int, activation: str, steps: int, n_seeds: int, n_rates: int) -> dict:

@@ -28,12 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lrsweep import config, engine
-from lrsweep import steps as steps_lib
-from lrsweep.metrics import MetricContext
-from lrsweep.optim import batch_size_at, make_optimizer
-from lrsweep.spec import GroupSpec
-from lrsweep.tasks import TASKS, make_instance, step_context
+from lrsweep.core import config
+from lrsweep.core import engine
+from lrsweep.core import steps as steps_lib
+from lrsweep.core.metrics import MetricContext
+from lrsweep.core.optim import batch_size_at, make_optimizer
+from lrsweep.core.spec import GroupSpec
+from lrsweep.core.tasks import TASKS, make_instance, step_context
 
 from benchutil import device_header, quick_defaults, timed
 
@@ -164,9 +165,9 @@ def main():
 
 
 def time_schedule_search(n_features: int, a: float = 2.5, b: float = 1.5, noise_std: float = 0.5) -> None:
-    """The search of `lrsweep schedule` (lrsweep.schedule_search.search_point, every base kind) for 10
+    """The search of `lrsweep schedule` (lrsweep.families.schedules.search.search_point, every base kind) for 10
     horizons T = 100 .. 10,000: first call (compiles) and a second one."""
-    from lrsweep.schedule_search import BASE_KINDS, Search, search_point
+    from lrsweep.families.schedules.search import BASE_KINDS, Search, search_point
     horizons = tuple(int(round(t)) for t in np.geomspace(100, 10_000, 10))
     point = {"a": a, "b": b, "input_dim": n_features, "noise_std": noise_std, "batch_size": 1}
     times = []

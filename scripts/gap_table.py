@@ -1,6 +1,6 @@
 """How far is the exact-gradient engine from the signal-only theory, as the width grows? (seed 000, Sec. 4)
 
-The closed forms of lrsweep.theory are exact expectations of the paper's *gradient approximation*
+The closed forms of lrsweep.families.layer_balancing.theories are exact expectations of the paper's *gradient approximation*
 (signal-only update). This script trains exact-gradient students (x64) at the paper's learning-rate
 scalings, eta ~ h^{3/2} for the 2-NN and eta ~ h^{2/3} for the 3-NN (orthogonal init and design,
 h = d = n), and prints the relative gap (mean over seeds - theory) / theory per width and step as a
@@ -20,7 +20,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from lrsweep import compare, config, runner, store
+from lrsweep import compare
+from lrsweep.core import config
+from lrsweep.core import runner
+from lrsweep.core import store
 
 FAMILIES = {
     # name: (parameterization, n_layers, target, theory, alpha, line totals C / h^alpha)

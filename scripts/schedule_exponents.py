@@ -1,17 +1,17 @@
 """Seed 004's exponents measured on searched schedules up to long horizons, and whether they converge
-to the statements (lrsweep.theory.random_features.statements): the README's exponent table and the
+to the statements (lrsweep.families.schedules.theory.statements): the README's exponent table and the
 convergence figure.
 
     python scripts/schedule_exponents.py                        # the README's table (N = infinity, T <= 10^6)
     python scripts/schedule_exponents.py --points 2.5,2 --horizons 100,10000,7 --noise-var 10
     python scripts/schedule_exponents.py --n-features 10000 --points 1.5,2 --tag N1e4   # a finite N
 
-For each (a, b) it searches every horizon at once (lrsweep.theory.random_features.search: the best
+For each (a, b) it searches every horizon at once (lrsweep.families.schedules.theory.search: the best
 constant, power, polynomial, WSD and cosine schedules and the free optimum, every rate searched), in
 blocks of max(1, r min(t, T - t)) steps (section 4 of that module; --resolution r) on the model with
 --n-features features (inf: lumped modes and the frozen tail), in float32 with every reported loss
 recomputed in float64. It measures per horizon what each statement is about
-(lrsweep.theory.random_features.exponents), fits every exponent over all horizons (95% interval) and
+(lrsweep.families.schedules.theory.exponents), fits every exponent over all horizons (95% interval) and
 over sliding windows of --window horizons (local exponents), and writes into --out:
 
 - measurements.parquet (per point, T and kind), exponents.parquet (per point and quantity),
@@ -42,8 +42,8 @@ def horizons_of(text: str) -> tuple:
 
 def measure_point(a, b, n_features, noise_var, batch, horizons, resolution, iterations):
     """Per kind and horizon: the summary columns of lrsweep schedule (a DataFrame), and the seconds."""
-    from lrsweep.schedule_search import tables
-    from lrsweep.theory import random_features as rf
+    from lrsweep.families.schedules.search import tables
+    from lrsweep.families.schedules import theory as rf
     n = math.inf if n_features == "inf" else int(n_features)
     modes = rf.power_law_modes(n, a, b, exact=200, bin_ratio=1.05)
     start = time.perf_counter()
@@ -62,7 +62,7 @@ def measure_point(a, b, n_features, noise_var, batch, horizons, resolution, iter
 
 def exponent_rows(measurements: pd.DataFrame, window: int):
     """(exponents rows, local exponent rows) of every point in ``measurements``."""
-    from lrsweep.theory.random_features import exponents as rfx
+    from lrsweep.families.schedules.theory import exponents as rfx
     rows, local = [], []
     keys = ["a", "b", "input_dim", "noise_var", "batch_size"]
     for point, g in measurements.groupby(keys, sort=False):
@@ -134,7 +134,7 @@ def main() -> None:
     local.to_parquet(out / f"local_exponents{tag}.parquet")
     title = (f"seed 004: local exponents over {args.window} consecutive horizons, N = {args.n_features}, "
              f"sigma^2 = {args.noise_var:g}, batch {args.batch:g}, blocks r = {args.resolution:g}")
-    from lrsweep.plot_schedules import local_exponents_figure
+    from lrsweep.families.schedules.figures import local_exponents_figure
     local_exponents_figure(local, title).savefig(out / f"local_exponents{tag}.png", dpi=130, bbox_inches="tight")
     print(f"\nN = {args.n_features}, sigma^2 = {args.noise_var:g}, batch {args.batch:g}, T = {horizons[0]} .. "
           f"{horizons[-1]} ({len(horizons)} horizons), local exponents over {args.window} horizons; {out}\n")

@@ -3,8 +3,8 @@
 For each run given: the distance to the best-response run against the head/body ratio (seed mean; the
 exponent over the largest half of the ratios, mean of the seeds' slopes +- SE), phi_sharpness beside
 sharpness early and late, and the equal-budget steps to target, as far as the run has the students for
-each (lrsweep.theory.stackelberg_compare). ``--width-one`` prints the exact width-1 model's steps to target
-against the init scale (lrsweep.theory.stackelberg: GD's saddle escape against the best response).
+each (lrsweep.families.stackelberg.checks). ``--width-one`` prints the exact width-1 model's steps to target
+against the init scale (lrsweep.families.stackelberg.theory: GD's saddle escape against the best response).
 
     python scripts/stackelberg_tables.py results/ratio_linear_cpu/<run_id> results/curvature_cpu/<run_id>
     python scripts/stackelberg_tables.py --width-one
@@ -17,9 +17,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from lrsweep import store
-from lrsweep.theory import stackelberg as sb
-from lrsweep.theory import stackelberg_compare as sc
+from lrsweep.core import store
+from lrsweep.families.stackelberg import theory as sb
+from lrsweep.families.stackelberg import checks as sc
 
 
 def markdown(df: pd.DataFrame) -> str:

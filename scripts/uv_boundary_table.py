@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lrsweep.theory import catapult
+from lrsweep.families.catapult import theory as catapult
 
 
 def table(run: Path) -> str:

@@ -51,7 +51,9 @@ def optimized():
 
 def train_config(cfg: dict, chunk_size=None, max_memory=None):
     """Train every student of a config dict in-process; return (students, {student_id: result})."""
-    from lrsweep import config, engine, runner
+    from lrsweep.core import config
+    from lrsweep.core import engine
+    from lrsweep.core import runner
     students, specs = runner.prepare(config.load_config(cfg))
     out = {}
     for gid, spec in specs.items():
@@ -87,8 +89,8 @@ def numpy_instance(students, sid):
     """The engine's initial weights and data of one student, float64 numpy: (spec, row, [W1..Wm], inst)."""
     import jax.numpy as jnp
 
-    from lrsweep.spec import GroupSpec
-    from lrsweep.tasks import make_instance
+    from lrsweep.core.spec import GroupSpec
+    from lrsweep.core.tasks import make_instance
     row = students.set_index("student_id").loc[sid].to_dict()
     row["student_id"] = sid
     spec = GroupSpec.from_row(row)

@@ -7,15 +7,15 @@ gradients written out by hand (backprop through a chain of matmuls and ReLU
 masks). The JAX engine is checked against it to ~1e-10 relative, so it is kept
 short and written directly from the spec.
 
-Every model is the same chain, differing only in masks, scale ``c`` and head:
+Every model is the same chain, differing only in masks, scale ``c`` and readout:
 
     z_0 = X
     u_l = z_{l-1} @ W_l,   z_l = act_l(u_l)          for l = 1..m
-    pred = c * z_m @ head   (or c * z_m when there is no head)
+    pred = c * z_m @ readout   (or c * z_m when there is no readout)
 
-    paper_2nn : linear only, m = 2, c = 1/h,       no head
-    paper_deep: act = relu after EVERY layer (if relu), c = 1/sqrt(h), fixed head a
-    standard  : act = relu after layers 1..m-1 (if relu), c = 1, no head
+    paper_2nn : linear only, m = 2, c = 1/h,       no readout
+    paper_deep: act = relu after EVERY layer (if relu), c = 1/sqrt(h), fixed readout a
+    standard  : act = relu after layers 1..m-1 (if relu), c = 1, no readout
     ntk       : as standard, c = 1/sqrt(fan_in_1 * .. * fan_in_m) = 1/sqrt(d h^(m-1))
 
 Losses (``loss=``), n training points, all means over points (see ``loss_and_dpred``):
@@ -45,17 +45,17 @@ PARAMETERIZATIONS = ("paper_2nn", "paper_deep", "standard", "ntk")
 LOSSES = ("mse", "logistic", "exponential")
 
 
-def _check(params, parameterization, activation, head):
+def _check(params, parameterization, activation, readout):
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"unknown parameterization {parameterization!r}")
     if activation not in ("linear", "relu"):
         raise ValueError(f"unknown activation {activation!r}")
     if parameterization == "paper_2nn" and (activation != "linear" or len(params) != 2):
         raise ValueError("paper_2nn is linear with exactly 2 layers")
-    if parameterization == "paper_deep" and head is None:
-        raise ValueError("paper_deep needs a fixed head")
-    if parameterization != "paper_deep" and head is not None:
-        raise ValueError("only paper_deep has a head")
+    if parameterization == "paper_deep" and readout is None:
+        raise ValueError("paper_deep needs a fixed readout")
+    if parameterization != "paper_deep" and readout is not None:
+        raise ValueError("only paper_deep has a readout")
 
 
 def _scale(params, parameterization):
@@ -72,9 +72,9 @@ def _relu_after(l, m, parameterization, activation):
     return parameterization == "paper_deep" or l < m - 1
 
 
-def _forward(params, X, parameterization, activation, head):
+def _forward(params, X, parameterization, activation, readout):
     """Returns pred and the cache (layer inputs z_{l-1}, ReLU masks) for backprop."""
-    _check(params, parameterization, activation, head)
+    _check(params, parameterization, activation, readout)
     m = len(params)
     z, inputs, masks = np.asarray(X, dtype=np.float64), [], []
     for l, W in enumerate(params):
@@ -87,8 +87,8 @@ def _forward(params, X, parameterization, activation, head):
             mask = None
             z = u
         masks.append(mask)
-    if head is not None:
-        z = z @ head
+    if readout is not None:
+        z = z @ readout
     return _scale(params, parameterization) * z, (inputs, masks)
 
 
@@ -96,17 +96,17 @@ def _as_params(params):
     return [np.array(W, dtype=np.float64, copy=True) for W in params]
 
 
-def predict(params, X, *, parameterization, activation="linear", head=None):
+def predict(params, X, *, parameterization, activation="linear", readout=None):
     params = _as_params(params)
-    head = None if head is None else np.asarray(head, dtype=np.float64)
-    return _forward(params, X, parameterization, activation, head)[0]
+    readout = None if readout is None else np.asarray(readout, dtype=np.float64)
+    return _forward(params, X, parameterization, activation, readout)[0]
 
 
-def effective_weight(params, *, parameterization, head=None):
+def effective_weight(params, *, parameterization, readout=None):
     """Linear students only: W_eff such that pred = X @ W_eff."""
     params = _as_params(params)
     return predict(params, np.eye(params[0].shape[0]), parameterization=parameterization,
-                   activation="linear", head=head)
+                   activation="linear", readout=readout)
 
 
 def loss_and_dpred(pred, y, loss="mse", weights=None):
@@ -146,13 +146,13 @@ def _per_row_loss(pred, y, loss):
         return (np.logaddexp(0.0, -m) if loss == "logistic" else np.exp(-m))[:, 0]
 
 
-def loss_and_grads(params, X, y, *, parameterization, activation="linear", head=None,
+def loss_and_grads(params, X, y, *, parameterization, activation="linear", readout=None,
                    gradient="exact", loss="mse", weights=None):
     """Train loss and [dL/dW_l] for the trainable layers (the module docstring has the conventions)."""
     params = _as_params(params)
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    head = None if head is None else np.asarray(head, dtype=np.float64)
-    pred, (inputs, masks) = _forward(params, X, parameterization, activation, head)
+    readout = None if readout is None else np.asarray(readout, dtype=np.float64)
+    pred, (inputs, masks) = _forward(params, X, parameterization, activation, readout)
     value, dpred = loss_and_dpred(pred, y, loss, weights)
     if gradient == "signal_only":
         if loss != "mse":
@@ -162,10 +162,10 @@ def loss_and_grads(params, X, y, *, parameterization, activation="linear", head=
         dpred = -y / X.shape[0]  # target-driven part only: residual as if pred were zero
     elif gradient != "exact":
         raise ValueError(f"unknown gradient {gradient!r}")
-    # g = dL/dz_m: through pred = c * z_m (@ head).
+    # g = dL/dz_m: through pred = c * z_m (@ readout).
     g = _scale(params, parameterization) * dpred
-    if head is not None:
-        g = g @ head.T
+    if readout is not None:
+        g = g @ readout.T
     grads = [None] * len(params)
     for l in reversed(range(len(params))):
         if masks[l] is not None:
@@ -176,7 +176,7 @@ def loss_and_grads(params, X, y, *, parameterization, activation="linear", head=
 
 
 def reference_train(params0, X, y, *, lrs, steps, parameterization, activation="linear",
-                    head=None, beta=None, X_test=None, y_test=None, test_noise_var=0.0,
+                    readout=None, beta=None, X_test=None, y_test=None, test_noise_var=0.0,
                     gradient="exact", lr_multipliers=None, loss="mse", weight_norms=False):
     """Plain GD, one student. Returns arrays over steps k = 0..steps (weights after k updates):
 
@@ -187,7 +187,7 @@ def reference_train(params0, X, y, *, lrs, steps, parameterization, activation="
     mean(sign(pred) != y) on each set (pred == 0 or nan counts as an error); test_* are nan
     without X_test, y_test; ``beta`` is refused (no closed form).
     ``weight_norms=True`` adds "weight_norm", shape (steps + 1, m): the Frobenius norm of each
-    trainable layer (the head is not trained and not included).
+    trainable layer (the readout is not trained and not included).
     ``lr_multipliers``: a factor per step t = 0..steps-1 on every rate (a schedule).
     """
     params = _as_params(params0)
@@ -199,7 +199,7 @@ def reference_train(params0, X, y, *, lrs, steps, parameterization, activation="
     if classify and beta is not None:
         raise ValueError("beta (exact population risk) is only for the mse loss")
     beta = None if beta is None else np.asarray(beta, dtype=np.float64)
-    kw = dict(parameterization=parameterization, activation=activation, head=head)
+    kw = dict(parameterization=parameterization, activation=activation, readout=readout)
 
     def error(ps, X_, y_):  # 0-1 error; sign(0) = 0 and sign(nan) = nan never equal a label
         pred = predict(ps, X_, **kw)
@@ -208,7 +208,7 @@ def reference_train(params0, X, y, *, lrs, steps, parameterization, activation="
     def test_loss(ps):
         if activation == "linear" and beta is not None:
             # exact population risk for x ~ N(0, I): ||W_eff - beta||_F^2 + noise
-            W_eff = effective_weight(ps, parameterization=parameterization, head=head)
+            W_eff = effective_weight(ps, parameterization=parameterization, readout=readout)
             return float(np.sum((W_eff - beta) ** 2)) + float(test_noise_var)
         if X_test is None or y_test is None:
             return np.nan
@@ -238,7 +238,7 @@ def reference_train(params0, X, y, *, lrs, steps, parameterization, activation="
     return out
 
 
-def reference_train_batches(params0, batches, *, lrs, steps, parameterization, activation="linear", head=None,
+def reference_train_batches(params0, batches, *, lrs, steps, parameterization, activation="linear", readout=None,
                             betas=None, lr_multipliers=None, train_set=None, test_loss=None, loss="mse"):
     """SGD (``betas`` None) or heavy-ball momentum, one student, on the batches it is handed.
 
@@ -254,7 +254,7 @@ def reference_train_batches(params0, batches, *, lrs, steps, parameterization, a
     params = _as_params(params0)
     if len(lrs) != len(params) or len(batches) != steps + 1:
         raise ValueError("need one learning rate per trainable layer and steps + 1 batches")
-    kw = dict(parameterization=parameterization, activation=activation, head=head, loss=loss)
+    kw = dict(parameterization=parameterization, activation=activation, readout=readout, loss=loss)
     velocity = [np.zeros_like(W) for W in params]
     out = {"train_loss": np.empty(steps + 1), "test_loss": np.full(steps + 1, np.nan)}
     with np.errstate(all="ignore"):  # divergence is allowed: values just become inf/nan

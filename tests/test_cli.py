@@ -16,7 +16,8 @@ import yaml
 from conftest import cli_main
 
 import lrsweep
-from lrsweep import cli, config
+from lrsweep import cli
+from lrsweep.core import config
 
 LRSWEEP = str(Path(sys.executable).parent / "lrsweep")
 
@@ -277,7 +278,7 @@ class Crash(RuntimeError):
 
 
 def test_resume_after_crash_matches_clean_run(tmp_path, monkeypatch):
-    from lrsweep import engine
+    from lrsweep.core import engine
     cfg = write_cfg(tmp_path / "crash.yaml", RESUME_CFG)
     real_iter_group = engine.iter_group
     chunks_seen = []
@@ -340,7 +341,7 @@ def test_resume_after_crash_matches_clean_run(tmp_path, monkeypatch):
 
 
 def test_ctrl_c_marks_run_interrupted_and_says_how_to_resume(tmp_path, monkeypatch):
-    from lrsweep import engine
+    from lrsweep.core import engine
     cfg = write_cfg(tmp_path / "crash.yaml", RESUME_CFG)
     real_iter_group = engine.iter_group
 

@@ -1,6 +1,6 @@
 """Theory against the engine: Monte Carlo over seeds of the signal-only engine vs each exact formula.
 
-The formulas of lrsweep.theory are exact expectations of the signal-only surrogate, so the seed
+The formulas of lrsweep.families.layer_balancing.theories are exact expectations of the signal-only surrogate, so the seed
 mean must sit within a few standard errors of them (|z| <= 4 at every point; 64 seeds). The same
 data must reject the leading-order published 3-NN formula, or the test would prove nothing.
 """
@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from lrsweep import compare
-from lrsweep.theory import layer_balancing_compare as lb_compare
+from lrsweep.families.layer_balancing import checks as lb_compare
+from lrsweep import registry
 
 
 def _run(tmp_path, name, par, n_layers, h, init, design, target, lr_1, lr_2, steps, seeds=64, d=None, n=None):
@@ -91,7 +92,8 @@ def test_exact_gradient_students_are_compared_but_not_judged(tmp_path):
            "model": {"parameterization": "paper_deep", "n_layers": 3, "width": 32},
            "init": "orthogonal", "train": {"steps": 2}, "grid": {"lr_line": [10]}}
     run = _run_in_subprocess(cfg, tmp_path)
-    table, lines, verdict = compare.write_comparison(run, ["layer_balancing.three_layer"])
+    table, summaries, verdict = compare.write_comparison(run, ["layer_balancing.three_layer"])
+    lines = summaries["lines"]
     assert not table["exact"].any() and np.isfinite(table["rel_gap"]).all()
     assert verdict.ok and (run / "comparison.parquet").exists() and (run / "lines.parquet").exists()
     # one row per (line, step); the authors' grid on C = 10 has the balanced split eta_1 = 5
@@ -103,8 +105,8 @@ def test_exact_gradient_students_are_compared_but_not_judged(tmp_path):
     # test_theory_layer_balancing) -- and z, rel_gap from those. rtol 1e-12: the same float64 arithmetic
     # in a different order (pandas' groupby mean vs numpy's); 1e-10 for z and rel_gap, differences of
     # nearby numbers (mean - prediction) that amplify that round-off.
-    from lrsweep import store
-    from lrsweep.theory import layer_balancing as lb
+    from lrsweep.core import store
+    from lrsweep.families.layer_balancing import theory as lb
     curves = store.load(run)
     assert len(table) == 9 * 2 and set(table["step"]) == {1, 2}
     h = 32.0
@@ -129,7 +131,7 @@ def test_exact_gradient_students_are_compared_but_not_judged(tmp_path):
 def test_theory_predict_passes_each_column_to_its_argument():
     """compare's adapter calls each registered formula with eta_1 = lr_1, eta_2 = lr_2, h = width, and
     (Gaussian init) n = n_train, d = input_dim -- all different here, so a swap shows. No engine."""
-    from lrsweep.theory import layer_balancing as lb
+    from lrsweep.families.layer_balancing import theory as lb
     frame = pd.DataFrame({"lr_1": [3.0, 40.0, 7.0], "lr_2": [11.0, 5.0, 60.0], "width": [20.0, 16.0, 24.0],
                           "n_train": [30.0, 28.0, 50.0], "input_dim": [12.0, 10.0, 14.0]})
     e1, e2, h = frame["lr_1"].to_numpy(), frame["lr_2"].to_numpy(), frame["width"].to_numpy()
@@ -141,7 +143,7 @@ def test_theory_predict_passes_each_column_to_its_argument():
         ("layer_balancing.three_layer_gaussian_init", 1): lb.three_layer_gaussian_init_loss(e1, e2, h, n, d),
     }
     for (name, step), expected in want.items():
-        np.testing.assert_allclose(compare.REGISTRY[name].predict(frame, step), expected, rtol=1e-14, err_msg=name)
+        np.testing.assert_allclose(registry.THEORIES[name].predict(frame, step), expected, rtol=1e-14, err_msg=name)
 
 
 # --------------------------------------------------------------------------------------
@@ -163,7 +165,7 @@ def _authors_lines(theory, h, totals, steps=(1, 2)):
 
 @pytest.mark.parametrize("steps", [1, 2])
 def test_line_polynomial_is_exact_and_argmin_is_the_true_minimum(steps):
-    from lrsweep.theory import layer_balancing as lb
+    from lrsweep.families.layer_balancing import theory as lb
     h, total = 1000.0, 45000.0
     along = lambda e: lb.two_layer_orthogonal_loss(e, total - e, h, steps=steps, target="orthonormal")
     poly = lb_compare.line_polynomial(along, 1000.0, 44000.0)
@@ -205,7 +207,8 @@ def test_poly_run_gives_exact_line_answers_and_dense_heatmap(tmp_path):
            "model": {"parameterization": "paper_2nn", "n_layers": 2, "width": 16},
            "init": "orthogonal", "train": {"steps": 2, "mode": "poly"}, "grid": {"lr_line": [60, 100]}}
     run = _run_in_subprocess(cfg, tmp_path)
-    table, lines, _ = compare.write_comparison(run, ["layer_balancing.two_layer_orthonormal_target"])
+    table, summaries, _ = compare.write_comparison(run, ["layer_balancing.two_layer_orthonormal_target"])
+    lines = summaries["lines"]
     assert (lines["line_method"] == "polynomial").all() and len(lines) == 4
     along = lb_compare.polynomial_lines(run)
     for _, line in lines.iterrows():

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from lrsweep import cli, config
+from lrsweep import cli
+from lrsweep.core import config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
 
@@ -20,7 +21,7 @@ def test_config_is_valid(path):
     """Every config validates; a _cpu twin is small: its students' weights times steps, summed, at
     most 1.5e9 (seed 000's fig9 twin, ~1.2e9, runs in minutes on a 2-core CPU; the GPU configs are
     10-1000x more). Width alone is no measure: the uv model is cheap at m = 4096."""
-    from lrsweep import runner
+    from lrsweep.core import runner
     students, specs = runner.prepare(config.load_config(path))
     assert len(students) > 0
     if path.stem.endswith("_cpu"):

@@ -2,7 +2,7 @@
 redundant step-0 panel), loss against a log learning-rate axis for non-line grids, diverged points
 marked and counted, legends that explain the marks, titles in words.
 
-The figures are taken where :func:`lrsweep.plot.plot_run` saves them (``Figure.savefig`` is
+The figures are taken where :func:`lrsweep.plots.common.plot_run` saves them (``Figure.savefig`` is
 captured), so each test checks what `lrsweep plot RUN` writes.
 """
 import itertools
@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 
 import lrsweep
-from lrsweep import compare, plot, store
-from lrsweep.errors import StoreError
+from lrsweep import compare
+from lrsweep import plots as plot
+from lrsweep.core import store
+from lrsweep.core.errors import StoreError
+from lrsweep import registry
 from conftest import cli_main
 
 UNIFORM_LRS = [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]
@@ -249,7 +252,7 @@ def _figure_texts(fig):
 
 def test_titles_are_words_not_registry_names(line_run, saved):
     figures = saved(line_run)
-    names = set(compare.REGISTRY) | {n.split(".")[-1] for n in compare.REGISTRY}
+    names = set(registry.THEORIES) | {n.split(".")[-1] for n in registry.THEORIES}
     theory_figures = 0
     for stem, (fig, _) in figures.items():
         title = fig._suptitle.get_text() if fig._suptitle else ""
@@ -258,7 +261,7 @@ def test_titles_are_words_not_registry_names(line_run, saved):
         for text in _figure_texts(fig):
             assert not any(n in text for n in names), (stem, text)
             assert "=layer" not in text and "theory=" not in text
-        words = [t.title for t in compare.REGISTRY.values() if t.title and t.title in title]
+        words = [t.title for t in registry.THEORIES.values() if t.title and t.title in title]
         theory_figures += bool(words)
     assert theory_figures >= 1
 

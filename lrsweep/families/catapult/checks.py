@@ -1,0 +1,419 @@
+"""Seed 003 (lazy / catapult / divergent phases) beside the comparison: checks of
+:mod:`lrsweep.families.catapult.theory` against stored runs, registered with :func:`lrsweep.registry.register_check`.
+
+These theories predict each student from its own stored initial values (the train loss and NTK
+eigenvalue at step 0), or state inequalities, so they are checks, not seed-mean comparisons:
+
+- ``catapult.uv_phase``: uv-model students (single_point, mse, label 0, 2-layer linear ntk,
+  input 1, equal rates, ``phase`` and ``ntk_eig`` logged): the stored phase equals the exact
+  recursion's from (L_0, lambda_0, eta, width, steps, diverge_factor).
+- ``catapult.theorem1_phase``: linear predictors on degenerate data (classification, degenerate,
+  n_train even, 1 layer standard or ntk, exponential or logistic, ``phase`` logged): the stored phase
+  equals the exact map's and is one Theorem 1's region allows (:data:`catapult.REGION_PHASES`).
+- ``catapult.theorem1_final_loss``: the same students' final train loss equals the exact map's.
+- ``catapult.corollary1``: one-hidden-layer linear networks on degenerate data (and the uv model),
+  per configuration (every other axis and the seed): among catapult students that converged,
+  ``final_sharpness`` and ``final_ntk_eig`` are non-increasing in eta, and sharpness = c ntk_eig.
+
+A mismatch of a per-student prediction is excused only near a boundary: when perturbing the inputs
+(eta, L_0, lambda_0) by :data:`BOUNDARY_RTOL` (float32 storage, float32 trajectories) yields the
+stored value. Each row reports the share that match and every unexcused mismatch.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from lrsweep.core import config as config_lib
+from lrsweep.core.columns import layer_of, lr_columns
+from lrsweep.core.architecture import Architecture
+from lrsweep.compare import matches_setting
+from lrsweep.registry import register_check
+from lrsweep.families.catapult import theory as catapult
+
+BOUNDARY_RTOL = 1e-4    # relative perturbation of the inputs under which a mismatch counts as "at a boundary"
+FINAL_LOSS_RTOL = 1e-5  # final train loss vs the exact map's range over those perturbations (float32 losses)
+CONVERGED_ATOL = 1e-5   # Corollary 1: "converged" = final train loss within this of the minimum
+MONOTONE_RTOL = 1e-3    # Corollary 1: a rise smaller than this (relative) is round-off / unfinished convergence
+SHARPNESS_RTOL = 1e-2   # Corollary 1: sharpness vs c ntk_eig (Lanczos estimate), plus the O(|f|) term
+MISMATCHES_SHOWN = 3
+
+# Fields none of these models reads (the data are fixed, L_0 and lambda_0 carry the init), or that
+# only say how a run is computed and logged.
+FREE = ("seed", "init", "init_scale", "task.margin", "task.flip_fraction", "task.design", "task.target",
+        "task.target_std", "task.n_test", "task.test_noise", "train.steps", "train.log_every", "train.log_steps",
+        "train.metrics", "train.sharpness_iters", "train.formulation", "train.diverge_factor",
+        "train.schedule_exponent", "train.stable_fraction")
+KEY = ["run_id", "student_id"]
+
+
+def _covered(students: pd.DataFrame, settings: list[dict], free: tuple) -> np.ndarray:
+    """Students matching any of ``settings`` (field path -> value), with equal rates on every layer."""
+    if students.empty:
+        return np.zeros(0, bool)
+    mask = np.zeros(len(students), bool)
+    for setting in settings:
+        mask |= matches_setting(students, setting, free)
+    lrs = lr_columns(students)
+    if "n_trainable" in students and lrs:
+        for col in lrs[1:]:
+            used = students["n_trainable"].to_numpy() >= layer_of(col)
+            same = np.isclose(students[col].to_numpy(float), students["lr_1"].to_numpy(float), rtol=1e-12)
+            mask &= ~used | same
+    elif len(lrs) > 1:
+        for col in lrs[1:]:
+            mask &= np.isclose(students[col].to_numpy(float), students["lr_1"].to_numpy(float), rtol=1e-12)
+    return mask
+
+
+def _settings(**choices) -> list[dict]:
+    """Every combination of the listed field values (one value or a tuple each)."""
+    keys = list(choices)
+    values = [v if isinstance(v, tuple) else (v,) for v in choices.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def _initial(curves: pd.DataFrame, column: str) -> pd.Series:
+    """Step-0 value of a curve column per (run_id, student_id)."""
+    if column not in curves or curves.empty:
+        return pd.Series(dtype=float)
+    first = curves[curves["step"] == 0]
+    return first.set_index(KEY)[column].astype(float)
+
+
+def _with_initial(students: pd.DataFrame, curves: pd.DataFrame, columns: dict) -> pd.DataFrame:
+    """``students`` with step-0 curve values joined as new columns ({new name: curve column})."""
+    out = students.set_index(KEY)
+    for name, column in columns.items():
+        out[name] = _initial(curves, column).reindex(out.index)
+    return out.reset_index()
+
+
+def _group_columns(df: pd.DataFrame, with_seed: bool) -> list[str]:
+    """Config columns that vary among the covered students (learning rates excluded), plus the run."""
+    fields = [c for c in config_lib.field_columns() if c in df and (with_seed or c != "seed")]
+    return [c for c in ["run_id", *fields] if c in df and df[c].astype(str).nunique() > 1]
+
+
+def _describe(keys: list[str], values) -> str:
+    if not keys:
+        return "all covered students"
+    values = values if isinstance(values, tuple) else (values,)
+    return ", ".join(f"{k}={v}" for k, v in zip(keys, values))
+
+
+def _groups(df: pd.DataFrame, with_seed: bool, named=("loss",)):
+    """(configuration text, rows) per combination of the varying config columns; ``named`` columns
+    are always in the text."""
+    keys = _group_columns(df, with_seed)
+    keys += [c for c in named if c in df and c not in keys]
+    listed = [k for k in keys if isinstance(df[k].iloc[0], (list, tuple, np.ndarray))]  # unhashable cells
+    frame = df.assign(**{k: df[k].astype(str) for k in listed})
+    for values, g in frame.groupby(keys, sort=True, dropna=False):
+        yield _describe(keys, values), df.loc[g.index]
+
+
+def _perturbations(n_inputs: int):
+    """Relative factors for each input: every combination of 1 - r, 1, 1 + r."""
+    r = BOUNDARY_RTOL
+    return list(itertools.product((1.0 - r, 1.0, 1.0 + r), repeat=n_inputs))
+
+
+def _phase_rows(df: pd.DataFrame, predict, inputs: list[str], what: str, allowed=None) -> pd.DataFrame:
+    """One row per configuration: stored ``phase`` vs ``predict(*inputs_columns, frame)`` (names),
+    a mismatch excused where some perturbation of the inputs predicts the stored phase.
+
+    ``allowed(frame, *inputs) -> list of sets`` (optional): phases a statement allows per student;
+    a stored phase outside it under every perturbation fails too."""
+    rows = []
+    for config, g in _groups(df, with_seed=False):
+        base = [g[c].to_numpy(float) for c in inputs]
+        nominal = predict(g, *base)
+        stored = g["phase"].astype(str).to_numpy()
+        seen = [set() for _ in range(len(g))]
+        allowed_seen = [set() for _ in range(len(g))]
+        for factors in _perturbations(len(inputs)):
+            args = [b * f for b, f in zip(base, factors)]
+            for i, p in enumerate(predict(g, *args)):
+                seen[i].add(p)
+            if allowed is not None:
+                for i, ok in enumerate(allowed(g, *args)):
+                    allowed_seen[i] |= set(ok)
+        match = stored == nominal
+        excused = np.array([s in near for s, near in zip(stored, seen)]) & ~match
+        if allowed is not None:
+            outside = np.array([s not in ok for s, ok in zip(stored, allowed_seen)])
+        else:
+            outside = np.zeros(len(g), bool)
+        bad = (~match & ~excused) | outside
+        detail = f"{int(match.sum())}/{len(g)} match {what}"
+        if excused.any():
+            detail += f"; {int(excused.sum())} differ within {BOUNDARY_RTOL:g} of a phase boundary"
+        if bad.any():
+            shown = g[bad].head(MISMATCHES_SHOWN)
+            detail += f"; {int(bad.sum())} wrong: " + "; ".join(
+                f"seed {r.seed} eta {r.lr_1:.6g}: stored {r.phase}, predicted {p}"
+                for r, p in zip(shown.itertuples(), nominal[bad][:MISMATCHES_SHOWN]))
+        rows.append({"configuration": config, "n": len(g), "passed": not bad.any(), "detail": detail})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------
+# (a) the uv model
+# --------------------------------------------------------------------------------------
+
+UV_SETTINGS = _settings(**{"task.kind": "single_point", "task.label": 0.0, "task.input_dim": 1, "task.n_train": 1,
+                           "model.parameterization": "ntk", "model.n_layers": 2, "model.output_dim": 1,
+                           "model.activation": "linear", "train.loss": "mse"})
+
+
+def uv_students(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """The uv-model students with ``loss0`` and ``ntk0`` (step 0) joined; empty if ``phase`` or
+    ``ntk_eig`` was not logged."""
+    if "phase" not in students or "ntk_eig" not in curves:
+        return pd.DataFrame()
+    sub = students[_covered(students, UV_SETTINGS, FREE + ("model.width",))]
+    if sub.empty:
+        return sub
+    sub = _with_initial(sub, curves, {"loss0": "train_loss", "ntk0": "ntk_eig"})
+    return sub[np.isfinite(sub["loss0"]) & np.isfinite(sub["ntk0"])]
+
+
+def _uv_predict(g, eta, loss0, ntk0):
+    return catapult.uv_phase(loss0, ntk0, eta, g["width"].to_numpy(float), int(g["steps"].iloc[0]),
+                             float(g["diverge_factor"].iloc[0]))
+
+
+def check_uv_phase(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """(a) stored phase of uv-model students vs the exact recursion from their L_0 and lambda_0."""
+    df = uv_students(students, curves)
+    if df.empty:
+        return pd.DataFrame()
+    return _phase_rows(df, _uv_predict, ["lr_1", "loss0", "ntk0"], "the exact uv recursion")
+
+
+# --------------------------------------------------------------------------------------
+# (b) Theorem 1: linear predictor on degenerate data
+# --------------------------------------------------------------------------------------
+
+LINEAR_SETTINGS = _settings(**{"task.kind": "classification", "task.data": "degenerate",
+                               "model.parameterization": ("standard", "ntk"), "model.n_layers": 1,
+                               "model.output_dim": 1, "train.loss": catapult.DEGENERATE_LOSSES})
+
+
+def _rate_on_output(df: pd.DataFrame) -> np.ndarray:
+    """The rate on f = c w of the 1-layer student: eta c^2 (c = Architecture.output_scale: 1 for
+    standard, 1 / sqrt(d) for ntk) -- f' = f - eta c^2 R'(f) with |x| = 1."""
+    scale = np.array([Architecture.from_fields(r).output_scale for r in df.to_dict("records")], float)
+    return df["lr_1"].to_numpy(float) * scale ** 2
+
+
+def linear_students(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Theorem 1's students (n_train even: balanced labels) with ``loss0`` and ``eta_f`` (the rate on f)."""
+    if "phase" not in students:
+        return pd.DataFrame()
+    mask = _covered(students, LINEAR_SETTINGS, FREE + ("model.width", "model.activation", "task.input_dim",
+                                                      "task.n_train"))
+    even = students["n_train"].to_numpy() % 2 == 0 if "n_train" in students else True  # default 128
+    sub = students[mask & even]
+    if sub.empty:
+        return sub
+    sub = _with_initial(sub, curves, {"loss0": "train_loss"})
+    sub = sub[np.isfinite(sub["loss0"])].copy()
+    sub["eta_f"] = _rate_on_output(sub)
+    return sub
+
+
+def _linear_predict(g, eta, loss0):
+    return catapult.linear_outcome(loss0, eta, g["loss"].iloc[0], int(g["steps"].iloc[0]),
+                                   float(g["diverge_factor"].iloc[0]))["phase"]
+
+
+def _region_phases(g, eta, loss0):
+    region = catapult.theorem1_region(catapult.weight_from_loss(loss0, g["loss"].iloc[0]), eta, g["loss"].iloc[0])
+    return [catapult.REGION_PHASES[r] for r in region]
+
+
+def check_theorem1_phase(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """(b) stored phase vs the exact map w' = w - eta R'(w) from L_0, and vs Theorem 1's region."""
+    df = linear_students(students, curves)
+    if df.empty:
+        return pd.DataFrame()
+    return _phase_rows(df, _linear_predict, ["eta_f", "loss0"],
+                       "the exact GD map (and Theorem 1's region allows them)", allowed=_region_phases)
+
+
+def check_theorem1_final_loss(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """(b) final train loss of the students not divergent vs the exact map's (its range over the
+    input perturbations, widened by FINAL_LOSS_RTOL)."""
+    df = linear_students(students, curves)
+    if df.empty or "final_train_loss" not in df:
+        return pd.DataFrame()
+    rows = []
+    for config, g in _groups(df, with_seed=False):
+        loss, steps, factor = g["loss"].iloc[0], int(g["steps"].iloc[0]), float(g["diverge_factor"].iloc[0])
+        eta, loss0 = g["eta_f"].to_numpy(float), g["loss0"].to_numpy(float)
+        finals = np.stack([catapult.linear_outcome(loss0 * b, eta * a, loss, steps, factor)["final_train_loss"]
+                           for a, b in _perturbations(2)])
+        nominal = catapult.linear_outcome(loss0, eta, loss, steps, factor)
+        stored = g["final_train_loss"].to_numpy(float)
+        keep = (g["phase"].astype(str).to_numpy() != "divergent") & (nominal["phase"] != "divergent")
+        if not keep.any():
+            continue
+        lo = np.fmin.reduce(finals, axis=0) * (1 - FINAL_LOSS_RTOL)  # NaN-ignoring min / max
+        hi = np.fmax.reduce(finals, axis=0) * (1 + FINAL_LOSS_RTOL)
+        inside = (stored >= lo) & (stored <= hi)
+        bad = keep & ~inside
+        detail = (f"{int((keep & inside).sum())}/{int(keep.sum())} final train losses (students not divergent) "
+                  f"within the exact map's range (rtol {FINAL_LOSS_RTOL:g}, inputs +-{BOUNDARY_RTOL:g})")
+        if bad.any():
+            detail += "; wrong: " + "; ".join(
+                f"seed {r.seed} eta {r.lr_1:.6g}: stored {s:.8g}, predicted {p:.8g}" for r, s, p in
+                zip(g[bad].head(MISMATCHES_SHOWN).itertuples(), stored[bad], nominal["final_train_loss"][bad]))
+        rows.append({"configuration": config, "n": int(keep.sum()), "passed": not bad.any(), "detail": detail})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------
+# (c) Corollary 1: one hidden layer on degenerate data
+# --------------------------------------------------------------------------------------
+
+_TWO_LAYER = {"model.parameterization": ("standard", "ntk"), "model.n_layers": 2, "model.output_dim": 1,
+              "model.activation": "linear"}
+COROLLARY_SETTINGS = (_settings(**{"task.kind": "classification", "task.data": "degenerate",
+                                   "train.loss": tuple(catapult.HESSIAN_FACTOR), **_TWO_LAYER})
+                      + _settings(**{"task.kind": "single_point", "task.input_dim": 1, "task.n_train": 1,
+                                     "train.loss": "mse", **_TWO_LAYER}))
+CURVATURE = ("final_sharpness", "final_ntk_eig")
+
+
+def corollary_students(students: pd.DataFrame) -> pd.DataFrame:
+    """Covered students that ended in the catapult phase at the minimum (final loss within
+    CONVERGED_ATOL), with ``c`` (Hessian factor), ``gap`` and ``scale`` (the output scale s)."""
+    if "phase" not in students or "final_train_loss" not in students or not any(c in students for c in CURVATURE):
+        return pd.DataFrame()
+    free = FREE + ("model.width", "task.input_dim", "task.n_train", "task.label")
+    mask = _covered(students, COROLLARY_SETTINGS, free)
+    if "n_train" in students:
+        mask &= (students["kind"] == "single_point").to_numpy() | (students["n_train"].to_numpy() % 2 == 0)
+    sub = students[mask & (students["phase"].astype(str) == "catapult").to_numpy()].copy()
+    if sub.empty:
+        return sub
+    minimum = np.array([catapult.minimum_loss(r["loss"], r["kind"]) for r in sub.to_dict("records")])
+    sub["gap"] = sub["final_train_loss"].to_numpy(float) - minimum
+    sub = sub[sub["gap"] <= CONVERGED_ATOL].copy()
+    sub["c"] = sub["loss"].map(catapult.HESSIAN_FACTOR).astype(float)
+    sub["scale"] = [Architecture.from_fields(r).output_scale for r in sub.to_dict("records")]
+    return sub
+
+
+def _first_rise(eta: np.ndarray, values: np.ndarray) -> str | None:
+    """Where sorted-by-eta ``values`` rise by more than MONOTONE_RTOL (text), else None."""
+    for i in range(len(values) - 1):
+        if values[i + 1] > values[i] * (1 + MONOTONE_RTOL) + 1e-12:
+            return f"{values[i]:.6g} at eta {eta[i]:.6g} -> {values[i + 1]:.6g} at eta {eta[i + 1]:.6g}"
+    return None
+
+
+def check_corollary1(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Seed 003 Corollary 1 (informal), per configuration and seed: final sharpness and NTK eigenvalue
+    non-increasing in eta among converged catapult students. Reported, not strict: the exact uv
+    recursion shows lambda_final falling only up to eta lambda_0 ~ 3.1 and erratic above
+    (:mod:`lrsweep.families.catapult.theory`); the detail names the first rise."""
+    del curves
+    df = corollary_students(students)
+    if df.empty:
+        return pd.DataFrame()
+    rows = []
+    for config, g in _groups(df, with_seed=True):
+        g = g.sort_values("lr_1")
+        eta = g["lr_1"].to_numpy(float)
+        notes, rises = [], False
+        for col in CURVATURE:
+            if col in g and g[col].notna().any():
+                rise = _first_rise(eta, g[col].to_numpy(float))
+                notes.append(f"{col} {'rises: ' + rise if rise else 'non-increasing'}")
+                rises |= rise is not None
+        rows.append({"configuration": config, "n": len(g), "passed": not rises,
+                     "detail": f"{len(g)} converged catapult students: " + "; ".join(notes)})
+    return pd.DataFrame(rows)
+
+
+def check_hessian_ntk(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """At a minimum the Hessian is c grad f grad f^T (seed 003 Corollary 1's proof), so
+    sharpness = c ntk_eig with c = loss''(0) (:data:`lrsweep.families.catapult.theory.HESSIAN_FACTOR`), for
+    every converged catapult student (a |f| s sqrt(2 c gap) term allowed for the distance to it)."""
+    del curves
+    df = corollary_students(students)
+    if df.empty or not all(c in df for c in CURVATURE):
+        return pd.DataFrame()
+    rows = []
+    for config, g in _groups(df, with_seed=True):
+        eta = g["lr_1"].to_numpy(float)
+        ntk, sharp = g["final_ntk_eig"].to_numpy(float), g["final_sharpness"].to_numpy(float)
+        c, s = g["c"].to_numpy(float), g["scale"].to_numpy(float)
+        gap = np.maximum(g["gap"].to_numpy(float), 1e-6 * np.maximum(1.0, g["final_train_loss"].to_numpy(float)))
+        tol = SHARPNESS_RTOL * c * np.abs(ntk) + s * np.sqrt(2.0 * c * gap)
+        equal = np.abs(sharp - c * ntk) <= tol
+        detail = f"sharpness = c ntk_eig on {int(equal.sum())}/{len(g)} converged catapult students"
+        if not equal.all():
+            i = int(np.argmin(equal))
+            detail += f" (eta {eta[i]:.6g}: sharpness {sharp[i]:.6g}, c ntk_eig {c[i] * ntk[i]:.6g})"
+        rows.append({"configuration": config, "n": len(g), "passed": bool(equal.all()), "detail": detail})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------
+# (d) boundaries.parquet (lrsweep boundary) against the closed forms
+# --------------------------------------------------------------------------------------
+
+def _boundary_prediction(row: dict) -> float:
+    """The theory's rate for one boundary row, or NaN where no theory covers it."""
+    frame = pd.DataFrame([row])
+    if row["boundary"] == "lazy/catapult" and _covered(frame, UV_SETTINGS, FREE + ("model.width",)).all():
+        return float(catapult.uv_lazy_boundary(row["initial_train_loss"], row["initial_ntk_eig"], row["width"]))
+    if row["boundary"] == "catapult/divergent" and _covered(frame, UV_SETTINGS, FREE + ("model.width",)).all():
+        return float(catapult.uv_divergence_boundary(row["initial_train_loss"], row["initial_ntk_eig"], row["width"],
+                                                     int(row["steps"]), float(row["diverge_factor"])))
+    free = FREE + ("model.width", "model.activation", "task.input_dim", "task.n_train")
+    if (row["boundary"] == "lazy/catapult" and _covered(frame, LINEAR_SETTINGS, free).all()
+            and int(row["n_train"]) % 2 == 0):
+        w0 = catapult.weight_from_loss(row["initial_train_loss"], row["loss"])
+        scale = Architecture.from_fields(row).output_scale  # the rate on f is eta c^2 (_rate_on_output)
+        return float(catapult.critical_rate(w0, row["loss"])) / scale ** 2
+    return float("nan")
+
+
+def check_boundaries(table: pd.DataFrame) -> pd.DataFrame:
+    """(d) each bracketed boundary of ``lrsweep boundary`` contains the theory's rate (the uv model:
+    eta_- from L_0, lambda_0 and m, and the exact recursion's divergence rate for the run's T and
+    diverge_factor; Theorem 1: eta_c from L_0), the bracket widened by BOUNDARY_RTOL for float32."""
+    if table is None or table.empty or "initial_ntk_eig" not in table:
+        return pd.DataFrame()
+    df = table[table["bracketed"].astype(bool)].copy()
+    if df.empty:
+        return pd.DataFrame()
+    df["predicted"] = [_boundary_prediction(r) for r in df.to_dict("records")]
+    df = df[np.isfinite(df["predicted"])]
+    if df.empty:
+        return pd.DataFrame()
+    rows = []
+    for config, g in _groups(df.drop(columns=["seed"]), with_seed=False, named=("boundary",)):
+        lo, hi, pred = (g[c].to_numpy(float) for c in ("lr_low", "lr_high", "predicted"))
+        inside = (lo * (1 - BOUNDARY_RTOL) <= pred) & (pred <= hi * (1 + BOUNDARY_RTOL))
+        ratio = g["lr"].to_numpy(float) / pred
+        detail = (f"predicted rate inside the bracket for {int(inside.sum())}/{len(g)}; measured / predicted "
+                  f"{ratio.min():.5f}..{ratio.max():.5f}")
+        rows.append({"configuration": config, "n": len(g), "passed": bool(inside.all()), "detail": detail})
+    return pd.DataFrame(rows)
+
+
+register_check("catapult.uv_phase", check_uv_phase, curve_columns=("train_loss", "ntk_eig"))
+register_check("catapult.theorem1_phase", check_theorem1_phase, curve_columns=("train_loss",))
+register_check("catapult.theorem1_final_loss", check_theorem1_final_loss, curve_columns=("train_loss",))
+register_check("catapult.hessian_ntk", check_hessian_ntk, curve_columns=())
+register_check("catapult.corollary1", check_corollary1, strict=False, curve_columns=())
+register_check("catapult.boundaries", check_boundaries, table="boundaries")

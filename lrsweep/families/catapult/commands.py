@@ -1,0 +1,98 @@
+"""``lrsweep boundary``: the learning rates where the phase changes (seed 003), registered as a CLI
+subcommand by :mod:`lrsweep.families.catapult`."""
+
+from __future__ import annotations
+
+import sys
+
+from lrsweep import cli, registry
+from lrsweep.core import config as config_lib
+
+
+def add_arguments(b) -> None:
+    b.add_argument("config", nargs="?", help="YAML file or built-in name")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a field (repeatable)")
+    b.add_argument("--rtol", type=float, default=1e-3, help="relative precision of each boundary (default 1e-3)")
+    b.add_argument("--out", default="results", help="results root (default: results)")
+    b.add_argument("--x64", action="store_true", help="train in float64 (default float32)")
+    b.add_argument("--max-memory", type=cli.parse_bytes, default=None, help="memory budget per chunk, e.g. 2GB")
+    b.add_argument("--chunk-size", type=cli.positive_int, default=None, help="cap on students per compiled call")
+    b.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted boundary run (reuses its config and rtol)")
+    b.add_argument("--max-students", type=cli.positive_int, default=config_lib.DEFAULT_MAX_STUDENTS, metavar="N",
+                   help="refuse a coarse grid of more than N students")
+    b.add_argument("--quiet", action="store_true", help="no progress")
+
+
+def cmd_boundary(args) -> int:
+    from lrsweep.families.catapult import boundary
+    from lrsweep.core import progress
+    from lrsweep.core import runner
+    if not args.quiet:
+        progress.interval_from_env()
+    cfg = None
+    if args.resume:
+        if args.config is not None or args.overrides:
+            raise config_lib.ConfigError("--resume", "reuses the config stored in the run; do not also give "
+                                                     "CONFIG or --set")
+    else:
+        cfg = config_lib.load_config(runner.resolve_config_path(args.config), args.overrides)
+    try:
+        with cli.sigterm_as_interrupt():
+            summary = boundary.run_boundary(cfg, args.out, rtol=args.rtol, x64=args.x64, max_memory=args.max_memory,
+                                            chunk_size=args.chunk_size, resume=args.resume,
+                                            progress=not args.quiet, max_students=args.max_students)
+    except runner.RunInterrupted as e:
+        print(f"lrsweep: interrupted; {e}. Finish it with: lrsweep boundary --resume {e.run_dir}", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("lrsweep: interrupted during the bisection; finished chunks are stored. Finish it with: "
+              f"lrsweep boundary --resume {args.resume or 'RUN_DIR'}", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
+    from lrsweep import compare
+    comparison = compare.write_comparison(summary.run_dir)  # the checks read boundaries.parquet
+    print_boundaries(summary)
+    cli.print_comparison_tables(summary.run_dir, *comparison, rows=6)
+    return 0
+
+
+def print_boundaries(summary) -> None:
+    """Where the table is, how many students it took against a dense grid, and the boundaries in
+    units of 1 / lambda_0 where lambda_0 was logged."""
+    import pandas as pd
+    t = summary.table
+    print(f"boundaries: {summary.run_dir / 'boundaries.parquet'}: {int(t['bracketed'].sum())} of {len(t)} bracketed "
+          f"by the coarse rates, located to hi/lo <= 1 + {summary.rtol:g}")
+    ratio = summary.n_dense / summary.n_trained if summary.n_trained else float("nan")
+    print(f"students trained: {summary.n_trained:,} (coarse grid {summary.n_coarse:,} + bisection "
+          f"{summary.n_bisection:,}); a dense grid of the same resolution: {summary.n_dense:,} ({ratio:.0f}x more)")
+    shown = t[t["bracketed"]].copy()
+    if shown.empty:
+        return
+    shown["eta_lambda0"] = shown["lr"] * shown["initial_ntk_eig"]
+    keys = [c for c in ("width", "n_layers", "activation", "loss", "data", "kind") if c in shown
+            and shown[c].nunique() > 1]
+    agg = shown.groupby(keys + ["boundary"], sort=True).agg(
+        n=("lr", "size"), lr=("lr", "median"), eta_lambda0=("eta_lambda0", "median")).reset_index()
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print("median over seeds (eta_lambda0: the boundary times the initial NTK eigenvalue; wide-limit "
+              "uv model: 2 and 4):")
+        print(agg.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"load with: pandas.read_parquet('{summary.run_dir / 'boundaries.parquet'}')")
+
+
+def show_lines(run, meta: dict) -> list[str]:
+    """What ``lrsweep show`` adds for a run with a bisection: where its boundaries are, or how to finish it."""
+    bisection = meta.get("boundary")
+    if bisection is None:
+        return []
+    if bisection.get("status") == "complete":
+        return [f"boundaries: {run / 'boundaries.parquet'} (rtol {bisection['rtol']:g}; students trained: "
+                f"{bisection['n_coarse'] + bisection['n_bisection']:,}, a dense grid: {bisection['n_dense']:,})"]
+    return [f"boundaries: the bisection did not finish; finish it with: lrsweep boundary --resume {run}"]
+
+
+COMMAND = registry.Command("boundary", 'learning rates where the phase changes (lazy/catapult, catapult/divergent)', (
+        "Train CONFIG's grid (its shared `lr` axis is the coarse grid), then locate for every point of the "
+        "other axes and seed the learning rates where the phase changes, by bisections that advance together "
+        "in one compiled program, to hi/lo <= 1 + rtol. Writes RUN/boundaries.parquet beside the run's tables."), add_arguments, cmd_boundary)

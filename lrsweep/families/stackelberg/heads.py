@@ -1,0 +1,203 @@
+"""Trainable heads: the last layer as the follower of a Stackelberg game (seed 002).
+
+A ``standard`` or ``ntk`` student with m >= 2 trained layers is a body M = (W_1 .. W_{m-1}) and a
+head w = W_m (h, o): f(X) = c z(X) w, with z(X) = s(..s(X W_1)..W_{m-1}) the body's features (n, h)
+and c the output scale (:attr:`lrsweep.core.architecture.Architecture.output_scale`). Seed 002 reads
+training as the Stackelberg problem
+
+    min_M Phi(M) = G(M, w*(M)),   w*(M) = argmin_w G(M, w),   G = L + lambda/2 ||w||^2
+
+(L the train loss, lambda = ``train.head_ridge``), and GD with a large head rate beta and a small body
+rate alpha as two-time-scale GD on it. The seed's summary calls the final layer the leader, but its
+convergence proof (App. B, Prop. B.2) tracks ||w_k - w*(M_k)||: the head *follows* its best
+response to the body, and the body descends Phi, because grad Phi(M) = grad_M G(M, w*(M)) (the
+envelope theorem: grad_w G = 0 at w*). That proof's reading is the one built here.
+
+Head rules, chosen by ``train.head`` and ``train.update`` and run by :func:`prepare` before every
+step's gradient (and before the last observation), on the dense weights:
+
+- simultaneous gd: nothing; the optimizer moves body and head from the same weights, eta_head =
+  lr_m (plain per-layer GD: the seed's algorithm, both gradients at (M_k, w_k));
+- alternating gd: k = ``train.head_steps`` steps w <- w - eta_head s(t) grad_w L(M_t, w) at the current
+  body, then the body's step at the moved head (Gauss-Seidel; k -> infinity is the best response);
+- best_response: w <- w*(M_t). For mse, (A + lambda I) w = b with A = c^2 z^T D z, b = c z^T D y (D the
+  sample weights 1/n; for an instance of data moments, z^T D z = B^T S B and z^T D y = B^T X^T y / n,
+  B = W_1 .. W_{m-1}), solved by Cholesky (XLA:CPU's batched QR can deadlock: README, Known issues)
+  with a dead ReLU unit (a zero row of A) given weight 0 (:func:`shifted`).
+  For logistic and exponential, ``train.newton_steps`` damped Newton steps from the current head
+  (four times as many at step 0), each with a backtracking line search.
+
+In the last two rules the optimizer's step leaves the head alone (:func:`lrsweep.core.optim.gd`). The
+logged train loss at step t is the loss at the head the body's step sees: for best_response, L at
+w*(M_t), i.e. Phi(M_t) - lambda/2 ||w*(M_t)||^2.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import cho_factor, cho_solve
+
+from lrsweep import registry
+from lrsweep.core import schedules
+from lrsweep.core.losses import LOSSES
+from lrsweep.core.students import layers
+from lrsweep.core.tasks import TASKS
+
+LINE_SEARCH = 10  # step sizes 1, 1/2, .., 2^-9 tried per Newton step
+ARMIJO = 1e-4
+
+
+def head_name(arch) -> str:
+    """The head's key in the params dict: the last trained layer W_m."""
+    return arch.layer_names[-1]
+
+
+def body_names(arch) -> tuple[str, ...]:
+    return arch.layer_names[:-1]
+
+
+def features(arch, params: dict, x):
+    """z(X) = s(..s(X W_1)..W_{m-1}): the body's output (n, h), before the head and the output scale."""
+    z = x
+    for w in layers(arch, params)[:-1]:
+        z = z @ w
+        z = jax.nn.relu(z) if arch.activation == "relu" else z
+    return z
+
+
+def problem(spec, params: dict, inst: dict, ctx) -> dict:
+    """The head's objective at the body of ``params``: ``z, y, weights`` (features of the step's batch;
+    weights None: 1/n) or, for an instance of data moments (a linear student under mse), ``gram`` =
+    z^T z / n = B^T S B, ``cross`` = z^T y / n = B^T X^T y / n and ``yy`` = y^T y / n."""
+    arch = spec.arch
+    if "xx" in inst:
+        body = None
+        for w in layers(arch, params)[:-1]:
+            body = w if body is None else body @ w
+        return {"gram": body.T @ inst["xx"] @ body, "cross": body.T @ inst["xy"], "yy": inst["yy"]}
+    x, y, weights = TASKS[spec.task.kind].batch(spec, inst, ctx)
+    return {"z": features(arch, params, x), "y": y, "weights": weights}
+
+
+def normal_equations(spec, prob: dict):
+    """(A, b, yy) of the squared loss in the head: L(w) = 1/2 (w^T A w - 2 tr(w^T b) + yy), A = c^2 z^T D z,
+    b = c z^T D y, yy = y^T D y (D: the sample weights)."""
+    c = spec.arch.output_scale
+    if "gram" in prob:
+        return c * c * prob["gram"], c * prob["cross"], prob["yy"]
+    z, y = prob["z"], prob["y"]
+    d = (jnp.full((z.shape[0],), 1.0 / z.shape[0], z.dtype) if prob["weights"] is None
+         else prob["weights"].astype(z.dtype))
+    dz = d[:, None] * z
+    return c * c * (z.T @ dz), c * (dz.T @ y), jnp.sum(d[:, None] * y * y)
+
+
+def shifted(a, ridge):
+    """A + lambda I, and 1 on the diagonal where a row of A is exactly zero (a ReLU unit off on every input:
+    a zero feature, so b is zero there too): that unit's weight is then 0, the minimum-norm least squares,
+    where a Cholesky of the singular A returns NaN. Nothing changes for any other A."""
+    dead = jnp.diagonal(a) == 0
+    return a + jnp.diag(jnp.where(dead, 1.0, 0.0).astype(a.dtype)) + ridge * jnp.eye(a.shape[0], dtype=a.dtype)
+
+
+def loss_and_grad(spec, prob: dict, w):
+    """(L(w), grad_w L(w)) of the head at the fixed body of ``prob`` (no ridge)."""
+    if "gram" in prob:
+        a, b, yy = normal_equations(spec, prob)
+        aw = a @ w
+        return 0.5 * (jnp.sum(w * aw) - 2.0 * jnp.sum(w * b) + yy), aw - b
+    c = spec.arch.output_scale
+    value, cotangent = LOSSES[spec.loss].value_and_cotangent((prob["z"] @ w) * c, prob["y"], prob["weights"])
+    return value, c * (prob["z"].T @ cotangent)
+
+
+def _objective(spec, prob: dict, w, ridge):
+    """G(w) = L(w) + ridge/2 ||w||^2 (data form)."""
+    c = spec.arch.output_scale
+    value, _ = LOSSES[spec.loss].value_and_cotangent((prob["z"] @ w) * c, prob["y"], prob["weights"])
+    return value + 0.5 * ridge * jnp.sum(w * w)
+
+
+def newton_step(spec, prob: dict, w, ridge):
+    """One damped Newton step on G(w) = L(w) + ridge/2 ||w||^2 for a loss of one output (data form).
+
+    H = c^2 z^T diag(l'') z + ridge I with l'' the per-sample second derivative (the derivative of the
+    loss's cotangent along a vector of ones: the cotangent of sample i depends on its own output only).
+    Step size: the largest of 1, 1/2, .., 2^-9 meeting Armijo's condition up to round-off (64 eps |G|:
+    near the minimiser the full step is taken, so the convergence is quadratic to round-off); none: stay.
+    """
+    c = spec.arch.output_scale
+    z, y, weights = prob["z"], prob["y"], prob["weights"]
+    cot_of = lambda pred: LOSSES[spec.loss].value_and_cotangent(pred, y, weights)[1]
+    pred = (z @ w) * c
+    cotangent, curvature = jax.jvp(cot_of, (pred,), (jnp.ones_like(pred),))
+    grad = c * (z.T @ cotangent) + ridge * w
+    hess = shifted(c * c * (z.T @ (curvature * z)), ridge)
+    step = -cho_solve(cho_factor(hess), grad)
+    value = _objective(spec, prob, w, ridge)
+    sizes = 0.5 ** jnp.arange(LINE_SEARCH, dtype=w.dtype)
+    values = jax.vmap(lambda s: _objective(spec, prob, w + s * step, ridge))(sizes)
+    slack = 64.0 * jnp.finfo(w.dtype).eps * (1.0 + jnp.abs(value))
+    ok = values <= value + ARMIJO * sizes * jnp.sum(grad * step) + slack
+    size = jnp.where(jnp.any(ok), sizes[jnp.argmax(ok)], 0.0)
+    return w + size * step
+
+
+def best_response(spec, prob: dict, w0, t=0):
+    """w*(M) = argmin_w L(M, w) + lambda/2 ||w||^2 at the body of ``prob``: ridge least squares by Cholesky
+    for mse; ``spec.newton_steps`` Newton steps from ``w0`` otherwise (4x as many at t = 0, where
+    ``w0`` is the initial head and not the previous best response)."""
+    ridge = spec.head_ridge
+    if LOSSES[spec.loss].quadratic:
+        a, b, _ = normal_equations(spec, prob)
+        return cho_solve(cho_factor(shifted(a, ridge)), b)
+    steps = jnp.where(jnp.asarray(t) == 0, 4 * spec.newton_steps, spec.newton_steps)
+    return jax.lax.fori_loop(0, steps, lambda _, w: newton_step(spec, prob, w, ridge), w0)
+
+
+def phi(spec, prob: dict):
+    """Phi at the body of ``prob`` in closed form for mse: min_w L + lambda/2 ||w||^2 =
+    1/2 (yy - tr(b^T (A + lambda I)^{-1} b)) (differentiable in the body through A and b)."""
+    a, b, yy = normal_equations(spec, prob)
+    return 0.5 * (yy - jnp.sum(b * cho_solve(cho_factor(shifted(a, spec.head_ridge)), b)))
+
+
+def _alternating(spec, hparams, params, inst, ctx):
+    """k gradient steps of the head at the current body, rate lr_m s(t)."""
+    from lrsweep.core import optim
+    name = head_name(spec.arch)
+    rate = hparams[f"lr_{spec.arch.n_trainable}"]
+    schedule = optim.schedule_of(spec, hparams)
+    if schedule is not None:
+        rate = rate * schedules.lr_multiplier(schedule, ctx.t)
+    prob = problem(spec, params, inst, ctx)
+    step = lambda _, w: w - rate.astype(w.dtype) * loss_and_grad(spec, prob, w)[1]
+    return {**params, name: jax.lax.fori_loop(0, spec.head_steps, step, params[name])}
+
+
+def _best_response(spec, hparams, params, inst, ctx):
+    del hparams
+    name = head_name(spec.arch)
+    return {**params, name: best_response(spec, problem(spec, params, inst, ctx), params[name], ctx.t)}
+
+
+def move_head(spec, hparams: dict, params: dict, inst: dict, ctx) -> dict:
+    """The head's move at the current body before step ``ctx.t``'s gradient (see the module docstring),
+    for a group where :func:`moves_head`."""
+    rule = _best_response if spec.head == "best_response" else _alternating
+    return rule(spec, hparams, params, inst, ctx)
+
+
+def moves_head(spec) -> bool:
+    """Whether a head rule moves the head outside the optimizer's step (all but simultaneous gd, which
+    is plain per-layer GD)."""
+    return not (spec.head == "gd" and spec.update == "simultaneous")
+
+
+HOOK = registry.StepHook(
+    move_head, moves_head, lambda spec: (head_name(spec.arch),),
+    lambda spec: f"the head is moved outside the optimizer's step (train.head: {spec.head}, train.update: "
+                 f"{spec.update})",
+    lambda spec: f"head={spec.head}" + (f" update={spec.update} head_steps={spec.head_steps}"
+                                        if spec.head == "gd" else ""))
