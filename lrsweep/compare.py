@@ -1,21 +1,20 @@
 """Comparison: join stored runs with registered theory, through the stored results only.
 
-A :class:`Theory` says which students it covers (``matches``) and what it predicts for them at a
-logged step (``predict``). :func:`register` adds one; each family's adapter beside its theory
-module registers its own (:mod:`lrsweep.families.layer_balancing.checks`), with optional
-per-family summaries (:func:`register_summary`, written as ``<name>.parquet``). :func:`compare`
-never changes when a family registers a theory.
+A :class:`lrsweep.registry.Theory` says which students it covers (``matches``) and what it predicts
+for them at a logged step (``predict``); a family registers its own
+(:func:`lrsweep.registry.register_theory`), with optional summaries
+(:func:`lrsweep.registry.register_summary`, written as ``<name>.parquet``). This module never changes
+when a family registers a theory.
 
-A *check* (:func:`register_check`) is for theories that predict per student from the student's own
-stored values, or state inequalities, rather than a seed mean: ``fn(students, curves)`` returns
-rows ``configuration, n, passed, detail`` (:data:`CHECK_COLUMNS`) for the students it covers;
-:func:`run_checks` gathers them into ``<run>/checks.parquet`` and a failed row fails the verdict
-(``lrsweep compare --strict`` exits 1).
+A *check* (:func:`lrsweep.registry.register_check`) is for theories that predict per student from the
+student's own stored values, or state inequalities, rather than a seed mean: ``fn(students, curves)``
+returns rows ``configuration, n, passed, detail`` (:data:`lrsweep.registry.CHECK_COLUMNS`) for the
+students it covers; :func:`run_checks` gathers them into ``<run>/checks.parquet`` and a failed row
+fails the verdict (``lrsweep compare --strict`` exits 1).
 
 Per grid point and step (a point = a student's hyperparameters without the seed) the table holds
 the empirical mean and standard error over seeds, the prediction, the residual in standard errors
-(``z``) and in relative terms. Per line eta_1 + eta_2 = C and step (:func:`line_summary`): the
-empirical and predicted argmin of eta_1, and whether the balanced split is a local minimum.
+(``z``) and in relative terms.
 """
 
 from __future__ import annotations
