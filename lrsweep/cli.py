@@ -387,33 +387,28 @@ def print_comparison_tables(run, table, summaries, verdict, rows=12) -> bool:
     return verdict.ok
 
 
-def _require_results(run: Path) -> None:
-    """ConfigError("run") where ``run`` is not a run, StoreError where it has no results yet (naming
-    its status, :func:`lrsweep.core.runstate.run_state`)."""
+def _readable_run(run) -> None:
+    """Raise where ``run`` cannot be read (:func:`lrsweep.core.runstate.require_results`); where it is
+    not complete, say so on stderr, one line with the command that finishes it, and go on with what
+    it holds."""
     from lrsweep.core import runstate
-    from lrsweep.core import store
-    if not store.is_run(run):
-        raise config_lib.ConfigError("run", f"{run} is not a run directory (no meta.json)")
-    state = runstate.run_state(run)
-    if state.done == 0 and state.state != "complete":
-        hint = (f"; finish it with: lrsweep run --resume {run}" if state.resumable else
-                "; its first chunk is still training" if state.state == "running" else "")
-        raise StoreError(run, f"no results yet, status: {state.describe()}{hint}")
+    state = runstate.require_results(run)
+    if state.state != "complete":
+        print(f"lrsweep: note: {state.line()} (what follows is what it holds)", file=sys.stderr)
 
 
 def cmd_compare(args) -> int:
+    _readable_run(args.run)
     if registry.run_kind(args.run) is not None:  # a run of tables (a schedule search): its table checks
         ok = print_verdict(args.run)
         return 1 if (args.strict and not ok) else 0
-    _require_results(Path(args.run))
     ok = print_comparison(args.run, args.theory, args.rows)
     return 1 if (args.strict and not ok) else 0
 
 
 def cmd_plot(args) -> int:
     from lrsweep import plots as plot
-    if registry.run_kind(args.run) is None:  # a run of another kind holds tables, not students
-        _require_results(Path(args.run))
+    _readable_run(args.run)
     paths = plot.plot_run(args.run, args.out, dense=args.dense)
     print(f"wrote {len(paths)} files to {paths[0].parent if paths else args.out}")
     for p in paths:
@@ -436,6 +431,7 @@ def cmd_ls(args) -> int:
         print(f"no runs under {root}")
         return 0
     width = max(40, *(len(str(r)) for r in runs))
+    todo = []
     print(f"{'run':{width}s}  {'students':>13s}  {'started':19s}  {'wall':>8s}  {'size':>9s}  status")
     for run in runs:
         state = runstate.run_state(run)
@@ -450,6 +446,10 @@ def cmd_ls(args) -> int:
         status += f", {ckpts} mid-chunk checkpoint(s)" if ckpts else ""
         print(f"{str(run):{width}s}  {f'{state.done}/{state.total}':>13s}  {str(state.started or '-')[:19]:19s}  "
               f"{wall:>8s}  {size:>9s}  {status}")
+        if state.resume:
+            todo.append(state.resume)
+    if todo:
+        print("to finish or repair:\n" + "\n".join(f"  {command}" for command in todo))
     return 0
 
 
@@ -457,12 +457,13 @@ def cmd_show(args) -> int:
     from lrsweep.core import runstate
     from lrsweep.core import store
     run = Path(args.run)
+    state = runstate.require_results(run)
     kind = registry.run_kind(run)
     if kind is not None and kind.show is not None:
+        print(f"status: {state.describe()}" + (f"; finish it with: {state.resume}" if state.resume else ""))
         return kind.show(run)
-    _require_results(run)
     meta = store.read_json(run / "meta.json")
-    print(f"status: {runstate.run_state(run).describe()}  jax {meta.get('jax')} on {meta.get('device_count')}x "
+    print(f"status: {state.describe()}" + (f"; finish it with: {state.resume}" if state.resume else "") + f"  jax {meta.get('jax')} on {meta.get('device_count')}x "
           f"{meta.get('device_kind')}  x64={meta.get('x64')}")
     from lrsweep.core import summary as summary_lib
     _print_summary(summary_lib.summarize(run), rows=args.rows)

@@ -21,6 +21,8 @@ Tables:
   THEORIES, CHECKS, SUMMARIES (and their options): what ``lrsweep compare`` runs.
   FIGURES      ``fn(run, name, curves) -> [(stem, Figure)]``: what ``lrsweep plot`` draws.
   RUN_KINDS    kind -> :class:`RunKind`: runs that are not a student grid (a schedule search).
+  STAGES       name -> :class:`Stage`: work a family's command adds to a run (a bisection, a Monte
+               Carlo verification), which the run's status includes.
   COMMANDS     name -> :class:`Command`: extra CLI subcommands (``boundary``, ``schedule``).
   SHOW_LINES   ``fn(run, meta) -> [str]``: what ``lrsweep show`` adds for a run a family extended.
 """
@@ -92,6 +94,7 @@ STEP_HOOKS: dict[str, "StepHook"] = _OnDemand()
 FIGURES: list[Callable] = []
 FIGURE_CLAIMS: dict[str, list[Callable]] = {"loss": [], "rate": []}  # see register_figures
 RUN_KINDS: dict[str, "RunKind"] = {}
+STAGES: dict[str, "Stage"] = {}
 COMMANDS: dict[str, "Command"] = {}
 SHOW_LINES: list[Callable] = []
 
@@ -209,14 +212,39 @@ class RunKind:
       detect: ``run_dir -> bool``.
       figures: ``run_dir -> [(stem, Figure)]`` (replaces the student-grid figures).
       show: ``run_dir -> exit code``: what ``lrsweep show`` prints of it.
-      tables: the files of RUN/ it writes at once: the run is complete when they exist, else corrupt.
+      tables: the files of RUN/ it writes: the run is complete when they are readable, else corrupt.
+      resume: the command that finishes or repairs such a run, ``{run}`` for its directory.
     ``lrsweep compare`` runs its table checks (:func:`register_check` with ``table=``).
+    Its ``meta.json`` carries ``status`` (running, interrupted, failed, complete) as a student run's does.
     """
     name: str
     detect: Callable
     figures: Callable | None = None
     show: Callable | None = None
     tables: tuple = ()
+    resume: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """Work a family's command adds to a run after its students (``lrsweep boundary``'s bisection, the
+    Monte Carlo verification of ``lrsweep schedule --verify``), part of the run's status.
+
+    The command records ``meta.json[name] = {"status": "running", ...}`` before it starts and
+    ``"complete"`` (with ``rows``: table file -> row count) once its tables are written; a run whose
+    stage is not complete is ``incomplete`` (:func:`lrsweep.core.runstate.run_state`), and one whose
+    stage table is unreadable or not the size recorded is ``corrupt``; either way ``resume`` repairs it.
+
+    Attributes:
+      name: the key in meta.json (``boundary``, ``verify``).
+      what: what it is, for messages (``the bisection``).
+      tables: the files of RUN/ it writes (``boundaries.parquet``).
+      resume: the command that finishes or repairs it, ``{run}`` for the run directory.
+    """
+    name: str
+    what: str
+    tables: tuple
+    resume: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,6 +356,12 @@ def claimed(curves, replaces: str) -> bool:
 def register_run_kind(kind: RunKind) -> None:
     """Add a kind of run other than a student grid."""
     RUN_KINDS[kind.name] = kind
+
+
+def register_stage(stage: Stage) -> None:
+    """Add work a family's command adds to a run (:class:`Stage`)."""
+    assert stage.name not in STAGES, f"stage {stage.name} registered twice"
+    STAGES[stage.name] = stage
 
 
 def register_command(command: Command) -> None:

@@ -12,7 +12,15 @@ the error in one line. :func:`run_state` turns both into what ``lrsweep ls`` sho
     interrupted (resumable: k/n)  stopped by Ctrl-C / SIGTERM
     failed: <reason>              an exception; ``--resume`` retries
     corrupt: <file>: <reason>     a stored table is unreadable or disagrees with the plan
-    complete                      the merged tables were verified against the plan
+    incomplete: <what>            the students are complete, the work a family's command adds to the
+                                  run (a bisection, a verification: :class:`lrsweep.registry.Stage`) not
+    sharded: <detail>             shards of a run not yet merged (``lrsweep merge``)
+    complete                      the merged tables (and every stage's) were verified against the plan
+
+Every state but running, sharded and complete carries the command that finishes or repairs the run
+(:attr:`RunState.resume`): ``lrsweep run --resume RUN``, or the resume of the family command that
+made it (``lrsweep boundary --resume RUN``, ``lrsweep schedule --resume RUN``). A run of another kind
+(:class:`lrsweep.registry.RunKind`: tables, no students) has the same states.
 
 ``flock`` locks are per open file, so the same process cannot take a run twice either, and on Linux
 NFS mounts they are mapped to POSIX byte-range locks visible to every client.
@@ -31,7 +39,7 @@ from pathlib import Path
 
 from lrsweep import registry
 from lrsweep.core import store
-from lrsweep.core.errors import LrsweepError, RunLockedError
+from lrsweep.core.errors import ConfigError, LrsweepError, RunLockedError, StoreError
 
 try:
     import fcntl
@@ -215,17 +223,18 @@ def error_line(exc: BaseException, limit: int = 300) -> str:
 class RunState:
     """What ``lrsweep ls`` shows of a run."""
     run_dir: Path
-    state: str            # running | dead | interrupted | failed | corrupt | sharded | complete
+    state: str            # running | dead | interrupted | failed | corrupt | incomplete | sharded | complete
     done: int             # students with readable results
     total: int
-    detail: str = ""      # the failure, the corrupt file, or the holder of a running run
+    detail: str = ""      # the failure, the corrupt file, the unfinished stage, or the holder of a running run
     unreadable: tuple = ()  # part files that cannot be read (resuming retrains their chunks)
     started: str | None = None
     wall_time_s: float | None = None
+    resume: str | None = None  # the command that finishes or repairs it (None: nothing to do, or running)
 
     @property
     def resumable(self) -> bool:
-        return self.state in ("dead", "interrupted", "failed", "corrupt")
+        return self.resume is not None
 
     def describe(self) -> str:
         bad = f", {len(self.unreadable)} unreadable file(s): {self.unreadable[0]}" if self.unreadable else ""
@@ -235,8 +244,17 @@ class RunState:
             return "complete"
         if self.state == "sharded":
             return f"sharded: {self.detail} ({self.done}/{self.total} students)"
+        if self.state == "incomplete":
+            return f"incomplete: {self.detail} (resumable)"
         head = {"dead": "dead", "interrupted": "interrupted"}.get(self.state, f"{self.state}: {self.detail}")
+        if self.total == 0 and not self.done:  # a run of tables (a schedule search)
+            return f"{head} (resumable)"
         return f"{head} (resumable: {self.done}/{self.total} students{bad})"
+
+    def line(self) -> str:
+        """The status and what to do about it, one line: ``RUN: <status>; finish it with: <command>``."""
+        todo = f"; finish it with: {self.resume}" if self.resume else ""
+        return f"{self.run_dir}: {self.describe()}{todo}"
 
 
 def _age_s(stamp: str | None) -> float | None:
@@ -244,6 +262,40 @@ def _age_s(stamp: str | None) -> float | None:
         return (_dt.datetime.now() - _dt.datetime.fromisoformat(stamp)).total_seconds()
     except (TypeError, ValueError):
         return None
+
+
+def _writer(run_dir: Path, meta: dict) -> tuple[str, str] | None:
+    """("running", who) while a process writes the run (its lock, or a fresh heartbeat from another
+    host), ("dead", "") when meta says running and nobody does, else None."""
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        return "running", _holder_text(holder)
+    if meta.get("status", "running") != "running":
+        return None
+    age = _age_s(meta.get("heartbeat"))
+    if meta.get("host") not in (None, socket.gethostname()) and age is not None and age < STALE_S:
+        return "running", f"pid {meta.get('pid')} on {meta.get('host')}, heartbeat {age:.0f}s ago"
+    return "dead", ""
+
+
+def _stages_problem(run_dir: Path, meta: dict) -> tuple[str, str, str] | None:
+    """(state, detail, resume) of the first stage of a complete run that is not complete
+    (``incomplete``) or whose tables cannot be trusted (``corrupt``), else None."""
+    for stage in registry.STAGES.values():
+        record = meta.get(stage.name)
+        if not isinstance(record, dict):
+            continue
+        resume = stage.resume.format(run=run_dir)
+        status = record.get("status", "complete")  # runs stored before stages recorded theirs
+        if status != "complete":
+            why = f": {record['error']}" if record.get("error") else ""
+            return "incomplete", f"{stage.what} did not finish ({status}{why})", resume
+        rows = record.get("rows") or {}
+        for name in stage.tables:
+            problem = store.file_problem(run_dir / name, rows.get(name))
+            if problem:
+                return "corrupt", problem, resume
+    return None
 
 
 def run_state(run_dir: str | Path) -> RunState:
@@ -256,33 +308,64 @@ def run_state(run_dir: str | Path) -> RunState:
         return RunState(run_dir, "corrupt", 0, 0, f"meta.json unreadable ({error_line(e)})")
     total = int(meta.get("n_students", 0))
     common = dict(started=meta.get("started"), wall_time_s=meta.get("wall_time_s"))
+    resume = store.repair_command(run_dir)
     kind = registry.run_kind(run_dir)
-    if kind is not None:  # a run of tables written at once, no students (`lrsweep schedule`)
-        missing = [name for name in kind.tables if not (run_dir / name).exists()]
-        return RunState(run_dir, "corrupt" if missing else "complete", 0, 0,
-                        f"{missing[0]} missing" if missing else "", **common)
+    if kind is not None:  # a run of tables, no students (`lrsweep schedule`)
+        writer = _writer(run_dir, meta)
+        if writer is not None:
+            return RunState(run_dir, writer[0], 0, 0, writer[1], resume=None if writer[0] == "running" else resume,
+                            **common)
+        status = meta.get("status", "running")
+        if status != "complete":
+            return RunState(run_dir, "interrupted" if status == "interrupted" else "failed", 0, 0,
+                            meta.get("error", status), resume=resume, **common)
+        rows = meta.get("rows") or {}
+        problem = next(filter(None, (store.file_problem(run_dir / name, rows.get(name)) for name in kind.tables)), None)
+        stage = _stages_problem(run_dir, meta)
+        if problem is not None:
+            return RunState(run_dir, "corrupt", 0, 0, problem, resume=resume, **common)
+        if stage is not None:
+            return RunState(run_dir, stage[0], 0, 0, stage[1], resume=resume, **common)
+        return RunState(run_dir, "complete", 0, 0, **common)
 
     def state(name: str, detail: str = "") -> RunState:
         done, bad = store.count_done(run_dir)
-        return RunState(run_dir, name, done, total, detail, tuple(map(str, bad)), **common)
+        return RunState(run_dir, name, done, total, detail, tuple(map(str, bad)),
+                        resume=None if name in ("running", "sharded") else resume, **common)
 
     if meta.get("shards") and meta.get("status") != "complete":
         return state(*shards_state(run_dir, int(meta["shards"])))
-    holder = lock_holder(run_dir)
-    if holder is not None:
-        return state("running", _holder_text(holder))
+    writer = _writer(run_dir, meta)
+    if writer is not None:
+        return state(*writer)
     status = meta.get("status", "running")
-    if status == "running":
-        age = _age_s(meta.get("heartbeat"))
-        other_host = meta.get("host") not in (None, socket.gethostname())
-        if other_host and age is not None and age < STALE_S:  # locks may not cross hosts: trust a fresh beat
-            return state("running", f"pid {meta.get('pid')} on {meta.get('host')}, heartbeat {age:.0f}s ago")
-        return state("dead")
     if status == "complete":
         problem = store.verify_complete(run_dir, meta)
-        if problem is None:
-            return RunState(run_dir, "complete", total, total, **common)
-        return state("corrupt", problem)
+        if problem is not None:
+            return state("corrupt", problem)
+        stage = _stages_problem(run_dir, meta)
+        if stage is not None:
+            return RunState(run_dir, stage[0], total, total, stage[1], resume=stage[2], **common)
+        return RunState(run_dir, "complete", total, total, **common)
     if status == "interrupted":
         return state("interrupted")
     return state("failed", meta.get("error", status))
+
+
+def require_results(run_dir: str | Path) -> RunState:
+    """The state of a run that ``show``, ``compare`` and ``plot`` can read: ConfigError("run") where
+    ``run_dir`` is not a run; StoreError naming the damage and the repair where it is corrupt, or
+    where it has no results yet."""
+    run_dir = Path(run_dir)
+    if not store.is_run(run_dir):
+        raise ConfigError("run", f"{run_dir} is not a run directory (no meta.json)")
+    state = run_state(run_dir)
+    todo = f"; {'repair' if state.state == 'corrupt' else 'finish'} it with: {state.resume}" if state.resume else ""
+    if state.state == "corrupt":
+        raise StoreError(run_dir, f"corrupt: {state.detail}{todo}")
+    if registry.run_kind(run_dir) is None and state.done == 0 and state.state not in ("complete", "incomplete"):
+        hint = todo or ("; its first chunk is still training" if state.state == "running" else "")
+        raise StoreError(run_dir, f"no results yet, status: {state.describe()}{hint}")
+    if registry.run_kind(run_dir) is not None and state.state not in ("complete", "incomplete"):
+        raise StoreError(run_dir, f"no results yet, status: {state.describe()}{todo}")
+    return state

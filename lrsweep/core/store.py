@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from lrsweep import registry
 from lrsweep.core.errors import StoreError
 
 # Columns with a fixed type whatever the data (the rest are inferred, and unified on read): a table's
@@ -209,13 +210,53 @@ def marked_parts(run: Path, table: str) -> list[Path]:
     return [f for f in files if f.with_name(_stem(f, table) + ".students.parquet").exists()]
 
 
+def repair_command(run: Path) -> str:
+    """The command that finishes or repairs the run ``run``: the resume of the work a family's command
+    added to it (:class:`lrsweep.registry.Stage`: it finishes the students first), of its kind
+    (:class:`lrsweep.registry.RunKind`), else ``lrsweep run --resume``."""
+    run = Path(run)
+    try:
+        meta = read_json(run / "meta.json")
+    except (OSError, ValueError):
+        meta = {}
+    stage = next((s for s in registry.STAGES.values() if isinstance(meta.get(s.name), dict)), None)
+    kind = next((k for k in registry.RUN_KINDS.values() if k.resume and k.detect(run)), None) if meta else None
+    if kind is not None:
+        return kind.resume.format(run=run)
+    if stage is not None:
+        return stage.resume.format(run=run)
+    return f"lrsweep run --resume {run}"
+
+
+def run_of(path: Path) -> Path:
+    """The run directory a stored file belongs to (a part, a partition of a merged table, a run table,
+    a file of a sub-run's ``verify/``...): the nearest directory above it with a meta.json."""
+    path = Path(path)
+    for parent in path.parents:
+        if (parent / "meta.json").is_file():
+            return parent
+    return path.parent
+
+
 def _unreadable(path: Path, err: BaseException) -> StoreError:
     path = Path(path)
-    run = (path.parent.parent if path.parent.name == "parts" else
-           path.parents[2] if path.parent.name.startswith("group_id=") else path.parent)
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return StoreError(path, f"unreadable Parquet file ({reason}); `lrsweep run --resume {run}` retrains the "
-                            f"chunks whose files are unreadable")
+    return StoreError(path, f"unreadable Parquet file ({reason}); repair with: {repair_command(run_of(path))}")
+
+
+def file_problem(path: Path, rows: int | None = None) -> str | None:
+    """Why the Parquet file ``path`` cannot be trusted (missing, unreadable, or not the ``rows`` rows
+    its writer recorded), or None; reads the footer only."""
+    path = Path(path)
+    if not path.exists():
+        return f"{path}: missing"
+    try:
+        have = pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError) as e:
+        return str(_unreadable(path, e)).split(";")[0]
+    if rows is not None and have != rows:
+        return f"{path}: {have} rows, expected {rows}"
+    return None
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:

@@ -11,3 +11,5 @@ registry.load_later("lrsweep.families.catapult.training")
 registry.register_figures(figures.catapult_figures)
 registry.register_command(commands.COMMAND)
 registry.register_show_lines(commands.show_lines)
+registry.register_stage(registry.Stage("boundary", "the bisection", ("boundaries.parquet",),
+                                      "lrsweep boundary --resume {run}"))

@@ -84,12 +84,10 @@ def print_boundaries(summary) -> None:
 def show_lines(run, meta: dict) -> list[str]:
     """What ``lrsweep show`` adds for a run with a bisection: where its boundaries are, or how to finish it."""
     bisection = meta.get("boundary")
-    if bisection is None:
+    if bisection is None or bisection.get("status") != "complete":  # the status line says what to do
         return []
-    if bisection.get("status") == "complete":
-        return [f"boundaries: {run / 'boundaries.parquet'} (rtol {bisection['rtol']:g}; students trained: "
-                f"{bisection['n_coarse'] + bisection['n_bisection']:,}, a dense grid: {bisection['n_dense']:,})"]
-    return [f"boundaries: the bisection did not finish; finish it with: lrsweep boundary --resume {run}"]
+    return [f"boundaries: {run / 'boundaries.parquet'} (rtol {bisection['rtol']:g}; students trained: "
+            f"{bisection['n_coarse'] + bisection['n_bisection']:,}, a dense grid: {bisection['n_dense']:,})"]
 
 
 COMMAND = registry.Command("boundary", 'learning rates where the phase changes (lazy/catapult, catapult/divergent)', (
