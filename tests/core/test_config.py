@@ -1,6 +1,7 @@
 """Config schema, grid expansion, --set overrides and error messages (no jax compute)."""
 import copy
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -613,7 +614,6 @@ def test_bad_log_steps_geomspace_exits_2_with_one_line(tmp_path, spec, words):
 # The ranges the schema's docs state are the ranges validation checks (issue 24, case 9)
 # --------------------------------------------------------------------------------------
 
-import re  # noqa: E402
 
 # Ranges written in a field's doc: "in [lo, hi]" (closed) and "(x > lo)" / "(x >= lo)" (a lower bound).
 _CLOSED = re.compile(r"\bin \[(-?[0-9.]+), (-?[0-9.]+)\]")
