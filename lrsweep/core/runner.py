@@ -553,16 +553,15 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, out, ru
     rows = chunk_students(students, ids)
     assert np.array_equal(rows["student_id"].to_numpy(), ids), "students must be the whole plan, in plan order"
     rows.insert(0, "run_id", run_id)
-    rows["formulation"] = spec.formulation
-    rows["mode"] = result["mode"] if "mode" in result else mode
-    for name, values in result["curves"].items():
-        rows[f"final_{name}"] = values[:, -1]
-    for name, values in result["reductions"].items():
-        rows[name] = values
-    rows["diverged"] = result["diverged"]
     diverged_step = pd.array(result["diverged_step"].astype(np.int64), dtype="Int64")
     diverged_step[~result["diverged"]] = pd.NA
-    rows["diverged_step"] = diverged_step
+    added = {"formulation": spec.formulation, "mode": result["mode"] if "mode" in result else mode,
+             **{f"final_{name}": values[:, -1] for name, values in result["curves"].items()},
+             **result["reductions"], "diverged": result["diverged"], "diverged_step": diverged_step}
+    for name in [c for c in added if c in rows]:  # a column the plan has: replaced in place
+        rows[name] = added.pop(name)
+    # the rest at once (a column at a time fragments the frame: one block per metric, e.g. body_sketch_0..k-1)
+    rows = pd.concat([rows, pd.DataFrame(added, index=rows.index)], axis=1)
     k = len(spec.log_steps)
     curves = pd.DataFrame({"run_id": run_id, "student_id": np.repeat(ids, k),
                            "step": np.tile(np.asarray(spec.log_steps, np.int64), len(ids)),
