@@ -44,18 +44,22 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 def resolve_config_path(name: str | Path | None) -> Path:
-    """A path, or a name looked up in ./configs and the repository's configs/ (``quickstart``)."""
+    """A path, or a name looked up in ./configs and the shipped configs/ (``quickstart``); a path written
+    as the README writes it (``configs/<family>/<file>.yaml``) that does not exist from the working
+    directory is the shipped config of that name, so the README's commands run from any directory."""
     if name is None:
         return DEFAULT_CONFIG
     path = Path(name)
     if path.exists():
         return path
-    for root in (Path.cwd() / "configs", DEFAULT_CONFIG.parent):
-        for cand in (root / f"{name}.yaml", root / name):
+    shipped = DEFAULT_CONFIG.parent
+    inside = Path(*path.parts[1:]) if len(path.parts) > 1 and path.parts[0] == "configs" else None
+    for root in (Path.cwd() / "configs", shipped):
+        for cand in (root / f"{name}.yaml", root / name, *([shipped / inside] if inside else [])):
             if cand.is_file():
                 return cand
     raise config_lib.ConfigError("config", f"no config file or built-in config named '{name}' "
-                                           f"(looked in ./configs and {DEFAULT_CONFIG.parent})")
+                                           f"(looked in ./configs and {shipped})")
 
 
 def prepare(cfg: config_lib.SweepConfig):
