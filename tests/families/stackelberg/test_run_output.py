@@ -27,7 +27,7 @@ def sketch_run(tmp_path_factory):
 
 
 def test_body_sketch_run_has_no_fragmentation_warning(sketch_run):
-    rc, out, err = sketch_run
+    rc, _, err = sketch_run
     assert rc == 0, err
     assert "PerformanceWarning" not in err
 
