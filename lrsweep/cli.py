@@ -29,14 +29,14 @@ def parse_bytes(text: str) -> int:
     """'2GB', '512MiB', '1e9' -> bytes."""
     m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([KMGT]?i?B?)?\s*", text, flags=re.IGNORECASE)
     if not m:
-        raise argparse.ArgumentTypeError(f"--max-memory: expected a size like 2GB or 512MiB, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a size like 2GB or 512MiB, got {text!r}")
     unit = (m.group(2) or "").upper().replace("I", "").replace("B", "")
     try:
         value = float(m.group(1))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--max-memory: expected a size like 2GB, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a size like 2GB or 512MiB, got {text!r}") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError("--max-memory: must be > 0")
+        raise argparse.ArgumentTypeError(f"expected a size > 0 like 2GB, got {text!r}")
     return int(value * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit])
 
 
@@ -60,12 +60,70 @@ def _seconds(text: str) -> float:
     return v
 
 
+def _float_in(option: str, allowed: str, ok) -> callable:
+    """An argparse type: a float for which ``ok(v)`` holds, else ``<allowed>, got <text>``."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{allowed}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{allowed}, got {text}")
+        return v
+    parse.__name__ = option
+    return parse
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+mem_fraction = _float_in("mem_fraction", "expected a number in (0, 1]", lambda v: 0.0 < v <= 1.0)
+unit_interval_open = _float_in("rtol", "expected a number in (0, 1)", lambda v: 0.0 < v < 1.0)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``lrsweep: <option>: <what is allowed>, got <value>`` on stderr, exit 2
+    (no usage block: the message names the option; ``lrsweep CMD --help`` gives the rest). Subparsers are of
+    this class too (``add_subparsers`` makes them with the parent's class)."""
+
+    def error(self, message: str):
+        print(f"lrsweep: {one_line_error(message, self.prog)}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def one_line_error(message: str, prog: str = "lrsweep") -> str:
+    """argparse's error ``message`` as ``<option>: <what is allowed>, got <value>`` (one line)."""
+    message = " ".join(message.split())
+    m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: invalid choice: (.*) \(choose from (.*)\)", message)
+    if m:
+        option, value, choices = m.groups()
+        return f"{option}: one of {choices.replace(chr(39), '')}, got {value}"
+    m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: (.*)", message)
+    if m:
+        return f"{m.group(1)}: {m.group(2)}"
+    if message == "the following arguments are required: COMMAND":
+        return f"COMMAND: a command is required (usage: lrsweep COMMAND ...), one of {', '.join(_command_names())}"
+    command = prog.removeprefix("lrsweep").strip()
+    return f"{command}: {message}" if command else message
+
+
+def _command_names() -> list[str]:
+    return ["run", "merge", *registry.COMMANDS, "ls", "show", "compare", "plot", "schema"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lrsweep`` parser: one subparser per command, in the order ``--help`` lists them (a family's
     commands, :data:`lrsweep.registry.COMMANDS`, after ``merge``)."""
-    p = argparse.ArgumentParser(prog="lrsweep", description="Learning-rate sweeps of many small students, "
-                                "trained at once with jit(vmap(scan)), stored as Parquet.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="lrsweep", description="Learning-rate sweeps of many small students, "
+                          "trained at once with jit(vmap(scan)), stored as Parquet.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _run_arguments(sub.add_parser("run", help="train every student of a config", description=(
         "Train every student of CONFIG (a YAML path or a name in configs/; default: the built-in quickstart) "
         "and write results/<name>/<run_id>/.")))
@@ -126,10 +184,11 @@ def _scale_out_arguments(scale) -> None:
     scale.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="jax.distributed: process 0's address; with --num-processes and --process-id")
     scale.add_argument("--num-processes", type=positive_int, default=None, metavar="N")
-    scale.add_argument("--process-id", type=int, default=None, metavar="I")
+    scale.add_argument("--process-id", type=nonnegative_int, default=None, metavar="I")
     scale.add_argument("--distributed", choices=("auto",), default=None,
-                       help="jax.distributed with the cluster detected by JAX (TPU pods, Slurm, ...)")
-    scale.add_argument("--mem-fraction", type=float, default=None, metavar="F",
+                       help="jax.distributed with the cluster detected by JAX (TPU pods, Slurm, ...); instead "
+                            "of --coordinator, --num-processes and --process-id, not with them")
+    scale.add_argument("--mem-fraction", type=mem_fraction, default=None, metavar="F",
                        help="share of each GPU XLA may take (0 < F <= 1; XLA preallocates 75%% by default: "
                             "give e.g. 0.3 to run three sweeps on one card). Sets XLA_PYTHON_CLIENT_MEM_FRACTION")
 
@@ -158,7 +217,7 @@ def _compare_arguments(c) -> None:
 def _plot_arguments(pl) -> None:
     pl.add_argument("run", help="run directory")
     pl.add_argument("--out", default=None, help="output directory (default RUN/plots)")
-    pl.add_argument("--dense", type=int, default=400, metavar="N",
+    pl.add_argument("--dense", type=nonnegative_int, default=400, metavar="N",
                     help="N x N heat map over (eta_1, eta_2) from the stored learning-rate polynomials of "
                          "poly-mode groups, no training (default 400; 0: off)")
 
@@ -229,6 +288,7 @@ def _scale_out(args):
     from lrsweep.core import runner
     multi = args.distributed is not None or any(
         v is not None for v in (args.coordinator, args.num_processes, args.process_id))
+    distributed.check_options(args.coordinator, args.num_processes, args.process_id, auto=args.distributed == "auto")
     shard = runner.parse_shard(args.shard) if args.shard is not None else None
     if multi and shard is not None:
         raise config_lib.ConfigError("--shard", "a jax.distributed job shards itself (process i of n); "

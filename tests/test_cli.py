@@ -82,6 +82,27 @@ def _bad_cases(tmp: Path):
         "resume-missing": (["run", "--resume", tmp / "missing_run"], "--resume"),
         "resume-with-config": (["run", good, "--resume", not_a_run], "--resume"),
         "dry-run-bad": (["run", good, "--dry-run", "--set", "model.n_layers=1"], "model.n_layers"),
+        # issue 24: argparse errors are one line naming the option and what it allows (case 10)
+        "rtol-not-a-number": (["boundary", good, "--rtol", "abc"], "--rtol: expected a number in (0, 1)"),
+        "verify-zero": (["schedule", good, "--verify", "0"], "--verify: expected a positive integer"),
+        "mem-fraction-not-a-number": (["run", good, "--mem-fraction", "abc"], "--mem-fraction: expected a number in (0, 1]"),
+        "distributed-bogus": (["run", good, "--distributed", "bogus"], "--distributed: one of auto"),
+        "num-processes-zero": (["run", good, "--num-processes", "0"], "--num-processes: expected a positive integer"),
+        "unknown-command": (["bogus", good], "COMMAND: one of run, merge"),
+        # jax.distributed's options, checked before it is touched (case 6)
+        "coordinator-no-port": (["run", good, "--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"],
+                                "--coordinator: expected HOST:PORT with PORT an integer in 1..65535"),
+        "coordinator-port-range": (["run", good, "--coordinator", "h:70000", "--num-processes", "2", "--process-id", "0"],
+                                   "--coordinator: expected HOST:PORT"),
+        "process-id-out-of-range": (["run", good, "--coordinator", "h:1234", "--num-processes", "2", "--process-id", "2"],
+                                    "--process-id: must be in 0..1"),
+        "coordinator-alone": (["run", good, "--coordinator", "h:1234"], "--num-processes"),
+        "distributed-auto-and-coordinator": (["run", good, "--distributed", "auto", "--coordinator", "h:1234"],
+                                             "--distributed: auto lets JAX detect the cluster"),
+        "distributed-auto-dry-run": (["run", good, "--dry-run", "--distributed", "auto", "--num-processes", "2"],
+                                     "--distributed"),
+        # a setting that cannot take effect (case 9)
+        "newton-steps-never-read": (["run", good, "--set", "train.newton_steps=3"], "train.newton_steps: only read by"),
     }
 
 
@@ -89,7 +110,11 @@ BAD_IDS = ["missing-file", "unknown-field", "unknown-top-level", "bad-init", "ba
            "negative-lr", "bad-generator", "set-unknown", "set-no-equals", "set-bad-value", "invalid-yaml",
            "list-yaml", "empty-yaml", "name-escapes-out", "chunk-size-zero", "max-memory-garbage",
            "checkpoint-every-negative",
-           "resume-not-a-run", "resume-missing", "resume-with-config", "dry-run-bad"]
+           "resume-not-a-run", "resume-missing", "resume-with-config", "dry-run-bad",
+           "rtol-not-a-number", "verify-zero", "mem-fraction-not-a-number", "distributed-bogus", "num-processes-zero",
+           "unknown-command", "coordinator-no-port", "coordinator-port-range", "process-id-out-of-range",
+           "coordinator-alone", "distributed-auto-and-coordinator", "distributed-auto-dry-run",
+           "newton-steps-never-read"]
 
 
 @pytest.mark.parametrize("case", BAD_IDS)
@@ -99,6 +124,7 @@ def test_bad_input_exit_2_names_field_writes_nothing(tmp_path, case):
     rc, stdout, stderr = cli_main(argv + ["--out", out, "--quiet"])
     assert rc == 2, (stdout, stderr)
     assert field in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("lrsweep: "), stderr  # one line, no usage
     assert "Traceback" not in stderr
     assert_nothing_written(out)
     assert not (tmp_path.parent / "escaped").exists()
@@ -115,7 +141,19 @@ def test_show_bad_run_exit_2(tmp_path):
 
 def test_no_command_is_usage_error():
     rc, _, err = cli_main([])
-    assert rc == 2 and "usage" in err
+    assert rc == 2 and "usage" in err and len(err.strip().splitlines()) == 1, err
+    assert "one of run, merge" in err
+
+
+@pytest.mark.filterwarnings("error")  # numpy's "Empty input file" UserWarning was printed before the message
+def test_empty_schedule_csv_is_one_line(tmp_path):
+    (tmp_path / "rates.csv").write_text("")
+    path = write_cfg(tmp_path / "sweep.yaml", {**TINY, "train": {"steps": 2, "schedule": "array",
+                                                                 "schedule_array": "rates.csv"}})
+    rc, _, err = cli_main(["run", path, "--out", tmp_path / "out", "--quiet"])
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "train.schedule_array" in err and "rates.csv holds no numbers" in err
+    assert_nothing_written(tmp_path / "out")
 
 
 def test_subprocess_bad_input(tmp_path):

@@ -224,3 +224,30 @@ def test_poly_run_gives_exact_line_answers_and_dense_heatmap(tmp_path):
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (run / "plots" / "heatmap_dense_g0000.png").stat().st_size > 10_000
+
+
+def _table(mean, sem, prediction, exact=True):
+    """A comparison table as compare builds it: one row per (point, step) of one theory."""
+    agg = pd.DataFrame({"step": range(len(mean)), "n_seeds": 4, "mean": mean, "sem": sem,
+                        "prediction": prediction})
+    compare.residuals(agg)
+    agg["exact"] = exact
+    agg.insert(0, "theory", "toy")
+    return agg
+
+
+def test_zero_spread_is_compared_by_relative_gap_not_z():
+    """Step 0: every seed starts at the same value (sem 0); a round-off gap of 1.8e-16 gave z = -inf.
+    Such a point agrees by its relative gap; z is NaN there, not +-inf."""
+    table = _table(mean=[0.5 - 1.8e-16, 0.40], sem=[0.0, 0.01], prediction=[0.5, 0.41])
+    assert np.isnan(table["z"].iloc[0]) and table["z"].iloc[1] == pytest.approx(-1.0)
+    v = compare.verdict(table)
+    assert v.ok and "AGREES" in v.text and "1 exact points without spread" in v.text, v.text
+
+
+def test_zero_spread_with_a_real_gap_disagrees():
+    """A point without spread is judged, not dropped: a 1% gap there fails the verdict (tolerance 1e-5)."""
+    v = compare.verdict(_table(mean=[0.505, 0.40], sem=[0.0, 0.01], prediction=[0.5, 0.41]))
+    assert not v.ok and "DISAGREES" in v.text, v.text
+    v = compare.verdict(_table(mean=[0.5 * (1 + 1e-6)], sem=[0.0], prediction=[0.5]))  # float32 round-off
+    assert v.ok, v.text

@@ -41,3 +41,33 @@ def test_smallest_twins_run_compare_plot(tmp_path, name, capsys):
     pngs = list((run / "plots").glob("*.png"))
     assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
     assert "theory verdict" in capsys.readouterr().out
+
+
+def _cited_configs() -> dict[str, str]:
+    """Every ``configs/....yaml`` path the help texts (``lrsweep``, every subcommand) and README.md cite:
+    {path: where}."""
+    import argparse
+    import re
+    cited = re.compile(r"configs/[\w./-]+?\.yaml")
+    parser = cli.build_parser()
+    texts = {"lrsweep --help": parser.format_help()}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            texts.update({f"lrsweep {name} --help": sub.format_help() for name, sub in action.choices.items()})
+    texts["README.md"] = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return {p: where for where, text in texts.items() for p in cited.findall(" ".join(text.split()))}
+
+
+def test_help_texts_and_readme_cite_configs():
+    assert "configs/quickstart.yaml" in _cited_configs()  # the parser finds them at all
+
+
+@pytest.mark.parametrize("path", sorted(_cited_configs()))
+def test_cited_config_exists_and_loads_from_any_directory(path, tmp_path, monkeypatch):
+    """`lrsweep run configs/...` as the README and --help write it, from a directory without configs/
+    (it failed outside the repository root; `lrsweep schedule --help` cited a file that does not exist)."""
+    from lrsweep.core import runner
+    monkeypatch.chdir(tmp_path)
+    resolved = runner.resolve_config_path(path)
+    assert resolved.is_file() and resolved.as_posix().endswith(path), (path, _cited_configs()[path])
+    config.load_config(resolved)

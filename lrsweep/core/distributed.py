@@ -65,21 +65,44 @@ def shard_mask(students, specs: dict, index: int, count: int) -> np.ndarray:
     return shard_index(students, specs, count) == index
 
 
+def check_options(coordinator: str | None, num_processes: int | None, process_id: int | None,
+                  auto: bool = False) -> None:
+    """ConfigError, before ``jax.distributed`` is touched, unless the options name one job: ``auto``
+    (``--distributed auto``: JAX detects the cluster) alone, or all three of ``coordinator`` (HOST:PORT, the
+    port an integer in 1..65535), ``num_processes`` (>= 1) and ``process_id`` (in [0, num_processes))."""
+    given = [v is not None for v in (coordinator, num_processes, process_id)]
+    if auto and any(given):
+        raise ConfigError("--distributed", "auto lets JAX detect the cluster; give either --distributed auto or "
+                                           "--coordinator HOST:PORT --num-processes N --process-id I, not both")
+    if any(given) and not all(given):
+        missing = [o for o, g in zip(("--coordinator", "--num-processes", "--process-id"), given) if not g]
+        raise ConfigError(missing[0], "give --coordinator HOST:PORT, --num-processes N and --process-id I "
+                                      "together (or --distributed auto to let JAX detect the cluster)")
+    if not all(given):
+        return
+    host, sep, port = coordinator.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError("--coordinator", f"expected HOST:PORT with PORT an integer in 1..65535, got "
+                                           f"{coordinator!r}")
+    if not num_processes >= 1:
+        raise ConfigError("--num-processes", f"must be >= 1, got {num_processes}")
+    if not 0 <= process_id < num_processes:
+        raise ConfigError("--process-id", f"must be in 0..{num_processes - 1} (--num-processes {num_processes}), "
+                                          f"got {process_id}")
+
+
 def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> tuple[int, int]:
     """Start ``jax.distributed`` (before any other JAX call); returns (process index, process count).
 
     All three of ``coordinator``, ``num_processes``, ``process_id`` given: explicit; none: JAX's
-    cluster auto-detection. ConfigError where only some are given or a value is out of range.
+    cluster auto-detection. ConfigError where only some are given or a value is out of range
+    (:func:`check_options`).
     """
-    given = [v is not None for v in (coordinator, num_processes, process_id)]
-    if any(given) and not all(given):
-        raise ConfigError("--coordinator", "give --coordinator HOST:PORT, --num-processes N and --process-id I "
-                                           "together (or --distributed auto to let JAX detect the cluster)")
-    if all(given) and not 0 <= process_id < num_processes:
-        raise ConfigError("--process-id", f"must be in 0..{num_processes - 1}, got {process_id}")
+    check_options(coordinator, num_processes, process_id)
+    explicit = coordinator is not None
     import jax
     try:
-        if all(given):
+        if explicit:
             jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                        process_id=process_id)
         else:

@@ -44,18 +44,22 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 def resolve_config_path(name: str | Path | None) -> Path:
-    """A path, or a name looked up in ./configs and the repository's configs/ (``quickstart``)."""
+    """A path, or a name looked up in ./configs and the shipped configs/ (``quickstart``); a path written
+    as the README writes it (``configs/<family>/<file>.yaml``) that does not exist from the working
+    directory is the shipped config of that name, so the README's commands run from any directory."""
     if name is None:
         return DEFAULT_CONFIG
     path = Path(name)
     if path.exists():
         return path
-    for root in (Path.cwd() / "configs", DEFAULT_CONFIG.parent):
-        for cand in (root / f"{name}.yaml", root / name):
+    shipped = DEFAULT_CONFIG.parent
+    inside = Path(*path.parts[1:]) if len(path.parts) > 1 and path.parts[0] == "configs" else None
+    for root in (Path.cwd() / "configs", shipped):
+        for cand in (root / f"{name}.yaml", root / name, *([shipped / inside] if inside else [])):
             if cand.is_file():
                 return cand
     raise config_lib.ConfigError("config", f"no config file or built-in config named '{name}' "
-                                           f"(looked in ./configs and {DEFAULT_CONFIG.parent})")
+                                           f"(looked in ./configs and {shipped})")
 
 
 def prepare(cfg: config_lib.SweepConfig):
@@ -553,16 +557,15 @@ def _write_chunk(run_dir: Path, stem: str, spec, students: pd.DataFrame, out, ru
     rows = chunk_students(students, ids)
     assert np.array_equal(rows["student_id"].to_numpy(), ids), "students must be the whole plan, in plan order"
     rows.insert(0, "run_id", run_id)
-    rows["formulation"] = spec.formulation
-    rows["mode"] = result["mode"] if "mode" in result else mode
-    for name, values in result["curves"].items():
-        rows[f"final_{name}"] = values[:, -1]
-    for name, values in result["reductions"].items():
-        rows[name] = values
-    rows["diverged"] = result["diverged"]
     diverged_step = pd.array(result["diverged_step"].astype(np.int64), dtype="Int64")
     diverged_step[~result["diverged"]] = pd.NA
-    rows["diverged_step"] = diverged_step
+    added = {"formulation": spec.formulation, "mode": result["mode"] if "mode" in result else mode,
+             **{f"final_{name}": values[:, -1] for name, values in result["curves"].items()},
+             **result["reductions"], "diverged": result["diverged"], "diverged_step": diverged_step}
+    for name in [c for c in added if c in rows]:  # a column the plan has: replaced in place
+        rows[name] = added.pop(name)
+    # the rest at once (a column at a time fragments the frame: one block per metric, e.g. body_sketch_0..k-1)
+    rows = pd.concat([rows, pd.DataFrame(added, index=rows.index)], axis=1)
     k = len(spec.log_steps)
     curves = pd.DataFrame({"run_id": run_id, "student_id": np.repeat(ids, k),
                            "step": np.tile(np.asarray(spec.log_steps, np.int64), len(ids)),

@@ -50,10 +50,21 @@ def setting_columns(students: pd.DataFrame, line_columns: tuple | None = None) -
     return [c for c in [*fields, *line_columns] if c in students and students[c].nunique(dropna=False) > 1]
 
 
+def rate_columns(students: pd.DataFrame) -> list[str]:
+    """The columns a learning-rate point is named by: the config's rate axes a family registered
+    (:attr:`lrsweep.registry.RateScheme.axes`, e.g. ``lr_body``, ``lr_head``, ``lr_ratio``) where the run has
+    them and they are not settings, else the per-layer rates ``lr_1 .. lr_m``."""
+    settings = setting_axes()
+    named = [a for scheme in registry.RATE_SCHEMES.values() for a in scheme.axes
+             if a in students and a not in settings]
+    return named or columns_lib.lr_columns(students)
+
+
 def best_rates(students: pd.DataFrame, line_columns: tuple | None = None) -> pd.DataFrame:
     """Per setting (:func:`setting_columns`), the learning-rate point with the lowest mean final loss.
 
-    A point is a setting's per-layer rates lr_1..lr_m; its mean is over the seeds that did not
+    A point is a setting's rates (:func:`rate_columns`: the config's rate axes, e.g. lr_body, lr_head,
+    lr_ratio, else the per-layer lr_1..lr_m); its mean is over the seeds that did not
     diverge. Eligible are the points where the fewest seeds diverged (as a fraction of the point's
     seeds): none where some point has none. A point where every seed diverged is never best; a
     setting where every point diverged has a row with ``n_seeds`` 0 and no rates. The loss is the
@@ -64,13 +75,13 @@ def best_rates(students: pd.DataFrame, line_columns: tuple | None = None) -> pd.
       students: the students table of a run (``lrsweep.load(run, table="students")``).
       line_columns: learning-rate columns that are settings, not rates to optimise.
     Returns:
-      One row per setting, in sorted setting order: the setting columns, ``lr_1 .. lr_m``, ``metric``
+      One row per setting, in sorted setting order: the setting columns, the rate columns, ``metric``
       (its name), ``mean``, ``n_seeds`` (surviving seeds at the point), ``n_diverged`` (diverged there).
     """
     if students.empty:
         return pd.DataFrame()
     keys = setting_columns(students, line_columns)
-    rates = columns_lib.lr_columns(students)
+    rates = rate_columns(students)
     setting = (students.groupby(keys, dropna=False, sort=True).ngroup() if keys
                else pd.Series(0, index=students.index))
     metric = pd.Series(None, index=students.index, dtype=object)

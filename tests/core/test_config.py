@@ -1,6 +1,7 @@
 """Config schema, grid expansion, --set overrides and error messages (no jax compute)."""
 import copy
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -273,7 +274,9 @@ AXIS_VALUES = {
     "train.head_steps": ([2, 3], {"model.parameterization": "standard", "model.n_layers": 2,
                                   "train.update": "alternating"}),
     "train.head_ridge": ([0.1, 0.2], {}),
-    "train.newton_steps": ([2, 3], {}),
+    "train.newton_steps": ([2, 3], {"model.parameterization": "standard", "model.n_layers": 2,  # read by Newton
+                                    "task.kind": "classification", "train.loss": "logistic",
+                                    "train.head": "best_response", "train.head_ridge": 0.1}),
     "train.sketch_dim": ([4, 8], {}),
 }
 
@@ -605,3 +608,98 @@ def test_bad_log_steps_geomspace_exits_2_with_one_line(tmp_path, spec, words):
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and "train.log_steps" in lines[0] and words in lines[0], err
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------
+# The ranges the schema's docs state are the ranges validation checks (issue 24, case 9)
+# --------------------------------------------------------------------------------------
+
+
+# Ranges written in a field's doc: "in [lo, hi]" (closed) and "(x > lo)" / "(x >= lo)" (a lower bound).
+_CLOSED = re.compile(r"\bin \[(-?[0-9.]+), (-?[0-9.]+)\]")
+_LOWER = re.compile(r"\(\s*[a-z_]+ (>=?) (-?[0-9.]+)\)")
+
+
+def _documented_ranges():
+    """{path: (lo, strict, hi)} parsed from every field's doc (hi None: no upper bound)."""
+    out = {}
+    for path, field in config.FIELDS.items():
+        if field.value_type not in ("int", "float"):
+            continue
+        for lo, hi in _CLOSED.findall(field.doc):
+            out[path] = (float(lo), False, float(hi))
+        for op, lo in _LOWER.findall(field.doc):
+            out[path] = (float(lo), op == ">", None)
+    return out
+
+
+def test_documented_ranges_are_found():
+    """The parser sees the ranges the docs state (written out here by hand from the docs)."""
+    got = _documented_ranges()
+    assert {"task.flip_fraction", "train.stable_fraction", "train.schedule_floor", "task.a", "task.b"} <= set(got)
+    assert got["task.a"] == got["task.b"] == (1.0, True, None)
+    assert got["task.flip_fraction"] == (0.0, False, 0.5)
+
+
+@pytest.mark.parametrize("path", sorted(_documented_ranges()))
+def test_documented_range_is_checked(path):
+    """Every value outside a field's documented range is refused naming the field; the ends inside are
+    accepted. Before: ``task.a: 0.5`` was accepted though the doc says a > 1."""
+    lo, strict, hi = _documented_ranges()[path]
+    field = config.FIELDS[path]
+    outside = [lo if strict else lo - 0.25] + ([hi + 0.25] if hi is not None else [])
+    inside = [lo + 0.25 if strict else lo] + ([hi] if hi is not None else [])
+    for value in outside:
+        with pytest.raises(ConfigError, match=re.escape(path)):
+            config.check_value(field, value, path)
+    for value in inside:
+        assert config.check_value(field, value, path) == value
+
+
+def _head(**train):
+    """A student with a head and a body (standard, 2 layers), the given train fields."""
+    return {"name": "t", "seeds": [0], "task": {"input_dim": 4, "n_train": 8},
+            "model": {"parameterization": "standard", "n_layers": 2, "width": 4}, "init": "gaussian",
+            "train": {"steps": 1, **train}, "grid": {"lr": [0.1]}}
+
+
+# Ranges and conditions the docs state between fields, each with a config that breaks it (written from the doc).
+CROSS_FIELD = {
+    "train.warmup_steps": ({**base(), "train": {"steps": 2, "warmup_steps": 3}}, "at most train.steps"),
+    "train.batch_end": ({**base(), "train": {"steps": 1, "optimizer": "sgd", "batch_size": 4,
+                                             "batch_schedule": "ramp", "batch_end": 5}}, "at most train.batch_size"),
+    "task.design": ({**base(), "task": {"input_dim": 8, "n_train": 4, "design": "orthogonal"}}, "n >= d"),
+    "init": ({**base(), "task": {"input_dim": 2, "n_train": 8}}, "needs fan_in >= fan_out"),
+    "train.head": ({**base(), "train": {"steps": 1, "head": "best_response"}},
+                   "a standard or ntk student with n_layers >= 2"),
+    "train.head_ridge": ({**_head(head="best_response", loss="logistic"),
+                          "task": {"kind": "classification", "input_dim": 4, "n_train": 8}},
+                         "> 0 needed for logistic and exponential"),
+    "train.head_steps": (_head(head_steps=2), "of `alternating`"),
+    "train.newton_steps": (_head(newton_steps=3), "of the logistic / exponential best response"),
+}
+
+
+def test_every_doc_with_a_bound_is_covered():
+    """A field whose doc states a bound (>, <, at most, at least, in [...]) is in the parsed ranges or in
+    CROSS_FIELD, or its bound is the field's own declared one (listed here with the reason)."""
+    declared = {"task.margin", "train.sharpness_iters", "train.sketch_dim"}  # "at most k": what k means, not a bound
+    shapes = {"model.activation", "train.optimizer", "train.metrics", "train.formulation", "name"}  # no bound stated
+    bound = re.compile(r"(>|<|\bat most\b|\bat least\b|\bin \[)")
+    stated = {p for p, f in config.FIELDS.items() if bound.search(f.doc)}
+    missing = stated - set(_documented_ranges()) - set(CROSS_FIELD) - declared - shapes
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("path", sorted(CROSS_FIELD))
+def test_documented_condition_between_fields_is_checked(path):
+    cfg, doc = CROSS_FIELD[path]
+    assert doc in config.FIELDS[path].doc
+    with pytest.raises(ConfigError, match=re.escape(path)):
+        expand_grid(load_config(cfg))
+
+
+def test_newton_steps_where_read_is_accepted():
+    cfg = {**_head(head="best_response", loss="logistic", head_ridge=0.1, newton_steps=3),
+           "task": {"kind": "classification", "input_dim": 4, "n_train": 8}}
+    assert list(expand_grid(load_config(cfg))["newton_steps"]) == [3]

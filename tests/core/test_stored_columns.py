@@ -31,7 +31,9 @@ def test_every_grid_able_field_has_its_short_name():
 
 def test_newton_steps_is_a_grid_axis_by_its_short_name():
     """Before: ``grid: {newton_steps: [2, 4]}`` exited 2 (an alias kept by hand missed it)."""
-    cfg = config.load_config({**BASE, "grid": {"lr": [0.01], "newton_steps": [2, 4]}})
+    newton = {"task": {"kind": "classification", "input_dim": 4, "n_train": 8},  # where Newton steps are read
+              "train": {"steps": 3, "loss": "logistic", "head": "best_response", "head_ridge": 0.1}}
+    cfg = config.load_config({**BASE, **newton, "grid": {"lr": [0.01], "newton_steps": [2, 4]}})
     students = config.expand_grid(cfg)
     assert list(students["newton_steps"]) == [2, 4]
 

@@ -30,6 +30,7 @@ class Field:
     nullable: bool = False
     axis: bool = True  # may be a grid axis
     maximum: float | None = None  # inclusive
+    above: float | None = None  # strict lower bound (``positive`` is above=0)
     applies: Callable | None = None  # {column: (n,)} -> (n,) bool: the students it means something for (None: all)
 
 
@@ -288,7 +289,7 @@ def describe_schema() -> str:
     rows = ["| field | default | allowed | meaning |", "| --- | --- | --- | --- |"]
     for f in FIELDS.values():
         allowed = ", ".join(map(str, f.choices)) if f.choices else (
-            "> 0" if f.positive else f"[{f.minimum:g}, {f.maximum:g}]" if f.maximum is not None else
+            f"> {f.above:g}" if f.above is not None else "> 0" if f.positive else f"[{f.minimum:g}, {f.maximum:g}]" if f.maximum is not None else
             f">= {f.minimum:g}" if f.minimum is not None else f.value_type)
         rows.append(f"| `{f.path}` | `{f.default}` | {allowed} | {f.doc} |")
     return "\n".join(rows)

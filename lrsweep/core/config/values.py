@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,8 @@ def check_value(field: Field, value: Any, where: str) -> Any:
                           + (_suggest(value, field.choices) if isinstance(value, str) else ""))
     if field.positive and value <= 0:
         raise ConfigError(where, f"must be > 0, got {value!r}")
+    if field.above is not None and not value > field.above:
+        raise ConfigError(where, f"must be > {field.above:g}, got {value!r}")
     if field.minimum is not None and value < field.minimum:
         raise ConfigError(where, f"must be >= {field.minimum:g}, got {value!r}")
     if field.maximum is not None and value > field.maximum:
@@ -112,6 +115,8 @@ def check_value(field: Field, value: Any, where: str) -> Any:
 def _allowed(field: Field) -> str:
     if field.choices:
         return "allowed values: " + ", ".join(map(str, field.choices))
+    if field.above is not None:
+        return f"a {field.value_type} > {field.above:g}"
     if field.positive:
         return f"a {field.value_type} > 0"
     if field.minimum is not None and field.maximum is not None:
@@ -134,11 +139,16 @@ def _read_arrays(value: Any, where: str) -> list[np.ndarray]:
         if not file.is_file():
             raise ConfigError(where, f"file not found: {path} (give a list of numbers, or a .npy or .csv file)")
         try:
-            data = np.load(file) if file.suffix == ".npy" else np.loadtxt(file, delimiter=",", ndmin=1)
+            with warnings.catch_warnings():  # an empty file: numpy warns, then the size check below says so
+                warnings.simplefilter("ignore", UserWarning)
+                data = np.load(file) if file.suffix == ".npy" else np.loadtxt(file, delimiter=",", ndmin=1)
         except (ValueError, OSError) as e:
             raise ConfigError(where, f"cannot read {path} as numbers: {str(e).splitlines()[0]}") from None
         data = np.asarray(data, float)
-        if data.ndim not in (1, 2) or data.size == 0:
+        if data.size == 0:
+            raise ConfigError(where, f"{path} holds no numbers (expected one array of per-step values, or one "
+                                     f"per row)")
+        if data.ndim not in (1, 2):
             raise ConfigError(where, f"{path}: expected one array or one array per row, got shape {data.shape}")
         return [data] if data.ndim == 1 else list(data)
 

@@ -13,7 +13,7 @@ def add_arguments(b) -> None:
     b.add_argument("config", nargs="?", help="YAML file or built-in name")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a field (repeatable)")
-    b.add_argument("--rtol", type=float, default=1e-3, help="relative precision of each boundary (default 1e-3)")
+    b.add_argument("--rtol", type=cli.unit_interval_open, default=1e-3, help="relative precision of each boundary (default 1e-3)")
     b.add_argument("--out", default="results", help="results root (default: results)")
     b.add_argument("--x64", action="store_true", help="train in float64 (default float32)")
     b.add_argument("--max-memory", type=cli.parse_bytes, default=None, help="memory budget per chunk, e.g. 2GB")

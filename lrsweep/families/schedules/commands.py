@@ -10,7 +10,7 @@ from lrsweep.families.schedules.point import POINT_COLUMNS, point_label
 
 
 def add_arguments(sc) -> None:
-    sc.add_argument("config", help="YAML file or built-in name (e.g. configs/schedules/optimal_cpu.yaml)")
+    sc.add_argument("config", help="YAML file or built-in name (e.g. configs/schedules/optimal_schedules_cpu.yaml)")
     sc.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                     help="override a field, e.g. --set schedule_search.horizons=[100,1000] (repeatable)")
     sc.add_argument("--out", default="results", help="results root (default: results)")

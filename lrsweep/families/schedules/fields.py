@@ -10,9 +10,9 @@ from lrsweep.core.config import ConfigError, Field
 _POWER_LAW = lambda t: config.equals(t["kind"], "power_law_features")
 FIELDS = [
     Field("task.a", "float", 1.5, "power_law_features: the target's exponent, lambda_k w*_k^2 = k^-a (a > 1).",
-          positive=True, role="instance", applies=_POWER_LAW),
+          above=1.0, role="instance", applies=_POWER_LAW),
     Field("task.b", "float", 1.25, "power_law_features: the spectrum's exponent, lambda_k = k^-b (b > 1).",
-          positive=True, role="instance", applies=_POWER_LAW),
+          above=1.0, role="instance", applies=_POWER_LAW),
 ]
 
 

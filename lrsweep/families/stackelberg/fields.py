@@ -54,6 +54,8 @@ FIELDS = [
           "student of an instance).", positive=True, applies=lambda t: config.has_metric(t, "body_sketch")),
 ]
 
+FIELDS_BY_PATH = {field.path: field for field in FIELDS}
+
 
 def check_ratio(axis: str, v, where: str) -> float:
     """A rate of a head axis: finite and >= 0; ``lr_ratio`` a number > 0 or .inf (the best response)."""
@@ -181,6 +183,13 @@ def check_head(p: dict, arch) -> None:
                                           "with train.head best_response: simultaneous")
     if p["train.head_steps"] != 1 and p["train.update"] != "alternating":
         raise ConfigError("train.head_steps", "only read by train.update: alternating (k head steps per body step)")
+    newton = FIELDS_BY_PATH["train.newton_steps"].default
+    if p["train.newton_steps"] != newton and (p["train.loss"] == "mse" or (
+            p["train.head"] != "best_response" and "phi_sharpness" not in needs and "lr_ratio" not in p)):
+        raise ConfigError("train.newton_steps", f"only read by the Newton best response of train.loss logistic or "
+                                                f"exponential (with train.head: best_response, lr_ratio .inf or the "
+                                                f"phi_sharpness metric); got {p['train.newton_steps']} with "
+                                                f"train.loss {p['train.loss']}, train.head {p['train.head']}")
     if rule and p["train.optimizer"] != "gd":
         raise ConfigError("train.optimizer", f"train.head {p['train.head']} with train.update {p['train.update']} "
                                              f"runs under full-batch gd; allowed: gd")
