@@ -226,7 +226,8 @@ def _print_summary(summary, rows: int = SUMMARY_ROWS) -> None:
     """Counts, then the best learning rates per setting (summary_lib.best_rates), at most ``rows`` of them."""
     import pandas as pd
     print(f"run directory: {summary.run_dir}")
-    print(f"students: {summary.n_students} in {summary.groups} shape group(s), diverged: {summary.n_diverged}, "
+    now = f" ({_trained_text(summary)})" if summary.trained is not None and summary.already else ""
+    print(f"students: {summary.n_students}{now} in {summary.groups} shape group(s), diverged: {summary.n_diverged}, "
           f"wall time: {summary.wall_time_s:.1f}s, students/s: {summary.students_per_s:.1f}")
     if summary.compile:
         from lrsweep.core.compilestats import CompileStats
@@ -323,7 +324,14 @@ def cmd_run(args) -> int:
         if not store.is_run(Path(args.resume)):
             raise config_lib.ConfigError("--resume", f"{args.resume} is not a run directory (no meta.json)")
         cfg = config_lib.load_config(Path(args.resume) / "config.yaml")  # for --dry-run; run() reloads it
-        args.x64 = bool(store.read_json(Path(args.resume) / "meta.json").get("x64", False))
+        stored_x64 = bool(store.read_json(Path(args.resume) / "meta.json").get("x64", False))
+        if args.x64 and not stored_x64:
+            raise config_lib.ConfigError("--x64", f"{args.resume} is trained in float32; --resume keeps its "
+                                                  f"precision: leave out --x64")
+        if args.run_id is not None and Path(args.resume).name != args.run_id:
+            raise config_lib.ConfigError("--run-id", f"--resume {args.resume} is the run {Path(args.resume).name}, "
+                                                     f"not {args.run_id}; leave out --run-id")
+        args.x64 = stored_x64
     else:
         path = runner.resolve_config_path(args.config)
         overrides = args.overrides + ([f"train.mode={args.mode}"] if args.mode else [])
@@ -351,7 +359,8 @@ def cmd_run(args) -> int:
         return EXIT_INTERRUPTED
     if shard is not None:
         i, n, k = summary.shard
-        print(f"shard {i}/{n}: {k} students in {summary.run_dir} ({summary.wall_time_s:.1f}s)")
+        print(f"shard {i}/{n}: {k} students ({_trained_text(summary)}) in {summary.run_dir} "
+              f"({summary.wall_time_s:.1f}s)")
         if not multi:
             from lrsweep.core import runstate
             done = sum(s == "complete" for s in runstate.shard_states(summary.run_dir, n).values())
@@ -371,9 +380,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _trained_text(summary) -> str:
+    """'5 trained now, 3 already stored': what this command trained and what it found stored."""
+    now = f"{summary.trained} trained now"
+    return f"{now}, {summary.already} already stored" if summary.already else now
+
+
 def cmd_merge(args) -> int:
     from lrsweep import compare
     from lrsweep.core import runner
+    from lrsweep.core import runstate
+    if not runner.merge_pending(Path(args.run)):  # merged before: verify, change nothing
+        state = runstate.require_results(args.run)
+        print(f"{args.run}: already merged ({state.describe()}); nothing to do. See it with: lrsweep show {args.run}")
+        return 0
     summary = runner.merge(Path(args.run))
     comparison = compare.write_comparison(summary.run_dir)
     _print_summary(summary)
@@ -546,12 +566,35 @@ def main(argv=None) -> int:
     except LrsweepError as e:
         print(f"lrsweep: {e.prefix}{e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except FileNotFoundError as e:
-        print(f"lrsweep: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except BrokenPipeError:
         _drop_stdout()
         return EXIT_BROKEN_PIPE
+    except OSError as e:
+        if getattr(e, "filename", None) and e.errno in store_write_errnos():
+            return _write_error(e)
+        if not isinstance(e, FileNotFoundError):
+            raise
+        print(f"lrsweep: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def store_write_errnos() -> frozenset:
+    """errno values of a write that failed through no fault of the input (:data:`lrsweep.core.store.WRITE_ERRNOS`)."""
+    from lrsweep.core import store
+    return store.WRITE_ERRNOS
+
+
+def _write_error(e: OSError) -> int:
+    """A file could not be written (permission, read-only file system, full disk): one line naming it
+    and the command that finishes the run once it is writable; exit 2. The run's status is then
+    failed or dead (:func:`lrsweep.core.runner._record_outcome`), never complete."""
+    from lrsweep.core import store
+    file = Path(e.filename)
+    run = store.run_of(file)
+    todo = (f"finish with: {store.repair_command(run, file)}" if store.is_run(run)
+            else "run the command again")
+    print(f"lrsweep: cannot write {e.filename}: {e.strerror}; once it is writable, {todo}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def _drop_stdout() -> None:

@@ -28,7 +28,7 @@ from lrsweep.core import compilestats
 from lrsweep.core import runstate
 from lrsweep.core import store
 from lrsweep.core.checkpoint import EVERY_S, SEGMENT_STEPS, ChunkCheckpoints
-from lrsweep.core.errors import ConfigError, LrsweepError
+from lrsweep.core.errors import ConfigError, LrsweepError, StoreError
 from lrsweep.core.progress import Progress
 from lrsweep.core.summary import RunSummary, summarize
 
@@ -251,12 +251,18 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
             max_memory = meta["max_memory"] if max_memory is None else max_memory
             chunk_size = meta["chunk_size"] if chunk_size is None else chunk_size
             meta.update(max_memory=max_memory, chunk_size=chunk_size)
+        if resume is None and run_id is not None:
+            _refuse_existing(Path(out) / cfg.name / run_id)
         plan = plan_run(cfg, None if resume is not None else out, x64=x64, max_memory=max_memory,
                         max_students=None if resume is not None else max_students)  # every check, no directory yet
         students, specs, modes = plan.students, plan.specs, plan.modes
         if resume is None:
             run_dir = Path(out) / cfg.name / (run_id or new_run_id())
-            run_dir.mkdir(parents=True, exist_ok=False)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=False)
+            except FileExistsError:  # made since the check above
+                _refuse_existing(run_dir)
+                raise
             stack.enter_context(runstate.RunLock(run_dir))
             store.write_yaml(cfg.to_dict(), run_dir / "config.yaml")
             meta = _meta(cfg, students, specs, x64, max_memory, chunk_size)
@@ -269,6 +275,14 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
         record.update(compile=compiled.as_dict())  # this attempt's: a resumed run loads from the cache
         summary.compile = compiled.as_dict()
         return summary
+
+
+def _refuse_existing(run_dir: Path) -> None:
+    """ConfigError("--run-id") where a new run's directory ``run_dir`` already exists."""
+    if run_dir.exists():
+        what = "a run" if store.is_run(run_dir) else "a folder"
+        raise ConfigError("--run-id", f"{run_dir} already exists ({what}); give another --run-id"
+                                      + (f", or finish it with: {store.repair_command(run_dir)}" if store.is_run(run_dir) else ""))
 
 
 def _refuse_unsharded_resume(run_dir: Path) -> None:
@@ -389,6 +403,9 @@ def _join_sharded(run_dir: Path, cfg, x64: bool, count: int, students, specs, mo
             if bool(meta.get("x64")) != bool(x64):
                 raise ConfigError("--x64", f"{run_dir} is trained in {'float64' if meta.get('x64') else 'float32'}; "
                                            f"give every shard the same precision")
+            if not meta.get("shards"):
+                raise ConfigError("--shard", f"{run_dir} is not a sharded run (made without --shard); resume it "
+                                             f"without --shard: lrsweep run --resume {run_dir}")
             if meta.get("shards") != count:
                 raise ConfigError("--shard", f"{run_dir} is split into {meta.get('shards') or 1} shard(s), not {count}")
             return meta
@@ -411,36 +428,20 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 def merge(run_dir: str | Path) -> RunSummary:
     """Finish a sharded run (``lrsweep merge RUN``): once every planned student has results (every
     shard complete), merge the parts (:func:`lrsweep.core.store.merge_parts`, checked against the plan
-    recomputed from config.yaml) and mark the run complete. ConfigError naming the missing students
-    and the shards still to run (or running); a complete run is left as it is."""
+    recomputed from config.yaml) and mark the run complete. ConfigError naming what is wrong (not a
+    run, not sharded, a shard running, students missing and their shards), StoreError naming a
+    damaged part and the shard resume that repairs it; every check is made before the run's lock
+    is taken, and again under it, so a refusal writes nothing. A complete run is left as it is."""
     run_dir = Path(run_dir)
-    if not store.is_run(run_dir):
-        raise ConfigError("RUN", f"{run_dir} is not a run directory (no meta.json)")
-    meta = store.read_json(run_dir / "meta.json")
-    if meta.get("status") == "complete" and not (run_dir / "parts").is_dir():
+    if not merge_pending(run_dir):
         return summarize(run_dir)
-    count = int(meta.get("shards") or 0)
-    if not count:
-        raise ConfigError("RUN", f"{run_dir} is not a sharded run; finish it with lrsweep run --resume {run_dir}")
-    with runstate.RunLock(run_dir):
-        states = runstate.shard_states(run_dir, count)
-        running = [i for i, s in states.items() if s == "running"]
-        if running:
-            raise ConfigError("RUN", f"shard {running[0]}/{count} of {run_dir} is still running; merge once every "
-                                     f"shard is complete")
-        students, specs = prepare(config_lib.load_config(run_dir / "config.yaml"))
+    with runstate.RunLock(run_dir):  # a refusal under it removes the lock file it made (RunLock.__exit__)
+        meta, students, specs = _merge_checks(run_dir)
         planned = students["student_id"].to_numpy()
-        missing = ~np.isin(planned, store.done_student_ids(run_dir))
-        if missing.any():
-            from lrsweep.core.distributed import shard_index
-            owners = np.unique(shard_index(students, specs, count)[missing])  # the shards that train them
-            todo = [f"{i}/{count} ({states[int(i)]})" for i in owners]
-            raise ConfigError("RUN", f"{run_dir}: {int(missing.sum())} of {len(planned)} students have no results; "
-                                     f"shards not complete: {', '.join(todo)}; run them (lrsweep run --resume "
-                                     f"{run_dir} --shard i/{count}), then merge again")
         expected_curves = sum(int((students["group_id"] == gid).sum()) * len(spec.log_steps)
                               for gid, spec in specs.items())
         rows = store.merge_parts(run_dir, planned, expected_curves)
+        count = int(meta["shards"])
         records = [runstate.shard_record_path(run_dir, i, count) for i in range(count)]
         # a shard with no students (n above a group's size) need not have run: no record, no time
         walls = [store.read_json(r).get("wall_time_s", 0.0) if r.exists() else 0.0 for r in records]
@@ -449,6 +450,60 @@ def merge(run_dir: str | Path) -> RunSummary:
                     students_per_s=round(len(planned) / max(walls), 2) if max(walls) > 0 else None)
         store.write_json(meta, run_dir / "meta.json")
     return summarize(run_dir)
+
+
+def merge_pending(run_dir: Path) -> bool:
+    """Whether ``lrsweep merge`` has work to do on ``run_dir``: False for a sharded run already merged;
+    True for one whose shards are all complete (:func:`_merge_checks` passed, read-only, no lock);
+    ConfigError / StoreError otherwise (not a run, not sharded, a shard running, students missing, a
+    damaged part)."""
+    run_dir = Path(run_dir)
+    if not store.is_run(run_dir):
+        raise ConfigError("run", f"{run_dir} is not a run directory (no meta.json)")
+    meta = store.read_json(run_dir / "meta.json")
+    if not meta.get("shards"):
+        raise ConfigError("run", f"{run_dir} is not a sharded run ({_run_kind_text(run_dir, meta)}, made without "
+                                 f"--shard); nothing to merge")
+    if meta.get("status") == "complete" and not (run_dir / "parts").is_dir():
+        return False
+    _merge_checks(run_dir)
+    return True
+
+
+def _run_kind_text(run_dir: Path, meta: dict) -> str:
+    """'a schedule_search run', 'a boundary run', 'a plain run': what made ``run_dir``."""
+    kind = registry.run_kind(run_dir)
+    stage = next((s.name for s in registry.STAGES.values() if isinstance(meta.get(s.name), dict)), None)
+    return f"a {kind.name if kind else stage or 'plain'} run"
+
+
+def _merge_checks(run_dir: Path):
+    """(meta, students, specs) of a sharded run every shard of which is complete; ConfigError naming
+    the running shard, or the missing students and the shards that own them; StoreError naming a
+    damaged part and the command that repairs it (that shard's resume). Reads only."""
+    meta = store.read_json(run_dir / "meta.json")
+    count = int(meta["shards"])
+    states = runstate.shard_states(run_dir, count)
+    running = [i for i, s in states.items() if s == "running"]
+    if running:
+        raise ConfigError("run", f"shard {running[0]}/{count} of {run_dir} is still running; merge once every "
+                                 f"shard is complete")
+    for part in sorted((run_dir / "parts").glob("*.parquet")) if (run_dir / "parts").is_dir() else []:
+        problem = store.file_problem(part)
+        if problem is not None:
+            raise StoreError(part, f"{problem.split(': ', 1)[-1]}; repair with: "
+                                   f"{store.repair_command(run_dir, part)}, then merge again")
+    students, specs = prepare(config_lib.load_config(run_dir / "config.yaml"))
+    planned = students["student_id"].to_numpy()
+    missing = ~np.isin(planned, store.done_student_ids(run_dir))
+    if missing.any():
+        from lrsweep.core.distributed import shard_index
+        owners = np.unique(shard_index(students, specs, count)[missing])  # the shards that train them
+        todo = [f"{i}/{count} ({states[int(i)]})" for i in owners]
+        raise ConfigError("run", f"{run_dir}: {int(missing.sum())} of {len(planned)} students have no results; "
+                                 f"shards not complete: {', '.join(todo)}; run them (lrsweep run --resume "
+                                 f"{run_dir} --shard i/{count}), then merge again")
+    return meta, students, specs
 
 
 def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_size, progress, checkpoint_every,
@@ -508,10 +563,10 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
                                   for gid, spec in specs.items())
             rows = store.merge_parts(run_dir, students["student_id"].to_numpy(), expected_curves)
     except KeyboardInterrupt:
-        record.update(status="interrupted", wall_time_s=_wall(meta, start))
+        _record_outcome(record, status="interrupted", wall_time_s=_wall(meta, start))
         raise RunInterrupted(run_dir, len(done - others) + trained, len(students) - len(others)) from None
     except BaseException as e:
-        record.update(status="failed", error=runstate.error_line(e), wall_time_s=_wall(meta, start))
+        _record_outcome(record, status="failed", error=runstate.error_line(e), wall_time_s=_wall(meta, start))
         raise
     finally:
         if bar is not None:
@@ -520,7 +575,19 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
     record.update(status="complete", rows=rows, wall_time_s=_wall(meta, start),
                   students_per_s=round(trained / wall, 2) if wall > 0 and trained else meta.get("students_per_s"),
                   finished=_dt.datetime.now().isoformat(timespec="seconds"))
-    return summarize(run_dir, wall=wall, trained=trained, groups=len(specs))
+    summary = summarize(run_dir, wall=wall, trained=trained, groups=len(specs))
+    summary.trained, summary.already = trained, len(done - others)
+    return summary
+
+
+def _record_outcome(record: runstate.RunRecord, **fields) -> None:
+    """Record how the run ended (failed, interrupted) where meta.json can still be written; where it
+    cannot (the fault being reported: a read-only or full disk), it keeps ``running``, which with
+    the lock released reads as dead: resumable, never complete."""
+    try:
+        record.update(**fields)
+    except OSError:
+        pass
 
 
 def _wall(meta: dict, start: float) -> float:

@@ -70,24 +70,31 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / name  # a shard's own lock: shard_lock_name(i, n)
         self._fh = None
+        self.created = False  # this object made the lock file (a refusal removes it again: __exit__)
 
     def acquire(self) -> "RunLock":
         if fcntl is None or self._fh is not None:
             return self
-        fh = open(self.path, "a+")
-        for attempt in range(5):  # a reader (`lrsweep ls`) holds a shared lock for a moment
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        while True:
+            created = not self.path.exists()
+            fh = open(self.path, "a+")
+            for attempt in range(5):  # a reader (`lrsweep ls`) holds a shared lock for a moment
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt < 4:
+                        time.sleep(0.1)
+            else:
+                fh.seek(0)
+                holder = _parse(fh.read())
+                fh.close()
+                raise RunLockedError(f"{self.run_dir}: another lrsweep process is writing this run "
+                                     f"({_holder_text(holder)}); wait for it to finish or stop it first")
+            if _same_file(fh, self.path):
                 break
-            except BlockingIOError:
-                if attempt < 4:
-                    time.sleep(0.1)
-        else:
-            fh.seek(0)
-            holder = _parse(fh.read())
-            fh.close()
-            raise RunLockedError(f"{self.run_dir}: another lrsweep process is writing this run "
-                                 f"({_holder_text(holder)}); wait for it to finish or stop it first")
+            fh.close()  # its holder removed the file while we waited (a refusal): lock the one now there
+        self.created = created
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}))
@@ -101,11 +108,33 @@ class RunLock:
             self._fh.close()
             self._fh = None
 
+    def discard(self) -> None:
+        """Remove the lock file this object created and release it (a command refused after taking
+        the lock leaves nothing behind). A lock file that was there before is kept: another
+        process may hold it later, or have it open now (:meth:`acquire` checks that the file it
+        locked is still the one at the path, so removing it under the lock is safe)."""
+        if self._fh is not None and self.created:
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:  # a directory that turned read-only: the file stays, unlocked, harmless
+                pass
+        self.release()
+
     def __enter__(self):
         return self.acquire()
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, LrsweepError):  # refused: leave no lock file
+            self.discard()
         self.release()
+
+
+def _same_file(fh, path: Path) -> bool:
+    """Whether the open file ``fh`` is still the file at ``path`` (not removed or replaced)."""
+    try:
+        return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _parse(text: str) -> dict | None:

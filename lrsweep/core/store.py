@@ -28,6 +28,8 @@ later version or another family are kept (missing ones become null).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -55,16 +57,24 @@ COLUMN_TYPES = {"run_id": pa.string(), "mode": pa.string(), "student_id": pa.int
                 "noise_std": pa.float64(), "log_steps": pa.string()}
 
 
+WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})  # not the user's input
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in WRITE_ERRNOS:  # name the file meant, not its temporary (pyarrow names neither)
+            raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
+        raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            if tmp.exists():
+                tmp.unlink()
 
 
 def write_table(df: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
@@ -210,15 +220,27 @@ def marked_parts(run: Path, table: str) -> list[Path]:
     return [f for f in files if f.with_name(_stem(f, table) + ".students.parquet").exists()]
 
 
-def repair_command(run: Path) -> str:
+SHARD_FILE = re.compile(r"^s(\d+)of(\d+)-|^(\d+)-of-(\d+)\.json$")  # a shard's parts, its record
+
+
+def repair_command(run: Path, file: Path | None = None) -> str:
     """The command that finishes or repairs the run ``run``: the resume of the work a family's command
     added to it (:class:`lrsweep.registry.Stage`: it finishes the students first), of its kind
-    (:class:`lrsweep.registry.RunKind`), else ``lrsweep run --resume``."""
+    (:class:`lrsweep.registry.RunKind`), else ``lrsweep run --resume``. A sharded run not yet merged:
+    the resume of the shard that wrote ``file`` (a part ``s<i>of<n>-...``, a record
+    ``shards/<i>-of-<n>.json``), else ``lrsweep merge``."""
     run = Path(run)
     try:
         meta = read_json(run / "meta.json")
     except (OSError, ValueError):
         meta = {}
+    if meta.get("shards") and meta.get("status") != "complete":
+        m = SHARD_FILE.match(Path(file).name) if file is not None and Path(file).parent.name in ("parts", "shards") \
+            else None
+        if m is not None:
+            i, n = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
+            return f"lrsweep run --resume {run} --shard {i}/{n}"
+        return f"lrsweep merge {run}"
     stage = next((s for s in registry.STAGES.values() if isinstance(meta.get(s.name), dict)), None)
     kind = next((k for k in registry.RUN_KINDS.values() if k.resume and k.detect(run)), None) if meta else None
     if kind is not None:
@@ -241,7 +263,7 @@ def run_of(path: Path) -> Path:
 def _unreadable(path: Path, err: BaseException) -> StoreError:
     path = Path(path)
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return StoreError(path, f"unreadable Parquet file ({reason}); repair with: {repair_command(run_of(path))}")
+    return StoreError(path, f"unreadable Parquet file ({reason}); repair with: {repair_command(run_of(path), path)}")
 
 
 def file_problem(path: Path, rows: int | None = None) -> str | None:
@@ -489,6 +511,8 @@ def _copy_rows(src: Path, dst: Path, student_ids: np.ndarray | None, drop: tuple
                     rows += t.num_rows
         _atomic(dst, write)
     except (pa.ArrowException, OSError) as e:
+        if isinstance(e, OSError) and e.filename == str(dst):  # dst cannot be written: not src's fault
+            raise
         raise _unreadable(src, e) from None
     return rows
 

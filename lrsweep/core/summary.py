@@ -30,6 +30,8 @@ class RunSummary:
     setting_columns: list = dataclasses.field(default_factory=list)  # what a row of ``best`` is per
     compile: dict = dataclasses.field(default_factory=dict)  # lrsweep.core.compilestats.CompileStats.as_dict()
     shard: tuple | None = None  # (i, n, students of the shard) for a shard's run
+    trained: int | None = None  # students trained by this command (None: a stored run's summary)
+    already: int | None = None  # students (of this shard) that had results before it
 
 
 SUMMARY_METRICS = ("final_test_loss", "final_train_loss")  # a setting's loss: the first it has values of

@@ -292,3 +292,31 @@ def test_failed_run_records_its_error(tmp_path):
     assert meta["wall_time_s"] > 0
     state = runstate.run_state(run)
     assert state.describe() == f"failed: RuntimeError: simulated crash (resumable: 8/{N} students)"
+
+
+def test_a_refusal_under_a_lock_removes_the_lock_file_it_made_only(tmp_path):
+    """A command refused (an LrsweepError) after taking a run's lock leaves no lock file it made; a lock
+    file that was there before stays, and so does one of a command that failed otherwise."""
+    from lrsweep.core.errors import ConfigError
+    with pytest.raises(ConfigError):
+        with runstate.RunLock(tmp_path):
+            raise ConfigError("run", "refused")
+    assert not (tmp_path / ".lock").exists()
+    (tmp_path / ".lock").write_text("")
+    with pytest.raises(ConfigError):
+        with runstate.RunLock(tmp_path):
+            raise ConfigError("run", "refused")
+    assert (tmp_path / ".lock").exists()
+    (tmp_path / ".lock").unlink()
+    with pytest.raises(RuntimeError):
+        with runstate.RunLock(tmp_path):
+            raise RuntimeError("a bug, not a refusal")
+    assert (tmp_path / ".lock").exists()
+    first = runstate.RunLock(tmp_path, ".lock-x").acquire()
+    with pytest.raises(RunLockedError):  # held: refused, the holder's file untouched
+        runstate.RunLock(tmp_path, ".lock-x").acquire()
+    first.discard()
+    assert not (tmp_path / ".lock-x").exists()
+    again = runstate.RunLock(tmp_path, ".lock-x").acquire()  # a fresh file, locked
+    assert runstate.lock_holder(tmp_path, ".lock-x") is not None
+    again.release()

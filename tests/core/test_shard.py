@@ -216,3 +216,92 @@ def test_merge_names_the_shards_that_own_missing_students_and_needs_no_empty_sha
     rc, out, err = cli_main(["merge", run])
     assert rc == 0, err
     assert sorted(lrsweep.load(run, table="students")["student_id"]) == [0, 1]
+
+
+def lock_files(root: Path) -> set:
+    return {p for p in Path(root).rglob(".lock*")}
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under ``root`` with its bytes and modification time: what "nothing written" compares."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in Path(root).rglob("*") if p.is_file()}
+
+
+def test_merge_of_a_run_that_is_not_sharded_or_not_a_run_is_refused_writing_nothing(tmp_path, unsharded):
+    before = snapshot(unsharded)
+    rc, out, err = cli_main(["merge", unsharded])
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and not out, err
+    assert err.strip() == (f"lrsweep: config error: run: {unsharded} is not a sharded run (a plain run, made "
+                           f"without --shard); nothing to merge")
+    assert snapshot(unsharded) == before
+    rc, _, err = cli_main(["merge", tmp_path])
+    assert rc == 2 and err.strip() == f"lrsweep: config error: run: {tmp_path} is not a run directory (no meta.json)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_merge_refusals_leave_no_lock_a_damaged_part_names_its_shard_and_a_second_merge_changes_nothing(tmp_path):
+    """2 shards of 2 students (one of each width; chunks of 1), float64. Merge is refused, leaving no lock file, while
+    shard 1 has not run and while it runs; a truncated part of shard 1 is named with the command that
+    repairs it (that shard's resume), which retrains that chunk alone and says so; the merge then
+    equals the shards as first written, bit for bit; a second merge says so and writes nothing."""
+    cfg = write_cfg(tmp_path, {**CFG, "seeds": [0], "grid": {"model.width": [3, 5], "lr": [0.1, 0.2]}})
+    run = tmp_path / "sharded" / "D"
+    argv = ["run", cfg, "--out", tmp_path, "--quiet", "--run-id", "D", "--chunk-size", "1", "--x64"]
+    rc, out, err = cli_main([*argv, "--shard", "0/2"])
+    assert rc == 0 and "shard 0/2: 2 students (2 trained now) in" in out, out + err
+    locks = lock_files(tmp_path)
+    rc, _, err = cli_main(["merge", run])  # shard 1 not run
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "1/2 (not started)" in err, err
+    assert lock_files(tmp_path) == locks
+    run.joinpath(".lock-shard-1-of-2").touch()
+    locks = lock_files(tmp_path)
+    with runstate.RunLock(run, runstate.shard_lock_name(1, 2)):  # shard 1 training elsewhere
+        rc, _, err = cli_main(["merge", run])
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.strip() == f"lrsweep: config error: run: shard 1/2 of {run} is still running; merge once every " \
+                          f"shard is complete"
+    assert lock_files(tmp_path) == locks
+    rc, out, err = cli_main([*argv, "--shard", "1/2"])
+    assert rc == 0, err
+    whole = tables(run)  # read from the parts
+    part = sorted((run / "parts").glob("s1of2-*.curves.parquet"))[0]
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    locks = lock_files(tmp_path)
+    rc, _, err = cli_main(["merge", run])
+    repair = f"lrsweep run --resume {run} --shard 1/2"
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"lrsweep: {part}: unreadable Parquet file (") and \
+        err.strip().endswith(f"repair with: {repair}, then merge again"), err
+    assert lock_files(tmp_path) == locks and not (run / "students").exists()
+    rc, out, err = cli_main(repair.split()[1:] + ["--quiet"])
+    assert rc == 0 and "shard 1/2: 2 students (1 trained now, 1 already stored) in" in out, out + err
+    rc, out, err = cli_main(["merge", run])
+    assert rc == 0 and "students: 4 in 2 shape group(s)" in out, err
+    got = tables(run)
+    for table in ("students", "curves"):
+        pd.testing.assert_frame_equal(got[table], whole[table], check_exact=True)
+    before = snapshot(run)
+    rc, out, err = cli_main(["merge", run])
+    assert rc == 0 and not err and out.strip() == (f"{run}: already merged (complete); nothing to do. See it "
+                                                   f"with: lrsweep show {run}"), out + err
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("argv,field,says", [
+    (["--run-id", "whole"], "--run-id", "already exists (a run); give another --run-id, or finish it with: "
+                                        "lrsweep run --resume"),
+    (["--resume", "RUN", "--x64"], "--x64", "is trained in float32"),
+    (["--resume", "RUN", "--run-id", "other"], "--run-id", "is the run whole, not other"),
+    (["--resume", "RUN", "--shard", "0/2"], "--shard", "is not a sharded run (made without --shard)"),
+])
+def test_run_options_that_contradict_the_run_are_refused_writing_nothing(unsharded, argv, field, says):
+    """A new run's --run-id taken (was a traceback), and --x64 / --run-id / --shard given to --resume that
+    the run contradicts (were ignored, or refused leaving a lock file): exit 2, one line, nothing written."""
+    out = unsharded.parent.parent
+    before, locks = snapshot(unsharded), lock_files(out)
+    argv = [str(unsharded) if a == "RUN" else a for a in argv]
+    head = [] if "--resume" in argv else [write_cfg(out), "--out", out]
+    rc, _, err = cli_main(["run", *head, "--quiet", *argv])
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"lrsweep: config error: {field}: ") and says in err, err
+    assert snapshot(unsharded) == before and lock_files(out) == locks
