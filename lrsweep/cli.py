@@ -262,6 +262,8 @@ def cmd_run(args) -> int:
                                                      "CONFIG, --set or --mode")
         if not store.is_run(Path(args.resume)):
             raise config_lib.ConfigError("--resume", f"{args.resume} is not a run directory (no meta.json)")
+        from lrsweep.core import runstate
+        runstate.refuse_other_kind(args.resume, "--resume")  # a schedule search: lrsweep schedule --resume
         cfg = config_lib.load_config(Path(args.resume) / "config.yaml")  # for --dry-run; run() reloads it
         args.x64 = bool(store.read_json(Path(args.resume) / "meta.json").get("x64", False))
     else:
@@ -492,6 +494,23 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         _drop_stdout()
         return EXIT_BROKEN_PIPE
+    except OSError as e:
+        if getattr(e, "filename", None) is None:
+            raise
+        print(f"lrsweep: {_write_error(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _write_error(e: OSError) -> str:
+    """A file that could not be written (or read) as one line: the file, the reason, and the command that
+    finishes the run it belongs to once the cause is fixed (:func:`lrsweep.core.store.repair_command`)."""
+    from lrsweep.core import store
+    path = Path(e.filename)
+    atomic = re.fullmatch(r"\.(.+)\.[0-9a-f]{8}\.tmp", path.name)  # store's temporary name of the file
+    path = path.with_name(atomic.group(1)) if atomic else path
+    run = store.run_of(path)
+    todo = f"; fix that, then finish it with: {store.repair_command(run)}" if store.is_run(run) else ""
+    return f"{path}: {e.strerror or type(e).__name__}{todo}"
 
 
 def _drop_stdout() -> None:

@@ -239,6 +239,7 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
             run_dir = Path(resume)
             if not store.is_run(run_dir):
                 raise config_lib.ConfigError("--resume", f"{run_dir} is not a run directory (no meta.json)")
+            runstate.refuse_other_kind(run_dir, "--resume")  # another kind's command finishes it
             _refuse_unsharded_resume(run_dir)
             stack.enter_context(runstate.RunLock(run_dir))  # before reading anything a writer changes
             meta = store.read_json(run_dir / "meta.json")
@@ -412,6 +413,7 @@ def merge(run_dir: str | Path) -> RunSummary:
     run_dir = Path(run_dir)
     if not store.is_run(run_dir):
         raise ConfigError("RUN", f"{run_dir} is not a run directory (no meta.json)")
+    runstate.refuse_other_kind(run_dir, "RUN")  # a schedule search has nothing to merge
     meta = store.read_json(run_dir / "meta.json")
     if meta.get("status") == "complete" and not (run_dir / "parts").is_dir():
         return summarize(run_dir)
