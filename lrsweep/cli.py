@@ -323,6 +323,8 @@ def cmd_run(args) -> int:
                                                      "CONFIG, --set or --mode")
         if not store.is_run(Path(args.resume)):
             raise config_lib.ConfigError("--resume", f"{args.resume} is not a run directory (no meta.json)")
+        from lrsweep.core import runstate
+        runstate.refuse_other_kind(args.resume, "--resume")  # a schedule search: lrsweep schedule --resume
         cfg = config_lib.load_config(Path(args.resume) / "config.yaml")  # for --dry-run; run() reloads it
         stored_x64 = bool(store.read_json(Path(args.resume) / "meta.json").get("x64", False))
         if args.x64 and not stored_x64:

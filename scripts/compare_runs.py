@@ -17,7 +17,7 @@ import pandas as pd
 
 SKIP = {"run_id", "wall_time_s", "search_s", "git_revision"}  # differ between any two runs
 TABLES = ("students", "curves", "boundaries", "schedules", "schedule_summary", "comparison", "lines", "checks")
-KEYS = ("student_id", "step", "T", "kind", "boundary", "seed", "theory", "check", "configuration", "lr_line",
+KEYS = ("student_id", "step", "T", "schedule", "kind", "boundary", "seed", "theory", "check", "configuration", "lr_line",
         "lr_1", "lr_2")
 
 

@@ -14,7 +14,7 @@ recomputed in float64. It measures per horizon what each statement is about
 (lrsweep.families.schedules.theory.exponents), fits every exponent over all horizons (95% interval) and
 over sliding windows of --window horizons (local exponents), and writes into --out:
 
-- measurements.parquet (per point, T and kind), exponents.parquet (per point and quantity),
+- measurements.parquet (per point, T and schedule), exponents.parquet (per point and quantity),
   local_exponents.parquet (per point, quantity and window);
 - local_exponents.png: each local exponent against T, one panel per quantity, the statement as a
   dashed line per point;
@@ -55,7 +55,7 @@ def measure_point(a, b, n_features, noise_var, batch, horizons, resolution, iter
         for res in result.values():
             res["curve"] = rf.block_loss_curves(modes, noise_var, res["lr"], res["sizes"], batch)
             res["loss"] = res["curve"][np.arange(len(horizons)), (res["sizes"] > 0).sum(axis=1)]
-    point = {"a": a, "b": b, "input_dim": float(n), "noise_std": math.sqrt(noise_var), "batch_size": batch}
+    point = {"a": a, "b": b, "n_features": float(n), "noise_std": math.sqrt(noise_var), "batch_size": batch}
     summary = tables(point, horizons, result)[1].assign(noise_var=noise_var)
     return summary, time.perf_counter() - start
 
@@ -64,13 +64,13 @@ def exponent_rows(measurements: pd.DataFrame, window: int):
     """(exponents rows, local exponent rows) of every point in ``measurements``."""
     from lrsweep.families.schedules.theory import exponents as rfx
     rows, local = [], []
-    keys = ["a", "b", "input_dim", "noise_var", "batch_size"]
+    keys = ["a", "b", "n_features", "noise_var", "batch_size"]
     for point, g in measurements.groupby(keys, sort=False):
         horizons = np.sort(g["T"].unique())
         measurement = {kind: {c: k.set_index("T")[c].reindex(horizons).to_numpy(float)
                               for c in ("expected_loss", "lr_peak", "decay_prefactor", "plateau_rate",
                                         "decay_exponent", "decay_window")}
-                       for kind, k in g.groupby("kind")}
+                       for kind, k in g.groupby("schedule")}
         for r in rfx.measure(horizons, measurement, point[0], point[1], window=window):
             near = np.nan
             if r["local_T"] is not None:
@@ -114,7 +114,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     tag = f"_{args.tag}" if args.tag else ""
     if args.source:
-        measurements = pd.read_parquet(args.source)
+        # tables written before schedule_summary took the config's names (input_dim, kind)
+        measurements = pd.read_parquet(args.source).rename(columns={"input_dim": "n_features", "kind": "schedule"})
         horizons = tuple(int(T) for T in sorted(measurements["T"].unique()))
     else:
         horizons = horizons_of(args.horizons)

@@ -243,6 +243,7 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
             run_dir = Path(resume)
             if not store.is_run(run_dir):
                 raise config_lib.ConfigError("--resume", f"{run_dir} is not a run directory (no meta.json)")
+            runstate.refuse_other_kind(run_dir, "--resume")  # another kind's command finishes it
             _refuse_unsharded_resume(run_dir)
             stack.enter_context(runstate.RunLock(run_dir))  # before reading anything a writer changes
             meta = store.read_json(run_dir / "meta.json")
@@ -460,6 +461,7 @@ def merge_pending(run_dir: Path) -> bool:
     run_dir = Path(run_dir)
     if not store.is_run(run_dir):
         raise ConfigError("run", f"{run_dir} is not a run directory (no meta.json)")
+    runstate.refuse_other_kind(run_dir, "run")  # a schedule search has nothing to merge
     meta = store.read_json(run_dir / "meta.json")
     if not meta.get("shards"):
         raise ConfigError("run", f"{run_dir} is not a sharded run ({_run_kind_text(run_dir, meta)}, made without "

@@ -324,7 +324,24 @@ def _stages_problem(run_dir: Path, meta: dict) -> tuple[str, str, str] | None:
             problem = store.file_problem(run_dir / name, rows.get(name))
             if problem:
                 return "corrupt", problem, resume
+        for sub in record.get("runs") or ():  # runs the stage trained (RUN/verify/<id>): theirs is its state
+            state = run_state(run_dir / sub) if store.is_run(run_dir / sub) else None
+            if state is None or state.state != "complete":
+                what = f"{run_dir / sub}: missing" if state is None else f"{sub}: {state.describe()}"
+                return ("corrupt" if state is None or state.state == "corrupt" else "incomplete"), what, resume
     return None
+
+
+def refuse_other_kind(run_dir: str | Path, option: str, kind: str | None = None) -> None:
+    """ConfigError(``option``) where ``run_dir`` is a run of another kind than ``kind`` (a
+    :class:`lrsweep.registry.RunKind` name; None: a student grid), naming the command that finishes it
+    (``--resume: RUN is a schedule search; finish it with: lrsweep schedule --resume RUN``). Nothing is
+    read but meta.json, nothing written: a command calls it before it takes the run's lock."""
+    have = registry.run_kind(run_dir)
+    if (have.name if have is not None else None) == kind:
+        return
+    what = f"a {have.name.replace('_', ' ')}" if have is not None else "a run of students (lrsweep run)"
+    raise ConfigError(option, f"{run_dir} is {what}; finish it with: {store.repair_command(Path(run_dir))}")
 
 
 def run_state(run_dir: str | Path) -> RunState:

@@ -230,6 +230,8 @@ def repair_command(run: Path, file: Path | None = None) -> str:
     the resume of the shard that wrote ``file`` (a part ``s<i>of<n>-...``, a record
     ``shards/<i>-of-<n>.json``), else ``lrsweep merge``."""
     run = Path(run)
+    if run.parent.name in registry.STAGES and is_run(run.parent.parent):  # a stage's run (RUN/verify/<id>)
+        return repair_command(run.parent.parent)                       # is finished by its parent's command
     try:
         meta = read_json(run / "meta.json")
     except (OSError, ValueError):
@@ -364,7 +366,9 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest", *
     Args:
       path: a run directory (``results/<name>/<run_id>``) or a directory above runs.
       table: ``"curves"`` (default): one row per student per logged step, joined with every
-        student column; ``"students"``: one row per student.
+        student column; ``"students"``: one row per student; of a run of another kind (a schedule
+        search), one of its tables by file stem (``"schedules"``, ``"schedule_summary"``:
+        :func:`kind_table`).
       runs: below a sweep directory, ``"latest"`` (default) loads the newest run of each sweep,
         ``"all"`` every run (tell them apart by ``run_id``), or a list of run ids / paths.
       groups: only these shape groups (``group_id``; a merged run reads only their partitions).
@@ -373,14 +377,22 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest", *
     Returns:
       A DataFrame ready for ``groupby`` / ``pivot_table``.
     Raises:
-      StoreError naming the file when a table is unreadable or holds a student twice.
+      StoreError naming the file when a table is unreadable or holds a student twice, or when a run
+      of another kind has no table ``table`` (naming the ones it has).
     """
-    if table not in ("curves", "students"):
-        raise ValueError(f"table: unknown '{table}'; allowed: curves, students")
+    kind_tables = {Path(t).stem for kind in registry.RUN_KINDS.values() for t in kind.tables}
+    if table not in ("curves", "students", *kind_tables):
+        raise ValueError(f"table: unknown '{table}'; allowed: curves, students"
+                         + "".join(f", {t}" for t in sorted(kind_tables)))
     keys = ["run_id", "student_id"] + (["step"] if table == "curves" else [])
     keep = None if columns is None else list(dict.fromkeys([*keys, *columns]))
     frames = []
     for run in select_runs(path, runs):
+        kind = registry.run_kind(run)
+        if kind is not None or table in kind_tables:
+            frame = kind_table(run, table)
+            frames.append(frame if columns is None else frame[[c for c in columns if c in frame]])
+            continue
         students = read_table(table_files(run, "students", groups))
         _check_unique(run, students)
         if groups is not None and not students.empty:
@@ -401,6 +413,29 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest", *
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
+
+
+def kind_table(run: Path, table: str) -> pd.DataFrame:
+    """The table ``table`` (a file stem, ``schedules``) of a run of a registered kind
+    (:class:`lrsweep.registry.RunKind`); StoreError naming the file and the repair where it is missing,
+    unreadable or not the rows its writer recorded, or where the run has no such table (naming the
+    tables it has)."""
+    run = Path(run)
+    kind = registry.run_kind(run)
+    stems = [Path(t).stem for t in kind.tables] if kind is not None else ["curves", "students"]
+    if table not in stems:
+        what = f"a {kind.name.replace('_', ' ')} run" if kind is not None else "a run of students"
+        raise StoreError(run, f"{what} has no {table} table; its tables: {', '.join(stems)} "
+                              f"(lrsweep.load(run, table=...))")
+    name = next(t for t in kind.tables if Path(t).stem == table)
+    try:
+        rows = (read_json(run / "meta.json").get("rows") or {}).get(name)
+    except (OSError, ValueError):
+        rows = None
+    problem = file_problem(run / name, rows)
+    if problem is not None:
+        raise StoreError(run / name, f"{problem.split(': ', 1)[-1]}; repair with: {repair_command(run)}")
+    return read_parquet(run / name).to_pandas()
 
 
 # --------------------------------------------------------------------------------------

@@ -95,6 +95,7 @@ def run_boundary(cfg: config_lib.SweepConfig | None = None, out: str | Path = "r
         run_dir = Path(resume)
         if not store.is_run(run_dir):
             raise ConfigError("--resume", f"{run_dir} is not a run directory (no meta.json)")
+        runstate.refuse_other_kind(run_dir, "--resume")  # a schedule search: its own command finishes it
         rtol = store.read_json(run_dir / "meta.json").get("boundary", {}).get("rtol", rtol)
         check(config_lib.load_config(run_dir / "config.yaml"), rtol)
         summary = runner.run(None, out, max_memory=max_memory, chunk_size=chunk_size, resume=run_dir,

@@ -9,7 +9,7 @@ fields.register()
 registry.load_later("lrsweep.families.schedules.training")
 registry.register_figures(figures.rf_figures)
 registry.register_run_kind(registry.RunKind("schedule_search", search.is_schedule_run, figures.schedule_figures,
-                                            commands.show, ("schedules.parquet", "schedule_summary.parquet"),
+                                            commands.show, search.TABLES,
                                             resume="lrsweep schedule --resume {run}"))
 registry.register_stage(registry.Stage("verify", "the Monte Carlo verification", (), "lrsweep schedule --resume {run}"))
 registry.register_command(commands.COMMAND)

@@ -24,7 +24,7 @@ import pandas as pd
 from lrsweep import compare
 from lrsweep.core import config as config_lib
 from lrsweep import registry
-from lrsweep.families.schedules.point import POINT_COLUMNS, point_label
+from lrsweep.families.schedules.point import POINT_COLUMNS, SCHEDULE, current_names, point_label
 
 CITATION = "seed 004, arXiv 2602.04774 (Bordelon & Mori 2026)"
 HANDLED = ("seed", "task.a", "task.b", "task.input_dim", "task.noise_std", "task.online", "train.optimizer",
@@ -133,7 +133,7 @@ def optimal_beats_baselines(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, g in summary.groupby([*POINT_COLUMNS, "T"], sort=True):
         T = int(g["T"].iloc[0])
-        by_kind = g.set_index("kind")
+        by_kind = g.set_index(SCHEDULE)
         if "optimal" not in by_kind.index:
             continue
         base = [k for k in BASELINES if k in by_kind.index]
@@ -270,7 +270,7 @@ def verify(summary: pd.DataFrame) -> pd.DataFrame:
                                                                  "prediction": [r["expected_loss"]]}))[0])
             gap = abs(r["mc_mean"] - r["expected_loss"]) / abs(r["expected_loss"]) if r["expected_loss"] else np.inf
             test = f"no spread: relative gap {gap:.2e}, tolerance {compare.REL_TOLERANCE:g}"
-        rows.append({"configuration": f"{point_label([r[c] for c in POINT_COLUMNS])}, T={r['T']}, {r['kind']}",
+        rows.append({"configuration": f"{point_label([r[c] for c in POINT_COLUMNS])}, T={r['T']}, {r[SCHEDULE]}",
                      "n": int(r["mc_n"]), "passed": bool(passed),
                      "detail": f"Monte Carlo {r['mc_mean']:.5g} +- {j['se']:.2g} ({error}) vs recursion "
                                f"{r['expected_loss']:.5g} ({test})"})
@@ -300,7 +300,7 @@ def verify_tails(summary: pd.DataFrame) -> pd.DataFrame:
                                               f"rare to move it)"))
         else:
             detail = "not verifiable by Monte Carlo: " + tail_words(r)
-        rows.append({"configuration": f"{point_label([r[c] for c in POINT_COLUMNS])}, T={r['T']}, {r['kind']}",
+        rows.append({"configuration": f"{point_label([r[c] for c in POINT_COLUMNS])}, T={r['T']}, {r[SCHEDULE]}",
                      "n": int(r["mc_n"]), "passed": ok, "detail": detail})
     return pd.DataFrame(rows, columns=list(registry.CHECK_COLUMNS))
 
@@ -318,8 +318,8 @@ def exponent_table(summary: pd.DataFrame) -> pd.DataFrame:
             continue
         horizons = np.sort(g["T"].unique())
         measurement = {kind: {c: k.set_index("T")[c].reindex(horizons).to_numpy(float) for c in k
-                              if c not in (*POINT_COLUMNS, "T", "kind") and pd.api.types.is_numeric_dtype(k[c])}
-                       for kind, k in g.groupby("kind")}
+                              if c not in (*POINT_COLUMNS, "T", SCHEDULE) and pd.api.types.is_numeric_dtype(k[c])}
+                       for kind, k in g.groupby(SCHEDULE)}
         for r in rfx.measure(horizons, measurement, a, b):
             rows.append({**dict(zip(POINT_COLUMNS, point)), "quantity": r["words"], "fitted": r["fitted"], "se": r["se"],
                          "lo": r["lo"], "hi": r["hi"], "predicted": r["predicted"], "source": r["source"],
@@ -343,7 +343,10 @@ def exponents(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(registry.CHECK_COLUMNS))
 
 
-registry.register_check("random_features.optimal_beats_baselines", optimal_beats_baselines, table="schedule_summary")
-registry.register_check("random_features.verify", verify, table="schedule_summary")
-registry.register_check("random_features.verify_tails", verify_tails, strict=False, table="schedule_summary")
-registry.register_check("random_features.exponents", exponents, strict=False, table="schedule_summary")
+registry.register_check("random_features.optimal_beats_baselines", lambda f: optimal_beats_baselines(current_names(f)),
+                        table="schedule_summary")
+registry.register_check("random_features.verify", lambda f: verify(current_names(f)), table="schedule_summary")
+registry.register_check("random_features.verify_tails", lambda f: verify_tails(current_names(f)), strict=False,
+                        table="schedule_summary")
+registry.register_check("random_features.exponents", lambda f: exponents(current_names(f)), strict=False,
+                        table="schedule_summary")

@@ -29,9 +29,9 @@ import pandas as pd
 
 from lrsweep.plots import common as plot
 from lrsweep import registry
-from lrsweep.families.schedules.point import POINT_COLUMNS
+from lrsweep.families.schedules.point import POINT_COLUMNS, SCHEDULE, read_table
 
-POINT_TAGS = {"a": "a", "b": "b", "input_dim": "N", "noise_std": "noise", "batch_size": "B"}
+POINT_TAGS = {"a": "a", "b": "b", "n_features": "N", "noise_std": "noise", "batch_size": "B"}
 KIND_ORDER = ("optimal", "optimal_batch", "optimal_momentum", "constant", "power", "polynomial", "wsd")
 KIND_WORDS = {"optimal": "optimal (free)", "optimal_batch": "optimal rate and batch",
               "optimal_momentum": "optimal rate and momentum", "constant": "best constant",
@@ -58,7 +58,7 @@ def point_tag(point: dict) -> str:
 
 def point_words(point: dict, phase: str = "") -> str:
     words = (f"a = {plot.number(point['a'])}, b = {plot.number(point['b'])}" + (f" ({phase} phase)" if phase else "")
-             + f", N = {plot.number(point['input_dim'])} features, label noise \u03c3 = "
+             + f", N = {plot.number(point['n_features'])} features, label noise \u03c3 = "
              f"{plot.number(point['noise_std'])}, batch {plot.number(point['batch_size'])}")
     return words
 
@@ -87,7 +87,7 @@ def rf_words(points: pd.DataFrame) -> str:
 
 
 def _kinds(frame: pd.DataFrame) -> list[str]:
-    present = list(dict.fromkeys(frame["kind"]))
+    present = list(dict.fromkeys(frame[SCHEDULE]))
     return [k for k in KIND_ORDER if k in present] + [k for k in present if k not in KIND_ORDER]
 
 
@@ -127,7 +127,7 @@ def schedules_figure(long: pd.DataFrame, title: str = ""):
     """lr(t) (and m_t, beta_t where they vary) against t/T, one panel per kind and quantity, coloured by T.
 
     Args:
-      long: ``schedules.parquet`` rows of one point (columns T, kind, t, lr, step_batch_size, momentum).
+      long: ``schedules.parquet`` rows of one point (columns T, schedule, t, lr, step_batch_size, momentum).
     Returns:
       The Figure; line gids ``"<quantity> <kind> T=<T>"``.
     """
@@ -137,11 +137,11 @@ def schedules_figure(long: pd.DataFrame, title: str = ""):
     kinds = _kinds(long)
     panels = [("lr", k) for k in kinds]
     for column in ("step_batch_size", "momentum"):
-        panels += [(column, k) for k in kinds if _varies(long[long["kind"] == k], column)]
+        panels += [(column, k) for k in kinds if _varies(long[long[SCHEDULE] == k], column)]
     fig, axes = plot.panel_grid(len(panels), extra_width=1.0)
     norm = _horizon_norm(horizons)
     for ax, (column, kind) in zip(axes, panels):
-        g = long[long["kind"] == kind]
+        g = long[long[SCHEDULE] == kind]
         values = []
         for T, h in g.groupby("T", sort=True):
             h = h.sort_values("t")
@@ -236,7 +236,7 @@ def loss_vs_T_figure(summary: pd.DataFrame, reference: tuple[float, str] | None 
     has_mc = "mc_mean" in summary and summary["mc_mean"].notna().any()
     kinds = _kinds(summary)
     for i, kind in enumerate(kinds):
-        g = summary[summary["kind"] == kind].sort_values("T")
+        g = summary[summary[SCHEDULE] == kind].sort_values("T")
         T, loss = g["T"].to_numpy(float), g["expected_loss"].to_numpy(float)
         color = KIND_COLORS.get(kind, f"C{i}")
         label = KIND_WORDS.get(kind, kind)
@@ -258,7 +258,7 @@ def loss_vs_T_figure(summary: pd.DataFrame, reference: tuple[float, str] | None 
     handles = ax.get_legend_handles_labels()[0]
     if reference is not None and "optimal" in kinds:
         x, words = reference
-        g = summary[summary["kind"] == "optimal"].sort_values("T")
+        g = summary[summary[SCHEDULE] == "optimal"].sort_values("T")
         T = g["T"].to_numpy(float)
         anchor_T, anchor = T[-1], float(g["expected_loss"].iloc[-1])
         ax.plot(T, anchor * (T / anchor_T) ** -x, color="0.4", ls=":", lw=1.4, gid="reference",
@@ -321,9 +321,8 @@ def local_exponents_figure(local: pd.DataFrame, title: str = ""):
 
 
 def _read_schedule_tables(run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from lrsweep.core import store
-    long = store.read_parquet(run / "schedules.parquet").to_pandas()
-    summary = store.read_parquet(run / "schedule_summary.parquet").to_pandas()
+    long = read_table(run / "schedules.parquet")
+    summary = read_table(run / "schedule_summary.parquet")
     return long, summary
 
 
@@ -348,7 +347,7 @@ def schedule_figures(run: str | Path) -> list[tuple[str, object]]:
                 if len(shown_horizons(horizons)) < len(horizons) else "")
         out.append((f"schedules_{tag}", schedules_figure(
             g, "\n".join(filter(None, [f"{name}: schedules found for seed 004's random-feature model", words, note])))))
-        optimal = g[g["kind"] == "optimal"]
+        optimal = g[g[SCHEDULE] == "optimal"]
         if optimal["T"].nunique() >= 2:
             xi, delta = said["xi"], said["delta"]
             rule = "(a - b)/a in the easy phase" if phase == "easy" else "0 in the hard phase"
@@ -364,7 +363,7 @@ def schedule_figures(run: str | Path) -> list[tuple[str, object]]:
             out.append((f"loss_vs_T_{tag}", loss_vs_T_figure(s, (float(x["value"]), source_words(x)), title)))
     verify = (store.read_json(run / "meta.json").get("verify") or {}).get("run")
     if verify and (run / verify).exists():
-        labels = {i: k for i, k in enumerate(summary["kind"])}  # row i of the summary is array i
+        labels = {i: k for i, k in enumerate(summary[SCHEDULE])}  # row i of the summary is array i
         out += [(f"verify_{stem}", fig) for stem, fig in rf_figures(run / verify, f"{name} --verify",
                                                                     kind_of_index=labels)]
     return out

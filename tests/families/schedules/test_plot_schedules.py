@@ -17,7 +17,7 @@ from lrsweep.families.schedules import figures as plot_schedules
 from lrsweep.core import store
 from conftest import cli_main
 
-POINT = {"a": 2.5, "b": 1.5, "input_dim": 50, "noise_std": 0.5, "batch_size": 4}
+POINT = {"a": 2.5, "b": 1.5, "n_features": 50, "noise_std": 0.5, "batch_size": 4}
 TAG = "a2.5_b1.5_N50_noise0.5_B4"
 HORIZONS = [100, 200, 400, 800]
 XI = (2.5 - 1.5) / 2.5          # the seed's easy-phase statement (a - b)/a
@@ -42,11 +42,11 @@ def write_schedule_run(root: Path, mc: bool = True) -> Path:
             t = np.arange(T + 1)
             lr = lr_of(kind, T, t[:-1])
             beta = np.linspace(0.9, 0.5, T) if kind == "optimal_momentum" else np.zeros(T)
-            long.append(pd.DataFrame({**POINT, "T": T, "kind": kind, "t": t, "lr": np.append(lr, np.nan),
+            long.append(pd.DataFrame({**POINT, "T": T, "schedule": kind, "t": t, "lr": np.append(lr, np.nan),
                                       "step_batch_size": np.append(np.full(T, 4.0), np.nan),
                                       "momentum": np.append(beta, np.nan), "expected_loss": 1.0 / (1 + t)}))
             loss = 2.0 * T ** power * np.exp(0.05 * rng.standard_normal())
-            row = {**POINT, "T": T, "kind": kind, "expected_loss": loss, "lr_peak": lr.max(), "lr_initial": lr[0],
+            row = {**POINT, "T": T, "schedule": kind, "expected_loss": loss, "lr_peak": lr.max(), "lr_initial": lr[0],
                    "decay_window": float(T), "samples": 4.0 * T}
             if mc:
                 row.update(mc_mean=loss * 1.05, mc_sem=loss * 0.03, mc_n=16, mc_diverged=0)

@@ -83,11 +83,11 @@ def test_schedule_search_and_verify(tmp_path):
     (run,) = (tmp_path / "results" / "search").iterdir()
     summary = store.read_parquet(run / "schedule_summary.parquet").to_pandas()
     kinds = ("optimal", "constant", "power", "polynomial", "wsd", "cosine")
-    assert len(summary) == 2 * 3 * len(kinds) and set(summary["kind"]) == set(kinds)
+    assert len(summary) == 2 * 3 * len(kinds) and set(summary["schedule"]) == set(kinds)
     assert summary["mc_n"].ge(64).all() and np.isinf(summary["rate_bound"]).all() and not summary["at_bound"].any()
     assert "rate unbounded" in out
     for _, g in summary.groupby(["a", "b", "T"]):
-        k = g.set_index("kind")
+        k = g.set_index("schedule")
         assert (k.loc["optimal", "expected_loss"] <= k["expected_loss"] * (1 + 1e-9)).all()
         assert k.loc["optimal", "expected_loss"] < k.loc["constant", "expected_loss"]
     from lrsweep.families.schedules.checks import SPREAD_PRECISION, reliability, z_threshold
@@ -104,7 +104,7 @@ def test_schedule_search_and_verify(tmp_path):
     schedules = store.read_parquet(run / "schedules.parquet").to_pandas()
     # the stored curve ends at the summary's final loss, and the schedule has one rate per step
     for r in summary.itertuples(index=False):
-        s = schedules[(schedules["a"] == r.a) & (schedules["T"] == r.T) & (schedules["kind"] == r.kind)]
+        s = schedules[(schedules["a"] == r.a) & (schedules["T"] == r.T) & (schedules["schedule"] == r.schedule)]
         assert len(s) == r.T + 1 and s["lr"].iloc[:-1].notna().all() and (s["block_steps"].iloc[:-1] == 1).all()
         assert s["expected_loss"].iloc[-1] == pytest.approx(r.expected_loss, rel=1e-9)
     checks = store.read_parquet(run / "checks.parquet").to_pandas()
@@ -150,7 +150,7 @@ def test_a_rate_bound_is_the_users_and_every_schedule_says_whether_it_touches_it
            "schedule_search": {"horizons": [20, 40], "iterations": 20, "eta_max": 0.05, "kinds": ["optimal", "constant"]}}
     out, summary, schedules = run_schedule(tmp_path, cfg)
     assert (schedules["lr"].dropna() <= 0.05 * (1 + 1e-9)).all()
-    assert (summary["rate_bound"] == 0.05).all() and summary.loc[summary["kind"] == "constant", "at_bound"].all()
+    assert (summary["rate_bound"] == 0.05).all() and summary.loc[summary["schedule"] == "constant", "at_bound"].all()
     assert "bounded by eta_max = 0.05" in out and "* touches the rate bound" in out
 
 
@@ -159,9 +159,13 @@ def test_schedule_without_a_search_section_uses_the_defaults_and_train_steps(tmp
     "grid: no learning rate given"."""
     cfg = {k: v for k, v in SCHEDULE_CFG.items() if k != "schedule_search"}
     cfg["grid"] = {"zip": {"a": [2.5], "b": [1.5]}, "steps": [16, 32]}
-    _, summary, _ = run_schedule(tmp_path, cfg)
+    out, summary, _ = run_schedule(tmp_path, cfg)
     assert sorted(summary["T"].unique()) == [16, 32]
-    assert set(summary["kind"]) == {"optimal", "constant", "power", "polynomial", "wsd", "cosine"}
+    assert set(summary["schedule"]) == {"optimal", "constant", "power", "polynomial", "wsd", "cosine"}
+    # the output says what was searched and where it comes from
+    assert ("searched: horizons T = 16, 32 (the config's train.steps; schedule_search.horizons not given); "
+            "schedules: optimal, constant, power, polynomial, wsd, cosine (the default; schedule_search.kinds "
+            "not given)") in out
 
 
 @pytest.mark.parametrize("edit, field", [
@@ -209,7 +213,7 @@ def test_exponent_table_fits_known_slopes():
     rows = []
     for kind, peak, loss in (("optimal", 2 * T ** -0.1, 3 * T ** -0.5), ("constant", T ** -0.4, 4 * T ** -0.45)):
         for i, (t, p_, l_) in enumerate(zip(T, peak, loss)):
-            rows.append({"a": 2.5, "b": 1.5, "input_dim": 100, "noise_std": 0.5, "batch_size": 1, "T": t, "kind": kind,
+            rows.append({"a": 2.5, "b": 1.5, "n_features": 100, "noise_std": 0.5, "batch_size": 1, "T": t, "schedule": kind,
                          "expected_loss": l_ * (1 + 0.01 * (-1) ** i), "lr_peak": p_, "decay_window": t / 2,
                          "decay_prefactor": 5 * t ** -0.3, "plateau_rate": p_, "decay_exponent": 1.5 + 0.1 * i})
     from lrsweep.families.schedules.checks import exponent_table
@@ -246,7 +250,7 @@ def test_verify_threshold_is_family_wise():
     from lrsweep.families.schedules.checks import verify, z_threshold
     assert z_threshold(2) == 3.0
     assert z_threshold(60) == pytest.approx(3.7648, abs=1e-3)  # Phi^-1(1 - 0.01 / 120)
-    rows = [{"a": 1.5, "b": 2.0, "input_dim": 8, "noise_std": 1.0, "batch_size": 1, "T": 10 + i, "kind": "constant",
+    rows = [{"a": 1.5, "b": 2.0, "n_features": 8, "noise_std": 1.0, "batch_size": 1, "T": 10 + i, "schedule": "constant",
              "expected_loss": 1.0, "mc_mean": 1.0, "mc_sem": 0.01, "mc_n": 64, "mc_diverged": 0, "mc_tail_k": 0.1,
              "mc_seeds_needed": 13.0, "loss_spread": np.nan} for i in range(60)]
     rows[7]["mc_mean"] = 1.0 - 3.02 * 0.01

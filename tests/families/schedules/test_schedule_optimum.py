@@ -19,14 +19,14 @@ from scipy import optimize
 from lrsweep.families.schedules.search import Search, search_point
 
 POINTS = {
-    "easy_noiseless": dict(a=1.5, b=1.2, input_dim=100, noise_std=0.0, batch_size=4, T=300),
-    "hard_noisy": dict(a=1.1, b=1.6, input_dim=200, noise_std=0.5, batch_size=1, T=1000),
+    "easy_noiseless": dict(a=1.5, b=1.2, n_features=100, noise_std=0.0, batch_size=4, T=300),
+    "hard_noisy": dict(a=1.1, b=1.6, n_features=200, noise_std=0.5, batch_size=1, T=1000),
 }
 
 
 def final_loss(point, lr):
     """L_T of SGD for rate tables lr (G, T): C_k' = a_k C_k + (eta^2/m) lam_k (L + sigma^2)."""
-    k = np.arange(1, point["input_dim"] + 1, dtype=np.float64)
+    k = np.arange(1, point["n_features"] + 1, dtype=np.float64)
     lam, c = k ** -point["b"], k ** (point["b"] - point["a"])
     m, s2 = float(point["batch_size"]), float(point["noise_std"]) ** 2
     lr = np.atleast_2d(np.asarray(lr, np.float64))
