@@ -60,6 +60,15 @@ def _seconds(text: str) -> float:
     return v
 
 
+class _EpilogAsWritten(argparse.HelpFormatter):
+    """Help with the description filled as usual and the epilog (examples) kept line by line."""
+
+    def _fill_text(self, text, width, indent):  # as argparse.RawDescriptionHelpFormatter, for text of lines
+        if "\n" in text.strip():
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lrsweep`` parser: one subparser per command, in the order ``--help`` lists them (a family's
     commands, :data:`lrsweep.registry.COMMANDS`, after ``merge``)."""
@@ -74,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         "checked against the plan, mark it complete and compare it with theory. Exit 2, naming what is "
         "missing, while a shard is incomplete or running.")))
     for command in registry.COMMANDS.values():  # a family's subcommands (boundary, schedule)
-        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.description))
+        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.description,
+                                             epilog=command.epilog or None,
+                                             formatter_class=_EpilogAsWritten))
     _ls_arguments(sub.add_parser("ls", help="list runs with status and size"))
     _show_arguments(sub.add_parser("show", help="summary table of a run"))
     _compare_arguments(sub.add_parser("compare", help="compare a run with every registered theory that covers "
@@ -492,6 +503,20 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         _drop_stdout()
         return EXIT_BROKEN_PIPE
+    except OSError as e:  # a run directory that cannot be written (permissions, a full disk)
+        if e.filename is None:
+            raise
+        print(_write_error(e), file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _write_error(e: OSError) -> str:
+    """One line for a file that cannot be written: the file, why, and the command that finishes the
+    run it belongs to once it can be (:func:`lrsweep.core.store.repair_command`)."""
+    from lrsweep.core import store
+    why = e.strerror or type(e).__name__
+    return (f"lrsweep: cannot write {e.filename}: {why}; make it writable and finish with: "
+            f"{store.repair_command(store.run_of(Path(e.filename)))}")
 
 
 def _drop_stdout() -> None:

@@ -342,7 +342,9 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest", *
     Args:
       path: a run directory (``results/<name>/<run_id>``) or a directory above runs.
       table: ``"curves"`` (default): one row per student per logged step, joined with every
-        student column; ``"students"``: one row per student.
+        student column; ``"students"``: one row per student; or a table a family's command writes
+        (:func:`registered_tables`: ``"boundaries"``, ``"schedules"``...), read from the runs that
+        have it, with a ``run_id`` column.
       runs: below a sweep directory, ``"latest"`` (default) loads the newest run of each sweep,
         ``"all"`` every run (tell them apart by ``run_id``), or a list of run ids / paths.
       groups: only these shape groups (``group_id``; a merged run reads only their partitions).
@@ -351,10 +353,15 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest", *
     Returns:
       A DataFrame ready for ``groupby`` / ``pivot_table``.
     Raises:
-      StoreError naming the file when a table is unreadable or holds a student twice.
+      StoreError naming the file when a table is unreadable or holds a student twice, or a family's
+      table is missing, unreadable or not the size its writer recorded (with the command that
+      repairs it).
     """
     if table not in ("curves", "students"):
-        raise ValueError(f"table: unknown '{table}'; allowed: curves, students")
+        files = registered_tables()
+        if table not in files:
+            raise ValueError(f"table: unknown '{table}'; allowed: {', '.join(['curves', 'students', *files])}")
+        return _load_registered(path, table, files[table], runs, columns)
     keys = ["run_id", "student_id"] + (["step"] if table == "curves" else [])
     keep = None if columns is None else list(dict.fromkeys([*keys, *columns]))
     frames = []
@@ -379,6 +386,52 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest", *
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
+
+
+def registered_tables() -> dict[str, str]:
+    """Table name -> file of the tables a family's command writes into a run: every
+    :class:`lrsweep.registry.Stage`'s and :class:`lrsweep.registry.RunKind`'s ``tables``, named by
+    their file stem (``boundaries.parquet`` -> ``boundaries``)."""
+    owners = [*registry.STAGES.values(), *registry.RUN_KINDS.values()]
+    return {Path(name).stem: name for owner in owners for name in owner.tables}
+
+
+def _table_record(run: Path, name: str, meta: dict) -> tuple[bool, dict | None, int | None]:
+    """(whether the run should have the table file ``name``, the record of the stage writing it if
+    it is a stage's, the row count its writer recorded)."""
+    for stage in registry.STAGES.values():
+        if name in stage.tables and isinstance(meta.get(stage.name), dict):
+            record = meta[stage.name]
+            return True, record, (record.get("rows") or {}).get(name)
+    kind = next((k for k in registry.RUN_KINDS.values() if name in k.tables and k.detect(run)), None)
+    if kind is not None:
+        return True, None, (meta.get("rows") or {}).get(name)
+    return False, None, None
+
+
+def _load_registered(path, table: str, name: str, runs, columns) -> pd.DataFrame:
+    """A family's table ``name`` of every selected run that has it (see :func:`load`)."""
+    frames, selected = [], select_runs(path, runs)
+    for run in selected:
+        meta = read_json(run / "meta.json")
+        has, record, rows = _table_record(run, name, meta)
+        if not has:
+            continue
+        file = run / name
+        if record is not None and record.get("status", "complete") != "complete":
+            raise StoreError(file, f"not written: the run's {table} are not complete "
+                                   f"({record.get('status')}); finish it with: {repair_command(run)}")
+        problem = file_problem(file, rows)
+        if problem:
+            reason = problem[len(f"{file}: "):] if problem.startswith(f"{file}: ") else problem
+            raise StoreError(file, f"{reason}; repair with: {repair_command(run)}")
+        df = read_table([file], columns)
+        if "run_id" not in df:
+            df.insert(0, "run_id", run.name)
+        frames.append(df)
+    if not frames and len(selected) == 1 and is_run(Path(path)):
+        raise StoreError(Path(path) / name, f"the run has no {table} table (no command that writes it ran on it)")
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 # --------------------------------------------------------------------------------------
