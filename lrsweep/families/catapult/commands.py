@@ -61,6 +61,11 @@ def cmd_boundary(args) -> int:
     except runner.RunInterrupted as e:  # the coarse grid or the bisection (boundary.BisectionInterrupted)
         print(f"lrsweep: interrupted; {e}. Finish it with: lrsweep boundary --resume {e.run_dir}", file=sys.stderr)
         return cli.EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # outside the training and the bisection (planning, between the two)
+        where = args.resume or args.out
+        print(f"lrsweep: interrupted; lrsweep ls {where} shows the run and the command that finishes it",
+              file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
     from lrsweep import compare
     comparison = compare.write_comparison(summary.run_dir)  # the checks read boundaries.parquet
     print_boundaries(summary)
