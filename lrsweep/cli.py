@@ -85,7 +85,6 @@ def nonnegative_int(text: str) -> int:
 
 
 mem_fraction = _float_in("mem_fraction", "expected a number in (0, 1]", lambda v: 0.0 < v <= 1.0)
-unit_interval_open = _float_in("rtol", "expected a number in (0, 1)", lambda v: 0.0 < v < 1.0)
 
 
 class Parser(argparse.ArgumentParser):
@@ -118,6 +117,15 @@ def _command_names() -> list[str]:
     return ["run", "merge", *registry.COMMANDS, "ls", "show", "compare", "plot", "schema"]
 
 
+class _EpilogAsWritten(argparse.HelpFormatter):
+    """Help with the description filled as usual and the epilog (examples) kept line by line."""
+
+    def _fill_text(self, text, width, indent):  # as argparse.RawDescriptionHelpFormatter, for text of lines
+        if "\n" in text.strip():
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lrsweep`` parser: one subparser per command, in the order ``--help`` lists them (a family's
     commands, :data:`lrsweep.registry.COMMANDS`, after ``merge``)."""
@@ -132,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         "checked against the plan, mark it complete and compare it with theory. Exit 2, naming what is "
         "missing, while a shard is incomplete or running.")))
     for command in registry.COMMANDS.values():  # a family's subcommands (boundary, schedule)
-        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.description))
+        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.description,
+                                             epilog=command.epilog or None,
+                                             formatter_class=_EpilogAsWritten))
     _ls_arguments(sub.add_parser("ls", help="list runs with status and size"))
     _show_arguments(sub.add_parser("show", help="summary table of a run"))
     _compare_arguments(sub.add_parser("compare", help="compare a run with every registered theory that covers "

@@ -249,12 +249,14 @@ class Stage:
 
 @dataclasses.dataclass(frozen=True)
 class Command:
-    """A CLI subcommand: ``add_arguments(parser)`` fills its argparse parser, ``run(args) -> exit code``."""
+    """A CLI subcommand: ``add_arguments(parser)`` fills its argparse parser, ``run(args) -> exit code``;
+    ``epilog``: examples shown by ``--help`` after the options, as written (lines kept)."""
     name: str
     help: str
     description: str
     add_arguments: Callable
     run: Callable
+    epilog: str = ""
 
 
 def register_field(field) -> None:

@@ -1,5 +1,8 @@
 """Progress of a run: students done (fractional inside a long chunk), students/s, ETA, diverged.
 
+What is counted is named by ``unit`` (default ``student``; ``lrsweep boundary``'s bisection counts
+bisections, one per unit and boundary, and no divergences).
+
 :class:`Progress` is created by :func:`lrsweep.core.runner.run` and handed to the drivers
 (:class:`lrsweep.core.drivers.GroupContext`). The runner reports finished chunks (:meth:`Progress.update`);
 inside a chunk trained in segments the engine calls the plain callback that :meth:`Progress.chunk`
@@ -50,11 +53,15 @@ class Progress:
       interval_s: seconds between plain lines (default :data:`INTERVAL_S`, or the environment
         variable ``LRSWEEP_PROGRESS_EVERY``); 0 writes a line at every update.
       clock: seconds, monotonic (tests pass a fake one).
+      unit: what ``total`` counts, singular (``student``; ``bisection``): the bar's and the lines' unit.
+      diverged: whether to show the diverged count (students diverge; a bisection's rounds do not).
     """
 
     def __init__(self, total: int, initial: int = 0, *, enabled: bool = True, stream: TextIO | None = None,
-                 interval_s: float | None = None, clock: Callable[[], float] = time.monotonic):
+                 interval_s: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 unit: str = "student", diverged: bool = True):
         self.total, self.initial = int(total), int(initial)
+        self.unit, self._show_diverged = unit, diverged
         self.done = self.initial          # students with results
         self.diverged = 0                 # diverged among the students trained since the start
         self._partial = 0.0               # students of the running chunk, scaled by its steps done
@@ -69,7 +76,7 @@ class Progress:
         self._bar = None
         if enabled and _isatty(self._stream):
             from tqdm.auto import tqdm
-            self._bar = tqdm(total=self.total, initial=self.initial, unit="student", dynamic_ncols=True,
+            self._bar = tqdm(total=self.total, initial=self.initial, unit=unit, dynamic_ncols=True,
                              file=self._stream)
 
     @property
@@ -91,8 +98,9 @@ class Progress:
         n, rate = self.students, self.rate()
         pct = int(100 * n / self.total) if self.total else 100
         eta = _dt.timedelta(seconds=round((self.total - n) / rate)) if rate > 0 else "?"
-        return (f"lrsweep: {_count(n)}/{self.total} students ({pct}%), {_rate(rate)} students/s, ETA {eta}, "
-                f"{self.n_diverged} diverged")
+        units = f"{self.unit}s"
+        return (f"lrsweep: {_count(n)}/{self.total} {units} ({pct}%), {_rate(rate)} {units}/s, ETA {eta}"
+                + (f", {self.n_diverged} diverged" if self._show_diverged else ""))
 
     def set_description(self, text: str) -> None:
         """What is running (the group); shown by the bar only."""
@@ -137,7 +145,10 @@ class Progress:
 
     def _refresh_bar(self) -> None:
         self._bar.n = _round(self.students)
-        self._bar.set_postfix({"students/s": _rate(self.rate()), "diverged": self.n_diverged}, refresh=False)
+        postfix = {f"{self.unit}s/s": _rate(self.rate())}
+        if self._show_diverged:
+            postfix["diverged"] = self.n_diverged
+        self._bar.set_postfix(postfix, refresh=False)
         self._bar.refresh()
 
     def _write_line(self) -> None:

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -217,7 +218,8 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
         max_memory: int | None = None, chunk_size: int | None = None, resume: str | Path | None = None,
         progress: bool = True, run_id: str | None = None, checkpoint_every: float | None = None,
         segment_steps: int | None = None, heartbeat_s: float = runstate.HEARTBEAT_S,
-        max_students: int | None = config_lib.DEFAULT_MAX_STUDENTS, shard: tuple[int, int] | None = None) -> RunSummary:
+        max_students: int | None = config_lib.DEFAULT_MAX_STUDENTS, shard: tuple[int, int] | None = None,
+        extra_meta: dict | None = None, then: Callable[[Path, runstate.RunRecord], None] | None = None) -> RunSummary:
     """Train every student of ``cfg``; write ``<out>/<name>/<run_id>/``; return a summary.
 
     With ``resume=RUN_DIR`` the config and precision stored in that run are reused (a
@@ -233,8 +235,15 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
     ``shard=(i, n)``: train only shard i of n (:func:`lrsweep.core.distributed.shard_mask`) into the run
     ``run_id`` (required: the shards' common name), made by whichever shard comes first; see
     :func:`run_shard`. :func:`merge` finishes the run once every shard is complete.
+
+    ``extra_meta``: entries of ``meta.json`` written with the run's first record, before any training
+    (a family's :class:`lrsweep.registry.Stage` records itself as running there, so a run stopped
+    anywhere shows its stage's resume command). ``then(run_dir, record)``: the work of that stage, run
+    after the students are complete, still under the run's lock with the heartbeat going (it updates
+    meta.json through ``record.update``). Neither applies to a shard.
     """
     if shard is not None:
+        assert extra_meta is None and then is None, "a stage runs on the merged run, not on a shard"
         return run_shard(cfg, out, shard, x64=x64, max_memory=max_memory, chunk_size=chunk_size, resume=resume,
                          progress=progress, run_id=run_id, checkpoint_every=checkpoint_every,
                          segment_steps=segment_steps, heartbeat_s=heartbeat_s, max_students=max_students)
@@ -268,6 +277,7 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
             store.write_yaml(cfg.to_dict(), run_dir / "config.yaml")
             meta = _meta(cfg, students, specs, x64, max_memory, chunk_size)
         meta["groups"] = {str(gid): _jsonable(rep) for gid, rep in modes.items()}
+        meta.update(extra_meta or {})
         record = runstate.RunRecord(run_dir, meta, heartbeat_s).start()
         stack.callback(record.stop)
         with compilestats.CompileStats().listening() as compiled:
@@ -275,6 +285,8 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
                              progress, checkpoint_every, segment_steps)
         record.update(compile=compiled.as_dict())  # this attempt's: a resumed run loads from the cache
         summary.compile = compiled.as_dict()
+        if then is not None:
+            then(run_dir, record)
         return summary
 
 

@@ -317,6 +317,8 @@ def _stages_problem(run_dir: Path, meta: dict) -> tuple[str, str, str] | None:
         resume = stage.resume.format(run=run_dir)
         status = record.get("status", "complete")  # runs stored before stages recorded theirs
         if status != "complete":
+            # nobody holds the lock (else the run is running): a stage still marked running was killed
+            status = "dead" if status == "running" else status
             why = f": {record['error']}" if record.get("error") else ""
             return "incomplete", f"{stage.what} did not finish ({status}{why})", resume
         rows = record.get("rows") or {}

@@ -366,9 +366,9 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest", *
     Args:
       path: a run directory (``results/<name>/<run_id>``) or a directory above runs.
       table: ``"curves"`` (default): one row per student per logged step, joined with every
-        student column; ``"students"``: one row per student; of a run of another kind (a schedule
-        search), one of its tables by file stem (``"schedules"``, ``"schedule_summary"``:
-        :func:`kind_table`).
+        student column; ``"students"``: one row per student; or a table a family's command writes
+        (:func:`registered_tables`: ``"boundaries"``, ``"schedules"``...), read from the runs that
+        have it, with a ``run_id`` column.
       runs: below a sweep directory, ``"latest"`` (default) loads the newest run of each sweep,
         ``"all"`` every run (tell them apart by ``run_id``), or a list of run ids / paths.
       groups: only these shape groups (``group_id``; a merged run reads only their partitions).
@@ -377,22 +377,24 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest", *
     Returns:
       A DataFrame ready for ``groupby`` / ``pivot_table``.
     Raises:
-      StoreError naming the file when a table is unreadable or holds a student twice, or when a run
-      of another kind has no table ``table`` (naming the ones it has).
+      StoreError naming the file when a table is unreadable or holds a student twice, or a family's
+      table is missing, unreadable or not the size its writer recorded (with the command that
+      repairs it).
     """
-    kind_tables = {Path(t).stem for kind in registry.RUN_KINDS.values() for t in kind.tables}
-    if table not in ("curves", "students", *kind_tables):
-        raise ValueError(f"table: unknown '{table}'; allowed: curves, students"
-                         + "".join(f", {t}" for t in sorted(kind_tables)))
+    if table not in ("curves", "students"):
+        files = registered_tables()
+        if table not in files:
+            raise ValueError(f"table: unknown '{table}'; allowed: {', '.join(['curves', 'students', *files])}")
+        return _load_registered(path, table, files[table], runs, columns)
     keys = ["run_id", "student_id"] + (["step"] if table == "curves" else [])
     keep = None if columns is None else list(dict.fromkeys([*keys, *columns]))
     frames = []
     for run in select_runs(path, runs):
         kind = registry.run_kind(run)
-        if kind is not None or table in kind_tables:
-            frame = kind_table(run, table)
-            frames.append(frame if columns is None else frame[[c for c in columns if c in frame]])
-            continue
+        if kind is not None:  # a run of tables has no students: name the tables it has
+            stems = ", ".join(Path(t).stem for t in kind.tables)
+            raise StoreError(run, f"a {kind.name.replace('_', ' ')} run has no {table} table; its tables: {stems} "
+                                  f"(lrsweep.load(run, table=...))")
         students = read_table(table_files(run, "students", groups))
         _check_unique(run, students)
         if groups is not None and not students.empty:
@@ -415,27 +417,50 @@ def load(path: str | Path, table: str = "curves", runs: str | list = "latest", *
     return pd.concat(frames, ignore_index=True)
 
 
-def kind_table(run: Path, table: str) -> pd.DataFrame:
-    """The table ``table`` (a file stem, ``schedules``) of a run of a registered kind
-    (:class:`lrsweep.registry.RunKind`); StoreError naming the file and the repair where it is missing,
-    unreadable or not the rows its writer recorded, or where the run has no such table (naming the
-    tables it has)."""
-    run = Path(run)
-    kind = registry.run_kind(run)
-    stems = [Path(t).stem for t in kind.tables] if kind is not None else ["curves", "students"]
-    if table not in stems:
-        what = f"a {kind.name.replace('_', ' ')} run" if kind is not None else "a run of students"
-        raise StoreError(run, f"{what} has no {table} table; its tables: {', '.join(stems)} "
-                              f"(lrsweep.load(run, table=...))")
-    name = next(t for t in kind.tables if Path(t).stem == table)
-    try:
-        rows = (read_json(run / "meta.json").get("rows") or {}).get(name)
-    except (OSError, ValueError):
-        rows = None
-    problem = file_problem(run / name, rows)
-    if problem is not None:
-        raise StoreError(run / name, f"{problem.split(': ', 1)[-1]}; repair with: {repair_command(run)}")
-    return read_parquet(run / name).to_pandas()
+def registered_tables() -> dict[str, str]:
+    """Table name -> file of the tables a family's command writes into a run: every
+    :class:`lrsweep.registry.Stage`'s and :class:`lrsweep.registry.RunKind`'s ``tables``, named by
+    their file stem (``boundaries.parquet`` -> ``boundaries``)."""
+    owners = [*registry.STAGES.values(), *registry.RUN_KINDS.values()]
+    return {Path(name).stem: name for owner in owners for name in owner.tables}
+
+
+def _table_record(run: Path, name: str, meta: dict) -> tuple[bool, dict | None, int | None]:
+    """(whether the run should have the table file ``name``, the record of the stage writing it if
+    it is a stage's, the row count its writer recorded)."""
+    for stage in registry.STAGES.values():
+        if name in stage.tables and isinstance(meta.get(stage.name), dict):
+            record = meta[stage.name]
+            return True, record, (record.get("rows") or {}).get(name)
+    kind = next((k for k in registry.RUN_KINDS.values() if name in k.tables and k.detect(run)), None)
+    if kind is not None:
+        return True, None, (meta.get("rows") or {}).get(name)
+    return False, None, None
+
+
+def _load_registered(path, table: str, name: str, runs, columns) -> pd.DataFrame:
+    """A family's table ``name`` of every selected run that has it (see :func:`load`)."""
+    frames, selected = [], select_runs(path, runs)
+    for run in selected:
+        meta = read_json(run / "meta.json")
+        has, record, rows = _table_record(run, name, meta)
+        if not has:
+            continue
+        file = run / name
+        if record is not None and record.get("status", "complete") != "complete":
+            raise StoreError(file, f"not written: the run's {table} are not complete "
+                                   f"({record.get('status')}); finish it with: {repair_command(run)}")
+        problem = file_problem(file, rows)
+        if problem:
+            reason = problem[len(f"{file}: "):] if problem.startswith(f"{file}: ") else problem
+            raise StoreError(file, f"{reason}; repair with: {repair_command(run)}")
+        df = read_table([file], columns)
+        if "run_id" not in df:
+            df.insert(0, "run_id", run.name)
+        frames.append(df)
+    if not frames and len(selected) == 1 and is_run(Path(path)):
+        raise StoreError(Path(path) / name, f"the run has no {table} table (no command that writes it ran on it)")
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 # --------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from pathlib import Path
 
 import jax
@@ -39,6 +40,7 @@ from lrsweep.core.config import ConfigError
 from lrsweep.core.progress import Progress
 
 DEFAULT_RTOL = 1e-3
+STAGE = "boundary"  # the run's stage (meta.json key; registered by lrsweep.families.catapult)
 PARTS = "boundary_parts"
 TABLE = "boundaries.parquet"
 
@@ -57,10 +59,30 @@ class BoundarySummary:
         return self.n_coarse + self.n_bisection
 
 
-def check(cfg: config_lib.SweepConfig, rtol: float) -> list[float]:
+ULPS = 8  # the smallest rtol: this many float epsilons (sqrt(lo * hi) still splits such a bracket)
+
+
+def min_rtol(x64: bool) -> float:
+    """The smallest ``rtol`` the bisection can reach in this precision: :data:`ULPS` times the float
+    epsilon (float32: 9.5e-07, float64: 1.8e-15). Below a few ulps the midpoint sqrt(lo * hi) rounds
+    to lo or hi and the bracket stops shrinking: the rounds would run and the claim hi/lo <= 1 + rtol
+    would be false."""
+    return ULPS * float(np.finfo(np.float64 if x64 else np.float32).eps)
+
+
+def check_rtol(rtol: float, x64: bool, option: str = "--rtol") -> None:
+    """ConfigError(``option``) unless min_rtol(x64) <= rtol < 1."""
+    low = min_rtol(x64)
+    if not (low <= rtol < 1.0):
+        precision = "float64 (--x64)" if x64 else "float32"
+        other = "" if x64 else f"; --x64 (float64) allows down to {min_rtol(True):.2g}"
+        raise ConfigError(option, f"must be in [{low:.2g}, 1) in {precision}, {ULPS} ulps of its precision at "
+                                  f"least{other}; got {rtol!r}")
+
+
+def check(cfg: config_lib.SweepConfig, rtol: float, x64: bool = False) -> list[float]:
     """The coarse rates (the grid's ``lr`` axis); ConfigError before any compute otherwise."""
-    if not (0.0 < rtol < 1.0):
-        raise ConfigError("--rtol", f"must be in (0, 1), got {rtol!r}")
+    check_rtol(rtol, x64)
     for names, values in cfg.axes:
         if "lr" in names:
             if names != ("lr",):
@@ -76,11 +98,59 @@ def check(cfg: config_lib.SweepConfig, rtol: float) -> list[float]:
 
 
 def with_phase(cfg: config_lib.SweepConfig) -> config_lib.SweepConfig:
-    """``cfg`` with ``phase`` among ``train.metrics`` (what the bisection reads)."""
+    """``cfg`` with ``phase`` among ``train.metrics`` (what the bisection reads), in the config it
+    stores too (config.yaml), so a resumed run trains what the first attempt did."""
     metrics = tuple(cfg.base["train.metrics"] or ())
     if "phase" in metrics:
         return cfg
-    return dataclasses.replace(cfg, base={**cfg.base, "train.metrics": metrics + ("phase",)})
+    train = dict(cfg.raw.get("train") or {})
+    train["metrics"] = [*metrics, "phase"]
+    return dataclasses.replace(cfg, base={**cfg.base, "train.metrics": metrics + ("phase",)},
+                               raw={**cfg.raw, "train": train})
+
+
+def resumable(run_dir: Path) -> tuple[float, bool]:
+    """(rtol, x64) of a run ``lrsweep boundary --resume`` can finish; ConfigError("--resume") naming why
+    not (not a run, a sharded run, a run not made by ``lrsweep boundary``, no ``phase`` metric or no
+    ``lr`` axis, an rtol out of range). Reads only; writes nothing."""
+    run_dir = Path(run_dir)
+    if not store.is_run(run_dir):
+        raise ConfigError("--resume", f"{run_dir} is not a run directory (no meta.json)")
+    runstate.refuse_other_kind(run_dir, "--resume")  # a schedule search: its own command finishes it
+    try:
+        meta = store.read_json(run_dir / "meta.json")
+        cfg = config_lib.load_config(run_dir / "config.yaml")
+    except (OSError, ValueError) as e:
+        raise ConfigError("--resume", f"{run_dir} cannot be read ({runstate.error_line(e, 160)})") from None
+    if meta.get("shards"):
+        raise ConfigError("--resume", f"{run_dir} was made by lrsweep run --shard, not by lrsweep boundary (which "
+                                      f"does not shard); bisect its grid in a run of its own: "
+                                      f"lrsweep boundary {run_dir / 'config.yaml'}")
+    record = meta.get(STAGE)
+    if not isinstance(record, dict):
+        raise ConfigError("--resume", f"{run_dir} was not made by lrsweep boundary (its meta.json records no "
+                                      f"bisection); bisect its grid in a run of its own: "
+                                      f"lrsweep boundary {run_dir / 'config.yaml'}")
+    if "phase" not in tuple(cfg.base["train.metrics"] or ()) and not _students_have_phase(run_dir):
+        raise ConfigError("--resume", f"{run_dir} does not log the phase metric the bisection reads "
+                                      f"(train.metrics); bisect its grid in a run of its own: "
+                                      f"lrsweep boundary {run_dir / 'config.yaml'}")
+    x64, rtol = bool(meta.get("x64", False)), record.get("rtol", DEFAULT_RTOL)
+    try:
+        check(cfg, rtol, x64)
+    except ConfigError as e:
+        raise ConfigError("--resume", f"{run_dir} cannot be bisected ({e})") from None
+    return rtol, x64
+
+
+def _students_have_phase(run_dir: Path) -> bool:
+    """Whether the stored students have the phase (runs of lrsweep boundary from before config.yaml
+    listed it); an unreadable file counts as yes (the resume retrains it)."""
+    files = store.table_files(run_dir, "students")
+    try:
+        return bool(files) and "phase" in store.read_schema(files[0]).names
+    except store.StoreError:
+        return True
 
 
 def run_boundary(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", *,
@@ -89,32 +159,86 @@ def run_boundary(cfg: config_lib.SweepConfig | None = None, out: str | Path = "r
                  max_students: int | None = config_lib.DEFAULT_MAX_STUDENTS) -> BoundarySummary:
     """Train the coarse grid (or finish it), then locate both boundaries of every unit to ``rtol``.
 
-    With ``resume`` the run's config, precision and rtol are reused; finished chunks are kept.
+    The bisection is the run's stage ``boundary`` (:class:`lrsweep.registry.Stage`): ``meta.json``
+    records ``boundary: {status: running, rtol}`` with the run's first record, before any training,
+    so a run stopped anywhere (killed, interrupted, failed, in the coarse grid or the bisection) is
+    not complete and names ``lrsweep boundary --resume RUN``; ``interrupted`` or ``failed`` (with the
+    error) when it stopped in the bisection, ``complete`` with the row count of boundaries.parquet.
+
+    With ``resume`` the run's config, precision and rtol are reused (:func:`resumable`: ConfigError
+    before anything is written where the run is not one of these); finished chunks of the coarse
+    grid and of the bisection are kept, a damaged boundaries.parquet is rebuilt, and a complete run
+    is returned as it is.
     """
     if resume is not None:
-        run_dir = Path(resume)
-        if not store.is_run(run_dir):
-            raise ConfigError("--resume", f"{run_dir} is not a run directory (no meta.json)")
-        runstate.refuse_other_kind(run_dir, "--resume")  # a schedule search: its own command finishes it
-        rtol = store.read_json(run_dir / "meta.json").get("boundary", {}).get("rtol", rtol)
-        check(config_lib.load_config(run_dir / "config.yaml"), rtol)
-        summary = runner.run(None, out, max_memory=max_memory, chunk_size=chunk_size, resume=run_dir,
-                             progress=progress)
+        resume = Path(resume)
+        rtol, x64 = resumable(resume)
+        if runstate.run_state(resume).state == "complete":
+            return _stored_summary(resume)
     else:
-        check(cfg, rtol)
-        summary = runner.run(with_phase(cfg), out, x64=x64, max_memory=max_memory, chunk_size=chunk_size,
-                             progress=progress, max_students=max_students)
-    run_dir = Path(summary.run_dir)
-    with runstate.RunLock(run_dir):
-        meta = store.read_json(run_dir / "meta.json")
-        meta["boundary"] = {"rtol": rtol, "status": "running"}
-        store.write_json(meta, run_dir / "meta.json")
-        result = _bisect_run(run_dir, rtol, max_memory or meta.get("max_memory"), chunk_size or meta.get("chunk_size"),
-                             progress)
-        meta["boundary"] = {"rtol": rtol, "status": "complete", "n_coarse": result.n_coarse,
-                            "n_bisection": result.n_bisection, "n_dense": result.n_dense}
-        store.write_json(meta, run_dir / "meta.json")
+        check(cfg, rtol, x64)
+        cfg = with_phase(cfg)
+    result = []
+
+    def bisection(run_dir: Path, record: runstate.RunRecord) -> None:
+        meta = record.meta
+        result.append(_bisection_stage(run_dir, record, rtol, meta.get("max_memory"), meta.get("chunk_size"),
+                                       progress))
+
+    runner.run(cfg, out, x64=x64, max_memory=max_memory, chunk_size=chunk_size, resume=resume, progress=progress,
+               max_students=max_students, extra_meta={STAGE: {"status": "running", "rtol": rtol}}, then=bisection)
+    return result[0]
+
+
+class BisectionInterrupted(runner.RunInterrupted):
+    """The bisection stopped by Ctrl-C or SIGTERM: finished chunks are stored; ``--resume`` finishes it."""
+
+    def __init__(self, run_dir: Path):
+        KeyboardInterrupt.__init__(self, f"the bisection stopped; its finished chunks are stored in {run_dir}")
+        self.run_dir = run_dir
+
+
+def _bisection_stage(run_dir: Path, record: runstate.RunRecord, rtol: float, max_memory, chunk_size,
+                     progress: bool) -> BoundarySummary:
+    """The bisection of a run whose students are complete, its state recorded in meta.json[boundary]."""
+    stage = {"status": "running", "rtol": rtol}
+    try:
+        result = _bisect_run(run_dir, rtol, max_memory, chunk_size, progress)
+    except KeyboardInterrupt:
+        _record_stage(record, {**stage, "status": "interrupted"})
+        raise BisectionInterrupted(run_dir) from None
+    except BaseException as e:
+        _record_stage(record, {**stage, "status": "failed", "error": runstate.error_line(e)})
+        raise
+    record.update(**{STAGE: {**stage, "status": "complete", "n_coarse": result.n_coarse,
+                             "n_bisection": result.n_bisection, "n_dense": result.n_dense,
+                             "rows": {TABLE: len(result.table)}}})
+    _remove_parts(run_dir)  # after the record: until then they let a resume skip the finished units
     return result
+
+
+def _record_stage(record: runstate.RunRecord, stage: dict) -> None:
+    """Record how the bisection stopped; where meta.json cannot be written it still says running,
+    which reads as not finished too (the error that stopped it is the one to report)."""
+    try:
+        record.update(**{STAGE: stage})
+    except OSError:
+        pass
+
+
+def _remove_parts(run_dir: Path) -> None:
+    if (run_dir / PARTS).is_dir():
+        for p in (run_dir / PARTS).glob("*.parquet"):
+            p.unlink()
+        (run_dir / PARTS).rmdir()
+
+
+def _stored_summary(run_dir: Path) -> BoundarySummary:
+    """The summary of a complete bisection, from boundaries.parquet and meta.json."""
+    record = store.read_json(run_dir / "meta.json")[STAGE]
+    table = store.read_parquet(run_dir / TABLE).to_pandas()
+    return BoundarySummary(run_dir, table, record["rtol"], int(record["n_coarse"]), int(record["n_bisection"]),
+                           int(record["n_dense"]))
 
 
 def units(students: pd.DataFrame, initial: pd.DataFrame) -> pd.DataFrame:
@@ -158,8 +282,16 @@ def _initial_values(run_dir: Path) -> pd.DataFrame:
 
 
 def _done_units(run_dir: Path) -> tuple[list[pd.DataFrame], set]:
+    """The finished chunks of an earlier attempt (``boundary_parts/``) and their unit ids; a part that
+    cannot be read is removed (its units are bisected again), saying so on stderr."""
     parts = sorted((run_dir / PARTS).glob("*.parquet")) if (run_dir / PARTS).is_dir() else []
-    frames = [store.read_parquet(p).to_pandas() for p in parts]
+    frames = []
+    for p in parts:
+        try:
+            frames.append(store.read_parquet(p).to_pandas())
+        except store.StoreError as e:
+            print(f"lrsweep: {str(e).split(';')[0]}; bisecting its units again", file=sys.stderr)
+            p.unlink()
     done = set(np.concatenate([f["unit_id"].to_numpy() for f in frames]).tolist()) if frames else set()
     return frames, done
 
@@ -185,12 +317,16 @@ def _bisect_run(run_dir: Path, rtol: float, max_memory, chunk_size, progress: bo
         n_bisection += len(rows) * len(bisect.BOUNDARIES) * rounds
         todo = rows[~np.isin(table["unit_id"].to_numpy()[rows], list(done))]
         if len(todo):
-            plans.append((spec, rounds, todo))
-    bar = Progress(sum(len(t) for _, _, t in plans) * len(bisect.BOUNDARIES), enabled=progress)
+            plans.append((spec, rounds, len(rows), todo))
+    (run_dir / TABLE).unlink(missing_ok=True)  # a table of an earlier attempt (damaged) is rebuilt
+    bar = Progress(sum(len(t) for _, _, _, t in plans) * len(bisect.BOUNDARIES), enabled=progress,
+                   unit="bisection", diverged=False)
     try:
-        for spec, rounds, todo in plans:
+        for spec, rounds, n_units, todo in plans:
             bar.set_description(f"boundary h={spec.arch.width} L={spec.arch.n_layers} {rounds} rounds")
-            u, _ = chunking.chunk_shape(bisect.phase_spec(spec), len(todo), len(bisect.BOUNDARIES),
+            # the chunk shape of the whole group, whatever is left: a resumed attempt compiles the same
+            # program, so its units' brackets are the uninterrupted run's bit for bit
+            u, _ = chunking.chunk_shape(bisect.phase_spec(spec), n_units, len(bisect.BOUNDARIES),
                                         max_memory=max_memory or engine.default_max_memory(spec),
                                         dtype_bytes=dtype_bytes, n_devices=n_dev, chunk_size=chunk_size)
             for c in range(0, len(todo), u):
@@ -208,12 +344,8 @@ def _bisect_run(run_dir: Path, rtol: float, max_memory, chunk_size, progress: bo
               .reset_index(drop=True))
     if len(merged) != len(table) * len(bisect.BOUNDARIES):
         raise store.StoreError(run_dir / PARTS, f"{len(merged)} boundary rows for {len(table)} units; "
-                                                f"resume with lrsweep boundary --resume {run_dir}")
+                                                f"finish it with: lrsweep boundary --resume {run_dir}")
     store.write_table(merged, run_dir / TABLE)
-    if (run_dir / PARTS).is_dir():
-        for p in (run_dir / PARTS).glob("*.parquet"):
-            p.unlink()
-        (run_dir / PARTS).rmdir()
     lrs = np.concatenate(list(table["lrs"])) if len(table) else np.zeros(0)
     n_dense = len(table) * bisect.dense_equivalent(float(lrs.min()), float(lrs.max()), rtol) if len(table) else 0
     return BoundarySummary(run_dir, merged, rtol, int(table["n_coarse"].sum()), n_bisection, n_dense)

@@ -2,16 +2,27 @@
 the same students (float64), closed forms derived independently here, chunk and resume invariance,
 and bad input."""
 
+import json
 import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import cli_main, numpy_instance
 
+import lrsweep
 from lrsweep.families.catapult import boundary
 from lrsweep.core import config
 from lrsweep.core import runner
+from lrsweep.core import store
+from lrsweep.core.errors import StoreError
 
 RTOL = 1e-3
 
@@ -106,10 +117,24 @@ def test_uv_boundaries_take_10x_fewer_students_than_a_dense_grid(uv_run):
     assert summary.n_dense == 3 * dense_per_unit
 
 
-def test_boundaries_do_not_depend_on_chunking(uv_run, tmp_path, x64):
+@pytest.fixture(scope="module")
+def chunked_run(tmp_path_factory):
+    """uv_config in float64 with chunks of 2 (9 chunks of the coarse grid, 2 of the bisection's 3
+    units), uninterrupted: what every stopped and resumed run below must equal bit for bit."""
+    import jax
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        out = tmp_path_factory.mktemp("chunked")
+        yield boundary.run_boundary(config.load_config(uv_config()), out, rtol=RTOL, x64=True, chunk_size=2,
+                                    progress=False).run_dir
+    finally:
+        jax.config.update("jax_enable_x64", old)
+
+
+def test_boundaries_do_not_depend_on_chunking(uv_run, chunked_run):
     summary, _ = uv_run
-    other = boundary.run_boundary(config.load_config(uv_config()), tmp_path, rtol=RTOL, x64=True, chunk_size=2,
-                                  progress=False).table
+    other = pd.read_parquet(chunked_run / boundary.TABLE)
     cols = ["seed", "boundary", "lr_low", "lr_high", "bracketed"]
     pd.testing.assert_frame_equal(summary.table[cols], other[cols])
 
@@ -210,3 +235,346 @@ def test_boundaries_do_not_depend_on_the_device_count(uv_run, tmp_path):
     assert json.loads((table.parent / "meta.json").read_text())["device_count"] == 4
     cols = ["seed", "boundary", "lr_low", "lr_high", "bracketed"]
     pd.testing.assert_frame_equal(summary.table[cols], pd.read_parquet(table)[cols])
+
+
+
+# --------------------------------------------------------------------------------------
+# A bisection stopped anywhere, damaged or refused: the run's status, one line, and a resume that
+# gives the uninterrupted run bit for bit (float64, chunks of 2: ``chunked_run``)
+# --------------------------------------------------------------------------------------
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    """A copy of a stored run (no lock file: a command that takes the lock would leave one)."""
+    dst = tmp_path / "out" / "uv" / run.name
+    shutil.copytree(run, dst)
+    (dst / ".lock").unlink(missing_ok=True)
+    return dst
+
+
+def unbisected(run: Path) -> Path:
+    """``run`` as a kill -9 right after its coarse grid leaves it: students complete, the bisection
+    recorded as running, no boundaries.parquet."""
+    meta = json.loads((run / "meta.json").read_text())
+    meta["boundary"] = {"status": "running", "rtol": RTOL}
+    (run / "meta.json").write_text(json.dumps(meta))
+    (run / boundary.TABLE).unlink()
+    return run
+
+
+def ls_status(run: Path) -> tuple[str, list[str]]:
+    """(the run's status in ``lrsweep ls``, the commands ls lists to finish or repair runs)."""
+    rc, out, err = cli_main(["ls", run.parent])
+    assert rc == 0, err
+    line = next(line for line in out.splitlines() if line.startswith(str(run) + " "))
+    todo = out.split("to finish or repair:\n")[1].split("\n") if "to finish or repair:" in out else []
+    return re.split(r"\s{2,}", line.strip())[-1], [t.strip() for t in todo if t.strip()]  # the last column
+
+
+def one_line(err: str) -> str:
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    return err.strip()
+
+
+def assert_same_as(run: Path, clean: Path) -> None:
+    """Every table of ``run`` equals ``clean``'s exactly (run ids aside)."""
+    key = ["unit_id", "boundary"]
+    got, want = (pd.read_parquet(r / boundary.TABLE).sort_values(key).reset_index(drop=True) for r in (run, clean))
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    for table, key in (("students", ["student_id"]), ("curves", ["student_id", "step"])):
+        got, want = (lrsweep.load(r, table=table).drop(columns="run_id").sort_values(key).reset_index(drop=True)
+                     for r in (run, clean))
+        pd.testing.assert_frame_equal(got[sorted(got.columns)], want[sorted(want.columns)], check_exact=True)
+    meta = json.loads((run / "meta.json").read_text())["boundary"]
+    assert meta["status"] == "complete" and meta["rows"] == {boundary.TABLE: 6}
+    assert not (run / boundary.PARTS).exists()
+
+
+def resume_cli(run: Path) -> None:
+    rc, out, err = cli_main(["boundary", "--resume", run, "--quiet"])
+    assert rc == 0, err
+    assert ls_status(run) == ("complete", [])
+
+
+# The CLI in a subprocess whose second bisection chunk stalls (outside the numerics), so a kill -9
+# lands in the bisection after the first chunk's part is stored.
+STALLING_CLI = """
+import sys, time
+from lrsweep.families.catapult import boundary
+real, calls = boundary._bisect_chunk, []
+def stall_second(*args):
+    calls.append(1)
+    if len(calls) == 2:
+        time.sleep(600)
+    return real(*args)
+boundary._bisect_chunk = stall_second
+from lrsweep.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_killed_bisection_is_incomplete_everywhere_and_resumes_bit_identically(chunked_run, tmp_path, x64):
+    """kill -9 in the bisection (no handler runs): ls says incomplete and lists the boundary resume;
+    show, compare and plot say so on one line and go on with the coarse grid; the resume gives the
+    uninterrupted run."""
+    import yaml
+    path = tmp_path / "uv.yaml"
+    path.write_text(yaml.safe_dump(uv_config(), sort_keys=False))  # the columns follow the YAML's order
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(lrsweep.__file__).parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-c", STALLING_CLI, "boundary", str(path), "--out", str(out), "--x64",
+                             "--chunk-size", "2", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 240
+    while not list(out.rglob(f"{boundary.PARTS}/*.parquet")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    _, err = proc.communicate()
+    (run,) = [p.parent for p in out.rglob("meta.json")]
+    assert len(list((run / boundary.PARTS).glob("*.parquet"))) == 1, err[-2000:]
+    resume = f"lrsweep boundary --resume {run}"
+    assert ls_status(run) == ("incomplete: the bisection did not finish (dead) (resumable)", [resume])
+    rc, stdout, err = cli_main(["show", run])
+    assert rc == 0 and f"finish it with: {resume}" in stdout, err
+    for command in (["compare", run], ["plot", run, "--dense", "0"]):
+        rc, stdout, err = cli_main(command)
+        assert rc == 0, err
+        assert err.startswith(f"lrsweep: note: {run}: incomplete: the bisection did not finish") and resume in err, err
+    resume_cli(run)
+    assert_same_as(run, chunked_run)
+
+
+def test_coarse_grid_stopped_anywhere_names_the_boundary_resume(chunked_run, tmp_path, x64, monkeypatch):
+    """A run stopped in its coarse grid (failed, then as a kill -9 leaves it: dead) is resumed by
+    lrsweep boundary --resume, never lrsweep run --resume (that would leave it without boundaries)."""
+    real, calls = runner._write_chunk, []
+
+    def write_then_crash(*args, **kwargs):
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_write_chunk", write_then_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        boundary.run_boundary(config.load_config(uv_config()), tmp_path / "out", rtol=RTOL, x64=True, chunk_size=2,
+                              progress=False)
+    monkeypatch.setattr(runner, "_write_chunk", real)
+    (run,) = [p.parent for p in (tmp_path / "out").rglob("meta.json")]
+    resume = f"lrsweep boundary --resume {run}"
+    assert ls_status(run) == ("failed: RuntimeError: simulated crash (resumable: 6/18 students)", [resume])
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["boundary"] == {"status": "running", "rtol": RTOL}
+    meta["status"] = "running"  # as a kill -9 leaves it
+    (run / "meta.json").write_text(json.dumps(meta))
+    assert ls_status(run) == ("dead (resumable: 6/18 students)", [resume])
+    resume_cli(run)
+    assert_same_as(run, chunked_run)
+
+
+def test_interrupted_bisection_says_how_to_finish_it(chunked_run, tmp_path, x64, monkeypatch):
+    run = unbisected(copy_run(chunked_run, tmp_path))
+    real, calls = boundary._bisect_chunk, []
+
+    def interrupt_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(boundary, "_bisect_chunk", interrupt_second)
+    rc, _, err = cli_main(["boundary", "--resume", run, "--quiet"])
+    resume = f"lrsweep boundary --resume {run}"
+    assert rc == 130 and one_line(err).endswith(f"Finish it with: {resume}"), err
+    assert json.loads((run / "meta.json").read_text())["boundary"]["status"] == "interrupted"
+    assert ls_status(run) == ("incomplete: the bisection did not finish (interrupted) (resumable)", [resume])
+    monkeypatch.setattr(boundary, "_bisect_chunk", real)
+    resume_cli(run)
+    assert_same_as(run, chunked_run)
+
+
+@pytest.mark.parametrize("fails", ["part", "table", "meta"])
+def test_unwritable_run_is_one_line_and_resumable(chunked_run, tmp_path, x64, monkeypatch, fails):
+    """A write refused mid-bisection (the second chunk's part, boundaries.parquet, or meta.json at
+    the end, when the failure cannot be recorded either): one line naming the file and the command
+    that finishes the run, which works once the directory is writable again; ls never says complete."""
+    run = unbisected(copy_run(chunked_run, tmp_path))
+    real_table, real_json, parts = store.write_table, store.write_json, []
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    def write_table(df, path, *args, **kwargs):
+        if fails == "part" and Path(path).parent.name == boundary.PARTS:
+            parts.append(path)
+            if len(parts) == 2:
+                refuse(path)
+        if fails == "table" and Path(path).name == boundary.TABLE:
+            refuse(path)
+        return real_table(df, path, *args, **kwargs)
+
+    def write_json(obj, path):
+        if fails == "meta" and obj.get("boundary", {}).get("status") != "running":
+            refuse(path)
+        return real_json(obj, path)
+
+    monkeypatch.setattr(store, "write_table", write_table)
+    monkeypatch.setattr(store, "write_json", write_json)
+    rc, _, err = cli_main(["boundary", "--resume", run, "--quiet"])
+    file = {"part": lambda: parts[1], "table": lambda: run / boundary.TABLE, "meta": lambda: run / "meta.json"}[fails]()
+    resume = f"lrsweep boundary --resume {run}"
+    assert rc == 2 and one_line(err) == (f"lrsweep: cannot write {file}: Permission denied; once it is "
+                                         f"writable, finish with: {resume}"), err
+    monkeypatch.setattr(store, "write_table", real_table)
+    monkeypatch.setattr(store, "write_json", real_json)
+    status, todo = ls_status(run)
+    assert status.startswith("incomplete: the bisection did not finish (") and todo == [resume], status
+    if fails != "meta":
+        assert "(failed: PermissionError: [Errno 13] Permission denied" in status
+    resume_cli(run)
+    assert_same_as(run, chunked_run)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "rows missing"])
+def test_damaged_boundaries_table_is_named_and_rebuilt(chunked_run, tmp_path, x64, monkeypatch, damage):
+    """ls says corrupt, show / compare / plot / load refuse it on one line naming the file and the
+    boundary resume, and that resume rebuilds it (the bisection counted in bisections)."""
+    run = copy_run(chunked_run, tmp_path)
+    table = run / boundary.TABLE
+    if damage == "truncated":
+        table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
+    else:
+        pd.read_parquet(table).iloc[1:].to_parquet(table)
+    resume = f"lrsweep boundary --resume {run}"
+    status, todo = ls_status(run)
+    assert status.startswith(f"corrupt: {table}: ") and todo == [resume], status
+    for command in (["show", run], ["compare", run], ["plot", run, "--dense", "0"]):
+        rc, _, err = cli_main(command)
+        assert rc == 2 and one_line(err).startswith(f"lrsweep: {run}: corrupt: {table}: ") \
+            and err.strip().endswith(f"repair it with: {resume}"), (command, err)
+    with pytest.raises(StoreError, match=re.escape(str(table))) as e:
+        lrsweep.load(run, table="boundaries")
+    assert str(e.value).endswith(f"repair with: {resume}")
+    monkeypatch.setenv("LRSWEEP_PROGRESS_EVERY", "0")
+    rc, _, err = cli_main(["boundary", "--resume", run])
+    assert rc == 0, err
+    progress = [line for line in err.splitlines() if "bisection" in line]
+    assert progress and all(re.fullmatch(r"lrsweep: [\d.]+/6 bisections \(\d+%\), \S+ bisections/s, ETA \S+", line)
+                            for line in progress), err
+    assert ls_status(run) == ("complete", [])
+    assert_same_as(run, chunked_run)
+    pd.testing.assert_frame_equal(lrsweep.load(run, table="boundaries").drop(columns="run_id"),
+                                  pd.read_parquet(chunked_run / boundary.TABLE), check_exact=True)
+
+
+def test_load_reads_the_boundaries_of_a_sweep_and_refuses_an_unfinished_one(chunked_run, tmp_path):
+    run = copy_run(chunked_run, tmp_path)
+    got = lrsweep.load(run.parent, table="boundaries")  # the sweep's latest run
+    assert (got["run_id"] == run.name).all() and len(got) == 6
+    unbisected(run)
+    with pytest.raises(StoreError, match=re.escape(f"{run / boundary.TABLE}: not written")) as e:
+        lrsweep.load(run, table="boundaries")
+    assert str(e.value).endswith(f"finish it with: lrsweep boundary --resume {run}")
+    with pytest.raises(ValueError, match="allowed: curves, students, .*boundaries"):
+        lrsweep.load(run, table="boundary")
+
+
+def _plain(run: Path) -> None:
+    meta = json.loads((run / "meta.json").read_text())
+    del meta["boundary"]
+    (run / "meta.json").write_text(json.dumps(meta))
+
+
+def _sharded(run: Path) -> None:
+    meta = json.loads((run / "meta.json").read_text())
+    del meta["boundary"]
+    meta.update(status="sharded", shards=2)
+    (run / "meta.json").write_text(json.dumps(meta))
+
+
+def _no_lr_axis(run: Path) -> None:
+    import yaml
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["grid"] = {"lr_1": [0.2, 5.0], "lr_2": [1.0]}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+@pytest.mark.parametrize("make,why", [
+    (_plain, "was not made by lrsweep boundary (its meta.json records no bisection)"),
+    (_sharded, "was made by lrsweep run --shard, not by lrsweep boundary"),
+    (_no_lr_axis, "cannot be bisected (grid: lrsweep boundary bisects a shared learning rate"),
+    (None, "is not a run directory"),
+])
+def test_resume_refuses_a_run_it_cannot_finish_before_writing(chunked_run, tmp_path, make, why):
+    """One line naming --resume and why; meta.json untouched, no lock taken, nothing written."""
+    run = copy_run(chunked_run, tmp_path)
+    if make is None:
+        run = run / "students"
+    else:
+        make(run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    rc, _, err = cli_main(["boundary", "--resume", run, "--quiet"])
+    assert rc == 2 and one_line(err).startswith(f"lrsweep: config error: --resume: {run} {why}"), err
+    assert "--shard i/" not in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # no .lock either
+
+
+def test_resume_takes_no_new_rtol_or_precision(chunked_run, tmp_path):
+    run = unbisected(copy_run(chunked_run, tmp_path))
+    for extra, option in ((["--rtol", "1e-4"], "--rtol"), (["--x64"], "--x64")):
+        rc, _, err = cli_main(["boundary", "--resume", run, "--quiet", *extra])
+        assert rc == 2 and one_line(err).startswith(f"lrsweep: config error: {option}: --resume reuses"), err
+    assert not (run / ".lock").exists() and not (run / boundary.TABLE).exists()
+
+
+@pytest.mark.parametrize("x64,rtol", [(False, "1e-300"), (False, "5e-7"), (True, "1e-16"), (False, "nan"),
+                                      (False, "1")])
+def test_rtol_the_precision_cannot_reach_is_refused(tmp_path, x64, rtol):
+    import yaml
+    path = tmp_path / "uv.yaml"
+    path.write_text(yaml.safe_dump(uv_config()))
+    rc, _, err = cli_main(["boundary", path, "--rtol", rtol, "--out", tmp_path / "out", "--quiet"]
+                          + (["--x64"] if x64 else []))
+    allowed = "[1.8e-15, 1) in float64 (--x64)" if x64 else "[9.5e-07, 1) in float32"
+    assert rc == 2 and one_line(err).startswith(f"lrsweep: config error: --rtol: must be in {allowed}"), err
+    assert not (tmp_path / "out").exists()
+    rc, _, err = cli_main(["boundary", path, "--rtol", "abc", "--out", tmp_path / "out", "--quiet"])
+    assert rc == 2 and "--rtol" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_smallest_rtol_is_reached_and_printed_sanely(tmp_path, x64):
+    """At the smallest rtol of its precision every bracket is within it (the midpoints still split
+    it), and the counts printed are readable numbers, not hundreds of digits."""
+    import jax
+    import yaml
+    old = jax.config.jax_enable_x64
+    path = tmp_path / "uv.yaml"
+    path.write_text(yaml.safe_dump(uv_config()))
+    rtol = (8 * np.finfo(np.float64 if x64 else np.float32).eps)  # the documented bound: 8 ulps
+    try:
+        rc, out, err = cli_main(["boundary", path, "--rtol", repr(float(rtol) * 1.0001), "--out", tmp_path / "out",
+                                 "--quiet"] + (["--x64"] if x64 else []))
+    finally:
+        jax.config.update("jax_enable_x64", old)
+    assert rc == 0, err
+    (table,) = (tmp_path / "out").rglob(boundary.TABLE)
+    t = pd.read_parquet(table)
+    assert t["bracketed"].all()
+    assert (t["lr_high"] / t["lr_low"] <= 1 + rtol * 1.0001).all(), (t["lr_high"] / t["lr_low"] - 1).max()
+    assert not re.search(r"\d{13}", out.replace(",", "")), out
+
+
+def test_help_examples_run(capsys):
+    """Every example of ``lrsweep boundary --help`` parses, and its config loads and passes the checks."""
+    from lrsweep import cli
+    with pytest.raises(SystemExit):
+        cli.main(["boundary", "--help"])
+    text = capsys.readouterr().out
+    examples = [line.split("#")[0].split()[1:] for line in text.split("examples:\n")[1].splitlines() if line.strip()]
+    assert len(examples) >= 3 and any("--resume" in e for e in examples)
+    for argv in examples:
+        args = cli.build_parser().parse_args(argv)
+        if args.resume:
+            continue
+        cfg = config.load_config(runner.resolve_config_path(args.config), args.overrides)
+        boundary.check(cfg, args.rtol or boundary.DEFAULT_RTOL, args.x64)
