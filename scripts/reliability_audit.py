@@ -224,6 +224,9 @@ class Runs:
         meta = store.read_json(run / "meta.json")
         meta["boundary"] = {"rtol": 1e-3, "status": "complete", "rows": {"boundaries.parquet": 2}}
         store.write_json(meta, run / "meta.json")
+        cfg = yaml.safe_load((run / "config.yaml").read_text())  # a boundary run logs the phase it bisects
+        cfg.setdefault("train", {})["metrics"] = ["phase"]
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         return run
 
     @staticmethod
@@ -407,7 +410,7 @@ CASES = [
          says=("{dmg4}/boundaries.parquet", "lrsweep boundary --resume {dmg4}")),
     # schedule
     case("schedule", BAD, "no such config", ["schedule", "nosuch.yaml", "--out", "{out}"], says=("config",)),
-    case("schedule", BAD, "a grid config", ["schedule", "{cfg}", "--out", "{out}"], says=("allowed values",)),
+    case("schedule", BAD, "a grid config", ["schedule", "{cfg}", "--out", "{out}"], says=("task.kind", "allowed values")),
     case("schedule", BAD, "--verify 0", ["schedule", "configs/schedules/optimal_schedules_cpu.yaml", "--out", "{out}",
                                          "--verify", "0"], says=("--verify",)),
     case("schedule", BAD, "--max-memory abc", ["schedule", "configs/schedules/optimal_schedules_cpu.yaml", "--out",

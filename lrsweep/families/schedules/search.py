@@ -170,13 +170,6 @@ def points(cfg: config_lib.SweepConfig) -> pd.DataFrame:
     learning rates (the search finds them)."""
     from lrsweep import registry
     default = registry.SECTIONS["schedule_search"].default_lr
-    rates = [n for names, values in cfg.axes for n in names if config_lib.is_rate_axis(n)
-             and (names, values) != (("lr",), [(default,)])]  # the section's own lr 1 (its verify runs' scale)
-    if rates:
-        raise ConfigError(f"grid.{rates[0]}", "lrsweep schedule searches the learning rates itself (every rate "
-                                              "whose expected loss stays finite; bound them with "
-                                              "schedule_search.eta_max or eta_max_fraction): remove the rate axes "
-                                              "from the grid")
     students = config_lib.expand_grid(cfg)
     for column, want in (("kind", ("power_law_features",)), ("optimizer", ("sgd", "momentum")),
                          ("n_layers", (1,)), ("parameterization", ("standard",)), ("init", ("zeros",))):
@@ -185,6 +178,13 @@ def points(cfg: config_lib.SweepConfig) -> pd.DataFrame:
             path = next(p for p in config_lib.FIELDS if short_name(p) == column)
             raise ConfigError(path, f"lrsweep schedule optimises seed 004's SGD on the linear predictor: "
                                     f"allowed values: {', '.join(map(str, want))}, got {students[column][bad].iloc[0]!r}")
+    rates = [n for names, values in cfg.axes for n in names if config_lib.is_rate_axis(n)
+             and (names, values) != (("lr",), [(default,)])]  # the section's own lr 1 (its verify runs' scale)
+    if rates:
+        raise ConfigError(f"grid.{rates[0]}", "lrsweep schedule searches the learning rates itself (every rate "
+                                              "whose expected loss stays finite; bound them with "
+                                              "schedule_search.eta_max or eta_max_fraction): remove the rate axes "
+                                              "from the grid")
     for column in ("schedule", "batch_schedule", "momentum_schedule"):
         if (students[column] != "constant").any():
             raise ConfigError(f"train.{column}", "lrsweep schedule finds the schedules itself: leave it constant")
