@@ -103,9 +103,6 @@ def _bad_cases(tmp: Path):
                                      "--distributed"),
         # a setting that cannot take effect (case 9)
         "newton-steps-never-read": (["run", good, "--set", "train.newton_steps=3"], "train.newton_steps: only read by"),
-        "momentum-without-momentum": (["run", good, "--set", "train.momentum=0.9"], "train.momentum"),
-        "sketch-dim-without-sketch": (["run", good, "--set", "train.sketch_dim=4"], "train.sketch_dim"),
-        "batch-ramp-field-without-ramp": (["run", good, "--set", "train.batch_start=2"], "train.batch_start"),
     }
 
 
@@ -117,8 +114,7 @@ BAD_IDS = ["missing-file", "unknown-field", "unknown-top-level", "bad-init", "ba
            "rtol-not-a-number", "verify-zero", "mem-fraction-not-a-number", "distributed-bogus", "num-processes-zero",
            "unknown-command", "coordinator-no-port", "coordinator-port-range", "process-id-out-of-range",
            "coordinator-alone", "distributed-auto-and-coordinator", "distributed-auto-dry-run",
-           "newton-steps-never-read", "momentum-without-momentum", "sketch-dim-without-sketch",
-           "batch-ramp-field-without-ramp"]
+           "newton-steps-never-read"]
 
 
 @pytest.mark.parametrize("case", BAD_IDS)

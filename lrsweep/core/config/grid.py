@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -158,36 +157,11 @@ def expand_grid(cfg: SweepConfig) -> pd.DataFrame:
         hook(table)
     # constants stay broadcast views of their one value (object dtype kept: no n-row string conversion)
     index = combo = stable = None  # the (n,) axis positions are no longer needed: freed before the check
-    _check_applies(cfg, table)
     _check_distinct_students(table, cfg, axes, shape)
     df = pd.DataFrame({k: pd.Series(v, dtype=v.dtype, copy=False) if is_broadcast(v) else v
                        for k, v in table.items()}, copy=False)
     df.insert(0, "student_id", np.arange(n, dtype=np.int64))
     return df
-
-
-def given_paths(cfg: SweepConfig) -> list[str]:
-    """The field paths the config (with its overrides) writes itself, in its order: section entries and
-    grid axes; not the defaults."""
-    paths = []
-    for key, value in cfg.raw.items():
-        if key == "grid" or not isinstance(value, dict):
-            paths.append(key)
-        else:
-            paths.extend(f"{key}.{name}" for name in value)
-    paths.extend(name for names, _ in cfg.axes for name in names)
-    return [p for p in dict.fromkeys(paths) if p in FIELDS]
-
-
-def _check_applies(cfg: SweepConfig, table: dict) -> None:
-    """A field the config sets that applies to none of its students (:attr:`Field.applies`: a momentum
-    without momentum, a batch ramp without a ramp) cannot take effect: ConfigError naming it."""
-    for path in given_paths(cfg):
-        applies = FIELDS[path].applies
-        if applies is not None and not np.asarray(applies(table)).any():
-            what = re.split(r"\. | \(", FIELDS[path].doc)[0].rstrip(".")
-            raise ConfigError(path, f"is set but applies to none of the grid's students, so it cannot take "
-                                    f"effect ({what}); remove it or set what it depends on")
 
 
 def _resolve_schedule_columns(table: dict) -> None:
