@@ -85,6 +85,8 @@ def _bad_cases(tmp: Path):
         # issue 24: argparse errors are one line naming the option and what it allows (case 10)
         "rtol-not-a-number": (["boundary", good, "--rtol", "abc"], "--rtol: expected a number in (0, 1)"),
         "verify-zero": (["schedule", good, "--verify", "0"], "--verify: expected a positive integer"),
+        "verify-too-few-for-a-tail-fit": (["schedule", "configs/schedules/optimal_schedules_cpu.yaml", "--verify", "5"],
+                                          "--verify: needs >= 6 seeds"),
         "mem-fraction-not-a-number": (["run", good, "--mem-fraction", "abc"], "--mem-fraction: expected a number in (0, 1]"),
         "distributed-bogus": (["run", good, "--distributed", "bogus"], "--distributed: one of auto"),
         "num-processes-zero": (["run", good, "--num-processes", "0"], "--num-processes: expected a positive integer"),
@@ -111,7 +113,7 @@ BAD_IDS = ["missing-file", "unknown-field", "unknown-top-level", "bad-init", "ba
            "list-yaml", "empty-yaml", "name-escapes-out", "chunk-size-zero", "max-memory-garbage",
            "checkpoint-every-negative",
            "resume-not-a-run", "resume-missing", "resume-with-config", "dry-run-bad",
-           "rtol-not-a-number", "verify-zero", "mem-fraction-not-a-number", "distributed-bogus", "num-processes-zero",
+           "rtol-not-a-number", "verify-zero", "verify-too-few-for-a-tail-fit", "mem-fraction-not-a-number", "distributed-bogus", "num-processes-zero",
            "unknown-command", "coordinator-no-port", "coordinator-port-range", "process-id-out-of-range",
            "coordinator-alone", "distributed-auto-and-coordinator", "distributed-auto-dry-run",
            "newton-steps-never-read"]

@@ -23,6 +23,9 @@ import numpy as np
 PRACTICAL_K = 0.7     # above this no practical number of samples makes the mean reliable (PSIS)
 
 
+MIN_SAMPLES = 6  # the fewest samples whose tail holds the two exceedances a fit needs (tail_size(6) = 2)
+
+
 def tail_size(n: int) -> int:
     """M = min(ceil(n/5), ceil(3 sqrt(n))): the samples the tail fit uses (PSIS, sec. 3)."""
     return int(min(math.ceil(0.2 * n), math.ceil(3 * math.sqrt(n))))
@@ -54,8 +57,8 @@ def tail(samples) -> dict:
     k >= 1) and whether n suffices (``reliable``) or no practical n does (``hopeless``, k >= 0.7)."""
     x = np.asarray(samples, np.float64).ravel()
     n = x.size
-    if n < 5:
-        raise ValueError(f"samples: at least 5 values for a tail fit, got {n}")
+    if n < MIN_SAMPLES:
+        raise ValueError(f"samples: at least {MIN_SAMPLES} values for a tail fit, got {n}")
     if not np.all(np.isfinite(x)):
         k = math.inf
         size = 0

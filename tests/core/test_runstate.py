@@ -50,7 +50,7 @@ def test_a_stage_that_did_not_finish_is_incomplete_everywhere(run):
     set_meta(run, toy_stage={"status": "running"})
     state = runstate.run_state(run)
     assert (state.state, state.resume) == ("incomplete", f"lrsweep toy --resume {run}")
-    assert state.describe() == "incomplete: the toy stage did not finish (running) (resumable)"
+    assert state.describe() == "incomplete: the toy stage did not finish (dead) (resumable)"  # no lock held
     rc, out, _ = cli_main(["ls", run.parent.parent])
     assert rc == 0 and f"lrsweep toy --resume {run}" in out.splitlines()[-1], out
     rc, out, err = cli_main(["show", run])

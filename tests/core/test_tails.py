@@ -48,3 +48,12 @@ def test_bad_samples_name_the_argument():
         tails.tail([1.0, 2.0])
     with pytest.raises(ValueError, match="^exceedances:"):
         tails.gpd_shape([1.0, -1.0, 2.0])
+
+
+def test_the_fewest_samples_hold_two_exceedances():
+    """A tail fit needs two exceedances over the threshold: 6 samples give them (tail_size 2), 5 give
+    one, and are refused by name rather than failing inside the fit."""
+    assert tails.tail_size(6) == 2 and tails.tail_size(5) == 1
+    assert tails.tail(np.array([1.0, 2.0, 3.0, 4.0, 5.0, 7.0]))["tail_size"] == 2
+    with pytest.raises(ValueError, match="at least 6 values"):
+        tails.tail(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))

@@ -37,6 +37,7 @@ import pandas as pd
 
 from lrsweep.core import config as config_lib
 from lrsweep.core import store
+from lrsweep.core import tails
 from lrsweep.core.columns import short_name
 from lrsweep.core.errors import ConfigError
 from lrsweep.families.schedules.point import POINT_COLUMNS, SCHEDULE, STUDENT_COLUMNS, point_label, read_table
@@ -312,8 +313,9 @@ def run_schedule(cfg: config_lib.SweepConfig | None = None, out: str | Path = "r
     search = read_search(cfg)
     pts = points(cfg)  # every check before any directory
     runner.check_out(out, cfg.name)
-    if verify is not None and verify < 5:
-        raise ConfigError("--verify", f"needs >= 5 seeds for a standard error and a tail fit, got {verify}")
+    if verify is not None and verify < tails.MIN_SAMPLES:
+        raise ConfigError("--verify", f"needs >= {tails.MIN_SAMPLES} seeds for a standard error and a tail fit "
+                                      f"(two exceedances), got {verify}")
     max_seeds = default_max_seeds(verify) if max_seeds is None else max_seeds
     if verify is not None and max_seeds < verify:
         raise ConfigError("--verify-max-seeds", f"must be >= --verify ({verify}), got {max_seeds}")
@@ -495,7 +497,6 @@ def _final_losses(run_dir: Path, rows) -> pd.DataFrame:
 def monte_carlo_columns(samples: pd.DataFrame) -> pd.DataFrame:
     """Per summary row: mc_mean, mc_sem, mc_n, mc_diverged, and the tail (:func:`lrsweep.core.tails.tail`):
     mc_tail_k, mc_seeds_needed (10^(1/(1-k)); inf for k >= 1)."""
-    from lrsweep.core import tails
     rows = {}
     for row, g in samples.groupby("row"):
         x = g["loss"].to_numpy(float)

@@ -11,7 +11,7 @@ from conftest import cli_main
 # 16 x 16 body: 256 weights, sketched to 128 columns (more than pandas' 100 blocks before it warns)
 CFG = {"name": "sketch", "seeds": [0, 1], "task": {"input_dim": 16, "n_train": 32},
        "model": {"parameterization": "standard", "n_layers": 2, "width": 16}, "init": "gaussian",
-       "train": {"steps": 2, "metrics": ["body_sketch"], "sketch_dim": 128, "head_ridge": 0.01},
+       "train": {"steps": 2, "metrics": ["body_sketch"], "sketch_dim": 128},
        "grid": {"lr_body": [0.01], "lr_ratio": [1.0]}}
 
 
