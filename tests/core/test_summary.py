@@ -117,10 +117,12 @@ def write_run(root: Path, cfg: dict, loss) -> Path:
         students[col] = students[col].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else None)
     run = root / cfg.name / "r0"
     store.write_yaml(cfg.to_dict(), run / "config.yaml")
-    store.write_json({"status": "complete", "n_groups": 1, "wall_time_s": 1.0, "students_per_s": 1.0},
-                     run / "meta.json")
+    store.write_json({"status": "complete", "n_groups": 1, "wall_time_s": 1.0, "students_per_s": 1.0,
+                      "n_students": len(students)}, run / "meta.json")
     store.write_table(students, run / "students.parquet")
-    return run
+    store.write_table(pd.DataFrame({"run_id": "r0", "student_id": students["student_id"], "step": 0,
+                                    "train_loss": students["final_train_loss"]}), run / "curves.parquet")
+    return run  # complete as `lrsweep ls` checks it: both tables, every student
 
 
 def test_the_rule_prefers_points_without_diverged_seeds():

@@ -263,7 +263,7 @@ def test_verify_without_spread_compares_the_relative_gap():
     """A schedule whose seeds all give the same loss (standard error 0) is judged by its relative gap
     (compare.REL_TOLERANCE), not by z = gap / 0 = inf, which failed a round-off gap."""
     from lrsweep.families.schedules.checks import verify
-    row = {"a": 1.5, "b": 2.0, "input_dim": 8, "noise_std": 0.0, "batch_size": 1, "T": 10, "kind": "constant",
+    row = {"a": 1.5, "b": 2.0, "n_features": 8, "noise_std": 0.0, "batch_size": 1, "T": 10, "schedule": "constant",
            "expected_loss": 0.25, "mc_mean": 0.25 + 5.6e-17, "mc_sem": 0.0, "mc_n": 8, "mc_diverged": 0,
            "mc_tail_k": 0.1, "mc_seeds_needed": 2.0, "loss_spread": np.nan}
     assert verify(pd.DataFrame([row]))["passed"].all()
