@@ -40,51 +40,24 @@ def parse_bytes(text: str) -> int:
     return int(value * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit])
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {v}")
-    return v
-
-
-def _float_in(option: str, allowed: str, ok) -> callable:
-    """An argparse type: a float for which ``ok(v)`` holds, else ``<allowed>, got <text>``."""
-    def parse(text: str) -> float:
+def _number(kind, allowed: str, ok, name: str):
+    """An argparse type: ``kind(text)`` for which ``ok(v)`` holds, else ``<allowed>, got <text>``."""
+    def parse(text: str):
         try:
-            v = float(text)
+            v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{allowed}, got {text!r}") from None
         if not ok(v):
             raise argparse.ArgumentTypeError(f"{allowed}, got {text}")
         return v
-    parse.__name__ = option
+    parse.__name__ = name
     return parse
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-mem_fraction = _float_in("mem_fraction", "expected a number in (0, 1]", lambda v: 0.0 < v <= 1.0)
+positive_int = _number(int, "expected a positive integer", lambda v: v > 0, "positive_int")
+nonnegative_int = _number(int, "expected an integer >= 0", lambda v: v >= 0, "nonnegative_int")
+_seconds = _number(float, "expected seconds (a number >= 0)", lambda v: v >= 0, "seconds")
+mem_fraction = _number(float, "expected a number in (0, 1]", lambda v: 0.0 < v <= 1.0, "mem_fraction")
 
 
 class Parser(argparse.ArgumentParser):

@@ -110,3 +110,14 @@ def with_changes(cfg: dict, **changes) -> dict:
         else:
             cfg[section] = value
     return cfg
+
+
+def run_tables(run) -> dict:
+    """{"students", "curves"} of a stored run, each sorted by its key with columns in name order (the
+    column order follows the YAML), for comparing two runs bit for bit."""
+    import lrsweep
+    out = {}
+    for table, key in (("students", ["student_id"]), ("curves", ["student_id", "step"])):
+        df = lrsweep.load(run, table=table).drop(columns="run_id")
+        out[table] = df[sorted(df.columns)].sort_values(key).reset_index(drop=True)
+    return out

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import cli_main
+from conftest import cli_main, run_tables
 
 import lrsweep
 from lrsweep.core import runner
@@ -66,16 +66,10 @@ def ls_line(root: Path, run: Path) -> str:
     return next(line for line in stdout.splitlines() if line.startswith(str(run) + " "))
 
 
-def tables(run: Path) -> dict:
-    out = {}
-    for table, key in (("students", ["student_id"]), ("curves", ["student_id", "step"])):
-        df = lrsweep.load(run, table=table).drop(columns="run_id")
-        out[table] = df[sorted(df.columns)].sort_values(key).reset_index(drop=True)  # order follows the YAML
-    return out
 
 
 def assert_same_results(run: Path, clean: Path):
-    got, want = tables(run), tables(clean)
+    got, want = run_tables(run), run_tables(clean)
     for table in ("students", "curves"):
         pd.testing.assert_frame_equal(got[table], want[table], check_exact=True)
 

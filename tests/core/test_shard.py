@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import cli_main
+from conftest import cli_main, run_tables
 
 import lrsweep
 from lrsweep.core import config
@@ -49,12 +49,6 @@ def test_every_student_is_in_exactly_one_balanced_shard(seeds, lrs, count):
             assert mine.loc[mine["group_id"] == gid, "seed"].nunique() <= -(-k // lrs) + 1
 
 
-def tables(run: Path) -> dict:
-    out = {}
-    for table, key in (("students", ["student_id"]), ("curves", ["student_id", "step"])):
-        df = lrsweep.load(run, table=table).drop(columns="run_id")
-        out[table] = df[sorted(df.columns)].sort_values(key).reset_index(drop=True)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +66,7 @@ def write_cfg(folder: Path, cfg=CFG) -> Path:
 
 
 def assert_same(run: Path, whole: Path) -> None:
-    got, want = tables(run), tables(whole)
+    got, want = run_tables(run), run_tables(whole)
     for table in ("students", "curves"):
         pd.testing.assert_frame_equal(got[table], want[table], check_exact=True)
     assert sorted(got["students"]["student_id"]) == list(range(N))  # each student exactly once
@@ -263,7 +257,7 @@ def test_merge_refusals_leave_no_lock_a_damaged_part_names_its_shard_and_a_secon
     assert lock_files(tmp_path) == locks
     rc, out, err = cli_main([*argv, "--shard", "1/2"])
     assert rc == 0, err
-    whole = tables(run)  # read from the parts
+    whole = run_tables(run)  # read from the parts
     part = sorted((run / "parts").glob("s1of2-*.curves.parquet"))[0]
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
     locks = lock_files(tmp_path)
@@ -277,7 +271,7 @@ def test_merge_refusals_leave_no_lock_a_damaged_part_names_its_shard_and_a_secon
     assert rc == 0 and "shard 1/2: 2 students (1 trained now, 1 already stored) in" in out, out + err
     rc, out, err = cli_main(["merge", run])
     assert rc == 0 and "students: 4 in 2 shape group(s)" in out, err
-    got = tables(run)
+    got = run_tables(run)
     for table in ("students", "curves"):
         pd.testing.assert_frame_equal(got[table], whole[table], check_exact=True)
     before = snapshot(run)

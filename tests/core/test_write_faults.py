@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import cli_main
+from conftest import cli_main, run_tables
 
 import lrsweep
 from lrsweep.core import store
@@ -37,16 +37,10 @@ def clean(tmp_path_factory):
     return out / "faults" / "clean"
 
 
-def tables(run: Path) -> dict:
-    out = {}
-    for table, key in (("students", ["student_id"]), ("curves", ["student_id", "step"])):
-        df = lrsweep.load(run, table=table).drop(columns="run_id")
-        out[table] = df[sorted(df.columns)].sort_values(key).reset_index(drop=True)
-    return out
 
 
 def assert_same_results(run: Path, clean: Path) -> None:
-    got, want = tables(run), tables(clean)
+    got, want = run_tables(run), run_tables(clean)
     for table in ("students", "curves"):
         pd.testing.assert_frame_equal(got[table], want[table], check_exact=True)
 
