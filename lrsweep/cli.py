@@ -8,15 +8,14 @@ the output is dropped quietly; a run's results are stored before anything is pri
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 
 from lrsweep import registry
 from lrsweep.core import config as config_lib
+from lrsweep.core import stopping
 from lrsweep.core.errors import LrsweepError, StoreError
 
 EXIT_BAD_INPUT = 2
@@ -235,22 +234,6 @@ def _print_summary(summary, rows: int = SUMMARY_ROWS) -> None:
     print(f"load with: lrsweep.load({str(summary.run_dir)!r})")
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (a scheduler's preemption) stops a run like Ctrl-C: finished chunks stay, status says so."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _set_mem_fraction(fraction: float | None) -> None:
     """XLA_PYTHON_CLIENT_MEM_FRACTION for the backend about to start; ConfigError when out of range or
     when JAX's backend already started (it reads the variable once)."""
@@ -333,7 +316,7 @@ def cmd_run(args) -> int:
         run_id = distributed.share_run_id(run_id, runner.new_run_id)
         shard = (jax.process_index(), jax.process_count())
     try:
-        with sigterm_as_interrupt():
+        with stopping.signals_stop():
             summary = runner.run(cfg, args.out, x64=args.x64, max_memory=args.max_memory,
                                  chunk_size=args.chunk_size, resume=args.resume, progress=not args.quiet,
                                  checkpoint_every=args.checkpoint_every, max_students=args.max_students,

@@ -407,6 +407,38 @@ def test_ctrl_c_marks_run_interrupted_and_says_how_to_resume(tmp_path, monkeypat
     assert meta["status"] == "complete" and len(lrsweep.load(run, table="students")) == 12
 
 
+def test_a_signal_whose_interrupt_python_drops_still_stops_the_run(tmp_path, monkeypatch):
+    """CI saw it: the SIGTERM handler ran inside JAX's garbage-collector callback, where Python prints
+    the KeyboardInterrupt as "Exception ignored" and drops it; the run trained to the end and exited 0.
+    Here the signal lands inside a ``__del__`` (dropped the same way) after the first chunk is
+    stored: the run still stops at the next chunk, interrupted, with exit 130 and one chunk stored."""
+    import os
+    import signal
+
+    from lrsweep.core import runner
+
+    class SignalInDel:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(10_000))  # the handler runs here, inside __del__: its KeyboardInterrupt is dropped
+
+    write, written = runner._write_chunk, []
+
+    def write_then_signal(*args, **kwargs):
+        write(*args, **kwargs)
+        written.append(args[1])
+        if len(written) == 1:
+            SignalInDel()  # collected at once
+
+    monkeypatch.setattr(runner, "_write_chunk", write_then_signal)
+    out = tmp_path / "out"
+    rc, _, err = cli_main(["run", write_cfg(tmp_path / "c.yaml"), "--out", out, "--quiet", "--chunk-size", "1"])
+    (run,) = run_dirs(out)
+    assert rc == 130, err[-1000:]
+    assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
+    assert len(written) == 1 and f"1 of {N_TINY} students have results" in err
+
+
 def test_sigterm_stops_a_run_cleanly(tmp_path):
     """A scheduler's SIGTERM: exit 130, finished chunks kept, status interrupted, no traceback.
 

@@ -27,7 +27,7 @@ from lrsweep.core import config as config_lib
 from lrsweep.core import columns as columns_lib
 from lrsweep.core import compilestats
 from lrsweep.core import runstate
-from lrsweep.core import store
+from lrsweep.core import stopping, store
 from lrsweep.core.checkpoint import EVERY_S, SEGMENT_STEPS, ChunkCheckpoints
 from lrsweep.core.errors import ConfigError, LrsweepError, StoreError
 from lrsweep.core.progress import Progress
@@ -563,6 +563,7 @@ def _train(run_dir, record, students, specs, modes, resumed, max_memory, chunk_s
                     n = len(out.result["student_id"])
                     trained += n
                     bar.update(n, n_diverged=int(np.sum(out.result["diverged"])))
+                    stopping.check()  # a signal whose KeyboardInterrupt Python dropped
             except Exception as e:
                 if "RESOURCE_EXHAUSTED" in str(e):  # XLA out of memory: a budget the user can lower
                     raise LrsweepError(

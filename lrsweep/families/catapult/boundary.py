@@ -33,6 +33,7 @@ from lrsweep.core import chunking
 from lrsweep.core import engine
 from lrsweep.core import runner
 from lrsweep.core import runstate
+from lrsweep.core import stopping
 from lrsweep.core import store
 from lrsweep.core import config as config_lib
 from lrsweep.core.columns import is_layer_rate, lr_columns
@@ -336,6 +337,7 @@ def _bisect_run(run_dir: Path, rtol: float, max_memory, chunk_size, progress: bo
                 store.write_table(part, run_dir / PARTS / f"u{int(table['unit_id'].iloc[rows[0]]):09d}.parquet")
                 frames.append(part)
                 bar.update(len(rows) * len(bisect.BOUNDARIES))
+                stopping.check()  # a signal whose KeyboardInterrupt Python dropped
     finally:
         bar.close()
     merged = pd.concat(frames, ignore_index=True) if frames else _rows(table.iloc[:0], start[:0], start[:0, :, 0],

@@ -8,6 +8,7 @@ import sys
 
 from lrsweep import cli, registry
 from lrsweep.core import config as config_lib
+from lrsweep.core import stopping
 
 
 def add_arguments(b) -> None:
@@ -54,7 +55,7 @@ def cmd_boundary(args) -> int:
         cfg = config_lib.load_config(runner.resolve_config_path(args.config), args.overrides)
     rtol = boundary.DEFAULT_RTOL if args.rtol is None else args.rtol
     try:
-        with cli.sigterm_as_interrupt():
+        with stopping.signals_stop():
             summary = boundary.run_boundary(cfg, args.out, rtol=rtol, x64=args.x64, max_memory=args.max_memory,
                                             chunk_size=args.chunk_size, resume=args.resume,
                                             progress=not args.quiet, max_students=args.max_students)

@@ -7,6 +7,7 @@ import sys
 
 from lrsweep import cli, registry
 from lrsweep.core import config as config_lib
+from lrsweep.core import stopping
 from lrsweep.core import store
 from lrsweep.families.schedules.point import POINT_COLUMNS, SCHEDULE, point_label, read_table
 
@@ -50,7 +51,7 @@ def cmd_schedule(args) -> int:
         cfg = config_lib.load_config(runner.resolve_config_path(args.config), args.overrides,
                                      defaults={"schedule_search": {}})
     try:
-        with cli.sigterm_as_interrupt():
+        with stopping.signals_stop():
             result = schedule_search.run_schedule(cfg, args.out, verify=args.verify, max_seeds=args.verify_max_seeds,
                                                   x64=args.x64, progress=not args.quiet, max_memory=args.max_memory,
                                                   resume=args.resume)

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from lrsweep.core import config as config_lib
+from lrsweep.core import stopping
 from lrsweep.core import store
 from lrsweep.core import tails
 from lrsweep.core.columns import short_name
@@ -423,6 +424,7 @@ def _search(run_dir: Path, search: Search, pts: pd.DataFrame, *, x64: bool, prog
     start = time.perf_counter()
     longs, summaries = [], []
     for i, point in enumerate(pts.to_dict("records")):
+        stopping.check()  # a signal whose KeyboardInterrupt Python dropped
         if progress:
             print(f"lrsweep schedule: point {i + 1}/{len(pts)} ({point_label([point[k] for k in POINT_COLUMNS])}): "
                   f"{len(search.kinds)} kinds x {len(search.horizons)} horizons", flush=True)
