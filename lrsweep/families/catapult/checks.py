@@ -417,3 +417,195 @@ register_check("catapult.theorem1_final_loss", check_theorem1_final_loss, curve_
 register_check("catapult.hessian_ntk", check_hessian_ntk, curve_columns=())
 register_check("catapult.corollary1", check_corollary1, strict=False, curve_columns=())
 register_check("catapult.boundaries", check_boundaries, table="boundaries")
+
+
+# --------------------------------------------------------------------------------------
+# (e) Theorem 2: one hidden layer on degenerate data, the exact (f, lambda) map
+# --------------------------------------------------------------------------------------
+
+from lrsweep.families.catapult import theorem2  # noqa: E402  (appended section)
+
+FINAL_NTK_RTOL = 1e-3  # final NTK vs the exact map's range over the input perturbations (float32 runs)
+BOUND_RTOL = 1e-3      # eta lambda_final <= (2 / c)(1 + BOUND_RTOL): float32 and unfinished convergence
+
+THEOREM2_SETTINGS = _settings(**{"task.kind": "classification", "task.data": "degenerate", "task.input_dim": 1,
+                                 "model.parameterization": "ntk", "model.n_layers": 2, "model.output_dim": 1,
+                                 "model.activation": "linear", "train.loss": theorem2.THEOREM2_LOSSES})
+
+
+def theorem2_students(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Theorem 2's students (n_train even) with ``f_sq0`` (f_0^2 from L_0) and ``ntk0`` (step 0)."""
+    if "phase" not in students or "ntk_eig" not in curves:
+        return pd.DataFrame()
+    mask = _covered(students, THEOREM2_SETTINGS, FREE + ("model.width", "task.n_train"))
+    even = students["n_train"].to_numpy() % 2 == 0 if "n_train" in students else True
+    sub = students[mask & even]
+    if sub.empty:
+        return sub
+    sub = _with_initial(sub, curves, {"loss0": "train_loss", "ntk0": "ntk_eig"})
+    sub = sub[np.isfinite(sub["loss0"]) & np.isfinite(sub["ntk0"])].copy()
+    sub["f_sq0"] = [float(theorem2.output_from_loss(l0, loss)) for l0, loss in zip(sub["loss0"], sub["loss"])]
+    return sub
+
+
+def _theorem2_outcome(g, eta, f_sq0, ntk0):
+    loss = g["loss"].iloc[0]
+    loss0 = theorem2.network_risk(f_sq0, loss)
+    return theorem2.network_outcome(loss0, ntk0, eta, g["width"].to_numpy(float), loss, int(g["steps"].iloc[0]),
+                                    float(g["diverge_factor"].iloc[0]))
+
+
+def check_theorem2_phase(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """(e) stored phase of one-hidden-layer students on degenerate data vs the exact (f, lambda) map
+    (:mod:`lrsweep.families.catapult.theorem2`) from their f_0^2 (from L_0) and lambda_0."""
+    df = theorem2_students(students, curves)
+    if df.empty:
+        return pd.DataFrame()
+    predict = lambda g, eta, f_sq0, ntk0: _theorem2_outcome(g, eta, f_sq0, ntk0)["phase"]
+    return _phase_rows(df, predict, ["lr_1", "f_sq0", "ntk0"], "the exact (f, lambda) map of Theorem 2")
+
+
+def check_theorem2_final_ntk(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """(e) Theorem 2's inverse relation: every student that converged (final loss within CONVERGED_ATOL
+    of min R) has eta lambda_final <= 2 / c (2 exponential and mse, 8 logistic; BOUND_RTOL for float32);
+    and every student not divergent ends at the exact map's lambda_final (its range over the input
+    perturbations, widened by FINAL_NTK_RTOL)."""
+    df = theorem2_students(students, curves)
+    if df.empty or "final_ntk_eig" not in df or "final_train_loss" not in df:
+        return pd.DataFrame()
+    rows = []
+    for config, g in _groups(df, with_seed=False):
+        loss = g["loss"].iloc[0]
+        eta, f_sq0, ntk0 = (g[c].to_numpy(float) for c in ("lr_1", "f_sq0", "ntk0"))
+        finals = np.stack([_theorem2_outcome(g, eta * a, f_sq0 * b, ntk0 * c)["final_ntk_eig"]
+                           for a, b, c in _perturbations(3)])
+        nominal = _theorem2_outcome(g, eta, f_sq0, ntk0)
+        stored, final_loss = g["final_ntk_eig"].to_numpy(float), g["final_train_loss"].to_numpy(float)
+        keep = (g["phase"].astype(str).to_numpy() != "divergent") & (nominal["phase"] != "divergent")
+        lo = np.fmin.reduce(finals, axis=0) * (1 - FINAL_NTK_RTOL)
+        hi = np.fmax.reduce(finals, axis=0) * (1 + FINAL_NTK_RTOL)
+        off = keep & ~((stored >= lo) & (stored <= hi))
+        converged = keep & (final_loss - catapult.minimum_loss(loss) <= CONVERGED_ATOL)
+        bound = theorem2.final_ntk_bound(loss)
+        product = eta * stored
+        above = converged & ~(product <= bound * (1 + BOUND_RTOL))
+        detail = (f"{int((keep & ~off).sum())}/{int(keep.sum())} final NTK eigenvalues (students not divergent) "
+                  f"within the exact map's range (rtol {FINAL_NTK_RTOL:g}, inputs +-{BOUNDARY_RTOL:g}); "
+                  f"eta lambda_final <= {bound:g} on {int((converged & ~above).sum())}/{int(converged.sum())} "
+                  f"converged students")
+        if converged.any():
+            detail += f" (max {np.max(product[converged]):.4g})"
+        for name, bad, pred in (("off the map", off, nominal["final_ntk_eig"]), ("above the bound", above, None)):
+            if bad.any():
+                detail += f"; {int(bad.sum())} {name}: " + "; ".join(
+                    f"seed {r.seed} eta {r.lr_1:.6g}: lambda_final {s:.6g}" + (f", predicted {p:.6g}" if pred is not None
+                                                                                 else f", eta lambda {r.lr_1 * s:.6g}")
+                    for r, s, p in zip(g[bad].head(MISMATCHES_SHOWN).itertuples(), stored[bad],
+                                       (pred if pred is not None else stored)[bad]))
+        rows.append({"configuration": config, "n": int(keep.sum()), "passed": not (off.any() or above.any()),
+                     "detail": detail})
+    return pd.DataFrame(rows)
+
+
+register_check("catapult.theorem2_phase", check_theorem2_phase, curve_columns=("train_loss", "ntk_eig"))
+register_check("catapult.theorem2_final_ntk", check_theorem2_final_ntk, curve_columns=("train_loss", "ntk_eig"))
+
+
+# --------------------------------------------------------------------------------------
+# (f) Proposition 1 and Table 1: separable and non-separable data
+# --------------------------------------------------------------------------------------
+
+from lrsweep.families.catapult import separation  # noqa: E402  (appended section)
+
+MONOTONE_LOSS_RTOL = 1e-6  # Proposition 1: a logged rise smaller than this (relative) is float32 round-off
+FLATTER_RTOL = 1e-3        # Table 1: lambda_final below lambda_0 by more than this counts as a flatter end
+
+PROPOSITION1_SETTINGS = _settings(**{"task.kind": "classification", "task.data": "points",
+                                     "model.parameterization": ("standard", "ntk"), "model.n_layers": 1,
+                                     "model.output_dim": 1, "train.loss": "logistic"})
+TABLE1_SETTINGS = _settings(**{"task.kind": "classification", "task.data": ("points", "separable"),
+                               "model.output_dim": 1, "model.activation": "linear",
+                               "train.loss": catapult.DEGENERATE_LOSSES})
+
+
+def _separable(df: pd.DataFrame) -> np.ndarray:
+    """Per student: its data are linearly separable (``separable`` data; ``points`` by a linear program)."""
+    out = np.zeros(len(df), bool)
+    cache = {}
+    for i, (data, points) in enumerate(zip(df["data"], df["points"] if "points" in df else [None] * len(df))):
+        if data == "separable":
+            out[i] = True
+        elif data == "points" and points is not None:
+            if points not in cache:
+                cache[points] = separation.is_separable(*separation.parse_points(points))
+            out[i] = cache[points]
+    return out
+
+
+def check_proposition1(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """(f) seed 003 Proposition 1 (logistic, linear predictor on ``points`` data, separable or not):
+    below eta = 2 / L (L = lambda_max(X^T X / n) / 4, the rate on f = c w . x) the logged train loss never
+    rises and the phase is lazy."""
+    if "phase" not in students or "train_loss" not in curves or "points" not in students:
+        return pd.DataFrame()
+    free = FREE + ("model.width", "model.activation", "task.input_dim", "task.n_train", "task.points")
+    df = students[_covered(students, PROPOSITION1_SETTINGS, free)].copy()
+    if df.empty:
+        return pd.DataFrame()
+    df["eta_f"] = _rate_on_output(df)
+    df["rate"] = [separation.proposition1_rate(separation.parse_points(p)[0], "logistic") for p in df["points"]]
+    df["separable"] = _separable(df)
+    rows = []
+    for config, g in _groups(df, with_seed=False, named=("loss", "points")):
+        below = g[g["eta_f"] < g["rate"]]
+        bad = []
+        for r in below.itertuples():
+            c = curves[(curves["run_id"] == r.run_id) & (curves["student_id"] == r.student_id)].sort_values("step")
+            loss = c["train_loss"].to_numpy(float)
+            rises = loss[1:] > loss[:-1] * (1 + MONOTONE_LOSS_RTOL)
+            if r.phase != "lazy" or rises.any() or not np.isfinite(loss).all():
+                bad.append(f"seed {r.seed} eta {r.lr_1:.6g}: phase {r.phase}, loss rises at "
+                           f"{int(np.argmax(rises)) if rises.any() else 'no'} logged step")
+        kind = "separable" if g["separable"].all() else "non-separable" if not g["separable"].any() else "mixed"
+        detail = (f"{kind} data, 2/L = {g['rate'].iloc[0]:.6g}: {len(below) - len(bad)}/{len(below)} students "
+                  f"below it never raise the loss ({len(g) - len(below)} at or above it: no claim)")
+        if bad:
+            detail += f"; {len(bad)} wrong: " + "; ".join(bad[:MISMATCHES_SHOWN])
+        rows.append({"configuration": config, "n": len(below), "passed": not bad, "detail": detail})
+    return pd.DataFrame(rows)
+
+
+def check_table1(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """(f) seed 003 Table 1: on linearly separable data (exponential, logistic; linear networks of any
+    depth) no student has a catapult, i.e. none ends in the ``catapult`` phase with its NTK eigenvalue
+    below lambda_0 (a flatter end). Students that rose and fell with lambda_final >= lambda_0 are counted
+    in the detail (the loss falls to 0 at infinity, not into a flatter minimum)."""
+    if "phase" not in students or "ntk_eig" not in curves or "final_ntk_eig" not in students:
+        return pd.DataFrame()
+    free = FREE + ("model.width", "model.parameterization", "model.n_layers", "task.input_dim", "task.n_train",
+                   "task.points")
+    df = students[_covered(students, TABLE1_SETTINGS, free)]
+    if df.empty:
+        return pd.DataFrame()
+    df = df[_separable(df)]
+    if df.empty:
+        return pd.DataFrame()
+    df = _with_initial(df, curves, {"ntk0": "ntk_eig"})
+    rows = []
+    for config, g in _groups(df, with_seed=False):
+        rose_fell = g["phase"].astype(str).to_numpy() == "catapult"
+        flatter = rose_fell & (g["final_ntk_eig"].to_numpy(float) < g["ntk0"].to_numpy(float) * (1 - FLATTER_RTOL))
+        ratio = g["final_ntk_eig"].to_numpy(float) / g["ntk0"].to_numpy(float)
+        detail = (f"{int(flatter.sum())}/{len(g)} separable-data students catapult to a flatter end; "
+                  f"{int(rose_fell.sum())} rose and fell below L_0")
+        if rose_fell.any():
+            detail += f" (lambda_final / lambda_0 {np.nanmin(ratio[rose_fell]):.3g}..{np.nanmax(ratio[rose_fell]):.3g})"
+        if flatter.any():
+            detail += "; wrong: " + "; ".join(f"seed {r.seed} eta {r.lr_1:.6g}: lambda {r.ntk0:.4g} -> {r.final_ntk_eig:.4g}"
+                                              for r in g[flatter].head(MISMATCHES_SHOWN).itertuples())
+        rows.append({"configuration": config, "n": len(g), "passed": not flatter.any(), "detail": detail})
+    return pd.DataFrame(rows)
+
+
+register_check("catapult.proposition1", check_proposition1, curve_columns=("train_loss",))
+register_check("catapult.table1", check_table1, curve_columns=("ntk_eig",))
