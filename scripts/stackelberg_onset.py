@@ -13,6 +13,8 @@ one direction is 9 k: theory.onset_ratio) and the README's old lower window 1 / 
 
     python scripts/stackelberg_onset.py                 # the README table (about 2 minutes on one core)
     python scripts/stackelberg_onset.py --seeds 2 --steps 100 --configs ratio_linear --layers 2
+    python scripts/stackelberg_onset.py --configs ratio_linear --layers 2 --lr-body 0.003 --steps 1200 --stride 20
+    python scripts/stackelberg_onset.py --configs ratio_linear --layers 2 --lr-body 0.003 --head-at-best-response
 """
 from __future__ import annotations
 
@@ -115,13 +117,14 @@ def run(prob, m0, w0, lr_body, ratio, steps):
     return np.array(bodies)
 
 
-def setting(name, n_layers, lr_body, seeds, steps, stride):
+def setting(name, n_layers, lr_body, seeds, steps, stride, head_at_best_response=False):
     measured, predicted, ks, lower, upper = [], [], [], [], []
     for seed in range(seeds):
         s = SETTINGS[name]
         x, y, body, w0 = instance(seed, n_layers, s["activation"], s["teacher"])
         prob = Problem(x, y, [b.shape for b in body], s["activation"], s["ridge"])
         m0 = np.concatenate([b.ravel() for b in body])
+        w0 = prob.w_star(m0) if head_at_best_response else w0
         ref = run(prob, m0, w0, lr_body, np.inf, steps)
         scale = np.linalg.norm(ref[0])
         dist = []
@@ -165,6 +168,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--stride", type=int, default=5)
+    p.add_argument("--head-at-best-response", action="store_true", help="start the head at w*(M_0) (e_0 = 0)")
     a = p.parse_args(argv)
     print("| config | n_layers | lr_body | old lower 1/(α a_min T) | k = ‖dw*/dM‖² | 9k | onset predicted | "
           "onset measured | within 2x | ratios used (≤ 1/(α a_max)) | local slopes measured | local slopes predicted |")
@@ -172,7 +176,7 @@ def main(argv=None):
     for name in a.configs:
         for layers in a.layers:
             for lr in a.lr_body:
-                r = setting(name, layers, lr, a.seeds, a.steps, a.stride)
+                r = setting(name, layers, lr, a.seeds, a.steps, a.stride, a.head_at_best_response)
                 within = sb_within(r["onset_predicted"], r["onset_measured"])
                 fmt = lambda v: " ".join(f"{s:+.2f}" for s in v)
                 print(f"| {name} | {layers} | {lr:g} | {r['old_lower']:.3g} | {r['k']:.3g} | {r['onset_k']:.3g} | "
