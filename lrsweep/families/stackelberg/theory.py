@@ -14,6 +14,9 @@ This module holds what can be said without running the engine (numpy only):
 - :func:`fit_exponent`, :func:`head_lag_factor`, :func:`ratio_window`, :func:`max_stable_ratio`: the
   log-log fit of a distance against the ratio, the head's quasi-static lag, the ratios where the exponent
   -1 can show, and the largest ratio at which the head's GD is stable.
+- :func:`best_response_coupling`, :func:`body_velocity_deficit`, :func:`linear_response_distance`,
+  :func:`onset_ratio`: where the distance starts to fall like ratio^-1 (the body's channel of the head's lag).
+- :func:`two_time_scale_quadratic`: the seed's App. B algorithm on a problem meeting its assumptions (the rate).
 - An exact reduced model (:func:`width_one_run`): a two-layer linear student of width 1 on a whitened
   design and a noiseless linear teacher, where every update rule reduces to a recursion in three
   numbers, and with it the seed's mechanism (i) (a Stackelberg objective without the saddle of L):
@@ -53,7 +56,8 @@ def statements() -> dict:
     has sharper curvature than L, especially early in training), ``faster_nonuniform`` (mechanism (i):
     some instances give Phi stronger structure, so non-uniform rates converge faster), ``finite_time``
     (App. B: finite-time convergence of two-time-scale alternating GD, rate O(k^-2/3) in its stochastic
-    setting).
+    setting; :func:`two_time_scale_quadratic` measures it). ``ratio_onset`` (derived, :func:`best_response_coupling`):
+    where the ratio^-1 law sets in.
     """
     derived = "derived in lrsweep.families.stackelberg.theory.statements"
     return {
@@ -64,8 +68,13 @@ def statements() -> dict:
                           "source": f"{CITATION}: numerical analysis (the seed's claim)"},
         "faster_nonuniform": {"value": "a non-uniform ratio reaches a loss before the uniform one on some instances",
                               "source": f"{CITATION}: mechanism (i) (the seed's claim)"},
-        "finite_time": {"value": "finite-time convergence of two-time-scale alternating GD",
-                        "source": f"{CITATION}: App. B, Theorems 3.6-3.7 (the seed's claim)"},
+        "finite_time": {"value": "finite-time convergence of two-time-scale alternating GD, "
+                                 f"E||M_k - M*||^2 + E||w_k - w*(M_k)||^2 = O(k^{RATE_EXPONENT:.4g})",
+                        "source": f"{CITATION}: App. B, Theorems 3.6-3.7 (the seed's claim; measured by "
+                                  "scripts/stackelberg_rate.py, two_time_scale_quadratic)"},
+        "ratio_onset": {"value": "the distance falls like ratio^-1 from r ~ 9 ||dw*/dM||^2 (local slope -0.9)",
+                        "source": f"{derived}: best_response_coupling (the body's channel of the lag); "
+                                  "checked by scripts/stackelberg_onset.py"},
     }
 
 
@@ -117,7 +126,11 @@ def ratio_window(lr_body, steps, head_hessian_min, head_hessian_top) -> tuple[fl
     the quasi-static 1 / (beta a) of :func:`head_lag_factor` (exponent -1). Above ``upper`` the head's GD is
     unstable (:func:`max_stable_ratio`). An ill-conditioned head (a_max / a_min > 2 alpha T a_max, e.g. a body
     with a square Gaussian hidden layer, whose smallest singular value is near 0) has no such window: the
-    measured exponent stays between 0 and -1."""
+    measured exponent stays between 0 and -1.
+
+    The lower edge is necessary, not sufficient, and does not predict where the law appears: the body also
+    relaxes the lag, so the law needs r >> ||dw*/dM||^2 (:func:`best_response_coupling`, :func:`onset_ratio`);
+    scripts/stackelberg_onset.py measures both against the onset."""
     lower = 1.0 / (lr_body * head_hessian_min * steps) if head_hessian_min > 0 else math.inf
     return lower, float(max_stable_ratio(lr_body, head_hessian_top))
 
