@@ -50,8 +50,26 @@ def distance_table(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
 
 def curvature_table(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     s = sc.curvature_summary(students, curves)
-    return s[["configuration", "n_seeds", "early_steps", "phi_early", "sharpness_early", "ratio_early", "phi_late",
-              "sharpness_late", "ratio_late"]].rename(columns={"early_steps": "early: t ≤"})
+    table = s[["configuration", "n_seeds", "early_steps", "phi_early", "sharpness_early", "ratio_early", "phi_late",
+               "sharpness_late", "ratio_late"]].rename(columns={"early_steps": "early: t ≤"})
+    if s["body_ratio_early"].notna().any():  # the run logged body_sharpness: phi against the body block L_MM too
+        table = table.assign(body_sharpness_early=s["body_sharpness_early"], body_ratio_early=s["body_ratio_early"],
+                             body_ratio_late=s["body_ratio_late"], **init_ratios(s, curves))
+    return table
+
+
+def init_ratios(summary: pd.DataFrame, curves: pd.DataFrame) -> dict:
+    """Per configuration of ``summary``: phi_sharpness / sharpness and phi_sharpness / body_sharpness at step 0,
+    "min-max" over the seeds."""
+    c = curves[curves["step"] == 0]
+    c = c.assign(configuration=sc._labels(curves, rates=True).loc[c.index])
+    span = lambda v: f"{np.nanmin(v):.3g}-{np.nanmax(v):.3g}"
+    full, body = [], []
+    for config in summary["configuration"]:
+        g = c[c["configuration"] == config]
+        full.append(span(g["phi_sharpness"] / g["sharpness"]))
+        body.append(span(g["phi_sharpness"] / g["body_sharpness"]))
+    return {"init ratio (full)": full, "init ratio (body)": body}
 
 
 def budget_table(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from lrsweep.core import config
 from lrsweep.core.config import ConfigError, Field
 
 HEAD_AXES = ("lr_body", "lr_head", "lr_ratio")
-BODY_METRICS = ("phi_sharpness", "body_sketch")
+BODY_METRICS = ("phi_sharpness", "body_sharpness", "body_sketch")
 
 
 def head_run(table) -> np.ndarray:
@@ -26,7 +26,7 @@ def head_run(table) -> np.ndarray:
     (lr_body, lr_head, lr_ratio) or a metric of the body. A plain per-layer GD run stores no head field."""
     rule = config.equals(table["head"], "best_response") | ~config.equals(table["update"], "simultaneous")
     axes = any(axis in table for axis in HEAD_AXES)
-    return rule | axes | config.has_metric(table, "phi_sharpness") | config.has_metric(table, "body_sketch")
+    return rule | axes | np.logical_or.reduce([config.has_metric(table, m) for m in BODY_METRICS])
 
 
 FIELDS = [

@@ -80,6 +80,23 @@ def phi_sharpness(ctx: MetricContext, start):
     return curvature.top_eig(phi_hvp_implicit(spec, theta, unravel, head_star, ctx.inst, batch), start, iters)
 
 
+def body_sharpness(ctx: MetricContext, start):
+    """The top eigenvalue of L_MM: the Hessian of the train loss L(M, w) over the body's weights M at the
+    current head w held fixed (the body block of the full Hessian whose top eigenvalue is ``sharpness``).
+    The seed's "Phi is sharper than the loss" can be read against either: ``sharpness`` (body + head: the
+    original objective's curvature) or this block (the same coordinates as Hess Phi, which at a best
+    response is the Schur complement L_MM - G_Mw G_ww^{-1} G_wM <= L_MM). Lanczos as :func:`phi_sharpness`
+    (same start, same number of steps)."""
+    spec = ctx.spec
+    theta, unravel = _body(ctx)
+    name = heads.head_name(spec.arch)
+    head = ctx.params[name]
+    batch = StepContext(ctx.t, ctx.key)
+    loss = lambda th: heads.loss_and_grad(spec, heads.problem(spec, {**unravel(th), name: head}, ctx.inst, batch),
+                                          head)[0]
+    return curvature.hessian_top_eig(loss, theta, start, phi_sharpness_iters(spec))
+
+
 SKETCH_SALT = 0x534B  # the sketch's directions: fold_in(instance step key, salt), the same at every step
 
 
@@ -108,6 +125,8 @@ def _phi_elements(spec) -> int:
 
 registry.register_metric("phi_sharpness", Metric("phi_sharpness", phi_sharpness, per_layer=False,
                                                  init_state=phi_sharpness_init, elements=_phi_elements))
+registry.register_metric("body_sharpness", Metric("body_sharpness", body_sharpness, per_layer=False,
+                                                  init_state=phi_sharpness_init, elements=_phi_elements))
 registry.register_metric("body_sketch", Metric("body_sketch", body_sketch, per_layer=False,
                                                elements=lambda spec: body_sketch_size(spec) * (_body_size(spec) + 1),
                                                size=body_sketch_size))

@@ -14,6 +14,9 @@ This module holds what can be said without running the engine (numpy only):
 - :func:`fit_exponent`, :func:`head_lag_factor`, :func:`ratio_window`, :func:`max_stable_ratio`: the
   log-log fit of a distance against the ratio, the head's quasi-static lag, the ratios where the exponent
   -1 can show, and the largest ratio at which the head's GD is stable.
+- :func:`best_response_coupling`, :func:`body_velocity_deficit`, :func:`linear_response_distance`,
+  :func:`onset_ratio`: where the distance starts to fall like ratio^-1 (the body's channel of the head's lag).
+- :func:`two_time_scale_quadratic`: the seed's App. B algorithm on a problem meeting its assumptions (the rate).
 - An exact reduced model (:func:`width_one_run`): a two-layer linear student of width 1 on a whitened
   design and a noiseless linear teacher, where every update rule reduces to a recursion in three
   numbers, and with it the seed's mechanism (i) (a Stackelberg objective without the saddle of L):
@@ -53,7 +56,8 @@ def statements() -> dict:
     has sharper curvature than L, especially early in training), ``faster_nonuniform`` (mechanism (i):
     some instances give Phi stronger structure, so non-uniform rates converge faster), ``finite_time``
     (App. B: finite-time convergence of two-time-scale alternating GD, rate O(k^-2/3) in its stochastic
-    setting).
+    setting; :func:`two_time_scale_quadratic` measures it). ``ratio_onset`` (derived, :func:`best_response_coupling`):
+    where the ratio^-1 law sets in.
     """
     derived = "derived in lrsweep.families.stackelberg.theory.statements"
     return {
@@ -64,8 +68,13 @@ def statements() -> dict:
                           "source": f"{CITATION}: numerical analysis (the seed's claim)"},
         "faster_nonuniform": {"value": "a non-uniform ratio reaches a loss before the uniform one on some instances",
                               "source": f"{CITATION}: mechanism (i) (the seed's claim)"},
-        "finite_time": {"value": "finite-time convergence of two-time-scale alternating GD",
-                        "source": f"{CITATION}: App. B, Theorems 3.6-3.7 (the seed's claim)"},
+        "finite_time": {"value": "finite-time convergence of two-time-scale alternating GD, "
+                                 f"E||M_k - M*||^2 + E||w_k - w*(M_k)||^2 = O(k^{RATE_EXPONENT:.4g})",
+                        "source": f"{CITATION}: App. B, Theorems 3.6-3.7 (the seed's claim; measured by "
+                                  "scripts/stackelberg_rate.py, two_time_scale_quadratic)"},
+        "ratio_onset": {"value": "the distance falls like ratio^-1 from r ~ 9 ||dw*/dM||^2 (local slope -0.9)",
+                        "source": f"{derived}: best_response_coupling (the body's channel of the lag); "
+                                  "checked by scripts/stackelberg_onset.py"},
     }
 
 
@@ -117,7 +126,11 @@ def ratio_window(lr_body, steps, head_hessian_min, head_hessian_top) -> tuple[fl
     the quasi-static 1 / (beta a) of :func:`head_lag_factor` (exponent -1). Above ``upper`` the head's GD is
     unstable (:func:`max_stable_ratio`). An ill-conditioned head (a_max / a_min > 2 alpha T a_max, e.g. a body
     with a square Gaussian hidden layer, whose smallest singular value is near 0) has no such window: the
-    measured exponent stays between 0 and -1."""
+    measured exponent stays between 0 and -1.
+
+    The lower edge is necessary, not sufficient, and does not predict where the law appears: the body also
+    relaxes the lag, so the law needs r >> ||dw*/dM||^2 (:func:`best_response_coupling`, :func:`onset_ratio`);
+    scripts/stackelberg_onset.py measures both against the onset."""
     lower = 1.0 / (lr_body * head_hessian_min * steps) if head_hessian_min > 0 else math.inf
     return lower, float(max_stable_ratio(lr_body, head_hessian_top))
 
@@ -274,3 +287,139 @@ def best_response_scale_law(b, x0, y0, init_scale, lr_body, steps) -> dict:
     equal to :func:`width_one_run`'s from the scaled init (a check of the statement, not of the code)."""
     run = width_one_run(b, x0, y0, 0.0, lr_body / init_scale ** 2, 0.0, steps, "best_response")
     return {"x": init_scale * run["x"], "y": init_scale * run["y"], "loss": run["loss"]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Where the ratio^-1 law starts: the body carries the head towards it
+# ------------------------------------------------------------------------------------------------
+
+def best_response_coupling(jacobian, ratio) -> np.ndarray:
+    """C_r = J^T (r I + J J^T)^{-1} (P, h o): the body's displacement per unit of head lag, in the
+    quasi-static two-time-scale picture, J = dw*/dM (h o, P) the best response's Jacobian at the body M.
+
+    Derivation (seed Sec. 3's two-time-scale GD, App. B Prop. B.2's lag e = w - w*(M); the extraction lost the
+    equations, so they are redone here for simultaneous GD in continuous time, body rate alpha, head rate
+    beta = r alpha, A = G_ww). By the implicit-function theorem J = -A^{-1} G_wM, so G_Mw = -J^T A, and to
+    first order in e
+
+        dM/dt = -alpha grad_M G(M, w* + e) = -alpha (grad Phi(M) + G_Mw e) = -alpha grad Phi + alpha J^T A e,
+        de/dt = dw/dt - J dM/dt = -beta A e + alpha J grad Phi - alpha J J^T A e
+              = -alpha (r I + J J^T) A e + alpha J grad Phi.
+
+    The lag relaxes through two channels: the head's own GD (r A) and the body, which moves so that the
+    current head fits it (J J^T A): the README's window 1 / (alpha a_min T) counted the first only. Where e has
+    settled, A e = (r I + J J^T)^{-1} J grad Phi and the body moves at dM/dt = -alpha (I - P_r) grad Phi with
+    P_r = C_r J (:func:`body_velocity_deficit`); an initial lag e_0 relaxing fast against the body moves it
+    once by alpha int J^T A e dt = C_r e_0 (:func:`initial_head_kick`). With J = U S V^T, C_r J = V
+    diag(s^2 / (r + s^2)) V^T: each direction's deficit is s^2 / (r + s^2), i.e. 1/r only once r >> s^2."""
+    j = np.atleast_2d(np.asarray(jacobian, float))
+    return j.T @ np.linalg.inv(ratio * np.eye(j.shape[0]) + j @ j.T)
+
+
+def body_velocity_deficit(jacobian, grad_phi, ratio) -> np.ndarray:
+    """P_r grad Phi = J^T (r I + J J^T)^{-1} J grad Phi (P,): by how much (over alpha) a finite-ratio body's
+    velocity falls short of the best-response body's -alpha grad Phi, quasi-statically
+    (:func:`best_response_coupling`). Tends to J^T J grad Phi / r (the ratio^-1 law) for r >> ||J||^2 and to the
+    projection of grad Phi on J's row space for r -> 0."""
+    return best_response_coupling(jacobian, ratio) @ np.asarray(jacobian, float) @ np.asarray(grad_phi, float)
+
+
+def initial_head_kick(jacobian, head_error, ratio) -> np.ndarray:
+    """C_r e_0 = J^T (r I + J J^T)^{-1} (w_0 - w*(M_0)) (P,): the body's displacement while an initial head lag
+    e_0 relaxes (:func:`best_response_coupling`)."""
+    return best_response_coupling(jacobian, ratio) @ np.ravel(np.asarray(head_error, float))
+
+
+def onset_local_slope(ratio, coupling):
+    """d log D / d log r = -r / (r + k) for a distance D ~ k / (r + k) (one direction of
+    :func:`body_velocity_deficit`, k = s^2 its squared singular value of J = dw*/dM)."""
+    r = np.asarray(ratio, float)
+    return -r / (r + coupling)
+
+
+def onset_ratio(coupling, slope=-0.9):
+    """The ratio where :func:`onset_local_slope` reaches ``slope``: r = k slope / (-1 - slope) (9 k at -0.9),
+    k = ``coupling`` = s^2, a squared singular value of the best response's Jacobian dw*/dM. The ratio^-1
+    law needs r >> ||dw*/dM||^2, not beta a_min T >> 1: both the head's and the body's relaxation of the lag
+    scale with A, so A drops out of their competition."""
+    return np.asarray(coupling, float) * slope / (-1.0 - slope)
+
+
+def linear_response_distance(ratios, lr_body, grads, jacobians, hessians, head_error0, stride=1) -> np.ndarray:
+    """max_t ||delta_t|| per ratio (len(ratios),): the predicted distance between a finite-ratio body and the
+    best-response body, from quantities along the best-response run only, to first order in the lag.
+
+    delta_0 = C_r(M_0) e_0 (:func:`initial_head_kick`); then, every ``stride`` steps (the i-th entry of
+    ``grads`` (P,), ``jacobians`` (h o, P) and ``hessians`` (P, P) at the best-response body M_{i stride}),
+    delta <- delta - stride alpha Hess Phi delta + stride alpha P_r grad Phi: the deficit of
+    :func:`body_velocity_deficit` carried by the linearised best-response flow (Hess Phi: how the body's
+    dynamics amplify or damp a displacement; a saddle's escape direction amplifies it)."""
+    ratios = np.asarray(ratios, float)
+    delta = np.stack([initial_head_kick(jacobians[0], head_error0, r) for r in ratios])
+    peak = np.linalg.norm(delta, axis=1)
+    for g, j, h in zip(grads, jacobians, hessians):
+        g, j, h = (np.asarray(v, float) for v in (g, j, h))
+        for i, r in enumerate(ratios):
+            delta[i] = delta[i] - stride * lr_body * (h @ delta[i]) + stride * lr_body * body_velocity_deficit(j, g, r)
+        peak = np.maximum(peak, np.linalg.norm(delta, axis=1))
+    return peak
+
+
+def local_slopes(ratios, distances) -> np.ndarray:
+    """d log D / d log r between consecutive ratios (len - 1,)."""
+    r, d = np.asarray(ratios, float), np.asarray(distances, float)
+    return np.diff(np.log(d)) / np.diff(np.log(r))
+
+
+def slope_onset(ratios, distances, slope=-0.9) -> float:
+    """The first ratio r_i (of the sorted grid) whose local slope to r_{i+1} is at or below ``slope``: where the
+    ratio^-1 law has set in (inf if nowhere)."""
+    hit = np.flatnonzero(local_slopes(ratios, distances) <= slope)
+    return float(np.asarray(ratios, float)[hit[0]]) if hit.size else math.inf
+
+
+# ------------------------------------------------------------------------------------------------
+# Finite-time rate (seed App. B) on a problem that meets its assumptions
+# ------------------------------------------------------------------------------------------------
+
+RATE_EXPONENT = -2.0 / 3.0
+
+
+def two_time_scale_quadratic(hessian, linear, n_body, m0, w0, alpha0, beta0, noise, alpha_power=1.0,
+                             beta_power=2.0 / 3.0) -> dict:
+    """Two-time-scale alternating stochastic GD (the seed's Algorithm 1 without the TD estimate mu) on the
+    quadratic G(M, w) = 1/2 x^T H x - g^T x, x = (M, w), M the first ``n_body`` coordinates: G_ww > 0 (the
+    follower strongly convex, App. B's lambda), Phi(M) = G(M, w*(M)) strongly convex (the Schur complement
+    H_MM - H_Mw H_ww^{-1} H_wM > 0), both gradients Lipschitz, unbiased noise of variance sigma^2.
+
+        w_{k+1} = w_k - beta_k (grad_w G(M_k, w_k) + xi^w_k),
+        M_{k+1} = M_k - alpha_k (grad_M G(M_k, w_{k+1}) + xi^M_k),
+        alpha_k = alpha0 / (k + 1)^a, beta_k = beta0 / (k + 1)^b.
+
+    This is the setting of the seed's rate O(k^-2/3) (App. B, Theorem 3.7; App. E's remark that zeta_k decaying
+    like beta_k keeps "the O(k^-2/3) convergence rate"): with a = 1, b = 2/3 the tracking error's noise floor
+    is E||w_k - w*(M_k)||^2 ~ beta_k sigma^2 ~ k^-2/3 and its drift term ~ alpha_k^2 / beta_k^2 ~ k^-2/3 (the
+    seed's (34): 2 L^2 (L_Phi^2 + sigma^2) alpha_k^2 / (lambda^3 beta_k)), so the bound is
+    E||M_k - M*||^2 + E||w_k - w*(M_k)||^2 = O(k^-2/3). (The extraction lost the theorem's statement; this
+    reading is ours.) ``noise``: (steps, n) standard normals times sigma, split as (xi^M, xi^w) = (first
+    n_body, rest). Returns ``body`` = ||M_k - M*||^2 and ``head`` = ||w_k - w*(M_k)||^2, arrays of steps + 1."""
+    h, g = np.asarray(hessian, float), np.asarray(linear, float)
+    p = n_body
+    hmm, hmw, hww = h[:p, :p], h[:p, p:], h[p:, p:]
+    x_star = np.linalg.solve(h, g)
+    m, w = np.array(m0, float), np.array(w0, float)
+    noise = np.asarray(noise, float)
+    steps = noise.shape[0]
+    body, head = np.empty(steps + 1), np.empty(steps + 1)
+
+    def w_star(mm):
+        return np.linalg.solve(hww, g[p:] - hmw.T @ mm)
+    for k in range(steps + 1):
+        body[k] = np.sum((m - x_star[:p]) ** 2)
+        head[k] = np.sum((w - w_star(m)) ** 2)
+        if k == steps:
+            break
+        alpha, beta = alpha0 / (k + 1) ** alpha_power, beta0 / (k + 1) ** beta_power
+        w = w - beta * (hmw.T @ m + hww @ w - g[p:] + noise[k, p:])
+        m = m - alpha * (hmm @ m + hmw @ w - g[:p] + noise[k, :p])
+    return {"body": body, "head": head}
