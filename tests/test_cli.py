@@ -184,6 +184,27 @@ def test_schema_in_process():
             assert str(choice) in out
 
 
+def test_readme_field_table_is_the_schema_as_printed():
+    """The README's field table is what ``lrsweep schema`` prints, row for row (it had drifted: task.a and
+    task.b's ranges, and train.sharpness_iters's metrics, were older texts)."""
+    rc, out, _ = cli_main(["schema"])
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text().splitlines()
+    rows = [line for line in out.splitlines() if line.startswith("| `")]
+    assert rc == 0 and len(rows) == len(config.FIELDS)
+    assert [row for row in rows if row not in readme] == []
+
+
+def test_sharpness_iters_is_stored_for_every_lanczos_metric():
+    """``train.sharpness_iters`` is read by every Lanczos metric; a run of ``body_sharpness`` alone stored
+    no column of it (its ``applies`` rule listed sharpness and phi_sharpness only)."""
+    from lrsweep.core import runner
+    for metric in ("sharpness", "phi_sharpness", "body_sharpness"):
+        cfg = config.load_config(runner.resolve_config_path("configs/stackelberg/curvature_body_cpu.yaml"),
+                                 [f"train.metrics=[{metric}]"])
+        students = config.expand_grid(cfg)
+        assert "sharpness_iters" in config.stored_columns(students), metric
+
+
 def test_parse_bytes():
     assert cli.parse_bytes("2GB") == 2 * 2**30
     assert cli.parse_bytes("2gb") == 2 * 2**30

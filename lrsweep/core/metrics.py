@@ -57,6 +57,7 @@ class Metric(NamedTuple):
     init_state: Callable | None = None
     elements: Callable = lambda spec: 0
     size: Callable | None = None  # spec -> k: a vector of k values per logged step (columns <name>_1..k)
+    lanczos: bool = False  # a top eigenvalue by Lanczos: reads train.sharpness_iters
 
 
 class Reduction(NamedTuple):
@@ -182,7 +183,8 @@ there), stored as its name."""
 
 for _name, _metric in {
     "weight_norm": Metric("weight_norm", weight_norm, per_layer=True),
-    "sharpness": Metric("sharpness", sharpness, per_layer=False, init_state=sharpness_init, elements=_sharpness_elements),
+    "sharpness": Metric("sharpness", sharpness, per_layer=False, init_state=sharpness_init, elements=_sharpness_elements,
+                        lanczos=True),
     "ntk_eig": Metric("ntk_eig", ntk_eig, per_layer=False, elements=_ntk_elements),
     "loss_peak": LOSS_PEAK,
     "phase": PHASE,

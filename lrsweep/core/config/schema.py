@@ -133,13 +133,16 @@ _CORE_FIELDS = [
           "empirical NTK over the number of samples, seed 003); running over every step: `loss_peak` "
           "(largest train loss and its first step), `phase` (lazy, catapult, oscillating or divergent, "
           "lrsweep.core.metrics.PHASE); for students with a head (seed 002): `phi_sharpness` (top eigenvalue of the "
-          "Hessian of Phi(body) = loss(body, w*(body)) over the body's weights), `body_sketch` (the body's "
+          "Hessian of Phi(body) = loss(body, w*(body)) over the body's weights), `body_sharpness` (top eigenvalue of "
+          "the loss Hessian's body block L_MM at the current head), `body_sketch` (the body's "
           "weights, or train.sketch_dim projections of them: distances between runs).",
           choices=registry.METRICS,
           axis=False),
     Field("train.sharpness_iters", "int", 20, "Lanczos iterations (Hessian-vector products) per logged step of "
-          "`sharpness` (at most the number of parameters are used).", positive=True,
-          applies=lambda t: has_metric(t, "sharpness") | has_metric(t, "phi_sharpness")),
+          "every Lanczos metric: `sharpness`, `phi_sharpness`, `body_sharpness` (at most the number of parameters "
+          "are used).", positive=True,
+          applies=lambda t: np.logical_or.reduce([has_metric(t, name) for name, m in registry.METRICS.items()
+                                                   if getattr(m, "lanczos", False)])),
     Field("train.optimizer", "str", "gd",
           "`gd`: full-batch gradient descent; `sgd`: train.batch_size samples per step (fresh ones for online "
           "tasks, else a minibatch of the training set drawn from a key of the instance and the step: the "

@@ -124,9 +124,11 @@ def _phi_elements(spec) -> int:
 
 
 registry.register_metric("phi_sharpness", Metric("phi_sharpness", phi_sharpness, per_layer=False,
-                                                 init_state=phi_sharpness_init, elements=_phi_elements))
+                                                 init_state=phi_sharpness_init, elements=_phi_elements,
+                                                 lanczos=True))
 registry.register_metric("body_sharpness", Metric("body_sharpness", body_sharpness, per_layer=False,
-                                                  init_state=phi_sharpness_init, elements=_phi_elements))
+                                                  init_state=phi_sharpness_init, elements=_phi_elements,
+                                                 lanczos=True))
 registry.register_metric("body_sketch", Metric("body_sketch", body_sketch, per_layer=False,
                                                elements=lambda spec: body_sketch_size(spec) * (_body_size(spec) + 1),
                                                size=body_sketch_size))
