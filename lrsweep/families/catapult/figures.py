@@ -70,7 +70,7 @@ def boundary_words(boundary: str, loss: str) -> str:
     """What a boundary line is, for a legend."""
     c = theory.HESSIAN_FACTOR[loss]
     if boundary == LAZY_CATAPULT:
-        return f"lazy | catapult, 2/(c" + r"$\lambda_0$" + f"), c = {loss}''(0) = {c:g}"
+        return "lazy | catapult, 2/(c" + r"$\lambda_0$" + f"), c = {loss}''(0) = {c:g}"
     return "catapult | divergent, 4/" + r"$\lambda_0$" + f" (uv model, {loss})"
 
 
@@ -300,7 +300,7 @@ def curvature_figure(table: pd.DataFrame, keys: list[str], quantities: list[str]
     one_curve = len(set(bounds.values())) == 1  # mse, exponential: one 2 / eta for both quantities
     for quantity, bound in bounds.items():
         curve = rf"${bound:g}/(\eta\lambda_0)$" if mode == "scaled" else rf"${bound:g}/\eta$"
-        what = (f"a catapult lands below it (2/(c" + r"$\eta$" + f"), c = {theory.HESSIAN_FACTOR[loss]:g})"
+        what = ("a catapult lands below it (2/(c" + r"$\eta$" + f"), c = {theory.HESSIAN_FACTOR[loss]:g})"
                 if quantity == "final_ntk_eig" or one_curve else "GD's stability bound on the sharpness")
         on = "" if one_curve else f" on the {CURVATURE_WORDS.get(quantity, quantity).split(' (')[0]}"
         handles.append(Line2D([], [], color="0.4", lw=1.0, ls=curve_style(quantity, loss), label=f"{curve}{on}: {what}"))

@@ -487,7 +487,7 @@ def test_the_lines_come_from_theory_thresholds(two_loss_run, monkeypatch):
     monkeypatch.setattr(theory, "thresholds", lambda loss: theory.Thresholds(3.0, 5.0, 6.0))
     figures = figures_of(two_loss_run)
     (lam0,) = set(lambda_0(two_loss_run).round(12))
-    sharpness_ax, ntk_ax = panels(figures["curvature_vs_lr_logistic"])
+    _, ntk_ax = panels(figures["curvature_vs_lr_logistic"])
     assert np.allclose(_vertical_lines(ntk_ax), [3 / lam0, 6 / lam0], rtol=1e-12)
     assert _curves(ntk_ax) == pytest.approx({"5 over eta": 5.0}, rel=1e-9)
     assert _limit_marks(figures["loss_curves_logistic"]) == [3.0, 6.0]
