@@ -65,34 +65,41 @@ def recursion_boundaries(f0, lam0, m, steps, loss, diverge_factor, iters=10):
     return out
 
 
-def measured(run: Path) -> pd.DataFrame:
-    """boundaries.parquet with eta_lambda0 (measured), f0, m_lambda0_sq, predicted (the recursion) and err."""
+def measured(run: Path, recursion: bool = True) -> pd.DataFrame:
+    """boundaries.parquet with eta_lambda0 (measured), f0, m_lambda0_sq, and where ``recursion``
+    predicted (the exact recursion, in eta lambda_0) and err."""
     b = pd.read_parquet(Path(run) / "boundaries.parquet")
     b["eta_lambda0"] = np.where(b["bracketed"], b["lr"] * b["initial_ntk_eig"], np.nan)
-    units = b.drop_duplicates("unit_id").set_index("unit_id")
-    predicted = {}
-    for uid, u in units.iterrows():
-        f0 = float(theory.weight_from_loss(u["initial_train_loss"], u["loss"]))
-        predicted[uid] = (f0, *recursion_boundaries(f0, u["initial_ntk_eig"], u["width"], int(u["steps"]),
-                                                      u["loss"], float(u["diverge_factor"])))
-    b["f0"] = b["unit_id"].map({k: v[0] for k, v in predicted.items()})
-    b["predicted"] = [predicted[u][1 if name == "lazy/catapult" else 2] for u, name in zip(b["unit_id"], b["boundary"])]
+    b["f0"] = [float(theory.weight_from_loss(l0, loss)) for l0, loss in zip(b["initial_train_loss"], b["loss"])]
     b["m_lambda0_sq"] = b["width"] * b["initial_ntk_eig"] ** 2
+    b["predicted"] = np.nan
+    if recursion:
+        for _, u in b.drop_duplicates("unit_id").iterrows():
+            pred = recursion_boundaries(u["f0"], u["initial_ntk_eig"], u["width"], int(u["steps"]), u["loss"],
+                                        float(u["diverge_factor"]))
+            for name, value in zip(("lazy/catapult", "catapult/divergent"), pred):
+                b.loc[(b["unit_id"] == u["unit_id"]) & (b["boundary"] == name), "predicted"] = value
     b["err"] = (b["eta_lambda0"] / b["predicted"] - 1).abs()
     return b
 
 
-def per_unit(run: Path) -> str:
-    """One row per unit (loss, m, init scale, seed), sorted by |f_0|: the window measured and by the recursion."""
-    b = measured(run)
-    w = b.pivot_table(index=["loss", "width", "init_scale", "seed", "f0", "initial_ntk_eig", "m_lambda0_sq"],
-                      columns="boundary", values=["eta_lambda0", "predicted"], aggfunc="first", dropna=False)
+def per_unit(run: Path, recursion: bool = True) -> str:
+    """One row per unit (loss, m, init scale, seed), sorted by |f_0|: the window measured (and by the
+    recursion)."""
+    b = measured(run, recursion)
+    w = b.pivot(index="unit_id", columns="boundary", values=["eta_lambda0", "predicted"])
+    w.columns = [f"{value} {boundary}" for value, boundary in w.columns]
+    units = b.drop_duplicates("unit_id").set_index("unit_id")[["loss", "width", "init_scale", "seed", "f0",
+                                                             "initial_ntk_eig", "m_lambda0_sq"]]
+    units = units.join(w).sort_values(["loss", "width", "f0"])
     rows = ["| loss | m | init scale | seed | abs f_0 | lambda_0 | m lambda_0^2 | lazy/catapult measured | recursion "
-            "| catapult/divergent measured | recursion |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for (loss, m, s, seed, f0, lam0, mls), r in w.sort_index(level=["loss", "width", "f0"]).iterrows():
-        rows.append(f"| {loss} | {m} | {s:g} | {seed} | {f0:.3g} | {lam0:.3g} | {mls:.3g} | "
-                    f"{r[('eta_lambda0', 'lazy/catapult')]:.4f} | {r[('predicted', 'lazy/catapult')]:.4f} | "
-                    f"{r[('eta_lambda0', 'catapult/divergent')]:.4f} | {r[('predicted', 'catapult/divergent')]:.4f} |")
+            "| catapult/divergent measured | recursion |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for _, r in units.iterrows():
+        rows.append(f"| {r['loss']} | {r['width']} | {r['init_scale']:g} | {r['seed']} | {r['f0']:.3g} | "
+                    f"{r['initial_ntk_eig']:.3g} | {r['m_lambda0_sq']:.3g} | "
+                    f"{r['eta_lambda0 lazy/catapult']:.4f} | {r['predicted lazy/catapult']:.4f} | "
+                    f"{r['eta_lambda0 catapult/divergent']:.4f} | {r['predicted catapult/divergent']:.4f} |")
     return "\n".join(rows)
 
 
@@ -117,5 +124,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
     ap.add_argument("--per-unit", action="store_true", help="one row per unit (seed), sorted by |f_0|")
+    ap.add_argument("--no-recursion", action="store_true", help="measured values only (--per-unit; fast)")
     args = ap.parse_args()
-    print(per_unit(args.run) if args.per_unit else table(args.run))
+    print(per_unit(args.run, not args.no_recursion) if args.per_unit else table(args.run))
