@@ -89,15 +89,28 @@ def print_boundaries(summary) -> None:
     if shown.empty:
         return
     shown["eta_lambda0"] = shown["lr"] * shown["initial_ntk_eig"]
-    keys = [c for c in ("width", "n_layers", "activation", "loss", "data", "kind") if c in shown
+    keys = [c for c in ("width", "n_layers", "activation", "init_scale", "loss", "data", "kind") if c in shown
             and shown[c].nunique() > 1]
     agg = shown.groupby(keys + ["boundary"], sort=True).agg(
         n=("lr", "size"), lr=("lr", "median"), eta_lambda0=("eta_lambda0", "median")).reset_index()
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print("median over seeds (eta_lambda0: the boundary times the initial NTK eigenvalue; wide-limit "
-              "uv model: 2 and 4):")
+        print(f"median over seeds (eta_lambda0: the boundary times the initial NTK eigenvalue; theory: "
+              f"{theory_words(shown)}):")
         print(agg.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"load with: pandas.read_parquet('{summary.run_dir / 'boundaries.parquet'}')")
+
+
+def theory_words(table) -> str:
+    """The thresholds theory gives for the losses of ``table`` (theory.thresholds), e.g. "mse: lazy/catapult
+    2, catapult/divergent 4"; "logistic: lazy/catapult 8"."""
+    from lrsweep.families.catapult import theory
+    losses = sorted(set(table["loss"].dropna())) if "loss" in table else ["mse"]
+    words = []
+    for loss in losses:
+        t = theory.thresholds(loss)
+        words.append(f"{loss}: lazy/catapult {t.lazy:g}" + (f", catapult/divergent {t.divergent:g}"
+                                                           if t.divergent is not None else ""))
+    return "; ".join(words)
 
 
 def _count(n: float) -> str:

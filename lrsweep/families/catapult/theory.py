@@ -122,6 +122,7 @@ mechanism", arXiv 2003.02218.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -130,6 +131,28 @@ from lrsweep.core.divergence import PHASES, exceeds, phase_code  # the rules, wr
 
 HESSIAN_FACTOR = {"mse": 1.0, "exponential": 1.0, "logistic": 0.25}
 """c = rho''(f*) with sharpness = c ntk_eig at a global minimum on degenerate data (and the uv model)."""
+
+
+class Thresholds(NamedTuple):
+    """Rates in units of 1 / lambda (lambda the NTK eigenvalue) that theory gives for one loss."""
+    lazy: float              # eta lambda_0 above which the loss rises: 2 / c
+    final: float             # the catapult lands with eta lambda_final <= 2 / c
+    divergent: float | None  # eta lambda_0 above which it diverges: 4 / c for mse; None (no such line)
+
+
+def thresholds(loss: str) -> Thresholds:
+    """The phase thresholds of ``loss`` from c = :data:`HESSIAN_FACTOR` [loss] = rho''(f*).
+
+    Near the minimum rho'(f) = c (f - f*), so the output's linearised step (Sec. 3 above; seed 003
+    eq. 8) is f' - f* = (1 - eta c lambda)(f - f*): the loss rises iff eta c lambda > 2, and a catapult
+    can only land where |1 - eta c lambda_final| <= 1. Hence eta lambda_0 = 2 / c (mse, exponential 2;
+    logistic 8) and eta lambda_final <= 2 / c; the sharpness c lambda obeys eta sharpness <= 2 for
+    every loss. The divergence rate 4 / c holds for a quadratic loss only (the uv model, Sec. 1:
+    y' - 4 = (y - 4)(1 + x)); logistic never diverges on degenerate data (rho' is bounded) and the
+    exponential's divergence depends on f_0 and m lambda_0^2, so there is no line for them.
+    """
+    c = HESSIAN_FACTOR[loss]
+    return Thresholds(2.0 / c, 2.0 / c, 4.0 / c if loss == "mse" else None)
 
 DEGENERATE_LOSSES = ("exponential", "logistic")
 

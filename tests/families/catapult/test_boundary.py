@@ -198,6 +198,66 @@ def test_linear_predictor_critical_rate_on_degenerate_data(loss, init_scale, cri
     assert not catapult_compare.check_boundaries(shifted)["passed"].any()
 
 
+def two_layer_config(loss, width, init_scale, lrs):
+    return {"name": f"thm2_{loss}", "seeds": [0, 1], "init_scale": init_scale,
+            "task": {"kind": "classification", "data": "degenerate", "n_train": 2, "input_dim": 1},
+            "model": {"parameterization": "ntk", "n_layers": 2, "width": width, "activation": "linear", "output_dim": 1},
+            "init": "gaussian", "train": {"loss": loss, "steps": 80, "log_every": 80, "metrics": ["ntk_eig"]},
+            "grid": {"lr": {"geomspace": lrs}}}
+
+
+def two_layer_phase(w1, w2, x, y, lr, loss, steps, factor=1e6):
+    """Plain GD (float64) on f_i = x_i W1 W2 / sqrt(d m) (ntk, two linear layers) with the risk
+    mean_i ell(y_i f_i): the phase by seed 003's rules."""
+    d, m = w1.shape
+    ell = (lambda z: np.exp(-z)) if loss == "exponential" else (lambda z: np.logaddexp(0.0, -z))
+    slope = (lambda z: -np.exp(-z)) if loss == "exponential" else (lambda z: -1.0 / (1.0 + np.exp(z)))
+    losses = []
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(steps + 1):
+            h = x @ w1 / math.sqrt(d)
+            f = (h @ w2).ravel() / math.sqrt(m)
+            losses.append(float(np.mean(ell(y * f))))
+            if not np.isfinite(losses[-1]) or losses[-1] > factor * max(losses[0], 1e-30):
+                return "divergent"
+            r = (y * slope(y * f) / len(y))[:, None]  # d risk / d f_i
+            g2 = h.T @ r / math.sqrt(m)
+            g1 = x.T @ (r @ w2.T) / math.sqrt(d * m)
+            w1, w2 = w1 - lr * g1, w2 - lr * g2
+    if max(losses) <= losses[0]:
+        return "lazy"
+    return "catapult" if losses[-1] < losses[0] else "oscillating"
+
+
+@pytest.mark.parametrize("width,init_scale,window", [(16, 1.0, True), (1024, 1.0, False)])
+def test_exponential_catapult_window_is_classified_as_plain_gd_does(width, init_scale, window, tmp_path, x64):
+    """Exponential loss on degenerate data (seed 003 Theorem 2): both boundaries contain the rate where a
+    plain float64 GD of the same weights changes phase (loss rises; inf/NaN or above diverge_factor L_0).
+    Narrow (m = 16): a catapult window between them, a rate inside it rises and comes back below L_0
+    (phase catapult, not oscillating); wide (m = 1024): the window closes (below 1 + 1e-2)."""
+    cfg = two_layer_config("exponential", width, init_scale, [0.4, 3.0, 6])
+    summary = boundary.run_boundary(config.load_config(cfg), tmp_path, rtol=RTOL, x64=True, progress=False)
+    students, _ = runner.prepare(config.load_config(cfg))
+    table = summary.table
+    assert table["bracketed"].all()
+    for seed in (0, 1):
+        sid = int(students[students["seed"] == seed]["student_id"].iloc[0])
+        _, _, (w1, w2), inst = numpy_instance(students, sid)
+        x, y = inst["x"], inst["y"].ravel()
+        phase = lambda e: two_layer_phase(w1, w2, x, y, e, "exponential", 80)
+        rows = table[table["seed"] == seed].set_index("boundary")
+        plain = {"lazy/catapult": plain_bisect(lambda e: phase(e) != "lazy", 0.4, 3.0, 1e-7),
+                 "catapult/divergent": plain_bisect(lambda e: phase(e) == "divergent", 0.4, 3.0, 1e-7)}
+        for name, eta in plain.items():
+            lo, hi = rows.loc[name, "lr_low"], rows.loc[name, "lr_high"]
+            assert lo <= eta * (1 + 1e-7) and eta <= hi * (1 + 1e-7), (seed, name, lo, eta, hi)
+        ratio = plain["catapult/divergent"] / plain["lazy/catapult"]
+        if window:
+            assert ratio > 1.05 and phase(math.sqrt(plain["catapult/divergent"] * plain["lazy/catapult"])) == "catapult"
+        else:
+            assert ratio < 1.01
+
+
 def test_bad_boundary_input_exits_2_before_any_directory(tmp_path):
     import yaml
     cases = {
@@ -578,3 +638,12 @@ def test_help_examples_run(capsys):
             continue
         cfg = config.load_config(runner.resolve_config_path(args.config), args.overrides)
         boundary.check(cfg, args.rtol or boundary.DEFAULT_RTOL, args.x64)
+
+
+def test_printed_theory_is_the_losses_own():
+    """`lrsweep boundary` prints beside its medians the thresholds of each loss it ran (was: mse's 2 and 4
+    for every loss): logistic 8 (2 / c, c = 1/4), exponential 2, no divergence rate but mse's 4."""
+    from lrsweep.families.catapult import commands
+    assert commands.theory_words(pd.DataFrame({"loss": ["logistic", "exponential", "logistic"]})) == \
+        "exponential: lazy/catapult 2; logistic: lazy/catapult 8"
+    assert commands.theory_words(pd.DataFrame({"width": [4]})) == "mse: lazy/catapult 2, catapult/divergent 4"

@@ -416,3 +416,115 @@ def test_plot_of_a_boundary_run_draws_its_estimates(tmp_path):
         (line,) = [ln for ln in ax.get_lines() if ln.get_gid() == f"boundary {boundary}"]
         want = b.groupby("width")["lr"].mean()
         assert np.allclose(line.get_xdata(), want.index) and np.allclose(line.get_ydata(), want, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# Thresholds from the theory of the run's loss
+# --------------------------------------------------------------------------------------
+
+def _limit_marks(fig):
+    """Values marked on the loss curves' colour bar."""
+    (bar,) = colorbars(fig)
+    return sorted(float(ln.get_ydata()[0]) for ln in bar.get_lines() if str(ln.get_gid()).startswith("limit"))
+
+
+def _curves(ax) -> dict:
+    """gid -> the constant x * y of each k / eta curve of a panel."""
+    return {ln.get_gid(): float(np.median(ln.get_xdata() * ln.get_ydata())) for ln in ax.get_lines()
+            if str(ln.get_gid()).endswith("over eta")}
+
+
+@pytest.fixture(scope="module")
+def two_loss_run(tmp_path_factory):
+    """A real run of seed 003's one-hidden-layer linear network on degenerate data (Theorem 2): one
+    seed, exponential and logistic loss, eta lambda_0 from ~0.5 to ~25."""
+    cfg = {"name": "thm2", "seeds": [3], "init": "gaussian",
+           "task": {"kind": "classification", "data": "degenerate", "n_train": 2, "input_dim": 1},
+           "model": {"parameterization": "ntk", "n_layers": 2, "width": 8, "activation": "linear", "output_dim": 1},
+           "train": {"steps": 150, "log_every": 50, "metrics": ["loss_peak", "phase", "sharpness", "ntk_eig"]},
+           "grid": {"loss": ["exponential", "logistic"], "lr": {"geomspace": [0.3, 12.0, 13]}}}
+    return lrsweep.run(lrsweep.load_config(cfg), tmp_path_factory.mktemp("thm2"), progress=False).run_dir
+
+
+def test_each_loss_gets_its_own_figures_with_its_thresholds(two_loss_run):
+    """One figure per loss. Logistic (c = loss''(0) = 1/4): a line at 8/lambda_0 and none at 4/lambda_0
+    or 2/lambda_0, the NTK panel's curve 8/eta, the sharpness panel's 2/eta (GD's bound on c lambda),
+    8 marked on the colour bar; exponential (c = 1): 2/lambda_0 only (no 4/lambda_0: that is mse's uv
+    divergence), 2/eta on both panels."""
+    figures = figures_of(two_loss_run)
+    assert {f"{s}_{loss}" for s in ("loss_curves", "curvature_vs_lr") for loss in ("exponential", "logistic")} \
+        <= set(figures)
+    assert not {"loss_curves", "curvature_vs_lr"} & set(figures)
+    (lam0,) = set(lambda_0(two_loss_run).round(12))
+    for loss, at, ntk_curve in (("logistic", 8.0, "8 over eta"), ("exponential", 2.0, "two over eta")):
+        fig = figures[f"curvature_vs_lr_{loss}"]
+        sharpness_ax, ntk_ax = panels(fig)
+        for ax in (sharpness_ax, ntk_ax):
+            assert np.allclose(_vertical_lines(ax), [at / lam0], rtol=1e-12)
+        assert _curves(ntk_ax) == pytest.approx({ntk_curve: at}, rel=1e-9)
+        assert _curves(sharpness_ax) == pytest.approx({"two over eta": 2.0}, rel=1e-9)
+        legend = legend_text(fig)
+        assert f"{loss}''(0)" in legend and "4/" not in legend and "uv model" not in legend
+        assert _limit_marks(figures[f"loss_curves_{loss}"]) == [at]
+    assert "GD's stability bound on the sharpness" in legend_text(figures["curvature_vs_lr_logistic"])
+
+
+def test_the_engine_follows_the_logistic_thresholds_the_figure_draws(two_loss_run):
+    """The logistic students' phases against the lines drawn: lazy below eta lambda_0 = 8, the loss
+    rises above it, and a landed catapult has eta lambda_final <= 8 (= 2 / c)."""
+    students = store.load(two_loss_run, "students")
+    s = students[students["loss"] == "logistic"].assign(rate=lambda d: d["lr_1"] * d["student_id"].map(
+        lambda_0(two_loss_run)))
+    assert (s.loc[s["rate"] < 8 * 0.97, "phase"] == "lazy").all() and (s["rate"] < 8 * 0.97).sum() >= 4
+    assert (s.loc[(s["rate"] > 8 * 1.03) & (s["rate"] < 14), "phase"] != "lazy").all()
+    cat = s[s["phase"] == "catapult"]
+    assert len(cat) and (cat["lr_1"] * cat["final_ntk_eig"] <= 8 * (1 + 1e-3)).all()
+
+
+def test_the_lines_come_from_theory_thresholds(two_loss_run, monkeypatch):
+    """Mutation: a wrong theory.thresholds moves every line drawn (no second table in the figures)."""
+    from lrsweep.families.catapult import theory
+    monkeypatch.setattr(theory, "thresholds", lambda loss: theory.Thresholds(3.0, 5.0, 6.0))
+    figures = figures_of(two_loss_run)
+    (lam0,) = set(lambda_0(two_loss_run).round(12))
+    _, ntk_ax = panels(figures["curvature_vs_lr_logistic"])
+    assert np.allclose(_vertical_lines(ntk_ax), [3 / lam0, 6 / lam0], rtol=1e-12)
+    assert _curves(ntk_ax) == pytest.approx({"5 over eta": 5.0}, rel=1e-9)
+    assert _limit_marks(figures["loss_curves_logistic"]) == [3.0, 6.0]
+
+
+def test_mse_figures_are_unchanged(one_seed_run):
+    """mse (c = 1): the figures keep their names, the colour bar marks 2 and 4, every panel its lines
+    at 2/lambda_0 and 4/lambda_0 and the one curve 2/eta."""
+    figures = figures_of(one_seed_run)
+    assert {"loss_curves", "curvature_vs_lr"} <= set(figures)
+    assert _limit_marks(figures["loss_curves"]) == [2.0, 4.0]
+    for ax in panels(figures["curvature_vs_lr"]):
+        assert len(_vertical_lines(ax)) == 2 and _curves(ax) == pytest.approx({"two over eta": 2.0}, rel=1e-9)
+    legend = legend_text(figures["curvature_vs_lr"])
+    assert "catapult | divergent, 4/" in legend and "stability bound" not in legend
+
+
+def test_phase_diagram_over_init_scale_per_loss(tmp_path):
+    """boundaries over the init scale (f_0 ~ s^2) and two losses: one diagram per loss, x = init scale
+    (log), the loss's theory lines only (exponential 2, logistic 8; no 4)."""
+    rows = []
+    for uid, (loss, s, seed) in enumerate((l, s, d) for l in ("exponential", "logistic") for s in (0.1, 0.3, 1.0)
+                                          for d in (0, 1)):
+        lazy = 2.0 if loss == "exponential" else 8.0
+        for b, at in (("lazy/catapult", lazy), ("catapult/divergent", 2 * lazy + s)):
+            rows.append(dict(group_id=0, name="w", loss=loss, width=16, init_scale=s, seed=seed, unit_id=uid,
+                             boundary=b, bracketed=True, lr=at / 2.0, lr_low=at / 2.02, lr_high=at / 1.98,
+                             initial_train_loss=1.0, initial_ntk_eig=2.0, n_coarse=8, rounds=4, n_trained=12))
+    run = write_uv_run(tmp_path, widths=[8], seeds=[0], scaled_etas=[1.0, 3.0])
+    table = write_boundaries(run, rows)
+    figures = figures_of(run)
+    assert "phase_diagram" not in figures
+    for loss, at in (("exponential", 2.0), ("logistic", 8.0)):
+        (ax,) = panels(figures[f"phase_diagram_{loss}"])
+        assert ax.get_xscale() == "log" and "init scale" in ax.get_xlabel()
+        assert [ln.get_ydata()[0] for ln in ax.get_lines() if str(ln.get_gid()).startswith("wide limit")] == [at]
+        b = table[(table["loss"] == loss) & (table["boundary"] == "catapult/divergent")]
+        (line,) = [ln for ln in ax.get_lines() if ln.get_gid() == "boundary catapult/divergent"]
+        assert np.allclose(line.get_xdata(), [0.1, 0.3, 1.0])
+        assert np.allclose(line.get_ydata(), (b["lr"] * 2.0).groupby(b["init_scale"]).mean(), rtol=1e-12)

@@ -304,6 +304,75 @@ def test_hessian_factor_is_the_second_derivative_of_the_degenerate_risk_at_its_m
         np.testing.assert_allclose(catapult.minimum_loss(loss), risk(0.0), rtol=1e-15)
 
 
+def two_layer_gd(u, v, eta, loss, steps, diverge_factor=1e6):
+    """GD on f = v.u / sqrt(m) (the one-hidden-layer linear ntk network of seed 003 eq. 3 on one input
+    x = 1) with the risk rho(f): f^2 / 2 (mse, label 0) or (ell(f) + ell(-f)) / 2 (labels +1, -1).
+    Returns (losses L_0.., the phase by plain_phase's rule, the NTK eigenvalue (|u|^2 + |v|^2) / m at
+    the end)."""
+    m = len(u)
+    rho = (lambda f: 0.5 * f * f) if loss == "mse" else (lambda f: 0.5 * (per_sample(loss, f) + per_sample(loss, -f)))
+    slope = (lambda f: f) if loss == "mse" else (lambda f: 0.5 * (per_sample_slope(loss, f) - per_sample_slope(loss, -f)))
+    losses = []
+    for _ in range(steps + 1):
+        f = u @ v / math.sqrt(m)
+        try:
+            losses.append(rho(f))
+        except OverflowError:
+            losses.append(math.inf)
+        if not math.isfinite(losses[-1]) or losses[-1] > diverge_factor * losses[0]:
+            break
+        a = eta * slope(f) / math.sqrt(m)
+        u, v = u - a * v, v - a * u
+    return np.array(losses), plain_phase(losses, diverge_factor), (u @ u + v @ v) / m
+
+
+def two_layer_init(width, scale, seed):
+    rng = np.random.default_rng(seed)
+    u, v = scale * rng.standard_normal(width), scale * rng.standard_normal(width)
+    return u, v, (u @ u + v @ v) / width
+
+
+@pytest.mark.parametrize("loss", ["mse", "exponential", "logistic"])
+def test_thresholds_against_plain_two_layer_gd(loss):
+    """theory.thresholds: c = rho''(0) by central difference here (mse 1, exponential 1, logistic 1/4);
+    from a small output (m = 4096, weights N(0, 0.05^2): f_0 ~ 3e-3, rho = f_0^2 / (m lambda_0^2) ~ 1e-4,
+    m lambda_0^2 ~ 0.1) the loss stays lazy at 0.98 x 2/c over lambda_0 and rises at 1.02 x; at 1.3 x
+    it catapults and lands with eta lambda_final <= 2/c."""
+    h = 1e-4
+    rho = (lambda f: 0.5 * f * f) if loss == "mse" else (lambda f: 0.5 * (per_sample(loss, f) + per_sample(loss, -f)))
+    c = (rho(h) - 2 * rho(0.0) + rho(-h)) / h ** 2
+    t = catapult.thresholds(loss)
+    assert t.lazy == pytest.approx(2 / c, rel=1e-6) and t.final == pytest.approx(2 / c, rel=1e-6)
+    assert {"mse": 2.0, "exponential": 2.0, "logistic": 8.0}[loss] == t.lazy  # seed 003: eta_c > 8 for logistic
+    for seed in range(3):
+        u, v, lam0 = two_layer_init(4096, 0.05, seed)
+        losses, phase, _ = two_layer_gd(u, v, 0.98 * t.lazy / lam0, loss, 400)
+        assert phase == "lazy" and (np.diff(losses) <= 1e-15 * losses[0]).all()
+        assert two_layer_gd(u, v, 1.02 * t.lazy / lam0, loss, 1)[0][1] > losses[0]  # rises at step 1
+        eta = 1.3 * t.lazy / lam0
+        losses, phase, lam_final = two_layer_gd(u, v, eta, loss, 3000)
+        assert phase == "catapult" and eta * lam_final <= t.final * (1 + 1e-9) and eta * lam_final < 1.3 * t.lazy
+
+
+def test_only_mse_has_a_divergence_threshold():
+    """mse: the uv model diverges above eta lambda_0 = 4 and not below (at every width). Exponential and
+    logistic have no such constant: at one eta lambda_0 a small start (m = 4096, N(0, 0.05^2) weights:
+    m lambda_0^2 ~ 0.1) and a large one (N(0, 1): m lambda_0^2 ~ 1.6e4) fall in different phases."""
+    assert catapult.thresholds("mse").divergent == 4.0
+    assert catapult.thresholds("exponential").divergent is None and catapult.thresholds("logistic").divergent is None
+    for width, scale in ((4096, 0.05), (4096, 1.0)):
+        u, v, lam0 = two_layer_init(width, scale, 0)
+        assert two_layer_gd(u, v, 0.98 * 4 / lam0, "mse", 2000)[1] == "catapult"
+        assert two_layer_gd(u, v, 1.02 * 4 / lam0, "mse", 2000)[1] == "divergent"
+    narrow, wide = two_layer_init(4096, 0.05, 0), two_layer_init(4096, 1.0, 0)
+    # exponential at eta lambda_0 = 3: the narrow network catapults, the wide one diverges
+    assert two_layer_gd(narrow[0], narrow[1], 3 / narrow[2], "exponential", 2000)[1] == "catapult"
+    assert two_layer_gd(wide[0], wide[1], 3 / wide[2], "exponential", 2000)[1] == "divergent"
+    # logistic at eta lambda_0 = 20 (> 4/c = 16): the narrow one diverges, the wide one does not
+    assert two_layer_gd(narrow[0], narrow[1], 20 / narrow[2], "logistic", 2000)[1] == "divergent"
+    assert two_layer_gd(wide[0], wide[1], 20 / wide[2], "logistic", 2000)[1] != "divergent"
+
+
 # ---------------------------------------------------------------------------------------------
 # Checks on hand-made tables (the uv model; sharpness and ntk_eig are other helpers' metrics)
 # ---------------------------------------------------------------------------------------------
