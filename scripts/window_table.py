@@ -13,7 +13,8 @@ eigenvalue; seed 003 eqs. 7-8), with g = rho'(f) (rho = cosh: sinh f; logistic: 
 k = eta^2 / m it reads f' = f - y g + k g^2 f, y' = y + k g (g y - 4 f): the phase depends on f_0,
 eta lambda_0 and m lambda_0^2 only (k = (eta lambda_0)^2 / (m lambda_0^2)). Per unit the recursion
 runs from the unit's own |f_0| (from L_0: theory.weight_from_loss) and lambda_0 with the run's T and
-diverge_factor, on a geometric grid of eta lambda_0 refined by bisection at the first change.
+diverge_factor (:func:`lrsweep.families.catapult.theorem2.network_phase`), on a geometric grid of eta lambda_0
+refined by bisection at the first change.
 Columns: medians over seeds, [min, max] of the measured boundaries, and the largest |measured /
 recursion - 1|.
 """
@@ -25,39 +26,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lrsweep.families.catapult import theory
+from lrsweep.families.catapult import theorem2, theory
 
 GRID = {"exponential": np.geomspace(0.5, 20.0, 1001),  # eta lambda_0 scanned by the recursion (ratio 1.0037)
         "logistic": np.geomspace(0.5, 500.0, 2001)}
 
 
-def recursion_phase(f0, lam0, eta, m, steps, loss, diverge_factor):
-    """The phase of the exact (f, lambda) map (names, broadcast over ``eta``)."""
-    eta = np.asarray(eta, float)
-    f, lam = np.full(eta.shape, float(f0)), np.full(eta.shape, float(lam0))
-    tracker = theory.PhaseTracker(theory.degenerate_risk(f, loss), diverge_factor)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for _ in range(steps):
-            g = theory.degenerate_risk_grad(f, loss)
-            f, lam = f - eta * lam * g + eta * eta * g * g * f / m, lam + (eta * g / m) * (eta * g * lam - 4.0 * f)
-            tracker.observe(theory.degenerate_risk(f, loss))
-    return tracker.phase()
-
-
-def recursion_boundaries(f0, lam0, m, steps, loss, diverge_factor, iters=10):
+def recursion_boundaries(loss0, lam0, m, steps, loss, diverge_factor, iters=10):
     """(lazy/catapult, catapult/divergent) in eta lambda_0: the first rate of GRID[loss] whose phase is not
     lazy, resp. divergent, refined by bisection against its lower neighbour (NaN if none)."""
     out = []
     for crossed in (lambda p: p != "lazy", lambda p: p == "divergent"):
         grid = GRID[loss]
-        hit = np.flatnonzero(crossed(recursion_phase(f0, lam0, grid / lam0, m, steps, loss, diverge_factor)))
+        hit = np.flatnonzero(crossed(theorem2.network_phase(loss0, lam0, grid / lam0, m, loss, steps, diverge_factor)))
         if not len(hit) or hit[0] == 0:
             out.append(np.nan)
             continue
         lo, hi = grid[hit[0] - 1], grid[hit[0]]
         for _ in range(iters):
             mid = np.sqrt(lo * hi)
-            if crossed(recursion_phase(f0, lam0, np.array([mid / lam0]), m, steps, loss, diverge_factor)[0]):
+            if crossed(theorem2.network_phase(loss0, lam0, np.array([mid / lam0]), m, loss, steps, diverge_factor)[0]):
                 hi = mid
             else:
                 lo = mid
@@ -75,7 +63,7 @@ def measured(run: Path, recursion: bool = True) -> pd.DataFrame:
     b["predicted"] = np.nan
     if recursion:
         for _, u in b.drop_duplicates("unit_id").iterrows():
-            pred = recursion_boundaries(u["f0"], u["initial_ntk_eig"], u["width"], int(u["steps"]), u["loss"],
+            pred = recursion_boundaries(u["initial_train_loss"], u["initial_ntk_eig"], u["width"], int(u["steps"]), u["loss"],
                                         float(u["diverge_factor"]))
             for name, value in zip(("lazy/catapult", "catapult/divergent"), pred):
                 b.loc[(b["unit_id"] == u["unit_id"]) & (b["boundary"] == name), "predicted"] = value

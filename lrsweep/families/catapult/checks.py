@@ -609,3 +609,45 @@ def check_table1(students: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
 
 register_check("catapult.proposition1", check_proposition1, curve_columns=("train_loss",))
 register_check("catapult.table1", check_table1, curve_columns=("ntk_eig",))
+
+
+SIDES = {"lazy/catapult": (lambda p: p == "lazy", lambda p: p != "lazy"),
+         "catapult/divergent": (lambda p: p != "divergent", lambda p: p == "divergent")}
+
+
+def check_theorem2_boundaries(table: pd.DataFrame) -> pd.DataFrame:
+    """(e) every bracket of ``lrsweep boundary`` on Theorem 2's students is a bracket of the exact map:
+    from the seed's own L_0 and lambda_0 (and the run's T and diverge_factor), the map's phase at
+    ``lr_low`` is on the boundary's lower side and at ``lr_high`` on its upper side, each end also
+    accepted moved outward by BOUNDARY_RTOL (float32 inputs). Asked of both ends, not "the first switch
+    lies inside": for logistic loss at large m lambda_0^2 divergence is not monotone in eta (README,
+    window table), and the bisection may land on any switch of its coarse bracket."""
+    if table is None or table.empty or "initial_ntk_eig" not in table:
+        return pd.DataFrame()
+    df = table[table["bracketed"].astype(bool)]
+    df = df[_covered(df, THEOREM2_SETTINGS, FREE + ("model.width", "task.n_train"))
+            & (df["n_train"].to_numpy() % 2 == 0)] if "n_train" in df else df.iloc[:0]
+    if df.empty:
+        return pd.DataFrame()
+    rows = []
+    for config, g in _groups(df.drop(columns=["seed"]), with_seed=False, named=("boundary",)):
+        lower, upper = SIDES[g["boundary"].iloc[0]]
+        loss, steps, factor = g["loss"].iloc[0], int(g["steps"].iloc[0]), float(g["diverge_factor"].iloc[0])
+        loss0, ntk0, width = (g[c].to_numpy(float) for c in ("initial_train_loss", "initial_ntk_eig", "width"))
+        phase = lambda eta: theorem2.network_phase(loss0, ntk0, eta, width, loss, steps, factor)
+        lo, hi = g["lr_low"].to_numpy(float), g["lr_high"].to_numpy(float)
+        low_ok = lower(phase(lo)) | lower(phase(lo * (1 - BOUNDARY_RTOL)))
+        high_ok = upper(phase(hi)) | upper(phase(hi * (1 + BOUNDARY_RTOL)))
+        ok = low_ok & high_ok
+        detail = (f"{int(ok.sum())}/{len(g)} brackets are brackets of the exact map (ends +-{BOUNDARY_RTOL:g}); "
+                  f"eta lambda_0 {np.min(g['lr'] * ntk0):.5g}..{np.max(g['lr'] * ntk0):.5g}")
+        if not ok.all():
+            detail += "; " + "; ".join(
+                f"seed {seed}: [{a:.6g}, {b:.6g}] map {p_lo} .. {p_hi}"
+                for seed, a, b, p_lo, p_hi in list(zip(df.loc[g.index, "seed"][~ok], lo[~ok], hi[~ok], phase(lo)[~ok],
+                                                       phase(hi)[~ok]))[:MISMATCHES_SHOWN])
+        rows.append({"configuration": config, "n": len(g), "passed": bool(ok.all()), "detail": detail})
+    return pd.DataFrame(rows)
+
+
+register_check("catapult.theorem2_boundaries", check_theorem2_boundaries, table="boundaries")

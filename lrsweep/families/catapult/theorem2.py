@@ -55,7 +55,7 @@ from __future__ import annotations
 import numpy as np
 
 from lrsweep.families.catapult.theory import (HESSIAN_FACTOR, PhaseTracker, _floats, degenerate_risk,
-                                              weight_from_loss)
+                                              thresholds, weight_from_loss)
 
 THEOREM2_LOSSES = ("mse", "exponential", "logistic")
 _SMALL = 1e-4  # |f| below which the gain uses its Taylor series (error O(f^4) < 1e-16)
@@ -157,7 +157,7 @@ def final_ntk_bound(loss: str) -> float:
     """Theorem 2's bound on eta lambda_final for a run that converged to min R: 2 / c (2 exponential
     and mse, 8 logistic)."""
     _check(loss)
-    return 2.0 / HESSIAN_FACTOR[loss]
+    return thresholds(loss).final
 
 
 def first_rise_rate(loss0, ntk0, width, loss: str, kind: str = "classification"):

@@ -147,9 +147,10 @@ def thresholds(loss: str) -> Thresholds:
     eq. 8) is f' - f* = (1 - eta c lambda)(f - f*): the loss rises iff eta c lambda > 2, and a catapult
     can only land where |1 - eta c lambda_final| <= 1. Hence eta lambda_0 = 2 / c (mse, exponential 2;
     logistic 8) and eta lambda_final <= 2 / c; the sharpness c lambda obeys eta sharpness <= 2 for
-    every loss. The divergence rate 4 / c holds for a quadratic loss only (the uv model, Sec. 1:
-    y' - 4 = (y - 4)(1 + x)); logistic never diverges on degenerate data (rho' is bounded) and the
-    exponential's divergence depends on f_0 and m lambda_0^2, so there is no line for them.
+    every loss. The divergence rate 4 / c holds at every width for a quadratic loss only (the uv
+    model, Sec. 1: y' - 4 = (y - 4)(1 + x)); for exponential and logistic loss it is 4 / c only as
+    m lambda_0^2 -> 0 and moves with m lambda_0^2 and f_0 (down for the exponential, up for the
+    logistic: the README's window table), so there is no line for them.
     """
     c = HESSIAN_FACTOR[loss]
     return Thresholds(2.0 / c, 2.0 / c, 4.0 / c if loss == "mse" else None)

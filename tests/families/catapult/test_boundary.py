@@ -230,7 +230,8 @@ def two_layer_phase(w1, w2, x, y, lr, loss, steps, factor=1e6):
 
 
 @pytest.mark.parametrize("width,init_scale,window", [(16, 1.0, True), (1024, 1.0, False)])
-def test_exponential_catapult_window_is_classified_as_plain_gd_does(width, init_scale, window, tmp_path, x64):
+def test_exponential_catapult_window_is_classified_as_plain_gd_does(width, init_scale, window, tmp_path, x64,
+                                                                    monkeypatch):
     """Exponential loss on degenerate data (seed 003 Theorem 2): both boundaries contain the rate where a
     plain float64 GD of the same weights changes phase (loss rises; inf/NaN or above diverge_factor L_0).
     Narrow (m = 16): a catapult window between them, a rate inside it rises and comes back below L_0
@@ -256,6 +257,15 @@ def test_exponential_catapult_window_is_classified_as_plain_gd_does(width, init_
             assert ratio > 1.05 and phase(math.sqrt(plain["catapult/divergent"] * plain["lazy/catapult"])) == "catapult"
         else:
             assert ratio < 1.01
+    # catapult.theorem2_boundaries: the brackets are the exact map's (theorem2.py, derived independently
+    # of the engine), and they are not those of a map whose rate is off by 1%
+    from lrsweep.families.catapult import checks, theorem2
+    rows = checks.check_theorem2_boundaries(table)
+    assert len(rows) == 2 and rows["passed"].all() and rows["n"].sum() == len(table), rows["detail"].tolist()
+    true_phase = theorem2.network_phase
+    monkeypatch.setattr(theorem2, "network_phase", lambda loss0, ntk0, eta, *args, **kw:
+                        true_phase(loss0, ntk0, np.asarray(eta) * 1.01, *args, **kw))
+    assert not checks.check_theorem2_boundaries(table)["passed"].any()
 
 
 def test_bad_boundary_input_exits_2_before_any_directory(tmp_path):
