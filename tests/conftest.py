@@ -121,3 +121,61 @@ def run_tables(run) -> dict:
         df = lrsweep.load(run, table=table).drop(columns="run_id")
         out[table] = df[sorted(df.columns)].sort_values(key).reset_index(drop=True)
     return out
+
+
+# --------------------------------------------------------------------------------------
+# The quick tier: ``python -m pytest -m "not slow"`` (development; CI runs everything)
+# --------------------------------------------------------------------------------------
+DURATIONS = Path(__file__).parent / "durations.json"  # {nodeid: {"setup": s, "call": s}} of a full run
+QUICK_LIMIT = 1.0  # seconds: a test, or a module fixture's setup, slower than this is `slow`
+
+
+def pytest_addoption(parser):
+    parser.addoption("--record-durations", action="store_true",
+                     help=f"write each test's setup and call seconds to {DURATIONS.name} (after a full run)")
+
+
+def _recorded() -> dict:
+    import json
+    return json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+
+
+def _module_fixtures(item) -> set:
+    """(where, name) of the module-scoped fixtures an item uses (runs trained once, read by many tests)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return set()
+    return {(d.baseid, name) for name, defs in info.name2fixturedefs.items() for d in defs if d.scope == "module"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow``: Monte Carlo tests, tests whose recorded call took over QUICK_LIMIT, and every
+    test sharing a module fixture whose recorded setup did (a deselected first test would
+    otherwise hand its fixture's cost to the next one). Tests not yet recorded count as quick."""
+    recorded = _recorded()
+    heavy = set()
+    for item in items:
+        if recorded.get(item.nodeid, {}).get("setup", 0.0) > QUICK_LIMIT:
+            heavy |= _module_fixtures(item)
+    for item in items:
+        times = recorded.get(item.nodeid, {})
+        if ("montecarlo" in item.keywords or times.get("call", 0.0) > QUICK_LIMIT
+                or times.get("setup", 0.0) > QUICK_LIMIT or _module_fixtures(item) & heavy):
+            item.add_marker(pytest.mark.slow)
+
+
+_durations: dict = {}
+
+
+def pytest_runtest_logreport(report):
+    """Collect setup/call seconds (on the controller too: pytest-xdist forwards the workers' reports)."""
+    if report.when in ("setup", "call"):
+        _durations.setdefault(report.nodeid, {})[report.when] = round(report.duration, 3)
+
+
+def pytest_sessionfinish(session):
+    import json
+    if session.config.getoption("--record-durations") and not hasattr(session.config, "workerinput"):
+        merged = {**_recorded(), **_durations}
+        lines = [f"{json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(merged.items())]
+        DURATIONS.write_text("{\n" + ",\n".join(lines) + "\n}\n")  # one test a line: diffs stay readable
