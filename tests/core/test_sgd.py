@@ -6,7 +6,7 @@ draws: step t of the instance of seed s uses key_t = fold_in(fold_in(PRNGKey(s),
 a minibatch of a fixed set is jax.random.choice(key_t, n, (M,), replace=False) (the first m(t)
 rows weighted 1/m(t), the rest 0, when the batch size follows a schedule); an online batch of
 power_law_features is x = sqrt(lam) * normal(k_x, (M, N)), y = x w* + sigma normal(k_noise, (M, 1))
-with k_x, k_noise = split(key_t). Everything else (gradients, momentum, schedules, losses, the
+with k_x, k_noise = split(key_t), both normals drawn under jax.threefry_partitionable(False). Everything else (gradients, momentum, schedules, losses, the
 spectrum) is plain numpy float64.
 
 Tolerances: 1e-10 relative in float64 (the two sides sum in different orders; observed ~1e-14);
@@ -73,8 +73,11 @@ def minibatch(x, y, seed, t, m=None):
 
 def fresh_samples(lam, w_star, sigma, seed, t, m=None):
     key_x, key_noise = jax.random.split(step_key(seed, t))
-    x = np.sqrt(lam) * np.asarray(jax.random.normal(key_x, (M, lam.size), np.float64))
-    y = x @ w_star + sigma * np.asarray(jax.random.normal(key_noise, (M, 1), np.float64))
+    with jax.threefry_partitionable(False):  # the documented layout of the online draws
+        z_x = np.asarray(jax.random.normal(key_x, (M, lam.size), np.float64))
+        z_noise = np.asarray(jax.random.normal(key_noise, (M, 1), np.float64))
+    x = np.sqrt(lam) * z_x
+    y = x @ w_star + sigma * z_noise
     return x, y, mask(M, m)
 
 
