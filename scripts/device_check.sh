@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The prepared accelerator check: engine, poly and scaling benchmarks at GPU sizes, in under
-# 8 minutes on one GPU. Writes each script's output to OUT (default: $OUT if set, else
+# The prepared accelerator check: every family's benchmarks at GPU sizes (seed 000's engine, poly
+# and scaling; seed 004's SGD; seed 003's curvature metrics and boundary; seed 002's head rules), in
+# under 8 minutes on one GPU. Writes each script's output to OUT (default: $OUT if set, else
 # results/device_check-<date>) and prints it. Run from the repository root:
 #
 #     bash scripts/device_check.sh [OUT]
@@ -16,9 +17,15 @@ PY="${PYTHON:-python}"
 export LRSWEEP_CACHE_DIR="${LRSWEEP_CACHE_DIR:-$OUT_DIR/jax-cache}"
 # GPU sizes: h = 64 (the >= 20x over the per-student loop target, 1,000+ students) to h = 1024 (%peak of
 # matmul); the scaling grid at h = 32, 100 steps. Quick: each script's own --quick sizes.
+# SGD and catapult at h = 64 (features N = 64 for SGD) with >= 10^4 students (the >= 100x target).
 ENGINE=(--widths 64 256 1024 --layers 2 --student-budget $((1 << 30)) --min-students 1024 --loop-students 32)
 SCALING=(--width 32 --steps 100 --logs 8)
-if [ "${LRSWEEP_DEVICE_CHECK_QUICK:-0}" = "1" ]; then ENGINE=(--quick); SCALING=(--quick); fi
+POLY=()
+SGD=(--features 64 --students 16384 --steps 256 --loop-students 32 --no-schedule)
+CATAPULT=(--width 64 --seeds 16 --rates 640 --steps 500 --loop-sample 32 --head-width 64)
+if [ "${LRSWEEP_DEVICE_CHECK_QUICK:-0}" = "1" ]; then
+  ENGINE=(--quick); SCALING=(--quick); POLY=(--quick); SGD=(--quick --no-schedule); CATAPULT=(--quick)
+fi
 
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
@@ -33,7 +40,9 @@ step() {  # step NAME SECONDS COMMAND...
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
   "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())"; } 2>&1 | tee "$OUT_DIR/device.txt"
 
-step bench_engine 210 "$PY" scripts/bench_engine.py "${ENGINE[@]}"
-step bench_poly 90 "$PY" scripts/bench_poly.py $([ "${ENGINE[0]}" = "--quick" ] && echo --quick)
-step bench_scaling 150 "$PY" scripts/bench_scaling.py "${SCALING[@]}"
+step bench_engine 150 "$PY" scripts/bench_engine.py "${ENGINE[@]}"
+step bench_poly 60 "$PY" scripts/bench_poly.py "${POLY[@]}"
+step bench_scaling 75 "$PY" scripts/bench_scaling.py "${SCALING[@]}"
+step bench_sgd 60 "$PY" scripts/bench_sgd.py "${SGD[@]}"
+step bench_catapult 100 "$PY" scripts/bench_catapult.py "${CATAPULT[@]}"
 echo "outputs in $OUT_DIR"
