@@ -17,10 +17,23 @@ the step loop's final test loss is checked against the engine's for the same stu
 
     python scripts/bench_sgd.py            # N = 500, B = 8, 4096 students x 64 steps
     python scripts/bench_sgd.py --quick    # < 1 min on a small CPU (1024 students x 16 steps)
+    python scripts/bench_sgd.py --sweep    # issue 26's sweep as a whole `lrsweep run` process (below)
+
+``--sweep``: the sweep a researcher runs (N = 500, B = 8, noise 0.5, online, 16 seeds x 16 rates in
+[0.02, 1.5], 1,000 steps, the loss logged at the end): the whole ``lrsweep run`` process (a subprocess:
+imports, planning, compile, training, storage, the end-of-run comparison), once with an empty
+compilation cache and once with the cache the first run filled, against the per-student scan loop's
+warm time for all the students (timed on ``--loop-students`` of them, scaled), and the engine's
+in-kernel time for the same grid.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -48,6 +61,54 @@ def make_students(n_features: int, batch: int, n_students: int, steps: int, lr: 
            "grid": {"lr": lr}}
     students = config.expand_grid(config.load_config(cfg))
     return GroupSpec.from_row(students.iloc[0].to_dict()), students
+
+
+def sweep_config(n_features: int, batch: int, n_seeds: int, n_rates: int, steps: int, noise: float) -> dict:
+    """The issue-26 sweep: n_seeds x n_rates students sharing each seed's online batches."""
+    return {"name": "bench_sgd_sweep", "seeds": {"range": [0, n_seeds - 1, 1]},
+            "task": {"kind": "power_law_features", "n_features": n_features, "noise_std": noise},
+            "model": {"parameterization": "standard", "n_layers": 1}, "init": "zeros",
+            "train": {"optimizer": "sgd", "batch_size": batch, "steps": steps, "log_every": steps},
+            "grid": {"lr": {"geomspace": [0.02, 1.5, n_rates]}}}
+
+
+def time_process(cfg: dict, cache_dir: str, out: str) -> float:
+    """Wall seconds of ``lrsweep run`` on ``cfg`` (a subprocess, compile cache ``cache_dir``)."""
+    path = os.path.join(out, "sweep.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    env = {**os.environ, "LRSWEEP_CACHE_DIR": cache_dir}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sys; from lrsweep.cli import main; sys.exit(main())", "run", path, "--out", os.path.join(out, "results"),
+                    "--quiet"], env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def bench_sweep(args) -> None:
+    """Issue 26's sweep: the whole process (cold and warm compile cache) and the engine's kernel
+    against the per-student scan loop's warm time, all measured here."""
+    cfg = sweep_config(args.features, args.batch, args.seeds, args.rates, args.steps, args.noise)
+    students = config.expand_grid(config.load_config(cfg))
+    spec = GroupSpec.from_row(students.iloc[0].to_dict())
+    n = len(students)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = os.path.join(tmp, "jax-cache")
+        procs = []
+        for name in ("cold", "warm"):
+            os.makedirs(os.path.join(tmp, name))
+            procs.append(time_process(cfg, cache, os.path.join(tmp, name)))
+    kernel, per_chunk, _ = bench_engine(spec, students, args.repeats, args.max_memory, args.chunk_size)
+    # the loop on a sample spread over seeds and rates
+    sample = students.iloc[np.linspace(0, n - 1, min(n, args.loop_students)).astype(int)]
+    loop_rate = bench_scan_loop(spec, loop_setups(spec, sample), args.repeats)
+    loop_s = n * spec.steps / loop_rate
+    kernel_s = n * spec.steps / kernel
+    print(f"sweep: power_law_features N={args.features} batch={args.batch} noise={args.noise} online sgd, "
+          f"{args.seeds} seeds x {args.rates} rates = {n} students x {spec.steps} steps ({per_chunk} per chunk)")
+    print(f"  per-student scan loop, warm    {loop_s:8.2f} s  (timed on {len(sample)} students, scaled)")
+    print(f"  engine kernel (compiled)       {kernel_s:8.2f} s  loop/engine {loop_s / kernel_s:7.1f}x")
+    print(f"  lrsweep run process, cold cache {procs[0]:7.2f} s  loop/process {loop_s / procs[0]:7.1f}x")
+    print(f"  lrsweep run process, warm cache {procs[1]:7.2f} s  loop/process {loop_s / procs[1]:7.1f}x")
 
 
 def bench_engine(spec, students, repeats: int, max_memory: int | None = None, chunk_size: int | None = None):
@@ -135,7 +196,13 @@ def parse_args():
     ap.add_argument("--chunk-size", type=int, default=None, help="students per chunk (default: from the budget)")
     ap.add_argument("--x64", action="store_true", help="float64")
     ap.add_argument("--no-schedule", action="store_true", help="skip timing the schedule search")
+    ap.add_argument("--sweep", action="store_true", help="issue 26's sweep as a whole process (see above)")
+    ap.add_argument("--seeds", type=int, default=16, help="--sweep: seeds (default 16)")
+    ap.add_argument("--rates", type=int, default=16, help="--sweep: learning rates in [0.02, 1.5] (default 16)")
+    ap.add_argument("--noise", type=float, default=0.5, help="--sweep: label noise sigma (default 0.5)")
     args = ap.parse_args()
+    if args.sweep:
+        quick_defaults(args, students=(0, 0), steps=(1000, 1000), loop_students=(32, 32), repeats=(2, 2))
     quick_defaults(args, students=(1024, 4096), steps=(16, 64), loop_students=(16, 64), repeats=(2, 3))
     return args
 
@@ -144,6 +211,10 @@ def main():
     args = parse_args()
     t_start = time.perf_counter()
     device_header(args.x64)
+    if args.sweep:
+        bench_sweep(args)
+        print(f"total wall time {time.perf_counter() - t_start:.0f} s (compiles included)")
+        return
     spec, students = make_students(args.features, args.batch, args.students, args.steps, args.lr, args.optimizer)
     eng, per_chunk, eng_finals = bench_engine(spec, students, args.repeats, args.max_memory, args.chunk_size)
     subset = students.iloc[:args.loop_students]
