@@ -337,7 +337,8 @@ def run_shard(cfg, out, shard: tuple[int, int], *, x64=False, max_memory=None, c
     ``jax.distributed`` job) each run one shard at the same time: the first to arrive writes the
     run's config.yaml and meta.json (``status: sharded``, ``shards: n``), the others check that
     their config, precision and n are the run's (ConfigError otherwise, nothing written). Each
-    shard holds its own lock (``.lock-shard-i-of-n``: the same shard twice is refused), keeps its
+    shard holds its own lock (``.lock-shard-i-of-n``: the same shard twice is refused), takes the
+    groups' modes from the run's meta.json where the run exists (so ``auto`` agrees), keeps its
     status and heartbeat in ``shards/i-of-n.json``, writes its chunks as parts named ``si of n-...``
     and merges nothing: :func:`merge` (``lrsweep merge RUN``) does, once all are complete.
     """
@@ -355,11 +356,14 @@ def run_shard(cfg, out, shard: tuple[int, int], *, x64=False, max_memory=None, c
         run_dir = Path(out) / cfg.name / run_id
     if run_id is not None and resume is not None and Path(resume).name != run_id:
         raise ConfigError("--run-id", f"--resume {resume} is the run {Path(resume).name}, not {run_id}")
+    decided = store.read_json(run_dir / "meta.json").get("groups") if store.is_run(run_dir) else None
     plan = plan_run(cfg, None if resume is not None else out, x64=x64, max_memory=max_memory,
-                    max_students=None if resume is not None else max_students)
+                    max_students=None if resume is not None else max_students, decided=decided)
     students, specs, modes = plan.students, plan.specs, plan.modes
     with contextlib.ExitStack() as stack:
         meta = _join_sharded(run_dir, cfg, x64, count, students, specs, modes, max_memory, chunk_size)
+        if any(meta.get("groups", {}).get(str(g), {}).get("mode", m["mode"]) != m["mode"] for g, m in modes.items()):
+            modes = choose_modes(cfg, students, specs, meta["groups"])  # a shard that planned in the same moment
         stack.enter_context(runstate.RunLock(run_dir, runstate.shard_lock_name(index, count)))
         from lrsweep.core.distributed import shard_mask
         shapes = {int(g): tuple(v) for g, v in meta.get("chunk_shapes", {}).items()}
@@ -436,7 +440,7 @@ def _join_sharded(run_dir: Path, cfg, x64: bool, count: int, students, specs, mo
             return meta
         store.write_yaml(cfg.to_dict(), run_dir / "config.yaml")
         meta = _meta(cfg, students, specs, x64, max_memory, chunk_size)
-        meta.update(status="sharded", shards=count,
+        meta.update(status="sharded", shards=count, groups={str(gid): _jsonable(rep) for gid, rep in modes.items()},
                     chunk_shapes=chunk_shapes(students, specs, modes, max_memory, chunk_size, count))
         store.write_json(meta, run_dir / "meta.json")
         return meta

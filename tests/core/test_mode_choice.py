@@ -132,3 +132,27 @@ def test_dry_run_prints_both_estimates(tmp_path):
     rc, out, err = cli_main(["run", str(path), "--dry-run"])
     assert rc == 0, err
     assert "mode=grid (poly mode would save" in out and "estimated: poly mode ~" in out and ", grid mode ~" in out
+
+
+def test_a_shard_takes_the_modes_of_the_run_it_joins(tmp_path):
+    """Shards of one sweep run the same modes: a shard joining a run takes the run's (meta.json), even
+    where its own ``auto`` would pick another."""
+    import json
+
+    from lrsweep.core import runstate
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    args = ["run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--x64", "--run-id", "J1"]
+    rc, _, err = cli_main(args + ["--shard", "0/2"])
+    assert rc == 0, err
+    run_dir = tmp_path / "out" / "tiny_auto" / "J1"
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["groups"]["0"]["mode"] == "grid"  # what auto picks here
+    meta["groups"]["0"].update(mode="poly", reason="poly mode is faster")  # as another machine might have
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    rc, _, err = cli_main(args + ["--shard", "1/2"])
+    assert rc == 0, err
+    record = json.loads(runstate.shard_record_path(run_dir, 1, 2).read_text())
+    assert record["groups"]["0"]["mode"] == "poly"
+    # shard 1 trained in poly mode (its coefficient table), shard 0 in grid mode
+    assert list(run_dir.glob("parts/s1of2-*.poly.parquet")) and not list(run_dir.glob("parts/s0of2-*.poly.parquet"))

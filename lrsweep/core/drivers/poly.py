@@ -155,7 +155,7 @@ def seconds_estimate(spec, pl: PolyPlan, n_students: int, n_instances: int, dtyp
 def decide(est: dict, measure) -> dict:
     """Pick a mode from seconds (:func:`seconds_estimate`): {"mode", "reason", "poly_s", "grid_s"}, and
     what was measured. ``measure()`` returns :func:`measure_seconds`; it is called only where poly's
-    saving of compute lies within :data:`SAVING_S`. Then poly costs its compile, its compute and the
+    saving of compute lies within :data:`SAVING_S` (None: poly there, as the FLOP model decided). Then poly costs its compile, its compute and the
     host's evaluation; grid, its compile and its compute at the measured rate."""
     poly_s, grid_s = est["poly_compute_s"] + est["host_s"], est["grid_compute_s"]
     saving = grid_s - poly_s
@@ -167,6 +167,10 @@ def decide(est: dict, measure) -> dict:
     if saving >= hi:
         return {"mode": "poly", "reason": f"poly mode saves ~{saving:.3g} s of compute, more than compiling costs "
                                           f"(~{poly_s:.3g} s against ~{grid_s:.3g} s)", "poly_s": poly_s, "grid_s": grid_s}
+    if measure is None:  # nothing measured (several processes must agree): the FLOP model's rule
+        return {"mode": "poly", "reason": f"poly mode saves ~{saving:.3g} s of compute, more than the ~{lo:.3g} s "
+                                          f"of compile assumed (not measured: {jax.process_count()} processes)",
+                "poly_s": poly_s, "grid_s": grid_s}
     got = measure()
     poly_s = got["poly_compile_s"] + est["poly_compute_s"] + got["host_s"]
     grid_s = got["grid_compile_s"] + est["grid_compute_s"] * est["rate"] / got["grid_rate"]
@@ -227,7 +231,10 @@ def choose_auto(spec, pl: PolyPlan, n_students: int, n_instances: int, dtype_byt
     if stored is not None:
         return {**stored, "reason": stored["reason"] + "; decided before on this device kind"}
     est = seconds_estimate(spec, pl, n_students, n_instances, dtype_bytes, engine_rate())
-    choice = {**est, **decide(est, lambda: measure_seconds(spec, pl, n_students, n_instances, dtype_bytes))}
+    # the processes of a multi-process job must pick the same modes: they do not measure
+    measure = (lambda: measure_seconds(spec, pl, n_students, n_instances, dtype_bytes)) \
+        if jax.process_count() == 1 else None
+    choice = {**est, **decide(est, measure)}
     timing.remember(key, choice)
     return choice
 
