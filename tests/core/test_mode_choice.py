@@ -50,6 +50,8 @@ def test_fixed_costs_decide_on_a_fast_device():
     # the same compute with poly's fixed costs below grid's saving: poly
     cheap = {**H200_FIG1, "poly_compile_s": 1.0}
     assert poly.decide(est, lambda: cheap)["mode"] == "poly"
+    # the processes of a multi-process job measure nothing (they must agree): the FLOP model's rule
+    assert poly.decide(est, None)["mode"] == "poly"
 
 
 def test_compute_decides_on_the_cpu():
