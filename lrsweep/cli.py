@@ -387,6 +387,10 @@ def _print_plan(cfg, plan) -> None:
               + ("" if spec.constant_rates else f" schedule={spec.schedule} warmup={spec.warmup_steps}")
               + "".join(f" {hook.summary(spec)}" for hook in spec.hooks)
               + f" mode={mode['mode']} ({mode['reason']})")
+        if "poly_s" in mode:
+            fixed = (f"; compile {mode['poly_compile_s']:.3g} s poly, {mode['grid_compile_s']:.3g} s grid (measured)"
+                     if "poly_compile_s" in mode else "")
+            print(f"    estimated: poly mode ~{mode['poly_s']:.3g} s, grid mode ~{mode['grid_s']:.3g} s{fixed}")
         if mode["mode"] == "grid":
             members, _ = chunking.instance_groups(group, spec.instance_columns)
             u, p = chunking.chunk_shape(spec, len(members), max(map(len, members)), max_memory=mem["budget"],

@@ -100,7 +100,6 @@ def main():
           f"{[s.weight_terms for s in plan.steps]}, matmuls {[s.matmuls for s in plan.steps]}; "
           f"{plan.flops / 1e9:.3g} GFLOP and ~{plan.peak_elements * 8 / 2**30:.2f} GiB per seed; "
           f"grid mode {grid_flops / 1e9:.3g} GFLOP per student")
-    print(f"auto mode picks: {poly.choose_mode(spec, len(students), n_inst)}")
 
     t0 = time.perf_counter()
     got_poly = collect(poly_driver.iter_group(spec, students, drivers.GroupContext(max_memory=args.max_memory)))
@@ -132,6 +131,9 @@ def main():
     print(f"same numbers: max relative difference {worst:.2e} over every finite logged loss; "
           f"{mismatched} divergence/NaN mismatches; {n_div} diverged students")
     print(f"speedup: grid / poly = {t_grid / t_poly:.1f}x")
+    # after the timed runs: auto may measure (compile each mode's program once), which would warm them
+    rep = poly_driver.mode_report(spec, len(students), n_inst, dtype_bytes=8)
+    print(f"auto mode picks: {rep['mode']} ({rep['reason']})")
 
     # crossover: grid wins when P * grid_flops * spf_grid < plan.flops * spf_poly + P * eval cost
     spf_grid = t_grid_one / (grid_flops * len(one))

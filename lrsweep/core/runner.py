@@ -88,13 +88,15 @@ class Plan:
 
 
 def plan_run(cfg: config_lib.SweepConfig, out: str | Path | None = None, *, x64: bool = False,
-             max_memory: int | None = None, max_students: int | None = config_lib.DEFAULT_MAX_STUDENTS) -> Plan:
+             max_memory: int | None = None, max_students: int | None = config_lib.DEFAULT_MAX_STUDENTS,
+             decided: dict | None = None) -> Plan:
     """Every check of a run, before any compute or run directory exists; raises ConfigError.
 
     In order: a run directory can be made under ``out`` (None: not checked); the grid has at most
     ``max_students`` students, counted from its axes before expanding (None: no cap); the grid
     itself (:func:`prepare`); each group's mode; the smallest chunk of each group fits ``max_memory``
-    and the device (:func:`check_memory`). ``lrsweep run --dry-run`` prints what this returns.
+    and the device (:func:`check_memory`). ``decided``: a run's stored mode reports (meta.json's
+    ``groups``): a resumed run keeps its groups' modes. ``lrsweep run --dry-run`` prints what this returns.
     """
     for name, section in registry.SECTIONS.items():  # a config for a family's command (schedule_search)
         if cfg.raw.get(name) is not None:
@@ -105,7 +107,7 @@ def plan_run(cfg: config_lib.SweepConfig, out: str | Path | None = None, *, x64:
     n = config_lib.grid_size(cfg) if max_students is None else config_lib.check_grid_size(cfg, max_students)
     students, specs = prepare(cfg)
     setup_jax(x64)
-    modes = choose_modes(cfg, students, specs)  # ConfigError for an impossible train.mode: poly
+    modes = choose_modes(cfg, students, specs, decided)  # ConfigError for an impossible train.mode: poly
     return Plan(n, students, specs, modes, check_memory(specs, modes, max_memory))
 
 
@@ -160,16 +162,25 @@ def format_bytes(n: float, up: bool = False) -> str:
     return f"{int(n)}B"
 
 
-def choose_modes(cfg: config_lib.SweepConfig, students: pd.DataFrame, specs: dict) -> dict:
+def choose_modes(cfg: config_lib.SweepConfig, students: pd.DataFrame, specs: dict, decided: dict | None = None) -> dict:
     """Per group: which driver runs it (:func:`lrsweep.core.drivers.plan_mode`), from ``train.mode`` (after
-    :func:`setup_jax`). Raises ConfigError("train.mode") where poly is asked for but cannot run."""
+    :func:`setup_jax`), or the mode ``decided`` ({str(group): report}, a run's meta.json) by ``auto`` when
+    the run started. Raises ConfigError("train.mode") where poly is asked for but cannot run."""
     import jax.numpy as jnp
 
     from lrsweep.core import drivers
     requested = cfg.base.get("train.mode", "auto")
     dtype_bytes = jnp.dtype(jnp.result_type(float)).itemsize
-    return {gid: drivers.plan_mode(spec, config_lib.select_rows(students, students["group_id"].to_numpy() == gid), requested, dtype_bytes=dtype_bytes)
-            for gid, spec in specs.items()}
+    modes = {}
+    for gid, spec in specs.items():
+        before = (decided or {}).get(str(gid), {})
+        keep = requested == "auto" and before.get("mode") in ("grid", "poly")
+        group = config_lib.select_rows(students, students["group_id"].to_numpy() == gid)
+        modes[gid] = drivers.plan_mode(spec, group, before["mode"] if keep else requested, dtype_bytes=dtype_bytes)
+        if keep:
+            modes[gid].update({k: v for k, v in before.items() if k.endswith("_s") or k.endswith("rate")},
+                              requested="auto", reason=f"{before.get('reason', '')}; kept from the run's start")
+    return modes
 
 
 def setup_jax(x64: bool, cache_dir: str | None = None) -> None:
@@ -264,7 +275,8 @@ def run(cfg: config_lib.SweepConfig | None = None, out: str | Path = "results", 
         if resume is None and run_id is not None:
             _refuse_existing(Path(out) / cfg.name / run_id)
         plan = plan_run(cfg, None if resume is not None else out, x64=x64, max_memory=max_memory,
-                        max_students=None if resume is not None else max_students)  # every check, no directory yet
+                        max_students=None if resume is not None else max_students,  # every check, no directory yet
+                        decided=meta.get("groups") if resume is not None else None)
         students, specs, modes = plan.students, plan.specs, plan.modes
         if resume is None:
             run_dir = Path(out) / cfg.name / (run_id or new_run_id())
@@ -325,7 +337,8 @@ def run_shard(cfg, out, shard: tuple[int, int], *, x64=False, max_memory=None, c
     ``jax.distributed`` job) each run one shard at the same time: the first to arrive writes the
     run's config.yaml and meta.json (``status: sharded``, ``shards: n``), the others check that
     their config, precision and n are the run's (ConfigError otherwise, nothing written). Each
-    shard holds its own lock (``.lock-shard-i-of-n``: the same shard twice is refused), keeps its
+    shard holds its own lock (``.lock-shard-i-of-n``: the same shard twice is refused), takes the
+    groups' modes from the run's meta.json where the run exists (so ``auto`` agrees), keeps its
     status and heartbeat in ``shards/i-of-n.json``, writes its chunks as parts named ``si of n-...``
     and merges nothing: :func:`merge` (``lrsweep merge RUN``) does, once all are complete.
     """
@@ -343,11 +356,14 @@ def run_shard(cfg, out, shard: tuple[int, int], *, x64=False, max_memory=None, c
         run_dir = Path(out) / cfg.name / run_id
     if run_id is not None and resume is not None and Path(resume).name != run_id:
         raise ConfigError("--run-id", f"--resume {resume} is the run {Path(resume).name}, not {run_id}")
+    decided = store.read_json(run_dir / "meta.json").get("groups") if store.is_run(run_dir) else None
     plan = plan_run(cfg, None if resume is not None else out, x64=x64, max_memory=max_memory,
-                    max_students=None if resume is not None else max_students)
+                    max_students=None if resume is not None else max_students, decided=decided)
     students, specs, modes = plan.students, plan.specs, plan.modes
     with contextlib.ExitStack() as stack:
         meta = _join_sharded(run_dir, cfg, x64, count, students, specs, modes, max_memory, chunk_size)
+        if any(meta.get("groups", {}).get(str(g), {}).get("mode", m["mode"]) != m["mode"] for g, m in modes.items()):
+            modes = choose_modes(cfg, students, specs, meta["groups"])  # a shard that planned in the same moment
         stack.enter_context(runstate.RunLock(run_dir, runstate.shard_lock_name(index, count)))
         from lrsweep.core.distributed import shard_mask
         shapes = {int(g): tuple(v) for g, v in meta.get("chunk_shapes", {}).items()}
@@ -424,7 +440,7 @@ def _join_sharded(run_dir: Path, cfg, x64: bool, count: int, students, specs, mo
             return meta
         store.write_yaml(cfg.to_dict(), run_dir / "config.yaml")
         meta = _meta(cfg, students, specs, x64, max_memory, chunk_size)
-        meta.update(status="sharded", shards=count,
+        meta.update(status="sharded", shards=count, groups={str(gid): _jsonable(rep) for gid, rep in modes.items()},
                     chunk_shapes=chunk_shapes(students, specs, modes, max_memory, chunk_size, count))
         store.write_json(meta, run_dir / "meta.json")
         return meta

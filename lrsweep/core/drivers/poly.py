@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Iterator
 
 import jax
@@ -60,21 +61,134 @@ def memory_capacity() -> int:
     return int(limit * 0.5) if limit is not None else ram // 4
 
 
-def compile_overhead_flops() -> float:
-    """Poly mode compiles one program more than grid mode (~2 s): that time in FLOPs of the device
-    (a rough rate: 5e10 FLOP/s on the CPU, 1e13 on an accelerator)."""
-    return 2.0 * (5e10 if jax.devices()[0].platform == "cpu" else 1e13)
+ENGINE_RATE = {"cpu": 5e10, "accelerator": 1e13}
+"""FLOP-equivalents per second the engine reaches, per platform, before anything is measured (the
+unchanged rough rates of the FLOP model: fig1 measured 22 GFLOP/s on a 2-core CPU, 13 TFLOP/s on an
+H200, both x64)."""
+
+SAVING_S = (2.0, 60.0)
+"""Where poly mode's estimated saving of compute (at :data:`ENGINE_RATE`) lies below the first bound
+grid mode runs (the FLOP model's assumed ~2 s of extra compile), above the second poly mode runs (more
+than any compile measured: 8 s for fig1's coefficient program on a 2-core CPU, 38 s for 8 steps); in
+between fixed costs can decide, and :func:`measure_seconds` measures them once."""
+
+HOST_S_PER_FLOP = 1e-9
+"""Host seconds per FLOP of :func:`evaluate_students` (numpy) before it is measured."""
+
+
+def engine_rate() -> float:
+    """:data:`ENGINE_RATE` of the default device's platform."""
+    return ENGINE_RATE["cpu" if jax.devices()[0].platform == "cpu" else "accelerator"]
+
+
+def instances_per_call(pl: PolyPlan, n_instances: int, budget: int, itemsize: int) -> int:
+    """How many instances one coefficient call holds: as many as fit ``budget`` bytes, at least one."""
+    return max(1, min(n_instances, budget // max(1, pl.peak_elements * itemsize)))
+
+
+def _instance_hp(spec, u: int) -> dict:
+    return engine.instance_hparams(spec, {c: np.zeros(u) for c in spec.instance_columns})
+
+
+def _instance_shapes(spec, u: int, moments: bool):
+    """ShapeDtypeStructs of ``u`` instances' (params0, inst) (no arrays are built)."""
+    key = engine.InstanceSpec(spec.task, spec.arch, spec.init)
+    return jax.eval_shape(lambda h: engine._build_instances(key, moments, h), _instance_hp(spec, u))
+
+
+def measure_seconds(spec, pl: PolyPlan, n_students: int, n_instances: int, dtype_bytes: int) -> dict:
+    """Measured seconds of both modes for a group, on this device:
+
+    - ``poly_compile_s``: its coefficient program compiled ahead of time, at the instances per call
+      :func:`iter_group` uses with the default budget (with the persistent compilation cache on, the
+      run then loads it instead of compiling);
+    - ``grid_compile_s`` and ``grid_rate``: the engine's program for one instance and p of its points
+      (p: ~0.5 s of compute at :func:`engine_rate`, at most the points per instance), compiled, then
+      run once: its FLOP-equivalents (:func:`grid_cost_per_student`) per second;
+    - ``host_s``: :func:`evaluate_students` of one instance's points on unit coefficients, times the
+      instances.
+    """
+    from lrsweep.core.drivers import timing
+    dtype = jnp.result_type(float)
+    u = instances_per_call(pl, n_instances, engine.default_max_memory(spec), jnp.dtype(dtype).itemsize)
+    poly_compile = timing.compile_seconds(make_coefficient_fn(spec, pl), *_instance_shapes(spec, u, True), 1.0)
+    per_instance = max(1, -(-n_students // max(1, n_instances)))
+    cost = grid_cost_per_student(spec, dtype_bytes)
+    p = int(min(per_instance, max(1, 0.5 * engine_rate() // cost)))
+    train = engine.make_chunk_fn(spec).train
+    moments = spec.formulation != "autodiff"
+    hparams = {c: jnp.full((1, p), 1e-6, dtype) for c in spec.traced_columns}
+    grid_compile = timing.compile_seconds(train, *_instance_shapes(spec, 1, moments), hparams)
+    instance = engine.make_instances(spec, moments, _instance_hp(spec, 1))
+    jax.block_until_ready(instance)
+    t0 = time.perf_counter()
+    jax.block_until_ready(train(*instance, hparams))
+    grid_rate = p * cost / max(time.perf_counter() - t0, 1e-9)
+    coef = np.zeros((spec.steps + 1, pl.n_monomials))
+    coef[:, 0] = 1.0
+    lrs = np.full((per_instance, spec.arch.n_trainable), 0.5)
+    t0 = time.perf_counter()
+    evaluate_students(spec, pl, coef, coef, lrs, 1.0, float(jnp.finfo(dtype).eps), rtol_for(dtype))
+    host_s = (time.perf_counter() - t0) * n_instances
+    return {"poly_compile_s": poly_compile, "grid_compile_s": grid_compile, "grid_rate": grid_rate, "host_s": host_s}
+
+
+def choice_key(spec, n_students: int, n_instances: int) -> str:
+    """What an auto choice holds for: the group's static spec, its students and instances, the device
+    (:func:`lrsweep.core.drivers.timing.device_key`)."""
+    import hashlib
+
+    from lrsweep.core.drivers import timing
+    shape = hashlib.sha1(repr(spec).encode()).hexdigest()[:16]
+    return f"choice|spec {shape}|{n_students} students|{n_instances} instances|" + timing.device_key()
+
+
+def seconds_estimate(spec, pl: PolyPlan, n_students: int, n_instances: int, dtype_bytes: int, rate: float) -> dict:
+    """Seconds of compute per mode at ``rate`` FLOP/s: ``poly_compute_s`` (coefficients once per
+    instance), ``grid_compute_s`` (:func:`grid_cost_per_student` per student), ``host_s`` (poly's
+    evaluation at :data:`HOST_S_PER_FLOP`), and the rate."""
+    return {"poly_compute_s": n_instances * pl.flops / rate,
+            "grid_compute_s": n_students * grid_cost_per_student(spec, dtype_bytes) / rate,
+            "host_s": float(n_students * pl.eval_flops() * HOST_S_PER_FLOP), "rate": rate}
+
+
+def decide(est: dict, measure) -> dict:
+    """Pick a mode from seconds (:func:`seconds_estimate`): {"mode", "reason", "poly_s", "grid_s"}, and
+    what was measured. ``measure()`` returns :func:`measure_seconds`; it is called only where poly's
+    saving of compute lies within :data:`SAVING_S` (None: poly there, as the FLOP model decided). Then poly costs its compile, its compute and the
+    host's evaluation; grid, its compile and its compute at the measured rate."""
+    poly_s, grid_s = est["poly_compute_s"] + est["host_s"], est["grid_compute_s"]
+    saving = grid_s - poly_s
+    lo, hi = SAVING_S
+    if saving <= lo:
+        return {"mode": "grid", "reason": f"poly mode would save ~{max(saving, 0):.3g} s of compute, less than its "
+                                          f"compile (~{poly_s:.3g} s against ~{grid_s:.3g} s before compile)",
+                "poly_s": poly_s, "grid_s": grid_s}
+    if saving >= hi:
+        return {"mode": "poly", "reason": f"poly mode saves ~{saving:.3g} s of compute, more than compiling costs "
+                                          f"(~{poly_s:.3g} s against ~{grid_s:.3g} s)", "poly_s": poly_s, "grid_s": grid_s}
+    if measure is None:  # nothing measured (several processes must agree): the FLOP model's rule
+        return {"mode": "poly", "reason": f"poly mode saves ~{saving:.3g} s of compute, more than the ~{lo:.3g} s "
+                                          f"of compile assumed (not measured: {jax.process_count()} processes)",
+                "poly_s": poly_s, "grid_s": grid_s}
+    got = measure()
+    poly_s = got["poly_compile_s"] + est["poly_compute_s"] + got["host_s"]
+    grid_s = got["grid_compile_s"] + est["grid_compute_s"] * est["rate"] / got["grid_rate"]
+    mode = "poly" if poly_s < grid_s else "grid"
+    return {"mode": mode, "reason": f"{mode} mode is faster, measured (~{poly_s:.3g} s poly against ~{grid_s:.3g} s "
+                                    f"grid, compile included)", "poly_s": poly_s, "grid_s": grid_s, **got}
 
 
 def mode_report(spec, n_students: int, n_instances: int, mode: str = "auto", *, memory_budget: int | None = None,
-                dtype_bytes: int = 8, overhead_flops: float | None = None) -> dict:
-    """Which mode a group runs in, and why: {"mode", "reason", FLOPs of both modes, plan summary}.
+                dtype_bytes: int = 8) -> dict:
+    """Which mode a group runs in, and why: {"mode", "reason", FLOPs and seconds of both modes, plan summary}.
 
     ``auto`` picks poly when the group qualifies (:func:`qualifies`), its polynomials stay small,
-    one instance fits ``memory_budget`` (default :func:`memory_capacity`) and its FLOPs
-    (coefficients once per instance + evaluation per student + ``overhead_flops``, default
-    :func:`compile_overhead_flops`) are below grid mode's (:func:`grid_cost_per_student`). ``poly``
-    raises ConfigError("train.mode") where poly mode cannot run; ``grid`` always runs the engine.
+    one instance fits ``memory_budget`` (default :func:`memory_capacity`) and it is estimated faster
+    (:func:`decide`): compute in seconds at :func:`engine_rate`, compile and host evaluation measured where
+    they decide (:func:`measure_seconds`). The choice is stored per :func:`choice_key`, so a
+    repeated or resumed run on the same kind of device decides the same. ``poly`` raises
+    ConfigError("train.mode") where poly mode cannot run; ``grid`` always runs the engine.
     """
     if mode not in MODES:
         raise ConfigError("train.mode", f"unknown '{mode}'; allowed values: {', '.join(MODES)}")
@@ -104,12 +218,25 @@ def mode_report(spec, n_students: int, n_instances: int, mode: str = "auto", *, 
         rep["reason"] = why
     elif mode == "poly":
         rep.update(mode="poly", reason="requested")
-    elif rep["poly_flops"] + (compile_overhead_flops() if overhead_flops is None else overhead_flops) \
-            < rep["grid_flops"]:
-        rep.update(mode="poly", reason="poly mode needs fewer FLOPs")
     else:
-        rep["reason"] = "grid mode needs fewer FLOPs"
+        rep.update(choose_auto(spec, p, n_students, n_instances, dtype_bytes))
     return rep
+
+
+def choose_auto(spec, pl: PolyPlan, n_students: int, n_instances: int, dtype_bytes: int) -> dict:
+    """:func:`decide` for a qualifying group, read from the store where it was decided before."""
+    from lrsweep.core.drivers import timing
+    key = choice_key(spec, n_students, n_instances)
+    stored = timing.lookup(key)
+    if stored is not None:
+        return {**stored, "reason": stored["reason"] + "; decided before on this device kind"}
+    est = seconds_estimate(spec, pl, n_students, n_instances, dtype_bytes, engine_rate())
+    # the processes of a multi-process job must pick the same modes: they do not measure
+    measure = (lambda: measure_seconds(spec, pl, n_students, n_instances, dtype_bytes)) \
+        if jax.process_count() == 1 else None
+    choice = {**est, **decide(est, measure)}
+    timing.remember(key, choice)
+    return choice
 
 
 def choose_mode(spec, n_students: int, n_instances: int, mode: str = "auto", **kwargs) -> str:
@@ -217,7 +344,7 @@ def iter_group(spec, students, ctx) -> Iterator[ChunkOutput]:
     ids_all = students["student_id"].to_numpy(np.int64)
     budget = ctx.max_memory or engine.default_max_memory(spec)
     itemsize = jnp.dtype(dtype).itemsize
-    u = max(1, min(n_inst, budget // max(1, pl.peak_elements * itemsize)))
+    u = instances_per_call(pl, n_inst, budget, itemsize)
     cap = max(1, min(ctx.chunk_size or budget, budget // bytes_per_student(spec, itemsize)))
     fn = make_coefficient_fn(spec, pl)
     chunk_fn = None
