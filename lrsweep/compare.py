@@ -94,7 +94,7 @@ def matches_setting(df: pd.DataFrame, setting: dict, free: tuple = ()) -> np.nda
             continue
         want = setting.get(path, field.default)
         if path == "task.target_std" and want is None:  # the authors' default for the student
-            want = np.array([config_lib.default_target_std(r) for r in df.to_dict("records")])
+            want = _default_target_std(df)
             mask &= np.isclose(df[col].to_numpy(float), want, rtol=1e-9)
         elif want is None or (isinstance(want, tuple) and not want):
             mask &= df[col].map(lambda v: v is None or v != v or v == "" or v == ()).to_numpy(bool)
@@ -103,6 +103,20 @@ def matches_setting(df: pd.DataFrame, setting: dict, free: tuple = ()) -> np.nda
         else:
             mask &= (df[col] == want).to_numpy(bool)
     return mask
+
+
+# the columns the authors' default teacher scale depends on (config_lib.default_target_std)
+_TARGET_STD_INPUTS = ("model.parameterization", "task.input_dim", "model.width")
+
+
+def _default_target_std(df: pd.DataFrame) -> np.ndarray:
+    """(len(df),) :func:`lrsweep.core.config.default_target_std` of every row, evaluated once per distinct
+    (parameterization, input_dim, width) rather than once per row."""
+    cols = [short_name(p) for p in _TARGET_STD_INPUTS if short_name(p) in df]
+    want = np.empty(len(df))
+    for key, rows in df.groupby(cols, sort=False, dropna=False).indices.items():
+        want[rows] = config_lib.default_target_std(dict(zip(cols, key if isinstance(key, tuple) else (key,))))
+    return want
 
 
 def compare(run: str | Path, theories: list[str] | None = None) -> pd.DataFrame:

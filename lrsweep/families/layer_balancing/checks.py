@@ -158,7 +158,7 @@ def balanced_analysis(poly, balanced: float, total: float, tol: float = BALANCED
 def _theory_along(theory: Theory, row: pd.Series, step: int, total: float):
     """eta_1 -> the theory's prediction on the line eta_1 + eta_2 = C through ``row``."""
     def along(eta_1):
-        frame = pd.DataFrame([row.to_dict()] * len(eta_1))
+        frame = pd.DataFrame({name: [value] * len(eta_1) for name, value in row.items()})
         frame["lr_1"], frame["lr_2"] = eta_1, total - eta_1
         return theory.predict(frame, step)
     return along
@@ -226,16 +226,21 @@ def polynomial_lines(run: str | Path) -> Callable | None:
     if not store.is_run(run) or not store.marked_parts(run, "poly"):
         return None
 
+    instances = []  # the coefficients, read once for every line
+
     def along(rows: pd.DataFrame, step: int, total: float):
         if "group_id" not in rows or rows["group_id"].nunique() != 1 or "lr_3" in rows and rows["lr_3"].notna().any():
             return None
         gid = int(rows["group_id"].iloc[0])
 
         def loss(eta_1):
-            values = poly.evaluate(run, step=step, lr_1=eta_1, lr_2=total - eta_1)
-            values = values[values["group_id"] == gid]
-            if values.empty:
+            if not instances:
+                instances.extend(poly.read_instances(run))
+            mine = [i for i in instances if i.group_id == gid and i.n_vars == 2]  # the rows evaluate keeps of gid
+            if not mine:
+                poly.evaluate_instances(instances, step, run=run, lr_1=eta_1, lr_2=total - eta_1)  # raises if no group has 2
                 return np.full(len(eta_1), np.nan)
+            values = poly.evaluate_instances(mine, step, run=run, lr_1=eta_1, lr_2=total - eta_1)
             return values.groupby("point")["test_loss"].mean().to_numpy()
         return loss
     return along
