@@ -193,7 +193,7 @@ def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.Data
         if ids.empty:
             continue
         sub = curves.merge(ids, on=["run_id", "student_id"])
-        sub = sub[sub["step"].isin(theory.steps)]
+        sub = sub[covered_steps(sub["step"].to_numpy(), theory.steps)]
         if sub.empty:
             continue
         keys = point_columns(sub) + lr_cols + ["step"]
@@ -207,6 +207,19 @@ def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.Data
         agg.insert(0, "theory", name)
         frames.append(agg)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+_STEP_SETS: dict = {}  # id(a theory's steps) -> (its steps, their set): a theory may cover 10^6 steps
+
+
+def covered_steps(steps: np.ndarray, covered) -> np.ndarray:
+    """(n,) bool: which of ``steps`` a theory covers (``covered``: its ``steps``), tested once per distinct step
+    against a set made once per theory."""
+    cached = _STEP_SETS.get(id(covered))
+    if cached is None or cached[0] is not covered:
+        cached = _STEP_SETS[id(covered)] = (covered, frozenset(covered))
+    present = np.unique(steps)
+    return np.isin(steps, [s for s in present.tolist() if s in cached[1]])
 
 
 def residuals(agg: pd.DataFrame) -> None:

@@ -119,7 +119,7 @@ def same_tables(before: Path, after: Path, runs: list[Path], work: Path) -> bool
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", type=Path, help="another checkout of lrsweep, measured interleaved with this one")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="compare/show rounds (0: none)")
     ap.add_argument("--fig1", action="store_true", help="also fig1's process/training (trains 1,805 students per round)")
     ap.add_argument("--fig1-rounds", type=int, default=1)
     ap.add_argument("--runs", type=Path, default=None, help="where the stored fig2 run is kept (default: a temporary folder)")
@@ -133,7 +133,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or Path(tmp) / "runs"
         run = stored_run(runs, FIG2, HERE)
-        compare_show(trees, run, args.rounds)
+        if args.rounds:
+            compare_show(trees, run, args.rounds)
         if args.fig1:
             process_training(trees, Path(tmp), args.fig1_rounds)
         if args.before is not None:

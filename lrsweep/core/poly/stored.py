@@ -120,16 +120,12 @@ def evaluate_instances(instances: list[StoredInstance], step=None, run="the run"
         if inst.n_vars != m:
             continue
         gid, scale, n_steps = inst.group_id, inst.lr_scale, len(inst.train_coef)
-        train = evaluate_coefficients(inst.train_coef, inst.monomials, points, scale)
-        test = evaluate_coefficients(inst.test_coef, inst.monomials, points, scale)
-        res = apply_divergence(train, test, range(n_steps), inst.diverge_factor)
+        train, test, res = _losses(inst, points)
         kappa = np.fmax(condition(inst.train_coef, inst.monomials, points, scale, train),
                         condition(inst.test_coef, inst.monomials, points, scale, test))
         div_step = pd.array(res["diverged_step"].astype(np.int64), dtype="Int64")
         div_step[~res["diverged"]] = pd.NA
-        want = list(range(n_steps)) if step is None else [int(t) for t in np.atleast_1d(step)]
-        if any(not 0 <= t < n_steps for t in want):
-            raise ValueError(f"step: {step} is outside 0..{n_steps - 1} (group {gid})")
+        want = _steps(inst, step)
         for t in want:
             frames.append(pd.DataFrame({
                 "group_id": gid, **inst.key, "point": np.arange(len(points)),
@@ -141,3 +137,31 @@ def evaluate_instances(instances: list[StoredInstance], step=None, run="the run"
     inst_cols = list(instances[0].key) if instances else []
     return pd.concat(frames, ignore_index=True).sort_values(
         ["group_id", *inst_cols, "point", "step"], kind="stable").reset_index(drop=True)
+
+
+def _losses(inst: StoredInstance, points: np.ndarray):
+    """(train (P, steps), test (P, steps), :func:`apply_divergence` of them) of one instance at ``points`` (P, m)."""
+    train = evaluate_coefficients(inst.train_coef, inst.monomials, points, inst.lr_scale)
+    test = evaluate_coefficients(inst.test_coef, inst.monomials, points, inst.lr_scale)
+    return train, test, apply_divergence(train, test, range(len(inst.train_coef)), inst.diverge_factor)
+
+
+def _steps(inst: StoredInstance, step) -> list[int]:
+    n_steps = len(inst.train_coef)
+    want = list(range(n_steps)) if step is None else [int(t) for t in np.atleast_1d(step)]
+    if any(not 0 <= t < n_steps for t in want):
+        raise ValueError(f"step: {step} is outside 0..{n_steps - 1} (group {inst.group_id})")
+    return want
+
+
+def instance_test_losses(instances: list[StoredInstance], step: int, **lrs) -> np.ndarray:
+    """(instances, P) test losses at one ``step`` and points ``lr_1=..., lr_2=...``: the ``test_loss`` column of
+    :func:`evaluate_instances` for these instances (each with as many trained layers as rates given), as an array."""
+    keys = _lr_keys(lrs)
+    points = np.stack(np.broadcast_arrays(*(np.asarray(lrs[k], np.float64) for k in keys)), -1).reshape(-1, len(keys))
+    assert all(inst.n_vars == len(keys) for inst in instances)
+    rows = []
+    for inst in instances:
+        (t,) = _steps(inst, step)
+        rows.append(_losses(inst, points)[2]["test_loss"][:, t])
+    return np.stack(rows) if rows else np.zeros((0, len(points)))
