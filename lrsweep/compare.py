@@ -209,17 +209,19 @@ def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.Data
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-_STEP_SETS: dict = {}  # id(a theory's steps) -> (its steps, their set): a theory may cover 10^6 steps
+_STEP_SETS: dict = {}  # id(a theory's steps) -> (its steps, their set)
 
 
 def covered_steps(steps: np.ndarray, covered) -> np.ndarray:
-    """(n,) bool: which of ``steps`` a theory covers (``covered``: its ``steps``), tested once per distinct step
-    against a set made once per theory."""
-    cached = _STEP_SETS.get(id(covered))
-    if cached is None or cached[0] is not covered:
-        cached = _STEP_SETS[id(covered)] = (covered, frozenset(covered))
+    """(n,) bool: which of ``steps`` a theory covers (``covered``: its ``steps``, a tuple or a range), tested
+    once per distinct step (a range by arithmetic; a tuple against a set made once per theory)."""
+    if not isinstance(covered, range):
+        cached = _STEP_SETS.get(id(covered))
+        if cached is None or cached[0] is not covered:
+            cached = _STEP_SETS[id(covered)] = (covered, frozenset(covered))
+        covered = cached[1]
     present = np.unique(steps)
-    return np.isin(steps, [s for s in present.tolist() if s in cached[1]])
+    return np.isin(steps, [s for s in present.tolist() if s in covered])
 
 
 def residuals(agg: pd.DataFrame) -> None:

@@ -253,3 +253,15 @@ def test_zero_spread_with_a_real_gap_disagrees():
     assert not v.ok and "DISAGREES" in v.text, v.text
     v = compare.verdict(_table(mean=[0.5 * (1 + 1e-6)], sem=[0.0], prediction=[0.5]))  # float32 round-off
     assert v.ok, v.text
+
+
+def test_default_target_std_of_a_frame_is_the_rule_of_each_row():
+    """matches_setting's default teacher scale, taken once per distinct (parameterization, d, h), is
+    config.default_target_std of each row exactly (paper_2nn 1/d, paper_deep 1/sqrt(h), else 1/sqrt(d))."""
+    from lrsweep.core import config
+    frame = pd.DataFrame({"parameterization": ["paper_2nn", "paper_deep", "standard", "paper_deep", "paper_2nn", "ntk"],
+                          "input_dim": [16, 16, 16, 12, 12, 7], "width": [8, 8, 8, 20, 20, 3]})
+    want = [1 / 16, 1 / np.sqrt(8), 1 / np.sqrt(16), 1 / np.sqrt(20), 1 / 12, 1 / np.sqrt(7)]
+    got = compare._default_target_std(frame)
+    np.testing.assert_array_equal(got, [config.default_target_std(r) for r in frame.to_dict("records")])
+    np.testing.assert_allclose(got, want, rtol=1e-15)
