@@ -97,12 +97,26 @@ def matches_setting(df: pd.DataFrame, setting: dict, free: tuple = ()) -> np.nda
             want = _default_target_std(df)
             mask &= np.isclose(df[col].to_numpy(float), want, rtol=1e-9)
         elif want is None or (isinstance(want, tuple) and not want):
-            mask &= df[col].map(lambda v: v is None or v != v or v == "" or v == ()).to_numpy(bool)
+            mask &= unset(df[col])
         elif field.value_type == "float":
             mask &= np.isclose(df[col].to_numpy(float), float(want), rtol=1e-12)
         else:
             mask &= (df[col] == want).to_numpy(bool)
     return mask
+
+
+def _is_unset(v) -> bool:
+    return v is None or v != v or v == "" or v == ()
+
+
+def unset(values: pd.Series) -> np.ndarray:
+    """(n,) bool: each value is None, NaN, "" or () (a field left at an empty default), tested once per distinct
+    value (per row where the values cannot be hashed)."""
+    try:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)  # None and NaN: code -1
+    except TypeError:  # unhashable values (lists)
+        return values.map(_is_unset).to_numpy(bool)
+    return np.append(np.array([_is_unset(v) for v in uniques], bool), True)[codes]
 
 
 # the columns the authors' default teacher scale depends on (config_lib.default_target_std)
