@@ -94,15 +94,43 @@ def matches_setting(df: pd.DataFrame, setting: dict, free: tuple = ()) -> np.nda
             continue
         want = setting.get(path, field.default)
         if path == "task.target_std" and want is None:  # the authors' default for the student
-            want = np.array([config_lib.default_target_std(r) for r in df.to_dict("records")])
+            want = _default_target_std(df)
             mask &= np.isclose(df[col].to_numpy(float), want, rtol=1e-9)
         elif want is None or (isinstance(want, tuple) and not want):
-            mask &= df[col].map(lambda v: v is None or v != v or v == "" or v == ()).to_numpy(bool)
+            mask &= unset(df[col])
         elif field.value_type == "float":
             mask &= np.isclose(df[col].to_numpy(float), float(want), rtol=1e-12)
         else:
             mask &= (df[col] == want).to_numpy(bool)
     return mask
+
+
+def _is_unset(v) -> bool:
+    return v is None or v != v or v == "" or v == ()
+
+
+def unset(values: pd.Series) -> np.ndarray:
+    """(n,) bool: each value is None, NaN, "" or () (a field left at an empty default), tested once per distinct
+    value (per row where the values cannot be hashed)."""
+    try:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)  # None and NaN: code -1
+    except TypeError:  # unhashable values (lists)
+        return values.map(_is_unset).to_numpy(bool)
+    return np.append(np.array([_is_unset(v) for v in uniques], bool), True)[codes]
+
+
+# the columns the authors' default teacher scale depends on (config_lib.default_target_std)
+_TARGET_STD_INPUTS = ("model.parameterization", "task.input_dim", "model.width")
+
+
+def _default_target_std(df: pd.DataFrame) -> np.ndarray:
+    """(len(df),) :func:`lrsweep.core.config.default_target_std` of every row, evaluated once per distinct
+    (parameterization, input_dim, width) rather than once per row."""
+    cols = [short_name(p) for p in _TARGET_STD_INPUTS if short_name(p) in df]
+    want = np.empty(len(df))
+    for key, rows in df.groupby(cols, sort=False, dropna=False).indices.items():
+        want[rows] = config_lib.default_target_std(dict(zip(cols, key if isinstance(key, tuple) else (key,))))
+    return want
 
 
 def compare(run: str | Path, theories: list[str] | None = None) -> pd.DataFrame:
@@ -179,7 +207,7 @@ def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.Data
         if ids.empty:
             continue
         sub = curves.merge(ids, on=["run_id", "student_id"])
-        sub = sub[sub["step"].isin(theory.steps)]
+        sub = sub[covered_steps(sub["step"].to_numpy(), theory.steps)]
         if sub.empty:
             continue
         keys = point_columns(sub) + lr_cols + ["step"]
@@ -193,6 +221,21 @@ def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.Data
         agg.insert(0, "theory", name)
         frames.append(agg)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+_STEP_SETS: dict = {}  # id(a theory's steps) -> (its steps, their set)
+
+
+def covered_steps(steps: np.ndarray, covered) -> np.ndarray:
+    """(n,) bool: which of ``steps`` a theory covers (``covered``: its ``steps``, a tuple or a range), tested
+    once per distinct step (a range by arithmetic; a tuple against a set made once per theory)."""
+    if not isinstance(covered, range):
+        cached = _STEP_SETS.get(id(covered))
+        if cached is None or cached[0] is not covered:
+            cached = _STEP_SETS[id(covered)] = (covered, frozenset(covered))
+        covered = cached[1]
+    present = np.unique(steps)
+    return np.isin(steps, [s for s in present.tolist() if s in covered])
 
 
 def residuals(agg: pd.DataFrame) -> None:

@@ -116,7 +116,7 @@ class Theory:
       name: registry key, e.g. ``layer_balancing.two_layer``.
       matches: ``students -> bool mask`` of the students the theory covers (any gradient).
       predict: ``(frame, step) -> predictions`` for rows of the students table at a logged step.
-      steps: the logged steps it predicts.
+      steps: the logged steps it predicts (a tuple, or a ``range`` where it covers many).
       exact_for: ``students -> bool mask`` where the prediction is an exact expectation (so the
         Monte Carlo residual must be within standard errors); elsewhere it is an approximation and
         only the relative gap is reported.
@@ -126,7 +126,7 @@ class Theory:
     name: str
     matches: Callable
     predict: Callable
-    steps: tuple
+    steps: tuple | range
     exact_for: Callable
     reference: str = ""
     title: str = ""

@@ -4,9 +4,7 @@ The formulas of lrsweep.families.layer_balancing.theories are exact expectations
 mean must sit within a few standard errors of them (|z| <= 4 at every point; 64 seeds). The same
 data must reject the leading-order published 3-NN formula, or the test would prove nothing.
 """
-import subprocess
-import sys
-
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +13,7 @@ import yaml
 from lrsweep import compare
 from lrsweep.families.layer_balancing import checks as lb_compare
 from lrsweep import registry
+from conftest import cli_main
 
 
 def _run(tmp_path, name, par, n_layers, h, init, design, target, lr_1, lr_2, steps, seeds=64, d=None, n=None):
@@ -23,16 +22,20 @@ def _run(tmp_path, name, par, n_layers, h, init, design, target, lr_1, lr_2, ste
            "model": {"parameterization": par, "n_layers": n_layers, "width": h},
            "init": init, "train": {"steps": steps, "gradient": "signal_only"},
            "grid": {"lr_1": lr_1, "lr_2": lr_2}}
-    return _run_in_subprocess(cfg, tmp_path)
+    return _run_cli(cfg, tmp_path)
 
 
-def _run_in_subprocess(cfg, tmp_path):
-    """Train through the CLI (``lrsweep run --x64``) in a fresh process: the path a user takes."""
+def _run_cli(cfg, tmp_path):
+    """Train through the CLI (``lrsweep run --x64``, the path a user takes), in this process: the run's
+    float64 switch is put back afterwards (a fresh process per run cost its imports, ~2-3 s each)."""
     path = tmp_path / f"{cfg['name']}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "lrsweep.cli", "run", str(path), "--x64", "--quiet", "--out",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    x64 = jax.config.jax_enable_x64
+    try:
+        rc, _, err = cli_main(["run", path, "--x64", "--quiet", "--out", tmp_path / "out"])
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+    assert rc == 0, err[-2000:]
     (run,) = list((tmp_path / "out" / cfg["name"]).iterdir())
     return run
 
@@ -91,7 +94,7 @@ def test_exact_gradient_students_are_compared_but_not_judged(tmp_path):
            "task": {"input_dim": 32, "n_train": 32, "design": "orthogonal"},
            "model": {"parameterization": "paper_deep", "n_layers": 3, "width": 32},
            "init": "orthogonal", "train": {"steps": 2}, "grid": {"lr_line": [10]}}
-    run = _run_in_subprocess(cfg, tmp_path)
+    run = _run_cli(cfg, tmp_path)
     table, summaries, verdict = compare.write_comparison(run, ["layer_balancing.three_layer"])
     lines = summaries["lines"]
     assert not table["exact"].any() and np.isfinite(table["rel_gap"]).all()
@@ -206,7 +209,7 @@ def test_poly_run_gives_exact_line_answers_and_dense_heatmap(tmp_path):
            "task": {"input_dim": 16, "n_train": 16, "design": "orthogonal", "target": "orthonormal"},
            "model": {"parameterization": "paper_2nn", "n_layers": 2, "width": 16},
            "init": "orthogonal", "train": {"steps": 2, "mode": "poly"}, "grid": {"lr_line": [60, 100]}}
-    run = _run_in_subprocess(cfg, tmp_path)
+    run = _run_cli(cfg, tmp_path)
     table, summaries, _ = compare.write_comparison(run, ["layer_balancing.two_layer_orthonormal_target"])
     lines = summaries["lines"]
     assert (lines["line_method"] == "polynomial").all() and len(lines) == 4
@@ -220,9 +223,8 @@ def test_poly_run_gives_exact_line_answers_and_dense_heatmap(tmp_path):
         grid_verdict = line["balanced_local_min_grid"]
         if grid_verdict == grid_verdict and abs(line["balanced_curvature"]) > 1e-6:
             assert grid_verdict == line["balanced_local_min"]
-    proc = subprocess.run([sys.executable, "-m", "lrsweep.cli", "plot", str(run), "--dense", "50"],
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    rc, _, err = cli_main(["plot", run, "--dense", "50"])
+    assert rc == 0, err[-2000:]
     assert (run / "plots" / "heatmap_dense_g0000.png").stat().st_size > 10_000
 
 
@@ -251,3 +253,15 @@ def test_zero_spread_with_a_real_gap_disagrees():
     assert not v.ok and "DISAGREES" in v.text, v.text
     v = compare.verdict(_table(mean=[0.5 * (1 + 1e-6)], sem=[0.0], prediction=[0.5]))  # float32 round-off
     assert v.ok, v.text
+
+
+def test_default_target_std_of_a_frame_is_the_rule_of_each_row():
+    """matches_setting's default teacher scale, taken once per distinct (parameterization, d, h), is
+    config.default_target_std of each row exactly (paper_2nn 1/d, paper_deep 1/sqrt(h), else 1/sqrt(d))."""
+    from lrsweep.core import config
+    frame = pd.DataFrame({"parameterization": ["paper_2nn", "paper_deep", "standard", "paper_deep", "paper_2nn", "ntk"],
+                          "input_dim": [16, 16, 16, 12, 12, 7], "width": [8, 8, 8, 20, 20, 3]})
+    want = [1 / 16, 1 / np.sqrt(8), 1 / np.sqrt(16), 1 / np.sqrt(20), 1 / 12, 1 / np.sqrt(7)]
+    got = compare._default_target_std(frame)
+    np.testing.assert_array_equal(got, [config.default_target_std(r) for r in frame.to_dict("records")])
+    np.testing.assert_allclose(got, want, rtol=1e-15)

@@ -413,6 +413,30 @@ def test_evaluate_reproduces_and_predicts(runs):
         lrsweep.core.poly.evaluate(poly_run, lr_1=1.0)
 
 
+def test_instances_read_once_evaluate_as_evaluate_does(runs):
+    """poly.read_instances + evaluate_instances (what compare's line answers use, one read per run) give
+    evaluate's frame exactly; instance_test_losses its test_loss column, instance-major, bit for bit; and the
+    experiment's line loss of polynomial_lines is the pandas seed mean of those rows."""
+    from lrsweep.families.layer_balancing import checks as lb
+    _, poly_run, _ = runs
+    lr_1, lr_2 = np.linspace(500.0, 9000.0, 7), np.linspace(8000.0, 200.0, 7)
+    instances = poly.read_instances(poly_run)
+    assert len(instances) == 2 and [i.key["seed"] for i in instances] == [0, 1]
+    for step in (None, 2):
+        pd.testing.assert_frame_equal(poly.evaluate_instances(instances, step, lr_1=lr_1, lr_2=lr_2),
+                                      lrsweep.core.poly.evaluate(poly_run, step=step, lr_1=lr_1, lr_2=lr_2))
+    ev = lrsweep.core.poly.evaluate(poly_run, step=2, lr_1=lr_1, lr_2=lr_2)
+    losses = poly.instance_test_losses(instances, 2, lr_1=lr_1, lr_2=lr_2)
+    assert losses.shape == (2, 7)
+    np.testing.assert_array_equal(losses.ravel(), ev.sort_values(["seed", "point"])["test_loss"].to_numpy())
+    total = 9000.0
+    along = lb.polynomial_lines(poly_run)(pd.DataFrame({"group_id": [0]}), 2, total)
+    ev = lrsweep.core.poly.evaluate(poly_run, step=2, lr_1=lr_1, lr_2=total - lr_1)
+    np.testing.assert_array_equal(along(lr_1), ev.groupby("point")["test_loss"].mean().to_numpy())
+    with pytest.raises(ValueError, match="outside"):
+        poly.instance_test_losses(instances, 3, lr_1=lr_1, lr_2=lr_2)
+
+
 def test_coefficients_do_not_depend_on_the_scale(x64):
     """The scale s is traced (no recompile) and the losses do not depend on it."""
     students, specs = runner.prepare(config.load_config(WIDE))

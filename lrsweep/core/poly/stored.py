@@ -5,6 +5,7 @@ Reading (:func:`evaluate`) needs numpy, pandas and pyarrow only: neither the eng
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,46 @@ def coefficient_table(chunk, run_id: str, group_id: int) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+@dataclasses.dataclass(frozen=True)
+class StoredInstance:
+    """One stored poly instance (a seed's polynomials, :func:`read_instances`): ``monomials`` (J, n_vars)
+    exponents, ``train_coef`` and ``test_coef`` (steps, J), the scale its learning rates were divided by."""
+    group_id: int
+    key: dict               # the instance columns (seed, ...) -> value
+    n_vars: int             # trained layers of its group (its polynomials' variables)
+    monomials: np.ndarray
+    train_coef: np.ndarray
+    test_coef: np.ndarray
+    lr_scale: float
+    diverge_factor: float
+
+
+def read_instances(run) -> list[StoredInstance]:
+    """Every stored poly instance of a run directory (``poly.parquet``, or its parts while running), in
+    (group, instance) order; read once, evaluated at any learning rates by :func:`evaluate_instances`."""
+    run = Path(run)
+    table = store.read_table(store.marked_parts(run, "poly"))
+    if table.empty:
+        raise ValueError(f"{run} has no stored coefficients (no group ran in poly mode)")
+    factor = store.read_table(store.marked_parts(run, "students")).groupby("group_id")["diverge_factor"].first()
+    inst_cols = [c for c in table.columns if c not in ("run_id", "group_id", "step", "lr_scale", "train_coef",
+                                                       "test_coef") and not c.startswith("e_")]
+    instances = []
+    for gid, g in table.groupby("group_id", sort=True):
+        exp_cols = [c for c in g.columns if c.startswith("e_") and g[c].notna().all()]
+        for inst, gi in g.groupby(list(inst_cols), sort=True):
+            monos, col = np.unique(gi[exp_cols].to_numpy(np.int64), axis=0, return_inverse=True)
+            n_steps = int(gi["step"].max()) + 1
+            coef = {}
+            for k in ("train_coef", "test_coef"):
+                coef[k] = np.zeros((n_steps, len(monos)))
+                coef[k][gi["step"].to_numpy(), col.reshape(-1)] = gi[k].to_numpy()
+            instances.append(StoredInstance(int(gid), dict(zip(inst_cols, inst)), len(exp_cols), monos,
+                                            coef["train_coef"], coef["test_coef"], float(gi["lr_scale"].iloc[0]),
+                                            float(factor.loc[gid])))
+    return instances
+
+
 def evaluate(run, step=None, **lrs) -> pd.DataFrame:
     """Train and test loss of every stored poly instance at learning rates ``lr_1=..., lr_2=...``.
 
@@ -56,49 +97,71 @@ def evaluate(run, step=None, **lrs) -> pd.DataFrame:
     (group, instance, point, step); ``condition`` is kappa of :func:`condition` (the relative error
     is about kappa times the eps of the dtype the run computed the coefficients in).
     """
-    run = Path(run)
+    _lr_keys(lrs)
+    return evaluate_instances(read_instances(run), step, run=run, **lrs)
+
+
+def _lr_keys(lrs: dict) -> list[str]:
     m = len(lrs)
     keys = lr_columns(m)
     if sorted(lrs) != sorted(keys) or m == 0:
         raise ValueError(f"give one learning rate per trained layer: lr_1=..., ..., lr_m=...; got {sorted(lrs)}")
+    return keys
+
+
+def evaluate_instances(instances: list[StoredInstance], step=None, run="the run", **lrs) -> pd.DataFrame:
+    """:func:`evaluate` of instances already read (:func:`read_instances`, or some of them): the same rows
+    for those instances. ``run`` names the run in errors."""
+    keys = _lr_keys(lrs)
+    m = len(keys)
     points = np.stack(np.broadcast_arrays(*(np.asarray(lrs[k], np.float64) for k in keys)), -1).reshape(-1, m)
-    table = store.read_table(store.marked_parts(run, "poly"))
-    if table.empty:
-        raise ValueError(f"{run} has no stored coefficients (no group ran in poly mode)")
-    factor = store.read_table(store.marked_parts(run, "students")).groupby("group_id")["diverge_factor"].first()
-    exp_cols = [f"e_{i}" for i in range(1, m + 1)]
-    inst_cols = [c for c in table.columns if c not in ("run_id", "group_id", "step", "lr_scale", "train_coef",
-                                                       "test_coef") and not c.startswith("e_")]
     frames = []
-    for gid, g in table.groupby("group_id", sort=True):
-        n_vars = sum(1 for c in g.columns if c.startswith("e_") and g[c].notna().all())
-        if n_vars != m:
+    for inst in instances:
+        if inst.n_vars != m:
             continue
-        for inst, gi in g.groupby(list(inst_cols), sort=True):
-            monos, col = np.unique(gi[exp_cols].to_numpy(np.int64), axis=0, return_inverse=True)
-            n_steps = int(gi["step"].max()) + 1
-            coef = {}
-            for k in ("train_coef", "test_coef"):
-                coef[k] = np.zeros((n_steps, len(monos)))
-                coef[k][gi["step"].to_numpy(), col.reshape(-1)] = gi[k].to_numpy()
-            scale = float(gi["lr_scale"].iloc[0])
-            train = evaluate_coefficients(coef["train_coef"], monos, points, scale)
-            test = evaluate_coefficients(coef["test_coef"], monos, points, scale)
-            res = apply_divergence(train, test, range(n_steps), float(factor.loc[gid]))
-            kappa = np.fmax(condition(coef["train_coef"], monos, points, scale, train),
-                            condition(coef["test_coef"], monos, points, scale, test))
-            div_step = pd.array(res["diverged_step"].astype(np.int64), dtype="Int64")
-            div_step[~res["diverged"]] = pd.NA
-            want = list(range(n_steps)) if step is None else [int(t) for t in np.atleast_1d(step)]
-            if any(not 0 <= t < n_steps for t in want):
-                raise ValueError(f"step: {step} is outside 0..{n_steps - 1} (group {gid})")
-            for t in want:
-                frames.append(pd.DataFrame({
-                    "group_id": gid, **dict(zip(inst_cols, inst)), "point": np.arange(len(points)),
-                    **{k: points[:, i] for i, k in enumerate(keys)}, "step": int(t),
-                    "train_loss": res["train_loss"][:, t], "test_loss": res["test_loss"][:, t],
-                    "diverged": res["diverged"], "diverged_step": div_step, "condition": kappa[:, t]}))
+        gid, scale, n_steps = inst.group_id, inst.lr_scale, len(inst.train_coef)
+        train, test, res = _losses(inst, points)
+        kappa = np.fmax(condition(inst.train_coef, inst.monomials, points, scale, train),
+                        condition(inst.test_coef, inst.monomials, points, scale, test))
+        div_step = pd.array(res["diverged_step"].astype(np.int64), dtype="Int64")
+        div_step[~res["diverged"]] = pd.NA
+        want = _steps(inst, step)
+        for t in want:
+            frames.append(pd.DataFrame({
+                "group_id": gid, **inst.key, "point": np.arange(len(points)),
+                **{k: points[:, i] for i, k in enumerate(keys)}, "step": int(t),
+                "train_loss": res["train_loss"][:, t], "test_loss": res["test_loss"][:, t],
+                "diverged": res["diverged"], "diverged_step": div_step, "condition": kappa[:, t]}))
     if not frames:
         raise ValueError(f"{run}: no poly group has {m} trained layers (lr_1..lr_{m})")
+    inst_cols = list(instances[0].key) if instances else []
     return pd.concat(frames, ignore_index=True).sort_values(
         ["group_id", *inst_cols, "point", "step"], kind="stable").reset_index(drop=True)
+
+
+def _losses(inst: StoredInstance, points: np.ndarray):
+    """(train (P, steps), test (P, steps), :func:`apply_divergence` of them) of one instance at ``points`` (P, m)."""
+    train = evaluate_coefficients(inst.train_coef, inst.monomials, points, inst.lr_scale)
+    test = evaluate_coefficients(inst.test_coef, inst.monomials, points, inst.lr_scale)
+    return train, test, apply_divergence(train, test, range(len(inst.train_coef)), inst.diverge_factor)
+
+
+def _steps(inst: StoredInstance, step) -> list[int]:
+    n_steps = len(inst.train_coef)
+    want = list(range(n_steps)) if step is None else [int(t) for t in np.atleast_1d(step)]
+    if any(not 0 <= t < n_steps for t in want):
+        raise ValueError(f"step: {step} is outside 0..{n_steps - 1} (group {inst.group_id})")
+    return want
+
+
+def instance_test_losses(instances: list[StoredInstance], step: int, **lrs) -> np.ndarray:
+    """(instances, P) test losses at one ``step`` and points ``lr_1=..., lr_2=...``: the ``test_loss`` column of
+    :func:`evaluate_instances` for these instances (each with as many trained layers as rates given), as an array."""
+    keys = _lr_keys(lrs)
+    points = np.stack(np.broadcast_arrays(*(np.asarray(lrs[k], np.float64) for k in keys)), -1).reshape(-1, len(keys))
+    assert all(inst.n_vars == len(keys) for inst in instances)
+    rows = []
+    for inst in instances:
+        (t,) = _steps(inst, step)
+        rows.append(_losses(inst, points)[2]["test_loss"][:, t])
+    return np.stack(rows) if rows else np.zeros((0, len(points)))

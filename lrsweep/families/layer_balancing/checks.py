@@ -155,10 +155,10 @@ def balanced_analysis(poly, balanced: float, total: float, tol: float = BALANCED
             "local_min": float(curvature > 0 and abs(offset) <= tol * total)}
 
 
-def _theory_along(theory: Theory, row: pd.Series, step: int, total: float):
-    """eta_1 -> the theory's prediction on the line eta_1 + eta_2 = C through ``row``."""
+def _theory_along(theory: Theory, row: pd.DataFrame, step: int, total: float):
+    """eta_1 -> the theory's prediction on the line eta_1 + eta_2 = C through ``row`` (a one-row frame)."""
     def along(eta_1):
-        frame = pd.DataFrame([row.to_dict()] * len(eta_1))
+        frame = row.iloc[np.zeros(len(eta_1), int)].reset_index(drop=True)
         frame["lr_1"], frame["lr_2"] = eta_1, total - eta_1
         return theory.predict(frame, step)
     return along
@@ -189,7 +189,7 @@ def line_summary(table: pd.DataFrame, experiment_along: Callable | None = None) 
         grid_local_min = _balanced_local_min(eta_1, g["mean"].to_numpy(), total)
         rec.update(n_points=len(g), argmin_eta_1=eta_1[np.argmin(g["mean"].to_numpy())],
                    balanced_local_min_grid=grid_local_min)
-        theory_poly = line_polynomial(_theory_along(REGISTRY[rec["theory"]], g.iloc[0], step, total), lo, hi) \
+        theory_poly = line_polynomial(_theory_along(REGISTRY[rec["theory"]], g.iloc[:1], step, total), lo, hi) \
             if hi > lo else None
         predicted = balanced_analysis(theory_poly, balanced, total)
         grid_argmin = rec["argmin_eta_1"]
@@ -226,16 +226,23 @@ def polynomial_lines(run: str | Path) -> Callable | None:
     if not store.is_run(run) or not store.marked_parts(run, "poly"):
         return None
 
+    instances = []  # the coefficients, read once for every line
+
     def along(rows: pd.DataFrame, step: int, total: float):
         if "group_id" not in rows or rows["group_id"].nunique() != 1 or "lr_3" in rows and rows["lr_3"].notna().any():
             return None
         gid = int(rows["group_id"].iloc[0])
 
         def loss(eta_1):
-            values = poly.evaluate(run, step=step, lr_1=eta_1, lr_2=total - eta_1)
-            values = values[values["group_id"] == gid]
-            if values.empty:
+            if not instances:
+                instances.extend(poly.read_instances(run))
+            mine = [i for i in instances if i.group_id == gid and i.n_vars == 2]  # the rows evaluate keeps of gid
+            if not mine:
+                poly.evaluate_instances(instances, step, run=run, lr_1=eta_1, lr_2=total - eta_1)  # raises if no group has 2
                 return np.full(len(eta_1), np.nan)
+            losses = poly.instance_test_losses(mine, step, lr_1=eta_1, lr_2=total - eta_1)  # (instances, points)
+            # the seed mean as pandas takes it (what the rows of poly.evaluate, instance-major, gave)
+            values = pd.DataFrame({"point": np.tile(np.arange(losses.shape[1]), len(losses)), "test_loss": losses.ravel()})
             return values.groupby("point")["test_loss"].mean().to_numpy()
         return loss
     return along
