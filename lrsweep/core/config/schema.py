@@ -225,7 +225,7 @@ _CORE_FIELDS = [
     Field("train.mode", "str", "auto",
           "How a group is computed: `grid` (train every student, lrsweep.core.engine), `poly` (linear students under "
           "gd: exact loss polynomials in the learning rates, one coefficient computation per seed, "
-          "lrsweep.core.poly), `auto` (poly where it applies and needs fewer FLOPs). Same numbers either way; "
+          "lrsweep.core.poly), `auto` (poly where it applies and is estimated faster: compute seconds, plus compile and host evaluation measured once where they decide). Same numbers either way; "
           "not a grid axis.", choices=("auto", "grid", "poly"), role="run", axis=False),
     Field("train.diverge_factor", "float", 1e6,
           "A student diverges when its train loss is non-finite or exceeds this factor times its initial loss.",
