@@ -51,12 +51,19 @@ def _orthonormalize_host(g):
     does not touch that pool. Each matrix is factorized on its own, so the result does not
     depend on the batch it sits in.
     """
-    def host(a):
-        a = np.asarray(a)
-        with _one_blas_thread():  # XLA's threads own the cores; BLAS threads would oversubscribe them
-            q, r = np.linalg.qr(a)
-        return (q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]).astype(a.dtype)
-    return jax.pure_callback(host, jax.ShapeDtypeStruct(g.shape, g.dtype), g, vmap_method="expand_dims")
+    return jax.pure_callback(_sign_fixed_q_host, jax.ShapeDtypeStruct(g.shape, g.dtype), g, vmap_method="expand_dims")
+
+
+def _sign_fixed_q_host(a):
+    """Q of a = QR (numpy), columns signed so that diag(R) > 0; batched over leading axes.
+
+    One module-level function, not a closure per call: JAX caches the callback's program by the
+    callback it calls, so the op-by-op instance generator (:func:`lrsweep.core.engine.make_instances`)
+    compiles it once per shape instead of once per call (every chunk, every matrix)."""
+    a = np.asarray(a)
+    with _one_blas_thread():  # XLA's threads own the cores; BLAS threads would oversubscribe them
+        q, r = np.linalg.qr(a)
+    return (q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]).astype(a.dtype)
 
 
 def _orthonormalize_device(g):

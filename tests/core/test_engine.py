@@ -379,30 +379,32 @@ def test_log_steps_subset_equals_dense_curve(x64):
         np.testing.assert_array_equal(sparse[sid]["test_loss"], dense[sid]["test_loss"][[0, 1, 2, 4, 8]])
 
 
-def test_multi_device_sharding_matches_single_device(tmp_path):
-    """8 simulated CPU devices (instance axis sharded) give the same curves as one device (dense
-    and low-rank formulations)."""
+def sharding_curves() -> dict:
+    """Test-loss curves of 6 seeds x 5 points, dense (moments) and low-rank, on this process's devices."""
+    import jax
+    curves = {}
+    for form in ("moments", "lowrank"):
+        students, res = train_config(_grid_cfg(n_fracs=5, seeds=list(range(6)), formulation=form))
+        curves.update({f"{form}{k}": v["test_loss"].tolist() for k, v in res.items()})
+    return {"n_dev": jax.device_count(), "curves": curves}
+
+
+def test_multi_device_sharding_matches_single_device(x64):
+    """8 simulated CPU devices (instance axis sharded; a process started with them) give the same
+    curves as one device (this process; dense and low-rank formulations)."""
     script = textwrap.dedent(f"""
         import json, sys
         import jax
         jax.config.update("jax_enable_x64", True)
         sys.path[:0] = [{os.path.dirname(__file__)!r}, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r}]
-        from conftest import numpy_instance, train_config
-        from test_engine import _grid_cfg
-        curves = {{}}
-        for form in ("moments", "lowrank"):
-            students, res = train_config(_grid_cfg(n_fracs=5, seeds=list(range(6)), formulation=form))
-            curves.update({{f"{{form}}{{k}}": v["test_loss"].tolist() for k, v in res.items()}})
-        print(json.dumps({{"n_dev": jax.device_count(), "curves": curves}}))
+        from test_engine import sharding_curves
+        print(json.dumps(sharding_curves()))
     """)
-    out = {}
-    for n_dev in (1, 8):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_dev}")
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                              timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        import json
-        out[n_dev] = json.loads(proc.stdout.strip().splitlines()[-1])
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+    out = {1: json.loads(json.dumps(sharding_curves())), 8: json.loads(proc.stdout.strip().splitlines()[-1])}
     assert out[8]["n_dev"] == 8 and out[1]["n_dev"] == 1
     assert out[1]["curves"].keys() == out[8]["curves"].keys()
     for k, v in out[1]["curves"].items():

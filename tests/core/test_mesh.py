@@ -126,25 +126,32 @@ GRIDS = {  # name -> (seeds, lr_1_fraction points, lr_total values)
 }
 
 TESTS_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # conftest, reference
+# The 8-device run: a process started with 8 simulated CPU devices (XLA reads the count at start-up).
 SCRIPT = textwrap.dedent("""
     import json, sys
-    import jax, numpy as np
+    import jax
     jax.config.update("jax_enable_x64", True)
     sys.path[:0] = [{tests!r}, {root!r}]
+    from test_mesh import mesh_results
+    print(json.dumps(mesh_results()))
+""")
+
+
+def mesh_results() -> dict:
+    """Every GRIDS grid trained with and without a chunk cap on this process's devices (x64), each
+    grid's chunk plan per device, and a float32 run: JSON-ready, for the test to compare across
+    device counts."""
+    import jax
     from conftest import train_config
-    from lrsweep.core import chunking
-    from lrsweep.core import config
     from lrsweep.core import engine
-    from lrsweep.core import runner
-    from test_mesh import F32_CHUNK, GRIDS, grid_cfg
     n_dev = jax.local_device_count()
-    listed = lambda res: {{str(k): {{c: np.asarray(v).tolist() for c, v in r.items()}} for k, r in res.items()}}
-    out = {{"n_dev": n_dev, "results": {{}}, "devices": {{}}}}
+    listed = lambda res: {str(k): {c: np.asarray(v).tolist() for c, v in r.items()} for k, r in res.items()}
+    out = {"n_dev": n_dev, "results": {}, "devices": {}}
     for name, (seeds, n_fracs, totals) in GRIDS.items():
         for chunk_size in (None, 16):
             cfg = grid_cfg(seeds, n_fracs, totals)
             _, res = train_config(cfg, chunk_size=chunk_size)
-            out["results"][f"{{name}}/{{chunk_size}}"] = listed(res)
+            out["results"][f"{name}/{chunk_size}"] = listed(res)
         students, specs = runner.prepare(config.load_config(cfg))
         (spec,) = specs.values()
         (u, p), chunks = chunking.plan_chunks(spec, students, max_memory=engine.default_max_memory(spec),
@@ -158,14 +165,15 @@ SCRIPT = textwrap.dedent("""
                 continue
             ids = jax.device_put(chunk.student_ids, sharding.students)
             per_device.append([int((np.asarray(s.data) >= 0).sum()) for s in ids.addressable_shards])
-        out["devices"][name] = {{"mesh": list(chunks.mesh), "real_per_device": per_device,
-                                 "fill": len(students) / slots}}
+        out["devices"][name] = {"mesh": list(chunks.mesh), "real_per_device": per_device,
+                                "fill": len(students) / slots}
     with jax.enable_x64(False):  # float32: 16 seeds x 3 rates, (1, 3) students per device
         _, res = train_config(grid_cfg(list(range(16)), 3, [1.0], formulation="autodiff"),
                               chunk_size=F32_CHUNK[n_dev])
         out["float32"] = listed(res)
-    print(json.dumps(out))
-""")
+    return out
+
+
 F32_CHUNK = {1: 3, 8: 24}  # one device: (1, 3) chunks; 8 devices on an (8, 1) mesh: (8, 3) chunks
 
 
@@ -182,13 +190,12 @@ def test_eight_devices_equal_one_and_every_device_gets_real_students(x64):
     rates; no device of any chunk holds only pads (one seed of 40 rates fills >= 90% of the slots).
     float32: 8 devices holding (1, 3) students each are bit-identical to one device with (1, 3)
     chunks (the numbers depend on the chunk shape per device only; see lrsweep.core.engine)."""
-    out = {}
-    for n_dev in (1, 8):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_dev}")
-        proc = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=os.path.dirname(__file__), root=TESTS_ROOT)],
-                              capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        out[n_dev] = json.loads(proc.stdout.strip().splitlines()[-1])
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=os.path.dirname(__file__), root=TESTS_ROOT)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # one device: this process (pytest's, one CPU device), through JSON like the 8-device run's
+    out = {1: json.loads(json.dumps(mesh_results())), 8: json.loads(proc.stdout.strip().splitlines()[-1])}
     assert out[1]["n_dev"] == 1 and out[8]["n_dev"] == 8
     for key, results in out[1]["results"].items():
         assert results.keys() == out[8]["results"][key].keys()
