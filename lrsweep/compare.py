@@ -212,12 +212,18 @@ def _compare_curves(curves: pd.DataFrame, theories: list[str] | None) -> pd.Data
             continue
         keys = point_columns(sub) + lr_cols + ["step"]
         keys = [k for k in keys if sub[k].notna().all()]
-        agg = seed_mean_sem(sub.groupby(keys, sort=True)["test_loss"])
+        grouped = sub.groupby(keys, sort=True)["test_loss"]
+        agg = seed_mean_sem(grouped)
         agg["prediction"] = np.nan
         for step, rows in agg.groupby("step"):
             agg.loc[rows.index, "prediction"] = theory.predict(rows, step)
         residuals(agg)
         agg["exact"] = theory.exact_for(agg)
+        if theory.judge_means is not None:
+            samples = [g.to_numpy(float) for _, g in grouped]       # the groups in agg's order (both sorted)
+            judged = theory.judge_means(agg, samples)
+            for column in judged:
+                agg[column] = judged[column].to_numpy()
         agg.insert(0, "theory", name)
         frames.append(agg)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -277,10 +283,12 @@ def verdict(table: pd.DataFrame, checks: pd.DataFrame | None = None) -> Verdict:
     lines = []
     ok = True
     for name, g in (table.groupby("theory", sort=False) if not table.empty else ()):
-        exact = g[g["exact"] & (g["sem"] > 0)]
+        trusted = g["reliable"].fillna(True).astype(bool) if "reliable" in g else pd.Series(True, g.index)
+        unjudged = g[g["exact"] & (g["sem"] > 0) & ~trusted]   # a mean its theory's rule cannot trust
+        exact = g[g["exact"] & (g["sem"] > 0) & trusted]
         flat = g[g["exact"] & (g["sem"] == 0)]  # every seed the same value: no z, the relative gap
         approx = g[~g["exact"]]
-        if len(exact) or len(flat):
+        if len(exact) or len(flat) or len(unjudged):
             within = float((exact["z"].abs() <= 3).mean()) if len(exact) else 1.0
             worst = float(exact["z"].abs().max()) if len(exact) else 0.0
             flat_ok = no_spread_agrees(flat)
@@ -290,6 +298,9 @@ def verdict(table: pd.DataFrame, checks: pd.DataFrame | None = None) -> Verdict:
             if len(flat):
                 text.append(f"{len(flat)} exact points without spread across seeds, {int(flat_ok.sum())} within "
                             f"relative gap {REL_TOLERANCE:g}, max |rel gap| = {float(flat['rel_gap'].abs().max()):.2e}")
+            if len(unjudged):
+                text.append(f"{len(unjudged)} exact point{'s' if len(unjudged) > 1 else ''} whose seed mean is not "
+                            f"reliable (heavy tail), not judged: max |z| = {float(unjudged['z'].abs().max()):.2f}")
             lines.append(f"{name}: {'; '.join(text)} -> {'AGREES' if good else 'DISAGREES'}")
         if len(approx):
             gap = approx["rel_gap"].abs()

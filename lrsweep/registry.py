@@ -122,6 +122,11 @@ class Theory:
         only the relative gap is reported.
       reference: where the formula comes from.
       title: what it predicts in plain words, for figure titles; the registry name when empty.
+      judge_means: ``(points, samples) -> DataFrame`` (one row per point, same index) with a bool
+        column ``reliable``: whether each point's seed mean can be trusted at all (a heavy-tailed loss
+        near a stability bound: its standard error is no error bar), plus the columns it was decided
+        from; ``samples``: per point, its seeds' values. An exact point whose mean is not reliable is
+        reported, not judged by z. None: every mean is judged.
     """
     name: str
     matches: Callable
@@ -130,6 +135,7 @@ class Theory:
     exact_for: Callable
     reference: str = ""
     title: str = ""
+    judge_means: Callable | None = None
 
 
 @dataclasses.dataclass(frozen=True)

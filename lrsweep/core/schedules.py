@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 LR_SCHEDULES = ("constant", "polynomial", "wsd", "power", "cosine", "array")
 BATCH_SCHEDULES = ("constant", "ramp", "array")
@@ -38,7 +39,8 @@ MOMENTUM_SCHEDULES = ("constant", "array")
 
 
 class Schedule(NamedTuple):
-    """A learning-rate schedule: kind, run length T and warmup w (static), traced parameters, and the
+    """A learning-rate schedule: kind, run length T (static; traced where only the rates are asked for) and
+    warmup w (static), traced parameters, and the
     static (K, T') table of ``array`` schedules (None otherwise) with the traced row ``index``."""
     kind: str
     steps: int
@@ -60,7 +62,10 @@ def lr_multiplier(schedule: Schedule, t):
     """s(t) of the module docstring, for a step index t (traced or an array of steps)."""
     dtype = jnp.result_type(float)
     t = jnp.asarray(t, dtype)
-    total = float(max(schedule.steps, 1))
+    if isinstance(schedule.steps, (int, np.integer)):
+        total = float(max(schedule.steps, 1))
+    else:                                  # a traced run length (seed 004's searches: horizons as data)
+        total = jnp.maximum(jnp.asarray(schedule.steps, dtype), 1.0)
     kind = schedule.kind
     if kind == "constant":
         s = jnp.ones_like(t)

@@ -107,6 +107,69 @@ def _predict(rows: pd.DataFrame, step: int) -> np.ndarray:
     return np.array([expected_curve(r)[int(step)] for r in rows.to_dict("records")])
 
 
+SPREAD_BUDGET = 5e10      # mode pairs x steps x schedules of the fourth-moment recursion per point (~minutes)
+
+
+def _spreads(points: pd.DataFrame) -> np.ndarray:
+    """E L_s^2 / (E L_s)^2 - 1 at each point's step s by the fourth-moment recursion (SGD; NaN for
+    momentum and where the recursion would exceed the verify command's SPREAD_BUDGET); rows of one
+    point set share a call (rates after a row's step are zero: the identity)."""
+    import jax
+
+    from lrsweep.families.schedules import theory as rf
+    out = np.full(len(points), np.nan)
+    records = points.to_dict("records")
+    key = ("input_dim", "a", "b", "noise_std")
+    groups: dict = {}
+    for i, row in enumerate(records):
+        if row["optimizer"] == "sgd" and int(row["step"]) > 0:
+            groups.setdefault(tuple(row[k] for k in key), []).append(i)
+    for (n, a, b, noise), rows in groups.items():
+        steps = [int(records[i]["step"]) for i in rows]
+        if int(n) ** 2 * max(steps) * len(rows) > SPREAD_BUDGET:
+            continue
+        lr, batch = np.zeros((len(rows), max(steps))), np.ones((len(rows), max(steps)))
+        for j, (i, s) in enumerate(zip(rows, steps)):
+            rates, sizes, _ = student_schedule(records[i])
+            lr[j, :s], batch[j, :s] = rates[:s], sizes[:s]
+        lam, target = rf.spectrum(int(n), float(a), float(b))
+        with jax.enable_x64(True):
+            mean, second = rf.loss_moments(lam, target ** 2, float(noise) ** 2, lr, batch)
+        with np.errstate(invalid="ignore", over="ignore"):
+            out[rows] = np.where(np.isfinite(second), second / mean ** 2 - 1, np.inf)
+    return out
+
+
+def mean_judgement(row: dict) -> dict:
+    """A comparison row (a grid point at a step, with :func:`judge_means`' columns) as :func:`reliability`'s
+    input: the verify command's rule applied to a seed mean."""
+    return {"mc_n": row["n_seeds"], "mc_sem": row["sem"], "expected_loss": row["prediction"],
+            "loss_spread": row["loss_spread"], "mc_tail_k": row["tail_k"], "mc_seeds_needed": row["seeds_needed"],
+            "mc_diverged": row["n_diverged"]}
+
+
+def judge_means(points: pd.DataFrame, samples) -> pd.DataFrame:
+    """Whether each point's seed mean can be trusted, by the rule of ``lrsweep schedule --verify``
+    (:func:`reliability`: the exact spread from the fourth-moment recursion, then the tail measured on
+    the samples, :mod:`lrsweep.core.tails`; one rule for both), asked of the points outside 3 standard
+    errors only (a mean within 3 SE passes whether or not it is trusted; the recursion costs N^2 per
+    step and point): columns loss_spread, tail_k, seeds_needed, n_diverged (NaN where not asked), reliable."""
+    from lrsweep.core import tails
+    out = pd.DataFrame(np.nan, index=points.index, columns=["loss_spread", "tail_k", "seeds_needed", "n_diverged"])
+    out["reliable"] = True
+    asked = np.nonzero((points["z"].abs() > 3).to_numpy(bool))[0]
+    if asked.size == 0:
+        return out
+    out.iloc[asked, 0] = _spreads(points.iloc[asked])
+    for i in asked:
+        x = samples[i]
+        fit = tails.tail(x) if x.size >= tails.MIN_SAMPLES else {"k": np.nan, "needed": np.nan}
+        out.iloc[i, 1:4] = [float(fit["k"]), float(fit["needed"]), int(np.sum(~np.isfinite(x)))]
+    rows = pd.concat([points[["n_seeds", "sem", "prediction"]], out], axis=1).iloc[asked].to_dict("records")
+    out.iloc[asked, 4] = [reliability(mean_judgement(r))["reliable"] for r in rows]
+    return out
+
+
 registry.register_theory(registry.Theory(
     name="random_features.sgd",
     matches=_matches,
@@ -115,6 +178,7 @@ registry.register_theory(registry.Theory(
     exact_for=lambda df: np.ones(len(df), bool),
     reference=f"{CITATION}; the second-moment recursion of lrsweep.families.schedules.theory (derived there)",
     title="exact expected excess risk of SGD on power-law features (seed 004)",
+    judge_means=judge_means,
 ))
 
 

@@ -511,9 +511,6 @@ def monte_carlo_columns(samples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-SPREAD_BUDGET = 5e10      # mode pairs x steps x schedules of the fourth-moment recursion per point (~minutes)
-
-
 def loss_spreads(summary: pd.DataFrame, long: pd.DataFrame) -> pd.Series:
     """Per summary row: E L_T^2 / (E L_T)^2 - 1 from the fourth-moment recursion
     (:func:`lrsweep.families.schedules.theory.loss_moments`), for SGD schedules searched step by step; NaN
@@ -521,6 +518,7 @@ def loss_spreads(summary: pd.DataFrame, long: pd.DataFrame) -> pd.Series:
     import jax
 
     from lrsweep.families.schedules import theory as rf
+    from lrsweep.families.schedules.checks import SPREAD_BUDGET
     out = pd.Series(np.nan, index=summary.index, name="loss_spread")
     key = [*POINT_COLUMNS, "T", SCHEDULE]
     grouped = {k: g for k, g in long.groupby(key, sort=False)}

@@ -287,3 +287,31 @@ def test_reliability_by_the_exact_spread_and_by_the_tail():
     assert not reliability({**row, "loss_spread": 1e30, "mc_n": 1024, "mc_tail_k": 0.8})["reliable"]
     assert not reliability({**row, "loss_spread": np.nan, "mc_diverged": 1})["reliable"]
     assert reliability({**row, "loss_spread": np.nan})["by"] == "tail"
+
+
+def test_theory_check_leaves_a_heavy_tailed_mean_unjudged_by_the_verify_rule(tmp_path):
+    """issue 26: 32 seeds of SGD at 0.99 of the stability bound have a heavy-tailed final loss (the seed
+    mean sits far below the exact expectation, |z| >> 5, as in the issue's lr = 1.5 at z = -7.1). The
+    ``random_features.sgd`` check judges a point's mean by z only where the rule of ``lrsweep schedule
+    --verify`` (checks.reliability: the fourth-moment spread, then the measured tail) says the mean can
+    be trusted (asked of means outside 3 SE): the edge point is reported as not judged, the one at a
+    tenth of the bound is judged and agrees."""
+    from lrsweep.families.schedules import checks
+    from lrsweep.families.schedules import theory as rf
+    lam, _ = rf.spectrum(24, 1.5, 1.25)
+    edge = rf.stability_limit(lam, 1.0)
+    cfg = {"name": "edge", "seeds": list(range(32)),
+           "task": {"kind": "power_law_features", "n_features": 24, "noise_std": 0.5},
+           "model": {"parameterization": "standard", "n_layers": 1}, "init": "zeros",
+           "train": {"optimizer": "sgd", "steps": 1000, "log_every": 1000, "batch_size": 1},
+           "grid": {"lr": [round(float(0.1 * edge), 6), round(float(0.99 * edge), 6)]}}
+    summary = runner.run(config.load_config(cfg), tmp_path, x64=True, progress=False)
+    table = compare.compare(summary.run_dir, ["random_features.sgd"])
+    final = table[table["step"] == 1000].sort_values("lr_1")
+    assert final["z"].abs().iloc[1] > compare.Z_TOLERANCE       # the heavy tail: the sample's z is no error bar
+    assert final["reliable"].tolist() == [True, False]
+    edge_row = final.to_dict("records")[1]                         # one rule: the verify command's
+    assert edge_row["loss_spread"] > 1 and not checks.reliability(checks.mean_judgement(edge_row))["reliable"]
+    text = compare.verdict(table).text
+    assert "-> AGREES" in text and "1 exact points" in text, text
+    assert "1 exact point whose seed mean is not reliable" in text, text

@@ -34,6 +34,8 @@ PARAMETERIZATIONS = ("segments", "piecewise_constant", "array")
 RATE_SPAN = math.log(1e6)        # a family's rate box spans six decades below its top
 MAX_MOVES = 8                    # times a box edge is moved before the search gives up on interiority
 MAX_ROWS = 8192                  # candidate rows scanned together (memory: rows x blocks)
+CHUNK = 32                       # candidates per horizon per evaluation: one compiled program per problem
+                                 # shape serves every family, grid and pattern (the rows are padded to it)
 
 
 # --------------------------------------------------------------------------------------- problem
@@ -41,21 +43,21 @@ class Problem:
     """The model, the horizons and their time blocks, and jitted evaluators of (H, G, B) rate tables.
 
     ``resolution`` None: one block per step (exact); a number: :func:`.recursion.time_blocks`. Blocks
-    are padded to a common count B (a multiple of the adjoint's segment) with empty blocks (exact:
-    zero-rate steps), the identity.
+    are padded to a common count B (a multiple of the adjoint's segment, at least ``n_blocks``) with
+    empty blocks (exact: zero-rate steps), the identity. ``batch_size``: one number, or one per horizon.
+    The horizons and batch sizes are data to the compiled evaluators: one program per (H, B).
     """
 
-    def __init__(self, modes, noise_var, horizons, batch_size=1.0, resolution=None):
+    def __init__(self, modes, noise_var, horizons, batch_size=1.0, resolution=None, n_blocks=0):
         self.modes = as_modes(modes)
-        if not (np.isscalar(batch_size) and batch_size >= 1):
-            raise ValueError(f"batch_size: a number >= 1, got {batch_size!r}")
-        self.batch_size = float(batch_size)
         self.horizons = check_horizons(horizons)
+        self.batch = check_batch(batch_size, self.horizons.size)
+        self.batch_size = batch_size
         self.resolution = resolution
         self.p = params(self.modes, noise_var)
         self.noise_var = float(noise_var)
         blocks = [time_blocks(int(T), resolution) for T in self.horizons]
-        self.n_blocks = int(math.ceil(max(len(b) for b in blocks) / SEGMENT) * SEGMENT)
+        self.n_blocks = int(math.ceil(max(max(len(b) for b in blocks), n_blocks) / SEGMENT) * SEGMENT)
         sizes = np.zeros((self.horizons.size, self.n_blocks))
         for h, b in enumerate(blocks):
             sizes[h, :len(b)] = b
@@ -69,9 +71,14 @@ class Problem:
         self.t = jnp.asarray(self.t_np, dtype)
         self.mask = jnp.asarray(self.mask_np, dtype)
         self.exact = resolution is None
+        self.horizons_data = jnp.asarray(self.horizons, dtype)
+        self.batch_data = jnp.asarray(self.batch, dtype)
 
     def subset(self, index) -> "Problem":
-        return Problem(self.modes, self.noise_var, self.horizons[np.asarray(index)], self.batch_size, self.resolution)
+        """The horizons ``index`` (repeats allowed), padded to this problem's block count (same program)."""
+        index = np.asarray(index)
+        return Problem(self.modes, self.noise_var, self.horizons[index], self.batch[index], self.resolution,
+                       self.n_blocks)
 
     def _xs(self, lr, batch, momentum=None):
         """(xs, recursion): the per-step (per-block) inputs of the recursion that runs them (sgd, momentum, blocks)."""
@@ -88,18 +95,17 @@ class Problem:
     def family_losses(self, kind, x):
         """L_T (H, G) of family candidates x (H, G, p) in search coordinates, in row chunks of at most
         MAX_ROWS, padded to a multiple of 8 candidates (one compiled shape per family and search phase)."""
-        x = np.asarray(x, np.float64)
+        x = _coordinates(x)
         n_h, n_g = x.shape[:2]
-        per = max(8, 1 << ((MAX_ROWS // n_h).bit_length() - 1))
+        per = max(1, min(CHUNK, 1 << ((MAX_ROWS // n_h).bit_length() - 1)))
         out = []
         for start in range(0, n_g, per):
             part = x[:, start:start + per]
             g = part.shape[1]
-            padded = -(-g // 8) * 8
-            part = np.concatenate([part, np.repeat(part[:, -1:], padded - g, axis=1)], axis=1)
-            logs = _family_log_losses(self.p, jnp.asarray(part, self.t.dtype), self.t, self.mask, self.sizes,
-                                      kind=kind, horizons=tuple(int(T) for T in self.horizons), exact=self.exact,
-                                      batch_size=self.batch_size)
+            part = np.concatenate([part, np.repeat(part[:, -1:], per - g, axis=1)], axis=1)
+            logs = _family_log_losses(self.p, FAMILY_KINDS.index(kind), jnp.asarray(part, self.t.dtype),
+                                      self.horizons_data, self.t, self.mask, self.sizes, self.batch_data,
+                                      exact=self.exact)
             out.append(np.asarray(logs, np.float64)[:, :g])
         losses = np.exp(np.concatenate(out, axis=1))
         return np.where(np.isfinite(losses), losses, np.inf)
@@ -107,7 +113,7 @@ class Problem:
     def curves(self, lr, batch=None, momentum=None):
         """(H, B+1) losses at the block edges of (H, B) tables."""
         lr = jnp.asarray(lr, self.t.dtype) * self.mask
-        batch = jnp.full_like(lr, self.batch_size) if batch is None else jnp.asarray(batch, lr.dtype)
+        batch = jnp.broadcast_to(self.batch_data[:, None], lr.shape) if batch is None else jnp.asarray(batch, lr.dtype)
         xs, recursion = self._xs(lr, batch, None if momentum is None else jnp.asarray(momentum, lr.dtype))
         return np.asarray(curves(self.p, xs, recursion))
 
@@ -123,6 +129,15 @@ def check_horizons(horizons):
             or np.any(horizons < 1):
         raise ValueError(f"horizons: a non-empty 1-d list of positive integers, got {horizons.tolist()!r}")
     return horizons.astype(np.int64)
+
+
+def check_batch(batch_size, n_horizons) -> np.ndarray:
+    """(H,) batch sizes from one number >= 1 or one per horizon."""
+    batch = np.asarray(batch_size, np.float64) if not isinstance(batch_size, bool) else np.asarray(np.nan)
+    if batch.ndim > 1 or (batch.ndim == 1 and batch.size != n_horizons) or not np.all(batch >= 1) \
+            or not np.all(np.isfinite(batch)):
+        raise ValueError(f"batch_size: a number >= 1 or one per horizon, got {batch_size!r}")
+    return np.broadcast_to(batch, (n_horizons,)).copy()
 
 
 def check_bound(eta_max):
@@ -203,22 +218,45 @@ def family_rates(kind, x, horizon, t):
     return eta * jnp.broadcast_to(schedules.lr_multiplier(shape, t), (x.shape[0], t.shape[-1]))
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "horizons", "exact", "batch_size"))
-def _family_log_losses(model, x, t, mask, sizes, *, kind, horizons, exact, batch_size):
-    """log L_T (H, G) of candidates x (H, G, p): the family's rates at the blocks' steps, then the scan."""
+N_COORDINATES = max(len(f.grid) for f in FAMILIES.values())
+
+
+def _coordinates(x):
+    """Search coordinates (..., p) padded with zeros to (..., N_COORDINATES) (the other families' slots)."""
+    x = np.asarray(x, np.float64)
+    return np.concatenate([x, np.zeros(x.shape[:-1] + (N_COORDINATES - x.shape[-1],))], axis=-1)
+
+
+def _rates_of_code(code, x, horizons, t):
+    """(H, G, B) rates of the family FAMILY_KINDS[code] (traced) for x (H, G, N_COORDINATES), horizons
+    (H,) and block steps t (H, B): every family's rates, the one asked for selected."""
+    def one(kind, xh, T, th):
+        return family_rates(kind, xh[:, :len(FAMILIES[kind].grid)], T, th)
+
+    tables = [jax.vmap(functools.partial(one, kind))(x, horizons, t) for kind in FAMILY_KINDS]
+    return jnp.select([code == i for i in range(len(FAMILY_KINDS))], tables)
+
+
+@functools.partial(jax.jit, static_argnames=("exact",))
+def _family_log_losses(model, code, x, horizons, t, mask, sizes, batch, *, exact):
+    """log L_T (H, G) of candidates x (H, G, N_COORDINATES) of family FAMILY_KINDS[code]: the family's rates
+    at the blocks' steps, then the scan. The family, the horizons (H,) and the batch sizes (H,) are data."""
     n_h, n_g = x.shape[:2]
-    lr = jnp.stack([family_rates(kind, x[h], T, t[h]) for h, T in enumerate(horizons)]) * mask[:, None, :]
+    lr = _rates_of_code(code, x, horizons, t) * mask[:, None, :]
     lr = lr.reshape(n_h * n_g, -1).T
-    xs = (lr, jnp.full_like(lr, batch_size))
+    xs = (lr, jnp.broadcast_to(batch[:, None, None], (n_h, n_g, lr.shape[0])).reshape(n_h * n_g, -1).T)
     if not exact:
         xs = xs + (jnp.broadcast_to(sizes[:, None, :], (n_h, n_g, sizes.shape[1])).reshape(n_h * n_g, -1).T,)
     return log_final_loss(model, "sgd" if exact else "blocks", xs).reshape(n_h, n_g)
 
 
+_rates_table = jax.jit(_rates_of_code)
+
+
 def family_table(problem: Problem, kind, x):
     """(H, G, B) rates of candidates x (H, G, p)."""
-    x = jnp.asarray(x, problem.t.dtype)
-    return jnp.stack([family_rates(kind, x[h], int(T), problem.t[h]) for h, T in enumerate(problem.horizons)])
+    return _rates_table(FAMILY_KINDS.index(kind), jnp.asarray(_coordinates(x), problem.t.dtype),
+                        problem.horizons_data, problem.t)
 
 
 def _unit_grid(counts):
@@ -275,16 +313,23 @@ def best_family(problem: Problem, kind, eta_max=None):
     parameter's upper edge (delta, chi) grows the same way; at most MAX_MOVES moves."""
     fam = FAMILIES[kind]
     bound = check_bound(eta_max)
-    top = math.log(bound) if bound is not None else math.log(2.0 * stability_limit(problem.modes, problem.batch_size))
     n_h, n_p = problem.horizons.size, len(fam.grid)
-    lower = np.tile(np.array([top - RATE_SPAN, *fam.lower]), (n_h, 1))
-    upper = np.tile(np.array([top, *fam.upper]), (n_h, 1))
+    if bound is not None:
+        top = np.full(n_h, math.log(bound))
+    else:
+        limits = {m: stability_limit(problem.modes, m) for m in np.unique(problem.batch)}
+        top = np.log([2.0 * limits[m] for m in problem.batch])
+    lower = np.column_stack([top - RATE_SPAN, np.tile(np.asarray(fam.lower, float), (n_h, 1))])
+    upper = np.column_stack([top, np.tile(np.asarray(fam.upper, float), (n_h, 1))])
     grows_up = np.array([bound is None, *fam.movable])
     x, loss = np.zeros((n_h, n_p)), np.full(n_h, np.inf)
     todo = np.arange(n_h)
     for move in range(MAX_MOVES + 1):
-        sub = problem if todo.size == n_h else problem.subset(todo)
-        xs, ls = _search_box(sub, kind, lower[todo], upper[todo])
+        # the horizons left, repeated up to H: the same compiled program (the repeats are dropped)
+        rows = np.concatenate([todo, np.repeat(todo[-1:], n_h - todo.size)])
+        sub = problem if todo.size == n_h else problem.subset(rows)
+        xs, ls = _search_box(sub, kind, lower[rows], upper[rows])
+        xs, ls = xs[:todo.size], ls[:todo.size]
         better = ls < loss[todo]
         x[todo] = np.where(better[:, None], xs, x[todo])
         loss[todo] = np.where(better, ls, loss[todo])
@@ -314,7 +359,7 @@ def _result(problem: Problem, lr, batch, momentum, eta_max):
     lr = np.asarray(lr, float) * problem.mask_np
     if eta_max is not None:              # a float32 search may round a rate at the bound above it
         lr = np.minimum(lr, eta_max)
-    batch = np.full_like(lr, problem.batch_size) if batch is None else np.asarray(batch, float)
+    batch = np.broadcast_to(problem.batch[:, None], lr.shape).copy() if batch is None else np.asarray(batch, float)
     curve = problem.curves(lr, batch, momentum)
     return {"lr": lr, "batch": batch * problem.mask_np,
             "momentum": np.zeros_like(lr) if momentum is None else np.asarray(momentum, float) * problem.mask_np,
@@ -375,8 +420,6 @@ def _check_options(parameterization, n_segments, batch_size, momentum_max, itera
         raise ValueError(f"parameterization: one of {', '.join(PARAMETERIZATIONS)}, got {parameterization!r}")
     if not isinstance(n_segments, (int, np.integer)) or n_segments < 2:
         raise ValueError(f"n_segments: an integer >= 2, got {n_segments!r}")
-    if not (np.isscalar(batch_size) and batch_size >= 1):
-        raise ValueError(f"batch_size: a number >= 1, got {batch_size!r}")
     if not (0 <= momentum_max < 1):
         raise ValueError(f"momentum_max: in [0, 1), got {momentum_max!r}")
     if not isinstance(iterations, (int, np.integer)) or iterations < 0:
@@ -422,7 +465,7 @@ def optimize_schedules(lam, c0, noise_var, horizons, *, parameterization="segmen
                        per_block=parameterization == "array", absolute=parameterization == "piecewise_constant",
                        bounded=bound is not None, iterations=int(iterations), learning_rate=float(learning_rate))
     arrays = {"weights": weights, "base": base, "mask": problem.mask_np, "sizes": problem.sizes_np,
-              "budget": budget, "horizons": problem.horizons.astype(float), "batch_size": float(batch_size),
+              "budget": budget, "horizons": problem.horizons.astype(float), "batch_size": problem.batch[:, None],
               "bound": bound if bound is not None else 1.0, "momentum_max": float(momentum_max)}
     to = functools.partial(jnp.asarray, dtype=problem.t.dtype)
     lr, batch, momentum = _adam(setting, problem.p, jax.tree_util.tree_map(to, init),
@@ -434,7 +477,7 @@ def optimize_schedules(lam, c0, noise_var, horizons, *, parameterization="segmen
 def _sample_budget(problem: Problem, batch_size, sample_budget) -> np.ndarray:
     """(H,) samples each horizon's batch schedule spends: ``sample_budget``, default batch_size T_h."""
     if sample_budget is None:
-        return batch_size * problem.horizons.astype(float)
+        return problem.batch * problem.horizons.astype(float)
     budget = np.broadcast_to(np.asarray(sample_budget, float), (problem.horizons.size,)).copy()
     if not np.all(budget >= problem.horizons):
         raise ValueError(f"sample_budget: at least one sample per step (>= {problem.horizons.tolist()})")
@@ -495,7 +538,7 @@ def _schedules_of(setting: _Setting, arr, p):
         logits = jnp.where(mask > 0, expand(p["batch"]), -jnp.inf)
         batch = 1.0 + (arr["budget"] - arr["horizons"])[:, None] * jax.nn.softmax(logits, axis=1)
     else:
-        batch = jnp.full_like(lr, arr["batch_size"])
+        batch = jnp.broadcast_to(arr["batch_size"], lr.shape)
     momentum = arr["momentum_max"] * jax.nn.sigmoid(expand(p["momentum"])) * mask if "momentum" in p else None
     return lr, batch, momentum
 
@@ -618,15 +661,11 @@ def batch_ramp_steps(lam, c0, noise_var, sample_budget, steps, target=None, *, i
         raise ValueError(f"steps: two or more step counts that divide sample_budget = {sample_budget!r}, "
                          f"got {steps.tolist()!r}")
     modes = as_modes(lam, c0)
-    constant, start = [], []
-    for T in steps:
-        res = search(modes, None, noise_var, [int(T)], kinds=("optimal",), batch_size=float(budget // T),
-                     iterations=iterations, n_segments=n_segments, resolution=resolution)["optimal"]
-        constant.append(float(res["loss"][0]))
-        start.append(res["lr"][0])
-    width = max(len(s) for s in start)
-    init = np.stack([np.pad(s, (0, width - len(s)), constant_values=1.0) for s in start])
-    ramp = optimize_schedules(modes, None, noise_var, steps, init_lr=init, optimize_batch=True,
+    # every T at once, its constant batch B/T as data (one program; each horizon's search is its own)
+    res = search(modes, None, noise_var, steps, kinds=("optimal",), batch_size=(budget // steps).astype(float),
+                 iterations=iterations, n_segments=n_segments, resolution=resolution)["optimal"]
+    constant = [float(v) for v in res["loss"]]
+    ramp = optimize_schedules(modes, None, noise_var, steps, init_lr=res["lr"], optimize_batch=True,
                               sample_budget=float(budget), iterations=iterations, n_segments=n_segments,
                               batch_size=1.0)
     ramp_loss = ramp["loss"]          # never above the constant batch's: it is the start (best iterate kept)
