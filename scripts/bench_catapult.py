@@ -141,8 +141,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="CPU sizes (about a minute)")
     ap.add_argument("--cpu", action="store_true", help="mid sizes for a 2-core CPU: the GPU sizes' width "
                                                         "(m = 256) and steps on 8 x 64 students")
-    ap.add_argument("--only", choices=["all", "curvature"], default="all",
-                    help="curvature: only the curvature lines (catapult grid and body_sharpness)")
+    ap.add_argument("--only", choices=["all", "curvature", "catapult-curvature"], default="all",
+                    help="curvature: only the curvature lines (catapult grid and body_sharpness); "
+                         "catapult-curvature: only the catapult grid's")
     ap.add_argument("--compare-matfree", action="store_true",
                     help="also time the curvature lines with matfree's Lanczos (before issue 26)")
     ap.add_argument("--seeds", type=int, default=None, help="default 16 (quick 4)")
@@ -178,6 +179,8 @@ def main() -> None:
           f"steps, sharpness (10 Lanczos steps) and ntk_eig every {a.log_every} steps; loop: {sample} timed")
     curvature_ratio("catapult sharpness + ntk_eig", grid_config(seeds, rates, width, steps, a.log_every, metrics),
                     grid_config(seeds, rates, width, steps, a.log_every, ["phase"]), sample, a.max_memory, lanczos_fns)
+    if a.only == "catapult-curvature":
+        return
     shape = (seeds, rates // 4, a.head_width, head_steps, "mse", False)
     print(f"curvature: {seeds * (rates // 4):,} 2-layer ReLU students with a head (h = {a.head_width}, "
           f"n = {2 * a.head_width}, mse, simultaneous gd), {head_steps} steps, body_sharpness (10 Lanczos steps) "
