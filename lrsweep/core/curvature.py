@@ -72,11 +72,10 @@ def lanczos(hvp, start, iters: int):
     full pass the round-off that older vectors pick up, so the pair is classical Gram-Schmidt
     applied twice (Kahan and Parlett's "twice is enough": Parlett 1998 as in :func:`hessian_top_eig`;
     Lanczos with complete reorthogonalisation as in Golub and Van Loan, Matrix Computations). Rows
-    of Q not reached yet are 0, so the full pass needs no mask. Broadcast-and-reduce rather than matrix-vector products: under
-    ``vmap`` (one basis per student) XLA fuses them into one pass over the basis each; two reads
-    of the basis per step where the two full passes of matfree's ``tridiag_sym`` take four. The
-    new vector is materialised before those passes (``optimization_barrier``): fused into them, the
-    HVP's last operations ran once per basis row (seed 002's ``body_sharpness`` 4x slower).
+    of Q not reached yet are 0, so the full pass needs no mask. Two reads of the basis per step
+    where the two full passes of matfree's ``tridiag_sym`` take four. Matrix-vector products
+    (``basis @ w``), not broadcast-and-reduce: under ``vmap`` in the engine XLA fused the latter
+    with the HVP and ran seed 002's ``body_sharpness`` 5-8x slower than matfree (128 students).
     After an exact breakdown (beta_j = 0) the next vector is 0/0: see :func:`_unbroken`.
     """
     k = iters
@@ -85,11 +84,11 @@ def lanczos(hvp, start, iters: int):
         basis, alpha, beta, w, previous, length = carry
         q = w / length
         basis = jax.lax.dynamic_update_index_in_dim(basis, q, j, 0)
-        w = jax.lax.optimization_barrier(hvp(q))  # computed once, not inside the passes over the basis
-        a = jnp.sum(q * w)
-        w = jax.lax.optimization_barrier(w - a * q - length * previous)  # previous = 0 at j = 0
-        w = w - jnp.sum(basis * jnp.sum(basis * w[None, :], axis=1)[:, None], axis=0)
-        b = jnp.sqrt(jnp.sum(w * w))
+        w = hvp(q)
+        a = jnp.dot(q, w)
+        w = w - a * q - length * previous  # previous = 0 at j = 0
+        w = w - (basis @ w) @ basis
+        b = jnp.sqrt(jnp.dot(w, w))
         return basis, alpha.at[j].set(a), beta.at[j].set(b), w, q, b
 
     zeros = jnp.zeros((k,), start.dtype)
