@@ -223,7 +223,7 @@ def main() -> None:
         shape = (seeds, rates // 4, a.head_width, head_steps, loss)
         t_br, n, spec, _ = engine_time(head_config(*shape, best_response=True), a.max_memory)
         t_gd, *_ = engine_time(head_config(*shape, best_response=False), a.max_memory)
-        newton = "" if loss == "mse" else f", {spec.newton_steps} Newton steps per body step"
+        newton = "" if loss == "mse" else f", Newton then chord steps, at most {spec.newton_steps} Newton steps per phase"
         print(f"heads ({loss}, 2-layer ReLU, h = {a.head_width}, n = {spec.task.n_train}, {n} students x {head_steps} "
               f"steps{newton}): best response {n * head_steps / t_br:,.0f} student-steps/s, simultaneous gd "
               f"{n * head_steps / t_gd:,.0f} -> the best response costs {t_br / t_gd:.1f}x")

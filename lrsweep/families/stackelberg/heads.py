@@ -24,8 +24,10 @@ step's gradient (and before the last observation), on the dense weights:
   sample weights 1/n; for an instance of data moments, z^T D z = B^T S B and z^T D y = B^T X^T y / n,
   B = W_1 .. W_{m-1}), solved by Cholesky (XLA:CPU's batched QR can deadlock: README, Known issues)
   with a dead ReLU unit (a zero row of A) given weight 0 (:func:`shifted`).
-  For logistic and exponential, ``train.newton_steps`` damped Newton steps from the current head
-  (four times as many at step 0), each with a backtracking line search.
+  For logistic and exponential, :func:`newton_minimiser` from the current head: damped Newton steps
+  (each with a backtracking line search) until a full step is small, then chord steps reusing the last
+  Hessian's Cholesky factor, to round-off (at most ``train.newton_steps`` Newton steps per phase, four
+  times as many at step 0).
 
 In the last two rules the optimizer's step leaves the head alone (:func:`lrsweep.core.optim.gd`). The
 logged train loss at step t is the loss at the head the body's step sees: for best_response, L at
@@ -46,6 +48,10 @@ from lrsweep.core.tasks import TASKS
 
 LINE_SEARCH = 10  # step sizes 1, 1/2, .., 2^-9 tried per Newton step
 ARMIJO = 1e-4
+NEAR = 1e-2  # a full Newton step this small (relative to 1 + |w|_max) hands over to the chord method
+CHORD_STEPS = 32  # at most this many chord steps per best response
+CHORD_TOL = 16.0  # the chord stops at a step below CHORD_TOL eps (1 + |w|_max)
+STALL = 1e4  # a chord that stops at a step above STALL eps (1 + |w|_max) hands over to Newton again
 
 
 def head_name(arch) -> str:
@@ -119,41 +125,118 @@ def _objective(spec, prob: dict, w, ridge):
     return value + 0.5 * ridge * jnp.sum(w * w)
 
 
-def newton_step(spec, prob: dict, w, ridge):
-    """One damped Newton step on G(w) = L(w) + ridge/2 ||w||^2 for a loss of one output (data form).
-
-    H = c^2 z^T diag(l'') z + ridge I with l'' the per-sample second derivative (the derivative of the
-    loss's cotangent along a vector of ones: the cotangent of sample i depends on its own output only).
-    Step size: the largest of 1, 1/2, .., 2^-9 meeting Armijo's condition up to round-off (64 eps |G|:
-    near the minimiser the full step is taken, so the convergence is quadratic to round-off); none: stay.
-    """
+def _margin_parts(spec, prob: dict, w):
+    """(c z^T l', l'', c z w) at the head w: the loss's head gradient (no ridge), the per-sample second
+    derivatives l'' (n, 1) (the derivative of the loss's cotangent along a vector of ones: the cotangent of
+    sample i depends on its own output only) and the outputs."""
     c = spec.arch.output_scale
     z, y, weights = prob["z"], prob["y"], prob["weights"]
     cot_of = lambda pred: LOSSES[spec.loss].value_and_cotangent(pred, y, weights)[1]
     pred = (z @ w) * c
     cotangent, curvature = jax.jvp(cot_of, (pred,), (jnp.ones_like(pred),))
-    grad = c * (z.T @ cotangent) + ridge * w
-    hess = shifted(c * c * (z.T @ (curvature * z)), ridge)
-    step = -cho_solve(cho_factor(hess), grad)
-    value = _objective(spec, prob, w, ridge)
+    return c * (z.T @ cotangent), curvature, pred
+
+
+def _damped_newton(spec, prob: dict, w, ridge):
+    """One damped Newton step on G(w) = L(w) + ridge/2 ||w||^2 for a loss of one output (data form):
+    (w + size step, step, size, Cholesky factor of H).
+
+    H = c^2 z^T diag(l'') z + ridge I. Step size: the largest of 1, 1/2, .., 2^-9 meeting Armijo's
+    condition up to round-off (64 eps |G|: near the minimiser the full step is taken, so the convergence is
+    quadratic to round-off); none: stay. The trial outputs are c z w + s (c z step): one product with z
+    for all ten sizes."""
+    c = spec.arch.output_scale
+    z, y, weights = prob["z"], prob["y"], prob["weights"]
+    grad_loss, curvature, pred = _margin_parts(spec, prob, w)
+    grad = grad_loss + ridge * w
+    factor = cho_factor(shifted(c * c * (z.T @ (curvature * z)), ridge))
+    step = -cho_solve(factor, grad)
+    dpred = (z @ step) * c
+    objective = lambda s: (LOSSES[spec.loss].value_and_cotangent(pred + s * dpred, y, weights)[0]
+                           + 0.5 * ridge * jnp.sum((w + s * step) ** 2))
+    value = objective(jnp.zeros((), w.dtype))
     sizes = 0.5 ** jnp.arange(LINE_SEARCH, dtype=w.dtype)
-    values = jax.vmap(lambda s: _objective(spec, prob, w + s * step, ridge))(sizes)
+    values = jax.vmap(objective)(sizes)
     slack = 64.0 * jnp.finfo(w.dtype).eps * (1.0 + jnp.abs(value))
     ok = values <= value + ARMIJO * sizes * jnp.sum(grad * step) + slack
     size = jnp.where(jnp.any(ok), sizes[jnp.argmax(ok)], 0.0)
-    return w + size * step
+    return w + size * step, step, size, factor
+
+
+def newton_step(spec, prob: dict, w, ridge):
+    """One damped Newton step on G(w) = L(w) + ridge/2 ||w||^2 (:func:`_damped_newton`'s new head)."""
+    return _damped_newton(spec, prob, w, ridge)[0]
+
+
+def _max_abs(a):
+    return jnp.max(jnp.abs(a))
+
+
+def newton_minimiser(spec, prob: dict, w0, ridge, max_newton):
+    """(w, (k1, k2, k3)): argmin_w G(w), G = L(w) + ridge/2 ||w||^2 (a margin loss, one output), from ``w0``,
+    to round-off, and the steps each phase took.
+
+    1. Damped Newton steps (:func:`_damped_newton`, at most ``max_newton``) until one takes the full step
+       and moves the head by at most NEAR (1 + |w|_max): w is then in Newton's quadratic region.
+    2. The chord method: w <- w - H_k^{-1} grad G(w) with the Cholesky factor of that last Newton step's
+       Hessian H_k, kept (a step: two products with z and one two-triangle solve, no Hessian). Its fixed
+       point is grad G = 0 whatever H_k; it contracts by ||I - H_k^{-1} H(w*)|| = O(|w_k - w*|), so each
+       step shrinks by far more than half until round-off. It stops at a step of at most
+       CHORD_TOL eps (1 + |w|_max), or at a step that does not halve the previous one (round-off reached:
+       that step is not taken), at most CHORD_STEPS.
+    3. A student whose chord stopped at a step above STALL eps (1 + |w|_max) (not round-off) takes damped
+       Newton steps again (at most ``max_newton``), until a full step of at most sqrt(eps) (1 + |w|_max).
+
+    Under vmap each phase's while loop runs as long as its slowest student, the others frozen; from a
+    warm start (the previous body step's minimiser) phase 1 is one or two Newton steps and phase 3 does
+    not run. The result is the minimiser to round-off, whatever the number of steps each phase took.
+    """
+    eps = jnp.finfo(w0.dtype).eps
+    h = w0.shape[0]
+    scale = lambda w: 1.0 + _max_abs(w)
+
+    def damped(state, small):
+        w, _, _, k = state
+        new, step, size, factor = _damped_newton(spec, prob, w, ridge)
+        return new, factor[0], (size == 1.0) & (_max_abs(step) <= small * scale(w)), k + 1
+
+    eye = jnp.eye(h, dtype=w0.dtype)
+    state = (w0, eye, jnp.array(False), jnp.array(0))
+    w, factor, _, k1 = jax.lax.while_loop(lambda s: ~s[2] & (s[3] < max_newton),
+                                          lambda s: damped(s, NEAR), state)
+
+    def chord(state):
+        w, last, _, _, k = state
+        grad_loss, _, _ = _margin_parts(spec, prob, w)
+        step = -cho_solve((factor, False), grad_loss + ridge * w)
+        size = _max_abs(step)
+        halved = size <= 0.5 * last  # False for NaN
+        tiny = size <= CHORD_TOL * eps * scale(w)
+        take = halved | tiny
+        stop = ~halved | tiny
+        return jnp.where(take, w + step, w), jnp.where(take, size, last), stop, ~take, k + 1
+
+    state = (w, jnp.array(jnp.inf, w0.dtype), jnp.array(False), jnp.array(False), jnp.array(0))
+    w, last, _, rejected, k2 = jax.lax.while_loop(lambda s: ~s[2] & (s[4] < CHORD_STEPS), chord, state)
+    stalled = (rejected | (k2 >= CHORD_STEPS)) & ~(last <= STALL * eps * scale(w))
+
+    state = (w, eye, ~stalled, jnp.array(0))
+    w, _, _, k3 = jax.lax.while_loop(lambda s: ~s[2] & (s[3] < max_newton),
+                                     lambda s: damped(s, jnp.sqrt(eps)), state)
+    return w, (k1, k2, k3)
 
 
 def best_response(spec, prob: dict, w0, t=0):
     """w*(M) = argmin_w L(M, w) + lambda/2 ||w||^2 at the body of ``prob``: ridge least squares by Cholesky
-    for mse; ``spec.newton_steps`` Newton steps from ``w0`` otherwise (4x as many at t = 0, where
-    ``w0`` is the initial head and not the previous best response)."""
+    for mse; :func:`newton_minimiser` from ``w0`` otherwise (at most ``spec.newton_steps`` damped Newton
+    steps per phase, 4x as many at t = 0, where ``w0`` is the initial head and not the previous best
+    response)."""
     ridge = spec.head_ridge
     if LOSSES[spec.loss].quadratic:
         a, b, _ = normal_equations(spec, prob)
         return cho_solve(cho_factor(shifted(a, ridge)), b)
     steps = jnp.where(jnp.asarray(t) == 0, 4 * spec.newton_steps, spec.newton_steps)
-    return jax.lax.fori_loop(0, steps, lambda _, w: newton_step(spec, prob, w, ridge), w0)
+    return newton_minimiser(spec, prob, w0, ridge, steps)[0]
 
 
 def phi(spec, prob: dict):

@@ -197,6 +197,27 @@ def test_newton_best_response_converges_to_reference_minimiser(x64, loss):
     assert np.max(np.abs(want)) > 0.5
 
 
+@pytest.mark.parametrize("loss", ["logistic", "exponential"])
+def test_newton_minimiser_falls_back_to_newton_when_the_chord_stalls(x64, loss, monkeypatch):
+    """With the hand-over to the chord method forced after the first full Newton step from a far start
+    (heads.NEAR = inf) and the chord capped at 2 steps, the chord stops short of round-off and the third
+    phase (damped Newton again) runs: the head still equals the reference's minimiser to 1e-10."""
+    cfg = classification_cfg("ntk", "relu", loss, lr_body=1.0)
+    spec = next(s for s in runner.prepare(config.load_config(cfg))[1].values() if s.head == "best_response")
+    rng = np.random.default_rng(4)
+    n, h = 16, spec.arch.width
+    Z = np.maximum(rng.standard_normal((n, h)), 0.0) * 2.0
+    y = np.sign(Z @ rng.standard_normal((h, 1)) + 0.3 * rng.standard_normal((n, 1)))
+    want = reference.newton_head(Z, y, spec.arch.output_scale, spec.head_ridge, loss)
+    prob = {"z": jnp.asarray(Z), "y": jnp.asarray(y), "weights": None}
+    monkeypatch.setattr(heads, "NEAR", np.inf)
+    monkeypatch.setattr(heads, "CHORD_STEPS", 2)
+    got, (k1, k2, k3) = heads.newton_minimiser(spec, prob, jnp.asarray(3.0 * rng.standard_normal((h, 1))),
+                                               spec.head_ridge, 4 * spec.newton_steps)
+    assert int(k3) > 0
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12 * np.max(np.abs(want)))
+
+
 @pytest.mark.parametrize("par,act,loss,lr_body", [("standard", "relu", "logistic", 0.5),
                                                   ("ntk", "linear", "exponential", 0.4),
                                                   ("ntk", "relu", "logistic", 2.0)])
