@@ -46,8 +46,9 @@ FIELDS = [
           "(> 0 needed for logistic and exponential, whose minimiser is at infinity on separable features, and "
           "for mse when model.width > task.n_train).", minimum=0.0,
           applies=lambda t: config.equals(t["head"], "best_response") | config.has_metric(t, "phi_sharpness")),
-    Field("train.newton_steps", "int", 8, "Newton steps of the logistic / exponential best response per body "
-          "step, each with a line search, warm-started from the previous head.", positive=True,
+    Field("train.newton_steps", "int", 8, "At most this many damped Newton steps (each with a line search) per "
+          "Newton phase of the logistic / exponential best response (4x at step 0), warm-started from the previous head; "
+          "chord steps on the last Newton Hessian finish it to round-off.", positive=True,
           applies=lambda t: config.equals(t["head"], "best_response") | config.has_metric(t, "phi_sharpness")),
     Field("train.sketch_dim", "int", 64, "k of `body_sketch`: the body's weights themselves when they number at "
           "most k, else k Gaussian projections of them (a Johnson-Lindenstrauss sketch, the same for every "
