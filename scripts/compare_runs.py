@@ -6,7 +6,8 @@ kind, boundary, theory or check).
 
 Each run of BEFORE is paired with the run of AFTER under the same sweep name (and run id where both
 used --run-id). Prints, per table, the rows, the shared columns, those that differ, and the columns
-only one side has; exits 1 if any shared column differs or a table is missing.
+only one side has; exits 1 if any shared column differs or a table is missing. A table whose float columns differ also
+prints the largest relative difference among them.
 """
 import argparse
 import sys
@@ -45,6 +46,17 @@ def same(a: pd.Series, b: pd.Series) -> bool:
     return bool((na == nb).all() and (a[~na].astype(str).to_numpy() == b[~nb].astype(str).to_numpy()).all())
 
 
+def max_relative_difference(a: pd.Series, b: pd.Series) -> str:
+    """The largest |a - b| / |a| of two float columns where both are finite, and whether the same entries
+    are finite: how far a column that is not bit-equal moved."""
+    if a.dtype.kind not in "fc" or b.dtype.kind not in "fc":
+        return "not float"
+    x, y = a.to_numpy(float), b.to_numpy(float)
+    both = np.isfinite(x) & np.isfinite(y)
+    rel = np.abs(x[both] - y[both]) / np.maximum(np.abs(x[both]), np.finfo(float).tiny) if both.any() else [0.0]
+    return f"{np.max(rel):.1e}" + ("" if (np.isfinite(x) == np.isfinite(y)).all() else ", finiteness differs")
+
+
 def partner(run: Path, before: Path, after: Path) -> Path | None:
     rel = run.relative_to(before)
     cands = [r for r in runs(after) if r.relative_to(after).parts[0] == rel.parts[0]]
@@ -81,6 +93,9 @@ def main(argv=None) -> int:
             ok &= not differ
             print(f"{rel}/{name}: {len(tb)} rows, {len(shared)} shared columns equal"
                   + (f" except {differ}" if differ else "")
+                  + (f" (max relative difference: "
+                     f"{max((max_relative_difference(tb[c], ta[c]) for c in differ), key=lambda r: (r[0] != 'n', r))})"
+                     if differ else "")
                   + f"; only before: {[c for c in tb.columns if c not in ta]}; only after: "
                     f"{[c for c in ta.columns if c not in tb]}")
     print("ALL EQUAL on the shared columns" if ok else "DIFFERENCES")
