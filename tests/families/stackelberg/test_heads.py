@@ -176,20 +176,26 @@ def classification_cfg(par, act, loss, *, lr_body=None, ridge=0.1, n_layers=2, s
             "grid": grid_rates or {"lr_body": [lr_body], "lr_ratio": list(ratios)}}
 
 
+def newton_problem(loss: str, seed: int):
+    """A best-response spec (ntk ReLU head) and a head problem on features built in numpy: (spec, prob,
+    the reference's converged minimiser of loss + ridge/2 |w|^2, the rng for starting heads)."""
+    cfg = classification_cfg("ntk", "relu", loss, lr_body=1.0)
+    spec = next(s for s in runner.prepare(config.load_config(cfg))[1].values() if s.head == "best_response")
+    rng = np.random.default_rng(seed)
+    n, h = 16, spec.arch.width
+    Z = np.maximum(rng.standard_normal((n, h)), 0.0) * 2.0
+    y = np.sign(Z @ rng.standard_normal((h, 1)) + 0.3 * rng.standard_normal((n, 1)))
+    want = reference.newton_head(Z, y, spec.arch.output_scale, spec.head_ridge, loss)
+    return spec, {"z": jnp.asarray(Z), "y": jnp.asarray(y), "weights": None}, want, rng
+
+
 @pytest.mark.parametrize("loss", ["logistic", "exponential"])
 def test_newton_best_response_converges_to_reference_minimiser(x64, loss):
     """heads.best_response on features built in numpy: from the initial head (t = 0: 4 x newton_steps
     Newton steps) and from a warm start (t > 0: newton_steps), the head equals the reference's minimiser of
     loss + ridge/2 |w|^2 (Newton run to convergence) to 1e-10."""
-    cfg = classification_cfg("ntk", "relu", loss, lr_body=1.0)
-    spec = next(s for s in runner.prepare(config.load_config(cfg))[1].values() if s.head == "best_response")
-    rng = np.random.default_rng(3)
-    n, h = 16, spec.arch.width
-    Z = np.maximum(rng.standard_normal((n, h)), 0.0) * 2.0
-    y = np.sign(Z @ rng.standard_normal((h, 1)) + 0.3 * rng.standard_normal((n, 1)))
-    c = spec.arch.output_scale
-    want = reference.newton_head(Z, y, c, spec.head_ridge, loss)
-    prob = {"z": jnp.asarray(Z), "y": jnp.asarray(y), "weights": None}
+    spec, prob, want, rng = newton_problem(loss, seed=3)
+    h = spec.arch.width
     cold = heads.best_response(spec, prob, jnp.asarray(rng.standard_normal((h, 1))), t=0)
     warm = heads.best_response(spec, prob, jnp.asarray(want * 1.3 + 0.1), t=5)
     for got in (cold, warm):
@@ -202,14 +208,8 @@ def test_newton_minimiser_falls_back_to_newton_when_the_chord_stalls(x64, loss, 
     """With the hand-over to the chord method forced after the first full Newton step from a far start
     (heads.NEAR = inf) and the chord capped at 2 steps, the chord stops short of round-off and the third
     phase (damped Newton again) runs: the head still equals the reference's minimiser to 1e-10."""
-    cfg = classification_cfg("ntk", "relu", loss, lr_body=1.0)
-    spec = next(s for s in runner.prepare(config.load_config(cfg))[1].values() if s.head == "best_response")
-    rng = np.random.default_rng(4)
-    n, h = 16, spec.arch.width
-    Z = np.maximum(rng.standard_normal((n, h)), 0.0) * 2.0
-    y = np.sign(Z @ rng.standard_normal((h, 1)) + 0.3 * rng.standard_normal((n, 1)))
-    want = reference.newton_head(Z, y, spec.arch.output_scale, spec.head_ridge, loss)
-    prob = {"z": jnp.asarray(Z), "y": jnp.asarray(y), "weights": None}
+    spec, prob, want, rng = newton_problem(loss, seed=4)
+    h = spec.arch.width
     monkeypatch.setattr(heads, "NEAR", np.inf)
     monkeypatch.setattr(heads, "CHORD_STEPS", 2)
     got, (k1, k2, k3) = heads.newton_minimiser(spec, prob, jnp.asarray(3.0 * rng.standard_normal((h, 1))),
