@@ -39,9 +39,9 @@ MOMENTUM_SCHEDULES = ("constant", "array")
 
 
 class Schedule(NamedTuple):
-    """A learning-rate schedule: kind, run length T (static; traced where only the rates are asked for) and
-    warmup w (static), traced parameters, and the
-    static (K, T') table of ``array`` schedules (None otherwise) with the traced row ``index``."""
+    """A learning-rate schedule: kind, run length T (static; traced where only the rates are asked for),
+    warmup w (static), traced parameters, and the static (K, T') table of ``array`` schedules (None
+    otherwise) with the traced row ``index``."""
     kind: str
     steps: int
     warmup_steps: int
