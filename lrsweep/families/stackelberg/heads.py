@@ -174,12 +174,13 @@ def _max_abs(a):
 
 
 def chord(step_of, w0):
-    """(w, stalled, steps): the chord method w <- w + step_of(w) from ``w0`` to round-off, ``step_of`` a
+    """(w, stalled, steps, last): the chord method w <- w + step_of(w) from ``w0`` to round-off, ``step_of`` a
     fixed approximate inverse applied to the residual (-H_k^{-1} grad G(w)). It stops at a step of at most
     CHORD_TOL eps (1 + |w|_max), or at a step that does not halve the previous one (round-off reached, or
     too poor an inverse: that step is not taken), at most CHORD_STEPS. ``stalled``: it stopped at a step
-    above STALL eps (1 + |w|_max), so w is not the fixed point to round-off. Under vmap the loop runs as
-    long as its slowest student, the others frozen."""
+    above STALL eps (1 + |w|_max), so w is not the fixed point to round-off; ``last``: the last step taken's
+    max |.| (inf: none, the first step was not finite). Under vmap the loop runs as long as its slowest
+    student, the others frozen."""
     eps = jnp.finfo(w0.dtype).eps
     scale = lambda w: 1.0 + _max_abs(w)
 
@@ -195,7 +196,7 @@ def chord(step_of, w0):
 
     state = (w0, jnp.array(jnp.inf, w0.dtype), jnp.array(False), jnp.array(False), jnp.array(0))
     w, last, _, rejected, k = jax.lax.while_loop(lambda s: ~s[2] & (s[4] < CHORD_STEPS), body, state)
-    return w, (rejected | (k >= CHORD_STEPS)) & ~(last <= STALL * eps * scale(w)), k
+    return w, (rejected | (k >= CHORD_STEPS)) & ~(last <= STALL * eps * scale(w)), k, last
 
 
 def newton_minimiser(spec, prob: dict, w0, ridge, max_newton):
@@ -231,7 +232,7 @@ def newton_minimiser(spec, prob: dict, w0, ridge, max_newton):
     w, factor, _, k1 = jax.lax.while_loop(lambda s: ~s[2] & (s[3] < max_newton),
                                           lambda s: damped(s, NEAR), state)
 
-    w, stalled, k2 = chord(lambda w: -cho_solve((factor, False), _margin_parts(spec, prob, w)[0] + ridge * w), w)
+    w, stalled, k2, _ = chord(lambda w: -cho_solve((factor, False), _margin_parts(spec, prob, w)[0] + ridge * w), w)
 
     state = (w, eye, ~stalled, jnp.array(0))
     w, _, _, k3 = jax.lax.while_loop(lambda s: ~s[2] & (s[3] < max_newton),
@@ -340,8 +341,8 @@ def least_squares_head(spec, prob: dict, w0, state, t):
         z = prob["z"]
         dead = jnp.all(z == 0, axis=0) if prob["weights"] is None else jnp.all(
             prob["weights"].astype(z.dtype)[:, None] * z * z == 0, axis=0)
-        w, stalled, _ = chord(lambda w: inverse @ least_squares_residual(spec, prob, w, dead), 2.0 * w0 - w_prev)
-        finite = jnp.all(jnp.isfinite(z))
+        w, stalled, _, last = chord(lambda w: inverse @ least_squares_residual(spec, prob, w, dead), 2.0 * w0 - w_prev)
+        finite = last < jnp.inf  # the first step is taken unless it is not finite: a non-finite body
 
         def fallback(carry):
             w, p, need = carry
