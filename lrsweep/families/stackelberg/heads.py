@@ -23,7 +23,10 @@ step's gradient (and before the last observation), on the dense weights:
 - best_response: w <- w*(M_t). For mse, (A + lambda I) w = b with A = c^2 z^T D z, b = c z^T D y (D the
   sample weights 1/n; for an instance of data moments, z^T D z = B^T S B and z^T D y = B^T X^T y / n,
   B = W_1 .. W_{m-1}), solved by Cholesky (XLA:CPU's batched QR can deadlock: README, Known issues)
-  with a dead ReLU unit (a zero row of A) given weight 0 (:func:`shifted`).
+  with a dead ReLU unit (a zero row of A) given weight 0 (:func:`shifted`). On the data (not moments),
+  the Cholesky solve and the inverse P = (A + lambda I)^{-1} are renewed every REFACTOR_EVERY steps and
+  carried by the engine (:attr:`HOOK`'s state); the steps between refine the previous heads with chord
+  steps w <- w + P (b - (A + lambda I) w) to round-off, without forming A (:func:`least_squares_head`).
   For logistic and exponential, :func:`newton_minimiser` from the current head: damped Newton steps
   (each with a backtracking line search) until a full step is small, then chord steps reusing the last
   Hessian's Cholesky factor, to round-off (at most ``train.newton_steps`` Newton steps per phase, four
