@@ -201,12 +201,16 @@ class StepHook:
       moves: ``spec -> layer names`` it moves: the optimizer leaves them (their rate may be inf).
       why: ``spec -> str``, why such a group is not a plain optimizer step (poly mode refuses it).
       summary: ``spec -> str``, a few words for ``run --dry-run``.
+      init_state: None, or ``(spec, params, inst) -> pytree``: a per-student state the engine carries
+        from step to step (and checkpoints with the weights; frozen with a diverged student); ``fn`` is
+        then ``(spec, hparams, params, inst, ctx, state) -> (params, state)``.
     """
     fn: Callable
     applies: Callable
     moves: Callable
     why: Callable
     summary: Callable
+    init_state: Callable | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ All measured in one run on jax.devices()[0]:
     python scripts/bench_catapult.py            # GPU sizes (>= 10,000 students)
     python scripts/bench_catapult.py --quick    # a 2-core CPU in about a minute
     python scripts/bench_catapult.py --cpu --only curvature   # the GPU sizes' width on 512 students
+    python scripts/bench_catapult.py --quick --only heads     # seed 002's head-rule lines only
 """
 from __future__ import annotations
 
@@ -142,14 +143,26 @@ def curvature_ratio(label: str, with_cfg: dict, without_cfg: dict, sample: int, 
               f"the loop ({t:.2f} s, metrics {100 * (1 - t_plain / t):.0f}%)")
 
 
+def head_lines(seeds: int, rates: int, width: int, steps: int, max_memory) -> None:
+    """Print seed 002's head-rule lines: best-response students against simultaneous gd of the same shape."""
+    for loss in ("mse", "logistic"):
+        shape = (seeds, rates // 4, width, steps, loss)
+        t_br, n, spec, _ = engine_time(head_config(*shape, best_response=True), max_memory)
+        t_gd, *_ = engine_time(head_config(*shape, best_response=False), max_memory)
+        newton = "" if loss == "mse" else f", Newton then chord steps, at most {spec.newton_steps} Newton steps per phase"
+        print(f"heads ({loss}, 2-layer ReLU, h = {width}, n = {spec.task.n_train}, {n} students x {steps} "
+              f"steps{newton}): best response {n * steps / t_br:,.0f} student-steps/s, simultaneous gd "
+              f"{n * steps / t_gd:,.0f} -> the best response costs {t_br / t_gd:.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="CPU sizes (about a minute)")
     ap.add_argument("--cpu", action="store_true", help="mid sizes for a 2-core CPU: the GPU sizes' width "
                                                         "(m = 256) and steps on 8 x 64 students")
-    ap.add_argument("--only", choices=["all", "curvature", "catapult-curvature"], default="all",
+    ap.add_argument("--only", choices=["all", "curvature", "catapult-curvature", "heads"], default="all",
                     help="curvature: only the curvature lines (catapult grid and body_sharpness); "
-                         "catapult-curvature: only the catapult grid's")
+                         "catapult-curvature: only the catapult grid's; heads: only seed 002's head-rule lines")
     ap.add_argument("--compare-matfree", action="store_true",
                     help="also time the curvature lines with matfree's Lanczos (before issue 26)")
     ap.add_argument("--compare-one-block", action="store_true",
@@ -181,6 +194,8 @@ def main() -> None:
     head_steps = a.head_steps or (50 if a.quick else 500)
     dev = jax.devices()[0]
     print(f"device: {dev.device_kind} ({dev.platform}), jax {jax.__version__}")
+    if a.only == "heads":
+        return head_lines(seeds, rates, a.head_width, head_steps, a.max_memory)
 
     from lrsweep.core import curvature
     lanczos_fns = {"lrsweep": (curvature.lanczos, None),
@@ -232,14 +247,7 @@ def main() -> None:
           f"bisection's); the dense grid at the engine's measured rate: {dense_s:.1f} s plus its compile")
     assert math.isfinite(t_boundary)
 
-    for loss in ("mse", "logistic"):
-        shape = (seeds, rates // 4, a.head_width, head_steps, loss)
-        t_br, n, spec, _ = engine_time(head_config(*shape, best_response=True), a.max_memory)
-        t_gd, *_ = engine_time(head_config(*shape, best_response=False), a.max_memory)
-        newton = "" if loss == "mse" else f", Newton then chord steps, at most {spec.newton_steps} Newton steps per phase"
-        print(f"heads ({loss}, 2-layer ReLU, h = {a.head_width}, n = {spec.task.n_train}, {n} students x {head_steps} "
-              f"steps{newton}): best response {n * head_steps / t_br:,.0f} student-steps/s, simultaneous gd "
-              f"{n * head_steps / t_gd:,.0f} -> the best response costs {t_br / t_gd:.1f}x")
+    head_lines(seeds, rates, a.head_width, head_steps, a.max_memory)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ class StudentFns(NamedTuple):
     ``state = start(params0, inst, hparams)``; ``state = advance(state, params0, inst, hparams, ts)``
     trains the steps ``ts`` (consecutive ints); ``finish(state, params0, inst, hparams)`` observes
     the last step. ``train(params0, inst, hparams)`` is the three in a row over every step.
-    ``hparams``: {name: scalar} of :attr:`GroupSpec.traced_columns`.
+    ``hparams``: {name: scalar} of :attr:`GroupSpec.traced_columns`. ``state``: (the formulation's
+    trained state, the optimizer's state, the observation carry, the step hooks' states).
     """
     start: object
     advance: object
@@ -83,12 +84,25 @@ def curve_names(spec) -> list[str]:
     return ["train_loss", *TASKS[spec.task.kind].metric_names(spec), *(m.name for m in metrics_lib.logged(spec))]
 
 
-def prepare(spec, hparams: dict, params: dict, inst: dict, ctx) -> dict:
+def prepare(spec, hparams: dict, params: dict, inst: dict, ctx, states: tuple) -> tuple[dict, tuple]:
     """Every registered step hook (:func:`lrsweep.registry.register_step_hook`) in turn: what moves the
-    weights before step ``ctx.t``'s gradient (seed 002's head rule); the identity when none applies."""
-    for hook in spec.hooks:
-        params = hook.fn(spec, hparams, params, inst, ctx)
-    return params
+    weights before step ``ctx.t``'s gradient (seed 002's head rule); the identity when none applies.
+    ``states``: one per hook (:func:`hook_states`; None for a hook without state). Returns the moved
+    weights and the hooks' new states."""
+    new_states = []
+    for hook, state in zip(spec.hooks, states):
+        if hook.init_state is None:
+            params = hook.fn(spec, hparams, params, inst, ctx)
+        else:
+            params, state = hook.fn(spec, hparams, params, inst, ctx, state)
+        new_states.append(state)
+    return params, tuple(new_states)
+
+
+def hook_states(spec, params: dict, inst: dict) -> tuple:
+    """The step hooks' initial per-student states (:attr:`lrsweep.registry.StepHook.init_state`), None
+    for a hook without state: carried by the scan from step to step, checkpointed with the weights."""
+    return tuple(None if hook.init_state is None else hook.init_state(spec, params, inst) for hook in spec.hooks)
 
 
 def make_student_fns(spec) -> StudentFns:
@@ -181,7 +195,8 @@ class _Student:
         carry = (jnp.array(True), jnp.zeros((), dtype), jnp.array(-1, jnp.int32), bufs,
                  tuple(r.init(dtype) for r in self.reductions), mstates)
         state = self.form.init(spec, params0)
-        return state, make_optimizer(spec, hparams).init(state), carry
+        return (state, make_optimizer(spec, hparams).init(state), carry,
+                hook_states(spec, self.form.dense(spec, params0, state), inst))
 
     def advance(self, state, params0, inst, hparams, ts):
         step = functools.partial(self.step, make_optimizer(self.spec, hparams), params0, inst, hparams)
@@ -192,9 +207,9 @@ class _Student:
         """One step t (the body of :meth:`advance`'s scan): the step hooks' move, the loss and gradients,
         the observation, the optimizer's update; a diverged student is frozen."""
         spec = self.spec
-        params, opt_state, carry = state
+        params, opt_state, carry, hooks = state
         ctx = self.context(inst, hparams, t)
-        moved = prepare(spec, hparams, params, inst, ctx)
+        moved, new_hooks = prepare(spec, hparams, params, inst, ctx, hooks)
         loss, grads, w_eff, aux = self.form.loss_and_grads(spec, params0, moved, inst, ctx)
         carry = self.observe(t, params0, moved, inst, loss, w_eff, carry)
         updates, new_opt_state = tx.update(grads, opt_state, moved)
@@ -203,13 +218,14 @@ class _Student:
         keep = lambda new, old: jnp.where(alive, new, old)  # freeze diverged students
         params = jax.tree_util.tree_map(keep, new_params, params)
         opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
-        return (params, opt_state, carry), None
+        hooks = jax.tree_util.tree_map(keep, new_hooks, hooks)
+        return (params, opt_state, carry, hooks), None
 
     def finish(self, state, params0, inst, hparams) -> StudentResult:
         spec = self.spec
-        params, _, carry = state
+        params, _, carry, hooks = state
         ctx = self.context(inst, hparams, spec.steps)
-        params = prepare(spec, hparams, params, inst, ctx)
+        params, _ = prepare(spec, hparams, params, inst, ctx, hooks)
         loss, _, w_eff, _ = self.form.loss_and_grads(spec, params0, params, inst, ctx)
         alive, _, div_step, bufs, reduced, _ = self.observe(spec.steps, params0, params, inst, loss, w_eff, carry)
         columns = {}
@@ -390,7 +406,7 @@ def _train_in_segments(chunk_fn: ChunkFn, chunk: Chunk, instances, hparams, shar
 
 def _alive(state):
     """The (u, p) alive flags of a batched training state (see ``start`` in :func:`make_student_fns`)."""
-    _, _, carry = state
+    _, _, carry, _ = state
     return carry[0]
 
 

@@ -23,7 +23,10 @@ step's gradient (and before the last observation), on the dense weights:
 - best_response: w <- w*(M_t). For mse, (A + lambda I) w = b with A = c^2 z^T D z, b = c z^T D y (D the
   sample weights 1/n; for an instance of data moments, z^T D z = B^T S B and z^T D y = B^T X^T y / n,
   B = W_1 .. W_{m-1}), solved by Cholesky (XLA:CPU's batched QR can deadlock: README, Known issues)
-  with a dead ReLU unit (a zero row of A) given weight 0 (:func:`shifted`).
+  with a dead ReLU unit (a zero row of A) given weight 0 (:func:`shifted`). On the data (not moments),
+  the Cholesky solve and the inverse P = (A + lambda I)^{-1} are renewed every REFACTOR_EVERY steps and
+  carried by the engine (:attr:`HOOK`'s state); the steps between refine the previous heads with chord
+  steps w <- w + P (b - (A + lambda I) w) to round-off, without forming A (:func:`least_squares_head`).
   For logistic and exponential, :func:`newton_minimiser` from the current head: damped Newton steps
   (each with a backtracking line search) until a full step is small, then chord steps reusing the last
   Hessian's Cholesky factor, to round-off (at most ``train.newton_steps`` Newton steps per phase, four
@@ -52,6 +55,7 @@ NEAR = 1e-2  # a full Newton step this small (relative to 1 + |w|_max) hands ove
 CHORD_STEPS = 32  # at most this many chord steps per best response
 CHORD_TOL = 16.0  # the chord stops at a step below CHORD_TOL eps (1 + |w|_max)
 STALL = 1e4  # a chord that stops at a step above STALL eps (1 + |w|_max) hands over to Newton again
+REFACTOR_EVERY = 16  # the least-squares head's carried inverse is renewed at every step t with t % this == 0
 
 
 def head_name(arch) -> str:
@@ -172,14 +176,40 @@ def _max_abs(a):
     return jnp.max(jnp.abs(a))
 
 
+def chord(step_of, w0):
+    """(w, stalled, steps, last): the chord method w <- w + step_of(w) from ``w0`` to round-off, ``step_of`` a
+    fixed approximate inverse applied to the residual (-H_k^{-1} grad G(w)). It stops at a step of at most
+    CHORD_TOL eps (1 + |w|_max), or at a step that does not halve the previous one (round-off reached, or
+    too poor an inverse: that step is not taken), at most CHORD_STEPS. ``stalled``: it stopped at a step
+    above STALL eps (1 + |w|_max), so w is not the fixed point to round-off; ``last``: the last step taken's
+    max |.| (inf: none, the first step was not finite). Under vmap the loop runs as long as its slowest
+    student, the others frozen."""
+    eps = jnp.finfo(w0.dtype).eps
+    scale = lambda w: 1.0 + _max_abs(w)
+
+    def body(state):
+        w, last, _, _, k = state
+        step = step_of(w)
+        size = _max_abs(step)
+        halved = size <= 0.5 * last  # False for NaN
+        tiny = size <= CHORD_TOL * eps * scale(w)
+        take = halved | tiny
+        stop = ~halved | tiny
+        return jnp.where(take, w + step, w), jnp.where(take, size, last), stop, ~take, k + 1
+
+    state = (w0, jnp.array(jnp.inf, w0.dtype), jnp.array(False), jnp.array(False), jnp.array(0))
+    w, last, _, rejected, k = jax.lax.while_loop(lambda s: ~s[2] & (s[4] < CHORD_STEPS), body, state)
+    return w, (rejected | (k >= CHORD_STEPS)) & ~(last <= STALL * eps * scale(w)), k, last
+
+
 def newton_minimiser(spec, prob: dict, w0, ridge, max_newton):
     """(w, (k1, k2, k3)): argmin_w G(w), G = L(w) + ridge/2 ||w||^2 (a margin loss, one output), from ``w0``,
     to round-off, and the steps each phase took.
 
     1. Damped Newton steps (:func:`_damped_newton`, at most ``max_newton``) until one takes the full step
        and moves the head by at most NEAR (1 + |w|_max): w is then in Newton's quadratic region.
-    2. The chord method: w <- w - H_k^{-1} grad G(w) with the Cholesky factor of that last Newton step's
-       Hessian H_k, kept (a step: two products with z and one two-triangle solve, no Hessian). Its fixed
+    2. The chord method (:func:`chord`): w <- w - H_k^{-1} grad G(w) with the Cholesky factor of that last
+       Newton step's Hessian H_k, kept (a step: two products with z and one two-triangle solve, no Hessian). Its fixed
        point is grad G = 0 whatever H_k; it contracts by ||I - H_k^{-1} H(w*)|| = O(|w_k - w*|), so each
        step shrinks by far more than half until round-off. It stops at a step of at most
        CHORD_TOL eps (1 + |w|_max), or at a step that does not halve the previous one (round-off reached:
@@ -205,20 +235,7 @@ def newton_minimiser(spec, prob: dict, w0, ridge, max_newton):
     w, factor, _, k1 = jax.lax.while_loop(lambda s: ~s[2] & (s[3] < max_newton),
                                           lambda s: damped(s, NEAR), state)
 
-    def chord(state):
-        w, last, _, _, k = state
-        grad_loss, _, _ = _margin_parts(spec, prob, w)
-        step = -cho_solve((factor, False), grad_loss + ridge * w)
-        size = _max_abs(step)
-        halved = size <= 0.5 * last  # False for NaN
-        tiny = size <= CHORD_TOL * eps * scale(w)
-        take = halved | tiny
-        stop = ~halved | tiny
-        return jnp.where(take, w + step, w), jnp.where(take, size, last), stop, ~take, k + 1
-
-    state = (w, jnp.array(jnp.inf, w0.dtype), jnp.array(False), jnp.array(False), jnp.array(0))
-    w, last, _, rejected, k2 = jax.lax.while_loop(lambda s: ~s[2] & (s[4] < CHORD_STEPS), chord, state)
-    stalled = (rejected | (k2 >= CHORD_STEPS)) & ~(last <= STALL * eps * scale(w))
+    w, stalled, k2, _ = chord(lambda w: -cho_solve((factor, False), _margin_parts(spec, prob, w)[0] + ridge * w), w)
 
     state = (w, eye, ~stalled, jnp.array(0))
     w, _, _, k3 = jax.lax.while_loop(lambda s: ~s[2] & (s[3] < max_newton),
@@ -259,17 +276,116 @@ def _alternating(spec, hparams, params, inst, ctx):
     return {**params, name: jax.lax.fori_loop(0, spec.head_steps, step, params[name])}
 
 
-def _best_response(spec, hparams, params, inst, ctx):
+def carries_inverse(spec, inst: dict) -> bool:
+    """Whether the best response is the least-squares head solved from a carried inverse
+    (:func:`least_squares_head`): mse on the whole training set, in data form (a sampled batch changes
+    A every step; an instance of data moments has A at O(h^2 d) and keeps its one Cholesky solve)."""
+    return (spec.head == "best_response" and LOSSES[spec.loss].quadratic and not spec.stochastic
+            and "xx" not in inst)
+
+
+def least_squares_residual(spec, prob: dict, w, dead):
+    """b - (A + lambda I + diag(dead)) w = c z^T D (y - c z w) - (lambda + dead) w (data form, as in
+    :func:`shifted`), without forming A: two products with z, O(n h o)."""
+    c = spec.arch.output_scale
+    z = prob["z"]
+    d = (jnp.full((z.shape[0],), 1.0 / z.shape[0], z.dtype) if prob["weights"] is None
+         else prob["weights"].astype(z.dtype))
+    fit = d[:, None] * (prob["y"] - c * (z @ w))
+    # (fit^T z)^T rather than z^T fit: z is read in its own layout (XLA:CPU copied a transposed z per step)
+    return c * (fit.T @ z).T - (spec.head_ridge + dead.astype(w.dtype)[:, None]) * w
+
+
+def inverse_from_factor(u):
+    """(U^T U)^{-1} = U^{-1} U^{-T} from an upper Cholesky factor U (h, h), in XLA: U^{-1} by back
+    substitution, one row per step (LAPACK's triangular solve with h right-hand sides, one call per
+    student on the CPU, is slow and erratic on a shared machine: 4-330 ms for 16 students at h = 64)."""
+    u = jnp.triu(u)
+    h = u.shape[0]
+    eye = jnp.eye(h, dtype=u.dtype)
+
+    def row(k, x):
+        i = h - 1 - k
+        return x.at[i].set((eye[i] - u[i] @ x) / u[i, i])
+
+    x = jax.lax.fori_loop(0, h, row, jnp.zeros_like(u))
+    return x @ x.T
+
+
+def _factored(spec, prob: dict):
+    """w* by Cholesky (:func:`best_response`'s numbers) and the inverse of A + lambda I (as :func:`shifted`)."""
+    a, b, _ = normal_equations(spec, prob)
+    factor = cho_factor(shifted(a, spec.head_ridge), lower=False)
+    return cho_solve(factor, b), inverse_from_factor(factor[0])
+
+
+def least_squares_head(spec, prob: dict, w0, state, t):
+    """(w*(M_t), state): the ridge least-squares head at step t (data form), and the state to carry:
+    (P, w_prev), P an approximate inverse of A + lambda I, w_prev the head before ``w0``.
+
+    At t % REFACTOR_EVERY == 0 (the same steps for every student: a real branch under vmap), A and
+    its Cholesky factor are formed and w* solved as in :func:`best_response` (the same numbers), and
+    P = (A + lambda I)^{-1} is kept. At other steps the chord method (:func:`chord`) from the
+    extrapolation 2 w0 - w_prev of the last two heads (``w0`` = w*(M_{t-1})): w <- w + P r(w),
+    r = b - (A_t + lambda I) w (:func:`least_squares_residual`), O(n h) a step instead of the Gram's
+    O(n h^2) and the factor's O(h^3). Its fixed point is w*(M_t) whatever P; it contracts by
+    ||I - P (A_t + lambda I)||, small while the body has moved little since P was formed. A student
+    whose chord stalls (a step that does not halve, above round-off) is solved by Cholesky at this step
+    and its P renewed: a loop that runs only when some student needs it. Either way w is w*(M_t) to
+    round-off. A non-finite body gives a NaN head, as Cholesky does.
+    """
+    inverse, w_prev = state
+
+    def renew(_):
+        w, p = _factored(spec, prob)
+        return w, (p, jnp.where(jnp.asarray(t) == 0, w, w0))  # at t = 0, w0 is the initial head
+
+    def refine(_):
+        z = prob["z"]
+        dead = jnp.all(z == 0, axis=0) if prob["weights"] is None else jnp.all(
+            prob["weights"].astype(z.dtype)[:, None] * z * z == 0, axis=0)
+        w, stalled, _, last = chord(lambda w: inverse @ least_squares_residual(spec, prob, w, dead), 2.0 * w0 - w_prev)
+        finite = last < jnp.inf  # the first step is taken unless it is not finite: a non-finite body
+
+        def fallback(carry):
+            w, p, need = carry
+            # the barrier ties the problem to the loop's state: XLA would otherwise hoist the whole
+            # factorisation out of the loop (loop-invariant code motion) and run it at every step
+            here, _ = jax.lax.optimization_barrier((prob, need))
+            new_w, new_p = _factored(spec, here)
+            return jnp.where(need, new_w, w), jnp.where(need, new_p, p), jnp.zeros_like(need)
+
+        w, p, _ = jax.lax.while_loop(lambda s: s[2], fallback, (w, inverse, stalled & finite))
+        return jnp.where(finite, w, jnp.nan), (p, w0)
+
+    return jax.lax.cond(jnp.asarray(t) % REFACTOR_EVERY == 0, renew, refine, None)
+
+
+def head_state(spec, params: dict, inst: dict):
+    """The head rule's per-student state: (P (h, h), w_prev (h, o)) of :func:`least_squares_head`
+    where :func:`carries_inverse`, else None (nothing carried)."""
+    if not carries_inverse(spec, inst):
+        return None
+    head = params[head_name(spec.arch)]
+    return jnp.zeros((head.shape[0], head.shape[0]), head.dtype), jnp.zeros_like(head)
+
+
+def _best_response(spec, hparams, params, inst, ctx, state):
     del hparams
     name = head_name(spec.arch)
-    return {**params, name: best_response(spec, problem(spec, params, inst, ctx), params[name], ctx.t)}
+    prob = problem(spec, params, inst, ctx)
+    if state is None:
+        return {**params, name: best_response(spec, prob, params[name], ctx.t)}, state
+    head, state = least_squares_head(spec, prob, params[name], state, ctx.t)
+    return {**params, name: head}, state
 
 
-def move_head(spec, hparams: dict, params: dict, inst: dict, ctx) -> dict:
+def move_head(spec, hparams: dict, params: dict, inst: dict, ctx, state) -> tuple[dict, object]:
     """The head's move at the current body before step ``ctx.t``'s gradient (see the module docstring),
-    for a group where :func:`moves_head`."""
-    rule = _best_response if spec.head == "best_response" else _alternating
-    return rule(spec, hparams, params, inst, ctx)
+    for a group where :func:`moves_head`; ``state``: :func:`head_state`'s, carried by the engine."""
+    if spec.head == "best_response":
+        return _best_response(spec, hparams, params, inst, ctx, state)
+    return _alternating(spec, hparams, params, inst, ctx), state
 
 
 def moves_head(spec) -> bool:
@@ -283,4 +399,5 @@ HOOK = registry.StepHook(
     lambda spec: f"the head is moved outside the optimizer's step (train.head: {spec.head}, train.update: "
                  f"{spec.update})",
     lambda spec: f"head={spec.head}" + (f" update={spec.update} head_steps={spec.head_steps}"
-                                        if spec.head == "gd" else ""))
+                                        if spec.head == "gd" else ""),
+    head_state)
