@@ -204,6 +204,8 @@ class StepHook:
       init_state: None, or ``(spec, params, inst) -> pytree``: a per-student state the engine carries
         from step to step (and checkpoints with the weights; frozen with a diverged student); ``fn`` is
         then ``(spec, hparams, params, inst, ctx, state) -> (params, state)``.
+      state_elements: ``spec -> int``, the elements of that state per student (the chunk planner's
+        memory estimate, :func:`lrsweep.core.chunking.bytes_per_student`); 0 without state.
     """
     fn: Callable
     applies: Callable
@@ -211,6 +213,7 @@ class StepHook:
     why: Callable
     summary: Callable
     init_state: Callable | None = None
+    state_elements: Callable = lambda spec: 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,10 +75,12 @@ class Chunk:
 
 def bytes_per_student(spec, dtype_bytes: int) -> int:
     """Rough peak memory of one student inside a chunk (params, grads, update, temporaries, and the
-    logged metrics' working set: e.g. sharpness's Lanczos basis, ntk_eig's Jacobian)."""
+    logged metrics' working set: e.g. sharpness's Lanczos basis, ntk_eig's Jacobian, and the step
+    hooks' carried states: e.g. seed 002's inverse of the head's normal equations)."""
     arch, task = spec.arch, spec.task
     per = 4 * steps_lib.state_size(arch, spec.formulation, spec.steps) + 2 * spec.n_logs + 16
     per += metrics_lib.working_elements(spec)
+    per += 3 * sum(hook.state_elements(spec) for hook in spec.hooks)  # carried, new, frozen copy
     if spec.formulation == "autodiff":
         n = task.n_train + (0 if arch.is_linear else task.n_test)
         per += 3 * n * (arch.width * arch.n_trainable + arch.output_dim)

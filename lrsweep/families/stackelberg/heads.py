@@ -361,6 +361,15 @@ def least_squares_head(spec, prob: dict, w0, state, t):
     return jax.lax.cond(jnp.asarray(t) % REFACTOR_EVERY == 0, renew, refine, None)
 
 
+def head_state_elements(spec) -> int:
+    """Elements of :func:`head_state` per student: h^2 + h o where the inverse is carried (the data form:
+    an instance of data moments exactly when the formulation is not autodiff), else 0."""
+    h, o = spec.arch.shapes[-1]
+    carried = (spec.head == "best_response" and LOSSES[spec.loss].quadratic and not spec.stochastic
+               and spec.formulation == "autodiff")
+    return h * h + h * o if carried else 0
+
+
 def head_state(spec, params: dict, inst: dict):
     """The head rule's per-student state: (P (h, h), w_prev (h, o)) of :func:`least_squares_head`
     where :func:`carries_inverse`, else None (nothing carried)."""
@@ -400,4 +409,4 @@ HOOK = registry.StepHook(
                  f"{spec.update})",
     lambda spec: f"head={spec.head}" + (f" update={spec.update} head_steps={spec.head_steps}"
                                         if spec.head == "gd" else ""),
-    head_state)
+    head_state, head_state_elements)

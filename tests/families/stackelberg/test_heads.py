@@ -689,7 +689,11 @@ def test_head_state_only_for_the_least_squares_head_on_data():
                                                                            **changes)))[1].values()))
         hp = {c: jnp.asarray(0, jnp.uint32 if c == "seed" else jnp.float32) for c in spec.instance_columns}
         params0, inst = make_instance(spec, hp, jnp.float32, moments=spec.formulation != "autodiff")
-        return engine.hook_states(spec, params0, inst)
+        out = engine.hook_states(spec, params0, inst)
+        # the chunk planner counts exactly the carried elements (3 copies: carried, new, frozen)
+        counted = sum(hook.state_elements(spec) for hook in spec.hooks)
+        assert counted == sum(x.size for x in jax.tree_util.tree_leaves(out))
+        return out
 
     (carried,) = states(ratios=(INF,))
     assert [s.shape for s in carried] == [(4, 4), (4, 1)]
