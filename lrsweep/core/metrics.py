@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -206,9 +205,8 @@ def in_blocks(spec, metric: Metric, itemsize: int) -> Callable:
     chunk's Lanczos bases stay in cache instead of streaming from memory on every Gram-Schmidt pass
     (``scripts/bench_catapult.py --only curvature --compare-one-block``: 1.4-3.9x less engine time in
     the metric on a 2-core CPU). The same per-student arithmetic: values equal up to round-off. Other
-    metrics, and every metric off the CPU (a GPU wants the whole chunk in one batch, and its caches are
-    not the bottleneck measured here): ``metric.fn`` itself."""
-    if not metric.lanczos or jax.local_devices()[0].platform != "cpu":
+    metrics: ``metric.fn`` itself."""
+    if not metric.lanczos:
         return metric.fn
     per_block = max(1, BLOCK_BYTES // max(1, metric.elements(spec) * itemsize))
 
