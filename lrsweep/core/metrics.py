@@ -203,9 +203,8 @@ def in_blocks(spec, metric: Metric, itemsize: int) -> Callable:
     engine's vmaps runs in blocks of students whose working set (``metric.elements``, ``itemsize``
     bytes an element) fits :data:`BLOCK_BYTES` (:func:`lrsweep.core.blocks.vmap_in_blocks`), so a
     chunk's Lanczos bases stay in cache instead of streaming from memory on every Gram-Schmidt pass
-    (``scripts/bench_catapult.py --only curvature --compare-one-block``: 1.4-3.9x less engine time in
-    the metric on a 2-core CPU). The same per-student arithmetic: values equal up to round-off. Other
-    metrics: ``metric.fn`` itself."""
+    (``scripts/bench_catapult.py --only curvature``: 1.6-2x less time in the metric). The same
+    per-student arithmetic: values equal up to round-off. Other metrics: ``metric.fn`` itself."""
     if not metric.lanczos:
         return metric.fn
     per_block = max(1, BLOCK_BYTES // max(1, metric.elements(spec) * itemsize))
