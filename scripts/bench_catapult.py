@@ -8,9 +8,7 @@ All measured in one run on jax.devices()[0]:
      alone (each side's time with them less its time without) in the engine against the loop, for
      the catapult grid and for seed 002's ``body_sharpness`` (2-layer ReLU students with a head);
      with ``--compare-matfree`` also with matfree's ``tridiag_sym`` as the Lanczos (the library's
-     Lanczos before issue 26), with ``--compare-one-block`` also with the whole chunk as one block
-     (``lrsweep.core.metrics.BLOCK_BYTES`` unbounded: the engine before issue 27), interleaved in the
-     same run;
+     Lanczos before issue 26), interleaved in the same run;
   3. ``lrsweep boundary`` on the uv model: students trained (coarse grid + bisection) against a
      dense geometric grid reaching the same precision rtol, and the wall time against that grid's
      time at the measured engine rate;
@@ -114,26 +112,22 @@ def matfree_lanczos(hvp, start, iters: int):
     return basis, tridiag
 
 
-def curvature_ratio(label: str, with_cfg: dict, without_cfg: dict, sample: int, max_memory, lanczos_fns: dict,
-                    rounds: int = 2) -> None:
+def curvature_ratio(label: str, with_cfg: dict, without_cfg: dict, sample: int, max_memory, lanczos_fns: dict) -> None:
     """Print the curvature metrics' own cost per student, engine against the per-student loop: each
-    side's time with the metrics less its time without, for every variant in ``lanczos_fns`` (name ->
-    (Lanczos, block bytes or None for the library's)) (interleaved: engine and loop timed together
-    per variant, ``rounds`` rounds, the faster kept)."""
+    side's time with the metrics less its time without, for every Lanczos in ``lanczos_fns``
+    (interleaved: engine and loop timed together per variant, 2 rounds, the faster kept)."""
     from lrsweep.core import curvature
-    from lrsweep.core import metrics
     t_plain, n, spec0, students0 = engine_time(without_cfg, max_memory)
     loop_plain = loop_time(spec0, students0, sample)
     best = {}
-    for _ in range(rounds):
-        for name, (fn, block_bytes) in lanczos_fns.items():
+    for _ in range(2):
+        for name, fn in lanczos_fns.items():
             own, curvature.lanczos = curvature.lanczos, fn
-            own_bytes, metrics.BLOCK_BYTES = metrics.BLOCK_BYTES, block_bytes or metrics.BLOCK_BYTES
             try:
                 t, _, spec, students = engine_time(with_cfg, max_memory)
                 loop = loop_time(spec, students, sample)
             finally:
-                curvature.lanczos, metrics.BLOCK_BYTES = own, own_bytes
+                curvature.lanczos = own
             old = best.get(name, (math.inf, math.inf))
             best[name] = (min(old[0], t), min(old[1], loop))
     for name, (t, loop) in best.items():
@@ -165,10 +159,6 @@ def main() -> None:
                          "catapult-curvature: only the catapult grid's; heads: only seed 002's head-rule lines")
     ap.add_argument("--compare-matfree", action="store_true",
                     help="also time the curvature lines with matfree's Lanczos (before issue 26)")
-    ap.add_argument("--compare-one-block", action="store_true",
-                    help="also time the curvature lines with the chunk's Lanczos metrics in one block (before "
-                         "issue 27: lrsweep.core.metrics.BLOCK_BYTES unbounded)")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the curvature lines (best kept)")
     ap.add_argument("--seeds", type=int, default=None, help="default 16 (quick 4)")
     ap.add_argument("--rates", type=int, default=None, help="default 640 (quick 64)")
     ap.add_argument("--width", type=int, default=None, help="default 256 (quick 64)")
@@ -198,15 +188,12 @@ def main() -> None:
         return head_lines(seeds, rates, a.head_width, head_steps, a.max_memory)
 
     from lrsweep.core import curvature
-    lanczos_fns = {"lrsweep": (curvature.lanczos, None),
-                   **({"lrsweep one block": (curvature.lanczos, 1 << 62)} if a.compare_one_block else {}),
-                   **({"matfree": (matfree_lanczos, None)} if a.compare_matfree else {})}
+    lanczos_fns = {"lrsweep": curvature.lanczos, **({"matfree": matfree_lanczos} if a.compare_matfree else {})}
     metrics = ["sharpness", "ntk_eig", "phase"]
     print(f"curvature: {seeds * rates:,} ntk students (2 layers, m = {width}, logistic, degenerate data), {steps} "
           f"steps, sharpness (10 Lanczos steps) and ntk_eig every {a.log_every} steps; loop: {sample} timed")
     curvature_ratio("catapult sharpness + ntk_eig", grid_config(seeds, rates, width, steps, a.log_every, metrics),
-                    grid_config(seeds, rates, width, steps, a.log_every, ["phase"]), sample, a.max_memory, lanczos_fns,
-                    a.rounds)
+                    grid_config(seeds, rates, width, steps, a.log_every, ["phase"]), sample, a.max_memory, lanczos_fns)
     if a.only == "catapult-curvature":
         return
     shape = (seeds, rates // 4, a.head_width, head_steps, "mse", False)
@@ -214,7 +201,7 @@ def main() -> None:
           f"n = {2 * a.head_width}, mse, simultaneous gd), {head_steps} steps, body_sharpness (10 Lanczos steps) "
           f"every {a.log_every} steps")
     curvature_ratio("seed 002 body_sharpness", head_config(*shape, log_every=a.log_every, metrics=("body_sharpness",)),
-                    head_config(*shape, log_every=a.log_every), sample, a.max_memory, lanczos_fns, a.rounds)
+                    head_config(*shape, log_every=a.log_every), sample, a.max_memory, lanczos_fns)
     if a.only == "curvature":
         return
 
