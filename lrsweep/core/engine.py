@@ -124,8 +124,6 @@ class _Student:
         self.form = steps_lib.FORMULATIONS[spec.formulation]
         self.task = TASKS[spec.task.kind]
         self.logged, self.reductions = metrics_lib.logged(spec), metrics_lib.reductions(spec)
-        itemsize = jnp.dtype(jnp.result_type(float)).itemsize
-        self.metric_fns = {m.name: metrics_lib.in_blocks(spec, m, itemsize) for m in self.logged}
         self.log_slot = np.full(spec.steps + 1, -1, np.int32)  # step -> its row of the curve buffers, -1: not logged
         self.log_slot[list(spec.log_steps)] = np.arange(spec.n_logs)
 
@@ -162,9 +160,9 @@ class _Student:
         new_states = dict(mstates)
         for m in self.logged:
             if m.init_state is None:
-                values[m.name] = self.metric_fns[m.name](ctx)
+                values[m.name] = m.fn(ctx)
             else:
-                values[m.name], new = self.metric_fns[m.name](ctx, mstates[m.name])
+                values[m.name], new = m.fn(ctx, mstates[m.name])
                 new_states[m.name] = jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), new,
                                                             mstates[m.name])
         bufs = {k: b.at[slot].set(jnp.where(alive, values[k], jnp.full((), jnp.nan, b.dtype)))

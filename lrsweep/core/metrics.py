@@ -24,7 +24,6 @@ from lrsweep.core.divergence import PHASES
 from jax.flatten_util import ravel_pytree
 
 from lrsweep import registry
-from lrsweep.core import blocks
 from lrsweep.core import curvature
 from lrsweep.core import steps as steps_lib
 from lrsweep.core.students import layers, predict
@@ -191,29 +190,6 @@ for _name, _metric in {
     "phase": PHASE,
 }.items():
     registry.register_metric(_name, _metric)
-
-
-BLOCK_BYTES = 1 << 20
-"""A block's Lanczos working set under vmap (:func:`in_blocks`): half a core's L2 cache on the 2-core
-CPU the benchmarks ran on (4 MiB for both); 32-128 students of seed 003's m = 64-256 in float32."""
-
-
-def in_blocks(spec, metric: Metric, itemsize: int) -> Callable:
-    """``metric.fn`` (ctx[, state]) for the engine: a Lanczos metric (``metric.lanczos``) under the
-    engine's vmaps runs in blocks of students whose working set (``metric.elements``, ``itemsize``
-    bytes an element) fits :data:`BLOCK_BYTES` (:func:`lrsweep.core.blocks.vmap_in_blocks`), so a
-    chunk's Lanczos bases stay in cache instead of streaming from memory on every Gram-Schmidt pass
-    (``scripts/bench_catapult.py --only curvature``: 1.6-2x less time in the metric). The same
-    per-student arithmetic: values equal up to round-off. Other metrics: ``metric.fn`` itself."""
-    if not metric.lanczos:
-        return metric.fn
-    per_block = max(1, BLOCK_BYTES // max(1, metric.elements(spec) * itemsize))
-
-    def one_student(params, inst, loss, w_eff, key, t, *state):
-        return metric.fn(MetricContext(spec, params, inst, loss, w_eff, key, t), *state)
-
-    blocked = blocks.vmap_in_blocks(one_student, per_block)
-    return lambda ctx, *state: blocked(ctx.params, ctx.inst, ctx.loss, ctx.w_eff, ctx.key, ctx.t, *state)
 
 
 def _registered(kind) -> dict:

@@ -304,22 +304,3 @@ def test_lanczos_ritz_pair_matches_a_numpy_lanczos(x64, k):
             np.testing.assert_allclose(float(value), eig.max(), rtol=1e-10, err_msg=spectrum)
         if spectrum != "clustered top" or k < p:  # a Ritz vector is defined where the top Ritz value is separated
             np.testing.assert_allclose(abs(np.dot(np.asarray(ritz), ref_ritz)), 1.0, atol=1e-8, err_msg=spectrum)
-
-
-@pytest.mark.parametrize("per_block", [1, 2])
-def test_lanczos_metrics_in_blocks_equal_one_block(x64, monkeypatch, per_block):
-    """Under the engine's vmaps ``sharpness`` runs in blocks of students (lrsweep.core.metrics.in_blocks):
-    3 seeds x 5 rates in blocks of single students or of 2 (padded), warm-started (5 < P iterations:
-    the state goes through the blocks), equal to the run in one block to x64 round-off."""
-    from lrsweep.core import config, metrics, runner
-    cfg = make_cfg("standard", 2, "relu", "mse", seeds=(0, 1, 2), lrs=(0.02, 0.05, 0.1, 0.2, 0.3), iters=5,
-                   steps=6, log_every=2)
-    _, whole = train_config(cfg)
-    spec = next(iter(runner.prepare(config.load_config(cfg))[1].values()))
-    monkeypatch.setattr(metrics, "BLOCK_BYTES", per_block * metrics._sharpness_elements(spec) * 8)
-    _, blocked = train_config(cfg)
-    assert whole.keys() == blocked.keys() and len(whole) == 15
-    for sid in whole:
-        for name in ("sharpness", "ntk_eig", "train_loss"):
-            assert np.all(np.isfinite(whole[sid][name]))
-            np.testing.assert_allclose(blocked[sid][name], whole[sid][name], rtol=1e-12, err_msg=f"{sid} {name}")
