@@ -276,12 +276,13 @@ def _alternating(spec, hparams, params, inst, ctx):
     return {**params, name: jax.lax.fori_loop(0, spec.head_steps, step, params[name])}
 
 
-def carries_inverse(spec, inst: dict) -> bool:
+def carries_inverse(spec) -> bool:
     """Whether the best response is the least-squares head solved from a carried inverse
     (:func:`least_squares_head`): mse on the whole training set, in data form (a sampled batch changes
-    A every step; an instance of data moments has A at O(h^2 d) and keeps its one Cholesky solve)."""
+    A every step; an instance of data moments, i.e. any formulation but autodiff, has A at O(h^2 d) and
+    keeps its one Cholesky solve)."""
     return (spec.head == "best_response" and LOSSES[spec.loss].quadratic and not spec.stochastic
-            and "xx" not in inst)
+            and spec.formulation == "autodiff")
 
 
 def least_squares_residual(spec, prob: dict, w, dead):
@@ -362,18 +363,15 @@ def least_squares_head(spec, prob: dict, w0, state, t):
 
 
 def head_state_elements(spec) -> int:
-    """Elements of :func:`head_state` per student: h^2 + h o where the inverse is carried (the data form:
-    an instance of data moments exactly when the formulation is not autodiff), else 0."""
+    """Elements of :func:`head_state` per student: h^2 + h o where :func:`carries_inverse`, else 0."""
     h, o = spec.arch.shapes[-1]
-    carried = (spec.head == "best_response" and LOSSES[spec.loss].quadratic and not spec.stochastic
-               and spec.formulation == "autodiff")
-    return h * h + h * o if carried else 0
+    return h * h + h * o if carries_inverse(spec) else 0
 
 
 def head_state(spec, params: dict, inst: dict):
     """The head rule's per-student state: (P (h, h), w_prev (h, o)) of :func:`least_squares_head`
     where :func:`carries_inverse`, else None (nothing carried)."""
-    if not carries_inverse(spec, inst):
+    if not carries_inverse(spec):
         return None
     head = params[head_name(spec.arch)]
     return jnp.zeros((head.shape[0], head.shape[0]), head.dtype), jnp.zeros_like(head)
