@@ -23,14 +23,14 @@ step's gradient (and before the last observation), on the dense weights:
 - best_response: w <- w*(M_t). For mse, (A + lambda I) w = b with A = c^2 z^T D z, b = c z^T D y (D the
   sample weights 1/n; for an instance of data moments, z^T D z = B^T S B and z^T D y = B^T X^T y / n,
   B = W_1 .. W_{m-1}), solved by Cholesky (XLA:CPU's batched QR can deadlock: README, Known issues)
-  with a dead ReLU unit (a zero row of A) given weight 0 (:func:`shifted`). On the data (not moments),
-  the Cholesky solve and the inverse P = (A + lambda I)^{-1} are renewed every REFACTOR_EVERY steps and
-  carried by the engine (:attr:`HOOK`'s state); the steps between refine the previous heads with chord
-  steps w <- w + P (b - (A + lambda I) w) to round-off, without forming A (:func:`least_squares_head`).
-  For logistic and exponential, :func:`newton_minimiser` from the current head: damped Newton steps
-  (each with a backtracking line search) until a full step is small, then chord steps reusing the last
-  Hessian's Cholesky factor, to round-off (at most ``train.newton_steps`` Newton steps per phase, four
-  times as many at step 0).
+  with a dead ReLU unit (a zero row of A) given weight 0 (:func:`shifted`). For logistic and
+  exponential, :func:`newton_minimiser` from the current head: damped Newton steps (each with a
+  backtracking line search) until a full step is small, then chord steps reusing the last Hessian's
+  Cholesky factor, to round-off (at most ``train.newton_steps`` Newton steps per phase, four times as
+  many at step 0). On the whole training set in data form (not moments, not sampled batches) these
+  solves run every REFACTOR_EVERY steps only, and an inverse P of the head's Hessian is carried by the
+  engine (:attr:`HOOK`'s state); the steps between refine the previous heads with chord steps
+  w <- w - P grad G(w) to round-off, without forming a Hessian (:func:`carried_head`).
 
 In the last two rules the optimizer's step leaves the head alone (:func:`lrsweep.core.optim.gd`). The
 logged train loss at step t is the loss at the head the body's step sees: for best_response, L at
@@ -203,8 +203,9 @@ def chord(step_of, w0):
 
 
 def newton_minimiser(spec, prob: dict, w0, ridge, max_newton):
-    """(w, (k1, k2, k3)): argmin_w G(w), G = L(w) + ridge/2 ||w||^2 (a margin loss, one output), from ``w0``,
-    to round-off, and the steps each phase took.
+    """(w, (k1, k2, k3), U): argmin_w G(w), G = L(w) + ridge/2 ||w||^2 (a margin loss, one output), from
+    ``w0``, to round-off, the steps each phase took, and the upper Cholesky factor U of the last Newton
+    step's Hessian (the identity if none was taken).
 
     1. Damped Newton steps (:func:`_damped_newton`, at most ``max_newton``) until one takes the full step
        and moves the head by at most NEAR (1 + |w|_max): w is then in Newton's quadratic region.
@@ -237,10 +238,16 @@ def newton_minimiser(spec, prob: dict, w0, ridge, max_newton):
 
     w, stalled, k2, _ = chord(lambda w: -cho_solve((factor, False), _margin_parts(spec, prob, w)[0] + ridge * w), w)
 
-    state = (w, eye, ~stalled, jnp.array(0))
-    w, _, _, k3 = jax.lax.while_loop(lambda s: ~s[2] & (s[3] < max_newton),
-                                     lambda s: damped(s, jnp.sqrt(eps)), state)
-    return w, (k1, k2, k3)
+    state = (w, factor, ~stalled, jnp.array(0))
+    w, factor, _, k3 = jax.lax.while_loop(lambda s: ~s[2] & (s[3] < max_newton),
+                                          lambda s: damped(s, jnp.sqrt(eps)), state)
+    return w, (k1, k2, k3), factor
+
+
+def _newton_budget(spec, t):
+    """Damped Newton steps allowed per phase at step t: ``spec.newton_steps``, 4x as many at t = 0 (where the
+    start is the initial head, not the previous step's best response)."""
+    return jnp.where(jnp.asarray(t) == 0, 4 * spec.newton_steps, spec.newton_steps)
 
 
 def best_response(spec, prob: dict, w0, t=0):
@@ -252,8 +259,7 @@ def best_response(spec, prob: dict, w0, t=0):
     if LOSSES[spec.loss].quadratic:
         a, b, _ = normal_equations(spec, prob)
         return cho_solve(cho_factor(shifted(a, ridge)), b)
-    steps = jnp.where(jnp.asarray(t) == 0, 4 * spec.newton_steps, spec.newton_steps)
-    return newton_minimiser(spec, prob, w0, ridge, steps)[0]
+    return newton_minimiser(spec, prob, w0, ridge, _newton_budget(spec, t))[0]
 
 
 def phi(spec, prob: dict):
@@ -277,12 +283,16 @@ def _alternating(spec, hparams, params, inst, ctx):
 
 
 def carries_inverse(spec) -> bool:
-    """Whether the best response is the least-squares head solved from a carried inverse
-    (:func:`least_squares_head`): mse on the whole training set, in data form (a sampled batch changes
-    A every step; an instance of data moments, i.e. any formulation but autodiff, has A at O(h^2 d) and
-    keeps its one Cholesky solve)."""
-    return (spec.head == "best_response" and LOSSES[spec.loss].quadratic and not spec.stochastic
-            and spec.formulation == "autodiff")
+    """Whether the best response is solved from a carried inverse (:func:`carried_head`): on the whole training
+    set (a sampled batch changes the objective every step) in data form (an instance of data moments, i.e.
+    any formulation but autodiff, has A at O(h^2 d) and keeps its one Cholesky solve)."""
+    return spec.head == "best_response" and not spec.stochastic and spec.formulation == "autodiff"
+
+
+def _sample_weights(prob: dict):
+    z = prob["z"]
+    return (jnp.full((z.shape[0],), 1.0 / z.shape[0], z.dtype) if prob["weights"] is None
+            else prob["weights"].astype(z.dtype))
 
 
 def least_squares_residual(spec, prob: dict, w, dead):
@@ -290,11 +300,17 @@ def least_squares_residual(spec, prob: dict, w, dead):
     :func:`shifted`), without forming A: two products with z, O(n h o)."""
     c = spec.arch.output_scale
     z = prob["z"]
-    d = (jnp.full((z.shape[0],), 1.0 / z.shape[0], z.dtype) if prob["weights"] is None
-         else prob["weights"].astype(z.dtype))
-    fit = d[:, None] * (prob["y"] - c * (z @ w))
+    fit = _sample_weights(prob)[:, None] * (prob["y"] - c * (z @ w))
     # (fit^T z)^T rather than z^T fit: z is read in its own layout (XLA:CPU copied a transposed z per step)
     return c * (fit.T @ z).T - (spec.head_ridge + dead.astype(w.dtype)[:, None]) * w
+
+
+def margin_gradient(spec, prob: dict, w):
+    """grad G(w) = c z^T l'(c z w) + lambda w of a margin loss (data form): two products with z, O(n h)."""
+    c = spec.arch.output_scale
+    z = prob["z"]
+    _, cotangent = LOSSES[spec.loss].value_and_cotangent((z @ w) * c, prob["y"], prob["weights"])
+    return c * (cotangent.T @ z).T + spec.head_ridge * w  # z in its own layout, as least_squares_residual
 
 
 def inverse_from_factor(u):
@@ -313,39 +329,49 @@ def inverse_from_factor(u):
     return x @ x.T
 
 
-def _factored(spec, prob: dict):
-    """w* by Cholesky (:func:`best_response`'s numbers) and the inverse of A + lambda I (as :func:`shifted`)."""
-    a, b, _ = normal_equations(spec, prob)
-    factor = cho_factor(shifted(a, spec.head_ridge), lower=False)
-    return cho_solve(factor, b), inverse_from_factor(factor[0])
+def _factored(spec, prob: dict, w0, t):
+    """(w*, P): the best response by the uncarried rule (:func:`best_response`'s numbers: Cholesky for mse,
+    :func:`newton_minimiser` from ``w0`` otherwise) and P, the inverse of A + lambda I (as :func:`shifted`)
+    or of the last Newton step's Hessian."""
+    if LOSSES[spec.loss].quadratic:
+        a, b, _ = normal_equations(spec, prob)
+        factor = cho_factor(shifted(a, spec.head_ridge), lower=False)
+        return cho_solve(factor, b), inverse_from_factor(factor[0])
+    w, _, u = newton_minimiser(spec, prob, w0, spec.head_ridge, _newton_budget(spec, t))
+    return w, inverse_from_factor(u)
 
 
-def least_squares_head(spec, prob: dict, w0, state, t):
-    """(w*(M_t), state): the ridge least-squares head at step t (data form), and the state to carry:
-    (P, w_prev), P an approximate inverse of A + lambda I, w_prev the head before ``w0``.
+def carried_head(spec, prob: dict, w0, state, t):
+    """(w*(M_t), state): the best response at step t (data form, :func:`carries_inverse`), and the state to
+    carry: (P, w_prev), P an approximate inverse of the head's Hessian, w_prev the head before ``w0``.
 
-    At t % REFACTOR_EVERY == 0 (the same steps for every student: a real branch under vmap), A and
-    its Cholesky factor are formed and w* solved as in :func:`best_response` (the same numbers), and
-    P = (A + lambda I)^{-1} is kept. At other steps the chord method (:func:`chord`) from the
-    extrapolation 2 w0 - w_prev of the last two heads (``w0`` = w*(M_{t-1})): w <- w + P r(w),
-    r = b - (A_t + lambda I) w (:func:`least_squares_residual`), O(n h) a step instead of the Gram's
-    O(n h^2) and the factor's O(h^3). Its fixed point is w*(M_t) whatever P; it contracts by
-    ||I - P (A_t + lambda I)||, small while the body has moved little since P was formed. A student
-    whose chord stalls (a step that does not halve, above round-off) is solved by Cholesky at this step
-    and its P renewed: a loop that runs only when some student needs it. Either way w is w*(M_t) to
-    round-off. A non-finite body gives a NaN head, as Cholesky does.
+    At t % REFACTOR_EVERY == 0 (the same steps for every student: a real branch under vmap) the head is
+    solved as by :func:`best_response` (the same numbers: Cholesky for mse, :func:`newton_minimiser` from
+    ``w0`` for margin losses) and P kept: (A + lambda I)^{-1}, or the inverse of the last Newton step's Hessian. At
+    other steps the chord method (:func:`chord`) from the extrapolation 2 w0 - w_prev of the last two heads
+    (``w0`` = w*(M_{t-1}); a dead unit, a zero feature column, starts at ``w0``): w <- w - P grad G(w)
+    (mse: w + P r(w), :func:`least_squares_residual`; margin losses: :func:`margin_gradient`), O(n h) a
+    step instead of the Hessian's O(n h^2) and the factor's O(h^3). Its fixed point is grad G = 0
+    whatever P; it contracts by ||I - P H(w*)||, small while the body (and the head) moved little since P
+    was formed. A student whose chord stalls (a step that does not halve, above round-off) is solved as
+    at a renewal step, and its P renewed: a loop that runs only when some student needs it. Either way w is
+    w*(M_t) to round-off. A non-finite body gives a NaN head, as the factorisation does.
     """
     inverse, w_prev = state
 
     def renew(_):
-        w, p = _factored(spec, prob)
+        w, p = _factored(spec, prob, w0, t)
         return w, (p, jnp.where(jnp.asarray(t) == 0, w, w0))  # at t = 0, w0 is the initial head
 
     def refine(_):
         z = prob["z"]
         dead = jnp.all(z == 0, axis=0) if prob["weights"] is None else jnp.all(
             prob["weights"].astype(z.dtype)[:, None] * z * z == 0, axis=0)
-        w, stalled, _, last = chord(lambda w: inverse @ least_squares_residual(spec, prob, w, dead), 2.0 * w0 - w_prev)
+        if LOSSES[spec.loss].quadratic:
+            step_of = lambda w: inverse @ least_squares_residual(spec, prob, w, dead)
+        else:
+            step_of = lambda w: -(inverse @ margin_gradient(spec, prob, w))
+        w, stalled, _, last = chord(step_of, jnp.where(dead[:, None], w0, 2.0 * w0 - w_prev))
         finite = last < jnp.inf  # the first step is taken unless it is not finite: a non-finite body
 
         def fallback(carry):
@@ -353,7 +379,7 @@ def least_squares_head(spec, prob: dict, w0, state, t):
             # the barrier ties the problem to the loop's state: XLA would otherwise hoist the whole
             # factorisation out of the loop (loop-invariant code motion) and run it at every step
             here, _ = jax.lax.optimization_barrier((prob, need))
-            new_w, new_p = _factored(spec, here)
+            new_w, new_p = _factored(spec, here, w0, t)
             return jnp.where(need, new_w, w), jnp.where(need, new_p, p), jnp.zeros_like(need)
 
         w, p, _ = jax.lax.while_loop(lambda s: s[2], fallback, (w, inverse, stalled & finite))
@@ -369,7 +395,7 @@ def head_state_elements(spec) -> int:
 
 
 def head_state(spec, params: dict, inst: dict):
-    """The head rule's per-student state: (P (h, h), w_prev (h, o)) of :func:`least_squares_head`
+    """The head rule's per-student state: (P (h, h), w_prev (h, o)) of :func:`carried_head`
     where :func:`carries_inverse`, else None (nothing carried)."""
     if not carries_inverse(spec):
         return None
@@ -383,7 +409,7 @@ def _best_response(spec, hparams, params, inst, ctx, state):
     prob = problem(spec, params, inst, ctx)
     if state is None:
         return {**params, name: best_response(spec, prob, params[name], ctx.t)}, state
-    head, state = least_squares_head(spec, prob, params[name], state, ctx.t)
+    head, state = carried_head(spec, prob, params[name], state, ctx.t)
     return {**params, name: head}, state
 
 

@@ -212,7 +212,7 @@ def test_newton_minimiser_falls_back_to_newton_when_the_chord_stalls(x64, loss, 
     h = spec.arch.width
     monkeypatch.setattr(heads, "NEAR", np.inf)
     monkeypatch.setattr(heads, "CHORD_STEPS", 2)
-    got, (k1, k2, k3) = heads.newton_minimiser(spec, prob, jnp.asarray(3.0 * rng.standard_normal((h, 1))),
+    got, (k1, k2, k3), _ = heads.newton_minimiser(spec, prob, jnp.asarray(3.0 * rng.standard_normal((h, 1))),
                                                spec.head_ridge, 4 * spec.newton_steps)
     assert int(k3) > 0
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12 * np.max(np.abs(want)))
@@ -632,7 +632,7 @@ def test_least_squares_head_with_a_dead_relu_unit_is_the_minimum_norm_solution(x
 
 
 # --------------------------------------------------------------------------------------
-# The mse best response from a carried inverse (heads.least_squares_head): the chord to round-off
+# The best response from a carried inverse (heads.carried_head): the chord to round-off
 # --------------------------------------------------------------------------------------
 
 def _dead_unit_spec(ridge: float):
@@ -663,7 +663,7 @@ def test_least_squares_head_from_a_stale_inverse_is_the_new_solution(x64, ridge)
     prob = lambda z: {"z": jnp.asarray(z), "y": jnp.asarray(y), "weights": None}
     state0 = heads.head_state(spec, {heads.head_name(spec.arch): jnp.zeros((6, 1))}, {"x": None})
     assert [s.shape for s in state0] == [(6, 6), (6, 1)]
-    w0, (p0, _) = heads.least_squares_head(spec, prob(z0), jnp.zeros((6, 1)), state0, 0)
+    w0, (p0, _) = heads.carried_head(spec, prob(z0), jnp.zeros((6, 1)), state0, 0)
     want0, inv0 = _numpy_head(z0, y, ridge)
     np.testing.assert_allclose(np.asarray(w0), want0, rtol=1e-10)
     np.testing.assert_allclose(np.asarray(p0), inv0, rtol=1e-8, atol=1e-12 * np.abs(inv0).max())
@@ -671,22 +671,51 @@ def test_least_squares_head_from_a_stale_inverse_is_the_new_solution(x64, ridge)
     z1[:, 4] = 0.0  # a ReLU unit off on every input from this step on
     want1, _ = _numpy_head(z1, y, ridge)
     for p, what in ((p0, "stale inverse"), (-jnp.eye(6), "stalling chord")):
-        w1, (p1, w_prev) = heads.least_squares_head(spec, prob(z1), w0, (p, w0), 1)
+        w1, (p1, w_prev) = heads.carried_head(spec, prob(z1), w0, (p, w0), 1)
         np.testing.assert_allclose(np.asarray(w1), want1, rtol=1e-10, atol=1e-14, err_msg=what)
         assert w1[4, 0] == 0.0 or abs(float(w1[4, 0])) < 1e-14, what
         np.testing.assert_array_equal(np.asarray(w_prev), np.asarray(w0))
     assert not np.array_equal(np.asarray(p1), -np.eye(6))  # the stalled student's P was renewed
 
 
-def test_head_state_only_for_the_least_squares_head_on_data():
-    """The hook carries (P, w_prev) for the mse best response on the whole training set in data form, and
-    nothing for alternating gd heads or an instance of data moments (one Cholesky solve of h x h)."""
+@pytest.mark.parametrize("loss", ["logistic", "exponential"])
+def test_carried_margin_head_from_a_stale_inverse_is_the_new_minimiser(x64, loss):
+    """Margin losses: at a renewal step (t = 0) the carried head is the Newton minimiser and P the inverse of
+    a Hessian near it (|P H - I| < 1e-2, H the Hessian at the minimiser in numpy); at the next step, from
+    that stale P and features moved by 10%, the chord gives the new features' minimiser (numpy Newton,
+    reference.newton_head) to 1e-10; a P that makes the chord stall (-I) hands over to Newton, same
+    minimiser, and that P is renewed."""
+    spec, prob0, want0, rng = newton_problem(loss, seed=5)
+    h, c, ridge = spec.arch.width, spec.arch.output_scale, spec.head_ridge
+    state0 = heads.head_state(spec, {heads.head_name(spec.arch): jnp.zeros((h, 1))}, {"x": None})
+    assert [s.shape for s in state0] == [(h, h), (h, 1)]
+    w0, (p0, _) = heads.carried_head(spec, prob0, jnp.asarray(rng.standard_normal((h, 1))), state0, 0)
+    np.testing.assert_allclose(np.asarray(w0), want0, rtol=1e-10, atol=1e-12 * np.max(np.abs(want0)))
+    Z0, y = np.asarray(prob0["z"]), np.asarray(prob0["y"])
+    curvature = reference._margin_derivatives(y * c * (Z0 @ want0), loss)[2] / len(Z0)
+    hessian = c * c * Z0.T @ (curvature * Z0) + ridge * np.eye(h)
+    assert np.linalg.norm(np.asarray(p0) @ hessian - np.eye(h), 2) < 1e-2
+    Z1 = Z0 * (1.0 + 0.1 * rng.standard_normal(Z0.shape))
+    want1 = reference.newton_head(Z1, y, c, ridge, loss)
+    prob1 = {**prob0, "z": jnp.asarray(Z1)}
+    for p, what in ((p0, "stale inverse"), (-jnp.eye(h), "stalling chord")):
+        w1, (p1, w_prev) = heads.carried_head(spec, prob1, w0, (p, w0), 1)
+        np.testing.assert_allclose(np.asarray(w1), want1, rtol=1e-10, atol=1e-12 * np.max(np.abs(want1)),
+                                   err_msg=what)
+        np.testing.assert_array_equal(np.asarray(w_prev), np.asarray(w0))
+    assert not np.array_equal(np.asarray(p1), -np.eye(h))  # the stalled student's P was renewed
+    assert np.max(np.abs(want1 - want0)) > 1e-3 * np.max(np.abs(want0))  # the minimiser did move
+
+
+def test_head_state_only_for_the_best_response_on_data():
+    """The hook carries (P, w_prev) for the best response (mse or logistic) on the whole training set in data
+    form, and nothing for alternating gd heads or an instance of data moments (one Cholesky solve of h x h)."""
     from lrsweep.core import engine
     from lrsweep.core.tasks import make_instance
 
-    def states(act="relu", **changes):
-        spec = next(iter(runner.prepare(config.load_config(head_cfg("standard", 2, act, lr_body=0.1, steps=2,
-                                                                           **changes)))[1].values()))
+    def states(act="relu", cfg=None, **changes):
+        cfg = cfg or head_cfg("standard", 2, act, lr_body=0.1, steps=2, **changes)
+        spec = next(iter(runner.prepare(config.load_config(cfg))[1].values()))
         hp = {c: jnp.asarray(0, jnp.uint32 if c == "seed" else jnp.float32) for c in spec.instance_columns}
         params0, inst = make_instance(spec, hp, jnp.float32, moments=spec.formulation != "autodiff")
         out = engine.hook_states(spec, params0, inst)
@@ -696,6 +725,8 @@ def test_head_state_only_for_the_least_squares_head_on_data():
         return out
 
     (carried,) = states(ratios=(INF,))
+    assert [s.shape for s in carried] == [(4, 4), (4, 1)]
+    (carried,) = states(cfg=classification_cfg("standard", "relu", "logistic", lr_body=0.1, ratios=(INF,)))
     assert [s.shape for s in carried] == [(4, 4), (4, 1)]
     assert states(ratios=(3.0,), update="alternating") == (None,)
     assert states("linear", ratios=(INF,), formulation="moments") == (None,)
@@ -719,12 +750,17 @@ def test_carried_least_squares_head_matches_numpy_reference(x64, monkeypatch, re
         np.testing.assert_allclose(body_curve(got), bodies, rtol=1e-10, atol=1e-12 * np.max(np.abs(bodies)))
 
 
-def test_carried_least_squares_head_equals_a_factorisation_at_every_step(x64, monkeypatch):
-    """The chord from the carried inverse changes the logged losses of the Cholesky solve at every step
-    (REFACTOR_EVERY = 1: the rule before the inverse was carried) by round-off only: 1e-12 relative,
-    over 40 steps of 2-layer ReLU students at the benchmark's ridge."""
-    cfg = head_cfg("standard", 2, "relu", lr_body=0.2, ratios=(INF,), ridge=1e-3, steps=40, width=16, input_dim=8,
-                   n_train=32, seeds=(0, 1, 2), metrics=())
+@pytest.mark.parametrize("loss", ["mse", "logistic"])
+def test_carried_least_squares_head_equals_a_factorisation_at_every_step(x64, monkeypatch, loss):
+    """The chord from the carried inverse changes the logged losses of the solve at every step (Cholesky for
+    mse, Newton for logistic; REFACTOR_EVERY = 1: the rule before the inverse was carried) by round-off
+    only: 1e-12 relative, over 40 steps of 2-layer ReLU students at the benchmark's ridge."""
+    if loss == "mse":
+        cfg = head_cfg("standard", 2, "relu", lr_body=0.2, ratios=(INF,), ridge=1e-3, steps=40, width=16,
+                       input_dim=8, n_train=32, seeds=(0, 1, 2), metrics=())
+    else:
+        cfg = classification_cfg("standard", "relu", "logistic", lr_body=0.5, ratios=(INF,), ridge=1e-3, steps=40,
+                                 seeds=(0, 1, 2), metrics=())
     _, chord = train_config(cfg)
     monkeypatch.setattr(heads, "REFACTOR_EVERY", 1)
     _, factored = train_config(cfg)
@@ -732,6 +768,26 @@ def test_carried_least_squares_head_equals_a_factorisation_at_every_step(x64, mo
         np.testing.assert_allclose(got["train_loss"], factored[sid]["train_loss"], rtol=1e-12)
     # the two are different computations (not the same program twice): some last bits differ
     assert any(not np.array_equal(got["train_loss"], factored[sid]["train_loss"]) for sid, got in chord.items())
+
+
+@pytest.mark.parametrize("loss,refactor_every,chord_steps", [("logistic", 3, heads.CHORD_STEPS),
+                                                              ("exponential", 1000, heads.CHORD_STEPS),
+                                                              ("logistic", 3, 1)])
+def test_carried_margin_head_matches_numpy_reference(x64, monkeypatch, loss, refactor_every, chord_steps):
+    """The engine's margin-loss best response over 10 steps, renewing P every 3 steps (or only at t = 0), or
+    with a chord of at most one step (so it stalls and Newton takes over), equals the numpy reference (a
+    converged Newton minimiser at every step): the logged train loss and the body at every step, 1e-10."""
+    monkeypatch.setattr(heads, "REFACTOR_EVERY", refactor_every)
+    monkeypatch.setattr(heads, "CHORD_STEPS", chord_steps)
+    students, results = train_config(classification_cfg("standard", "relu", loss, lr_body=0.5, ratios=(INF,),
+                                                         steps=10))
+    for sid, got in results.items():
+        _, row, inst, ref = reference_run(students, sid)
+        assert row["head"] == "best_response" and not got["diverged"]
+        assert ref["train_loss"][-1] < (1 - 1e-3) * ref["train_loss"][0]
+        np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-10)
+        bodies = np.stack([reference.flatten_body(p[:-1]) for p in ref["params"]])
+        np.testing.assert_allclose(body_curve(got), bodies, rtol=1e-10, atol=1e-12 * np.max(np.abs(bodies)))
 
 
 def test_carried_head_in_segments_equals_one_scan(x64, tmp_path, monkeypatch):
