@@ -48,7 +48,8 @@ FIELDS = [
           applies=lambda t: config.equals(t["head"], "best_response") | config.has_metric(t, "phi_sharpness")),
     Field("train.newton_steps", "int", 8, "At most this many damped Newton steps (each with a line search) per "
           "Newton phase of the logistic / exponential best response (4x at step 0), warm-started from the previous head; "
-          "chord steps on the last Newton Hessian finish it to round-off.", positive=True,
+          "chord steps on the last Newton Hessian finish it to round-off. On the whole training set Newton runs every "
+          "16th step (and where a chord stalls); between, chord steps from the carried inverse Hessian.", positive=True,
           applies=lambda t: config.equals(t["head"], "best_response") | config.has_metric(t, "phi_sharpness")),
     Field("train.sketch_dim", "int", 64, "k of `body_sketch`: the body's weights themselves when they number at "
           "most k, else k Gaussian projections of them (a Johnson-Lindenstrauss sketch, the same for every "

@@ -751,7 +751,7 @@ def test_carried_least_squares_head_matches_numpy_reference(x64, monkeypatch, re
 
 
 @pytest.mark.parametrize("loss", ["mse", "logistic"])
-def test_carried_least_squares_head_equals_a_factorisation_at_every_step(x64, monkeypatch, loss):
+def test_carried_head_equals_a_factorisation_at_every_step(x64, monkeypatch, loss):
     """The chord from the carried inverse changes the logged losses of the solve at every step (Cholesky for
     mse, Newton for logistic; REFACTOR_EVERY = 1: the rule before the inverse was carried) by round-off
     only: 1e-12 relative, over 40 steps of 2-layer ReLU students at the benchmark's ridge."""
