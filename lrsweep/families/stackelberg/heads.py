@@ -358,10 +358,7 @@ def carried_head(spec, prob: dict, w0, state, t):
     w*(M_t) to round-off. A non-finite body gives a NaN head, as the factorisation does.
     """
     inverse, w_prev = state
-
-    def renew(_):
-        w, p = _factored(spec, prob, w0, t)
-        return w, (p, jnp.where(jnp.asarray(t) == 0, w, w0))  # at t = 0, w0 is the initial head
+    renew = jnp.asarray(t) % REFACTOR_EVERY == 0
 
     def refine(_):
         z = prob["z"]
@@ -373,19 +370,21 @@ def carried_head(spec, prob: dict, w0, state, t):
             step_of = lambda w: -(inverse @ margin_gradient(spec, prob, w))
         w, stalled, _, last = chord(step_of, jnp.where(dead[:, None], w0, 2.0 * w0 - w_prev))
         finite = last < jnp.inf  # the first step is taken unless it is not finite: a non-finite body
+        return w, stalled & finite, finite
 
-        def fallback(carry):
-            w, p, need = carry
-            # the barrier ties the problem to the loop's state: XLA would otherwise hoist the whole
-            # factorisation out of the loop (loop-invariant code motion) and run it at every step
-            here, _ = jax.lax.optimization_barrier((prob, need))
-            new_w, new_p = _factored(spec, here, w0, t)
-            return jnp.where(need, new_w, w), jnp.where(need, new_p, p), jnp.zeros_like(need)
+    # at a renewal step every student is solved; the chord runs only between renewals
+    w, need, finite = jax.lax.cond(renew, lambda _: (w0, jnp.array(True), jnp.array(True)), refine, None)
 
-        w, p, _ = jax.lax.while_loop(lambda s: s[2], fallback, (w, inverse, stalled & finite))
-        return jnp.where(finite, w, jnp.nan), (p, w0)
+    def solve(carry):
+        w, p, need = carry
+        # the barrier ties the problem to the loop's state: XLA would otherwise hoist the whole
+        # factorisation out of the loop (loop-invariant code motion) and run it at every step
+        here, _ = jax.lax.optimization_barrier((prob, need))
+        new_w, new_p = _factored(spec, here, w0, t)
+        return jnp.where(need, new_w, w), jnp.where(need, new_p, p), jnp.zeros_like(need)
 
-    return jax.lax.cond(jnp.asarray(t) % REFACTOR_EVERY == 0, renew, refine, None)
+    w, p, _ = jax.lax.while_loop(lambda s: s[2], solve, (w, inverse, need))
+    return jnp.where(finite, w, jnp.nan), (p, jnp.where(jnp.asarray(t) == 0, w, w0))  # at t = 0, w0 is the initial head
 
 
 def head_state_elements(spec) -> int:
