@@ -90,6 +90,13 @@ def problem(spec, params: dict, inst: dict, ctx) -> dict:
     return {"z": features(arch, params, x), "y": y, "weights": weights}
 
 
+def _sample_weights(prob: dict):
+    """The sample weights D of the head's objective (data form): ``weights``, or 1/n each."""
+    z = prob["z"]
+    return (jnp.full((z.shape[0],), 1.0 / z.shape[0], z.dtype) if prob["weights"] is None
+            else prob["weights"].astype(z.dtype))
+
+
 def normal_equations(spec, prob: dict):
     """(A, b, yy) of the squared loss in the head: L(w) = 1/2 (w^T A w - 2 tr(w^T b) + yy), A = c^2 z^T D z,
     b = c z^T D y, yy = y^T D y (D: the sample weights)."""
@@ -97,8 +104,7 @@ def normal_equations(spec, prob: dict):
     if "gram" in prob:
         return c * c * prob["gram"], c * prob["cross"], prob["yy"]
     z, y = prob["z"], prob["y"]
-    d = (jnp.full((z.shape[0],), 1.0 / z.shape[0], z.dtype) if prob["weights"] is None
-         else prob["weights"].astype(z.dtype))
+    d = _sample_weights(prob)
     dz = d[:, None] * z
     return c * c * (z.T @ dz), c * (dz.T @ y), jnp.sum(d[:, None] * y * y)
 
@@ -289,12 +295,6 @@ def carries_inverse(spec) -> bool:
     return spec.head == "best_response" and not spec.stochastic and spec.formulation == "autodiff"
 
 
-def _sample_weights(prob: dict):
-    z = prob["z"]
-    return (jnp.full((z.shape[0],), 1.0 / z.shape[0], z.dtype) if prob["weights"] is None
-            else prob["weights"].astype(z.dtype))
-
-
 def least_squares_residual(spec, prob: dict, w, dead):
     """b - (A + lambda I + diag(dead)) w = c z^T D (y - c z w) - (lambda + dead) w (data form, as in
     :func:`shifted`), without forming A: two products with z, O(n h o)."""
@@ -347,8 +347,8 @@ def carried_head(spec, prob: dict, w0, state, t):
 
     At t % REFACTOR_EVERY == 0 (the same steps for every student: a real branch under vmap) the head is
     solved as by :func:`best_response` (the same numbers: Cholesky for mse, :func:`newton_minimiser` from
-    ``w0`` for margin losses) and P kept: (A + lambda I)^{-1}, or the inverse of the last Newton step's Hessian. At
-    other steps the chord method (:func:`chord`) from the extrapolation 2 w0 - w_prev of the last two heads
+    ``w0`` for margin losses) and P kept: (A + lambda I)^{-1}, or the inverse of the last Newton step's
+    Hessian. At other steps the chord method (:func:`chord`) from the extrapolation 2 w0 - w_prev of the last two heads
     (``w0`` = w*(M_{t-1}); a dead unit, a zero feature column, starts at ``w0``): w <- w - P grad G(w)
     (mse: w + P r(w), :func:`least_squares_residual`; margin losses: :func:`margin_gradient`), O(n h) a
     step instead of the Hessian's O(n h^2) and the factor's O(h^3). Its fixed point is grad G = 0
