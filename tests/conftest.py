@@ -11,6 +11,11 @@ os.environ.setdefault("LRSWEEP_CACHE_DIR", "off")  # tests compile fresh: no sta
 # starts. Numbers change in the last bits only; JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs the suite
 # with the optimized code that users' runs get.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# XLA:CPU's fusion emitters (MLIR) take ~35% longer to compile this suite's programs than its older
+# LLVM IR emitters, which compute the same to the last bits or so (x64: <= 3e-15 relative, against
+# 5e-14 for the switch above). LRSWEEP_TEST_FUSION_EMITTERS=1 keeps the users' emitters.
+if os.environ.get("LRSWEEP_TEST_FUSION_EMITTERS", "0") != "1" and "fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false").strip()
 
 import jax
 
@@ -47,6 +52,12 @@ def optimized():
     jax.config.update("jax_disable_most_optimizations", False)
     yield
     jax.config.update("jax_disable_most_optimizations", old)
+
+
+def device_env(n_devices: int) -> dict:
+    """The environment of a subprocess that simulates ``n_devices`` CPU devices, with this session's XLA flags."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n_devices}"
+    return dict(os.environ, XLA_FLAGS=flags.strip())
 
 
 def train_config(cfg: dict, chunk_size=None, max_memory=None):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lrsweep.core.tracing import varying_like
+
 
 def random_unit(key, size: int, dtype):
     """A unit vector (size,) uniform on the sphere: the Lanczos start before there is a warm one."""
@@ -92,8 +94,8 @@ def lanczos(hvp, start, iters: int):
         return basis, alpha.at[j].set(a), beta.at[j].set(b), w, q, b
 
     zeros = jnp.zeros((k,), start.dtype)
-    carry = (jnp.zeros((k, start.size), start.dtype), zeros, zeros, start, jnp.zeros_like(start),
-             jnp.sqrt(jnp.sum(start * start)))
+    carry = varying_like((jnp.zeros((k, start.size), start.dtype), zeros, zeros, start, jnp.zeros_like(start),
+                          jnp.sqrt(jnp.sum(start * start))), start)
     basis, alpha, beta, *_ = jax.lax.fori_loop(0, k, step, carry)
     off = beta[:-1]
     return basis, jnp.diag(alpha) + jnp.diag(off, 1) + jnp.diag(off, -1)

@@ -142,8 +142,10 @@ class _Student:
         reduced = tuple(r.update(c, loss, t, alive) for r, c in zip(self.reductions, reduced))
         slot = self.log_slot[t] if isinstance(t, int) else jnp.asarray(self.log_slot)[t]
         write = functools.partial(self.write_logged, t, slot, alive, params0, state, inst, loss, w_eff)
-        # `slot` does not depend on the student, so this cond stays a real branch under vmap.
-        bufs, mstates = jax.lax.cond(slot >= 0, write, lambda operand: operand, (bufs, mstates))
+        if isinstance(t, int):  # the last step (finish): known while tracing, no branch to batch
+            bufs, mstates = write((bufs, mstates)) if slot >= 0 else (bufs, mstates)
+        else:  # `slot` does not depend on the student, so this cond stays a real branch under vmap
+            bufs, mstates = jax.lax.cond(slot >= 0, write, lambda operand: operand, (bufs, mstates))
         return alive, loss0, div_step, bufs, reduced, mstates
 
     def write_logged(self, t, slot, alive, params0, state, inst, loss, w_eff, operand):
@@ -299,10 +301,20 @@ def make_chunk_fn(spec) -> ChunkFn:
         """vmap over points (instance data broadcast), then over instances; ``ts`` unbatched."""
         inner = (0,) * state_axis + (None, None, 0) + (None,) * ts
         outer = (0,) * (state_axis + 3) + (None,) * ts
-        return jax.jit(jax.vmap(jax.vmap(fn, in_axes=inner), in_axes=outer))
+        return jax.vmap(jax.vmap(fn, in_axes=inner), in_axes=outer)
 
-    return ChunkFn(spec, batched(fns.train, False), batched(fns.start, False),
-                   batched(fns.advance, True, ts=True), batched(fns.finish, True))
+    start, advance, finish = batched(fns.start, False), batched(fns.advance, True, ts=True), batched(fns.finish, True)
+
+    def train(params0, inst, hparams):
+        # The pieces batched one by one: the state leaves `start` batched over both axes (vmap
+        # broadcasts what does not yet vary), so the scan's batching rule settles its carry in one
+        # pass per axis instead of two, each pass re-batching the whole step (the same program).
+        state = start(params0, inst, hparams)
+        if spec.steps > 0:
+            state = advance(state, params0, inst, hparams, jnp.arange(spec.steps, dtype=jnp.int32))
+        return finish(state, params0, inst, hparams)
+
+    return ChunkFn(spec, jax.jit(train), jax.jit(start), jax.jit(advance), jax.jit(finish))
 
 
 def instance_hparams(spec, values: dict, sharding=None) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import flat_result, numpy_instance, train_config
+from conftest import device_env, flat_result, numpy_instance, train_config
 from lrsweep.core import config
 from lrsweep.core import engine
 from lrsweep.core import runner
@@ -400,7 +400,7 @@ def test_multi_device_sharding_matches_single_device(x64):
         from test_engine import sharding_curves
         print(json.dumps(sharding_curves()))
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = device_env(8)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     import json

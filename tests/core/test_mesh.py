@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import numpy_instance
+from conftest import device_env, numpy_instance
 from lrsweep.core import chunking
 from lrsweep.core import config
 from lrsweep.core import runner
@@ -190,7 +190,7 @@ def test_eight_devices_equal_one_and_every_device_gets_real_students(x64):
     rates; no device of any chunk holds only pads (one seed of 40 rates fills >= 90% of the slots).
     float32: 8 devices holding (1, 3) students each are bit-identical to one device with (1, 3)
     chunks (the numbers depend on the chunk shape per device only; see lrsweep.core.engine)."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = device_env(8)
     proc = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=os.path.dirname(__file__), root=TESTS_ROOT)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 import reference
-from conftest import cli_main, numpy_instance, train_config
+from conftest import cli_main, device_env, numpy_instance, train_config
 
 D, H, N_TRAIN, M, STEPS = 8, 6, 10, 4, 6
 STEP_KEY_SALT = 0x5354  # the documented per-step stream (lrsweep.core.tasks), written out here
@@ -272,7 +272,7 @@ def test_multi_device_sgd_matches_single_device():
     """)
     out = {}
     for n_dev in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_dev}")
+        env = device_env(n_dev)
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         out[n_dev] = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -47,6 +47,7 @@ from lrsweep import registry
 from lrsweep.core import schedules
 from lrsweep.core.losses import LOSSES
 from lrsweep.core.students import layers
+from lrsweep.core.tracing import varying_like
 from lrsweep.core.tasks import TASKS
 
 LINE_SEARCH = 10  # step sizes 1, 1/2, .., 2^-9 tried per Newton step
@@ -203,7 +204,7 @@ def chord(step_of, w0):
         stop = ~halved | tiny
         return jnp.where(take, w + step, w), jnp.where(take, size, last), stop, ~take, k + 1
 
-    state = (w0, jnp.array(jnp.inf, w0.dtype), jnp.array(False), jnp.array(False), jnp.array(0))
+    state = varying_like((w0, jnp.array(jnp.inf, w0.dtype), jnp.array(False), jnp.array(False), jnp.array(0)), w0)
     w, last, _, rejected, k = jax.lax.while_loop(lambda s: ~s[2] & (s[4] < CHORD_STEPS), body, state)
     return w, (rejected | (k >= CHORD_STEPS)) & ~(last <= STALL * eps * scale(w)), k, last
 
@@ -238,13 +239,13 @@ def newton_minimiser(spec, prob: dict, w0, ridge, max_newton):
         return new, factor[0], (size == 1.0) & (_max_abs(step) <= small * scale(w)), k + 1
 
     eye = jnp.eye(h, dtype=w0.dtype)
-    state = (w0, eye, jnp.array(False), jnp.array(0))
+    state = varying_like((w0, eye, jnp.array(False), jnp.array(0)), w0)
     w, factor, _, k1 = jax.lax.while_loop(lambda s: ~s[2] & (s[3] < max_newton),
                                           lambda s: damped(s, NEAR), state)
 
     w, stalled, k2, _ = chord(lambda w: -cho_solve((factor, False), _margin_parts(spec, prob, w)[0] + ridge * w), w)
 
-    state = (w, factor, ~stalled, jnp.array(0))
+    state = varying_like((w, factor, ~stalled, jnp.array(0)), w0)
     w, factor, _, k3 = jax.lax.while_loop(lambda s: ~s[2] & (s[3] < max_newton),
                                           lambda s: damped(s, jnp.sqrt(eps)), state)
     return w, (k1, k2, k3), factor
@@ -325,7 +326,7 @@ def inverse_from_factor(u):
         i = h - 1 - k
         return x.at[i].set((eye[i] - u[i] @ x) / u[i, i])
 
-    x = jax.lax.fori_loop(0, h, row, jnp.zeros_like(u))
+    x = jax.lax.fori_loop(0, h, row, varying_like(jnp.zeros_like(u), u))
     return x @ x.T
 
 
@@ -383,7 +384,7 @@ def carried_head(spec, prob: dict, w0, state, t):
         new_w, new_p = _factored(spec, here, w0, t)
         return jnp.where(need, new_w, w), jnp.where(need, new_p, p), jnp.zeros_like(need)
 
-    w, p, _ = jax.lax.while_loop(lambda s: s[2], solve, (w, inverse, need))
+    w, p, _ = jax.lax.while_loop(lambda s: s[2], solve, varying_like((w, inverse, need), w0))
     return jnp.where(finite, w, jnp.nan), (p, jnp.where(jnp.asarray(t) == 0, w, w0))  # at t = 0, w0 is the initial head
 
 

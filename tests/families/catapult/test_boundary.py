@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli_main, numpy_instance
+from conftest import cli_main, device_env, numpy_instance
 
 import lrsweep
 from lrsweep.families.catapult import boundary
@@ -296,7 +296,7 @@ def test_boundaries_do_not_depend_on_the_device_count(uv_run, tmp_path):
     summary, _ = uv_run
     path = tmp_path / "uv.yaml"
     path.write_text(yaml.safe_dump(uv_config()))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = device_env(4)
     proc = subprocess.run([sys.executable, "-m", "lrsweep.cli", "boundary", str(path), "--out", str(tmp_path / "out"),
                            "--x64", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import numpy_instance, train_config, with_changes
+from conftest import device_env, numpy_instance, train_config, with_changes
 from lrsweep.core import config
 from lrsweep.families.stackelberg import heads
 from lrsweep.core import runner
@@ -427,7 +427,7 @@ def test_head_rules_on_four_devices_match_one(x64, tmp_path):
                   for k, v in by_point(students, res).items()}}
         print(json.dumps({{"n_dev": jax.device_count(), "curves": curves}}))
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = device_env(4)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
