@@ -10,7 +10,6 @@ a constant rate is not a cap: it is exceeded by the grid) and polishes the best 
 scipy's Nelder-Mead; nothing of lrsweep is called to find it.
 """
 import functools
-import os
 
 import numpy as np
 import pytest
@@ -92,17 +91,15 @@ def brute_force(point, kind):
 
 @pytest.fixture(scope="module")
 def found():
-    """kind -> the tool's result at each point (every kind, the default search; XLA optimizations on,
-    as in conftest's ``optimized``)."""
-    import jax
-    old = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "0").lower() in ("1", "true")
-    jax.config.update("jax_disable_most_optimizations", False)
+    """kind -> the tool's result at each point (every kind, the default search; compiled as users' runs are,
+    conftest's ``users_compiler``)."""
+    from conftest import users_compiler
     out = {}
-    for name, point in POINTS.items():
-        kinds = ("optimal", "constant", "power", "polynomial", "wsd", "cosine") if name == "easy_noiseless" \
-            else ("optimal", "constant", "polynomial")
-        out[name] = search_point({k: v for k, v in point.items() if k != "T"}, Search((point["T"],), kinds, {}))
-    jax.config.update("jax_disable_most_optimizations", old)
+    with users_compiler():
+        for name, point in POINTS.items():
+            kinds = ("optimal", "constant", "power", "polynomial", "wsd", "cosine") if name == "easy_noiseless" \
+                else ("optimal", "constant", "polynomial")
+            out[name] = search_point({k: v for k, v in point.items() if k != "T"}, Search((point["T"],), kinds, {}))
     return out
 
 
