@@ -413,3 +413,88 @@ def test_fourth_moment_recursion_matches_monte_carlo(m, noise, scale, x64):
     mean, second = rf.loss_moments(lam, target ** 2, noise, lr, float(m))
     assert mean == pytest.approx(rf.loss_curves(lam, target ** 2, noise, lr, float(m))[-1], rel=1e-12)
     assert abs(second - loss2.mean()) < 4 * loss2.std() / np.sqrt(runs), (second, loss2.mean())
+
+
+@pytest.mark.parametrize("recursion", ["sgd", "momentum", "blocks"])
+def test_final_loss_of_mixed_horizons_is_each_rows_own_recursion(recursion, x64):
+    """log L_T of rows padded to a common length with zero rates (a search's horizons), each scanned
+    only to its last nonzero rate, in shuffled order: every row's value and gradient against its own
+    unpadded recursion (numpy for SGD and heavy ball, the block curves of the row alone for blocks;
+    gradients by JAX's autodiff of the plain scan, not the hand-written adjoint)."""
+    import jax
+    import jax.numpy as jnp
+    from lrsweep.families.schedules.theory import recursion as rec
+
+    lam, target = model(n=30, a=2.0, b=1.4)
+    modes, noise = rf.exact_modes(lam, target ** 2), 0.3
+    steps = 4 * rec.SEGMENT
+    # segment edges, a row with no step; 20 rows: 9 run the second segment (a tail of 10), 6 and 4 the
+    # next ones (tails of 8)
+    horizons = list(np.random.default_rng(3).permutation([400] * 4 + [250] * 2 + [101] * 3 + [100] * 4 + [37] * 5 + [0, 1]))
+    lr, batch, third = (np.zeros((steps, len(horizons))) for _ in range(3))
+    for h, T in enumerate(horizons):
+        t = np.arange(T)
+        lr[:T, h] = 0.3 * (1 - t / max(T, 1)) + 0.02
+        batch[:, h] = 2.0
+        third[:T, h] = {"sgd": 0.0, "momentum": 0.5, "blocks": 1.0 + t % 3}[recursion]
+    lr[10:20, horizons.index(400)] = 0.0                               # rate 0 inside a horizon
+    xs = (lr, batch) if recursion == "sgd" else (lr, batch, third)
+    p = rec.params(modes, noise)
+    logs = np.asarray(jax.jit(lambda xs: rec.log_final_loss(p, recursion, xs))(tuple(map(jnp.asarray, xs))))
+    grads = jax.jit(jax.grad(lambda xs: jnp.sum(rec.log_final_loss(p, recursion, xs))))(tuple(map(jnp.asarray, xs)))
+
+    def own(row_xs):
+        """log L_T of one row over its own steps: the plain scan of the recursion, autodiff."""
+        return jnp.log(rec.curves(p, tuple(v[:, None] for v in row_xs), recursion)[0, -1])
+
+    for h, T in enumerate(horizons):
+        row = tuple(v[:T, h] for v in xs)
+        if recursion == "blocks":
+            expected = rf.block_loss_curves(modes, noise, row[0], row[2], row[1])[-1] if T else np.sum(lam * target ** 2)
+        else:
+            zeros = np.zeros(T)
+            expected = numpy_recursion(lam, target ** 2, noise, row[0], row[1], row[2] if recursion == "momentum" else zeros)[-1]
+        np.testing.assert_allclose(logs[h], np.log(expected), rtol=1e-13, err_msg=f"row {h}, T = {T}")
+        if T:
+            want = jax.grad(own)(tuple(map(jnp.asarray, row)))
+            for got_d, want_d in zip(grads, want):
+                np.testing.assert_allclose(np.asarray(got_d)[:T, h], np.asarray(want_d), rtol=1e-10, atol=1e-14,
+                                           err_msg=f"row {h}, T = {T}")
+
+
+def test_rows_run_only_the_segments_their_rates_need():
+    """Sixteen rows, four of 1000 steps among twelve of 100 (segments of 100): sorted by length (stably),
+    the first segment runs every row, the other nine the shortest tail holding the four long rows that
+    the plan allows (half the rows: a tail never has fewer than MIN_TAIL = 8): 88 row-segments of the 160
+    a scan of every row to the end takes."""
+    import jax.numpy as jnp
+    from lrsweep.families.schedules.theory import recursion as rec
+
+    long = [1, 5, 9, 13]
+    lr = np.zeros((10 * rec.SEGMENT, 16))
+    for h in range(16):
+        lr[:1000 if h in long else 100, h] = 0.1
+    order, branch = rec._row_plan(jnp.asarray(lr))
+    np.testing.assert_array_equal(order, [h for h in range(16) if h not in long] + long)
+    ran = [rec._tail_sizes(16)[k] for k in np.asarray(branch)]
+    assert ran == [16] + [8] * 9
+    assert rec._tail_sizes(5) == [5, 0]     # fewer rows than MIN_TAIL: all of them, or none
+
+
+def test_loss_moments_of_mixed_horizons_are_each_rows_own(x64):
+    """E L_T and E L_T^2 of 20 rows padded with zero rates to a common length (a verify's schedules),
+    each run only to its last nonzero rate, against every row alone over its own T steps."""
+    lam, target = model(n=12, a=2.0, b=1.4)
+    horizons = list(np.random.default_rng(4).permutation([250] * 4 + [130] * 3 + [101] * 2 + [60] * 9 + [0, 1]))
+    steps = 250
+    lr, batch = np.zeros((len(horizons), steps)), np.ones((len(horizons), steps))
+    for h, T in enumerate(horizons):
+        lr[h, :T] = 0.4 * (1 - np.arange(T) / max(T, 1)) + 0.05
+        batch[h, :T] = 1 + h % 3
+    mean, second = rf.loss_moments(lam, target ** 2, 0.3, lr, batch)
+    for h, T in enumerate(horizons):
+        if T == 0:
+            expected = (np.sum(lam * target ** 2), np.sum(lam * target ** 2) ** 2)
+        else:
+            expected = rf.loss_moments(lam, target ** 2, 0.3, lr[h, :T], batch[h, :T])
+        np.testing.assert_allclose([mean[h], second[h]], expected, rtol=1e-13, err_msg=f"row {h}, T = {T}")

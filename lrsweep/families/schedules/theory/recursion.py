@@ -229,44 +229,119 @@ def time_blocks(horizon: int, resolution=None) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ final loss + adjoint
+ROW_SHARES = (1, 2, 4, 8)   # a segment runs every row, or the last rows/2, rows/4, rows/8 by length
+MIN_TAIL = 8
+
+
 def _segments(xs):
     steps = xs[0].shape[0]
     return tuple(v.reshape(steps // SEGMENT, SEGMENT, *v.shape[1:]) for v in xs)
 
 
-def _final_state(p, state, xs, step):
-    def seg(state, x):
-        new = jax.lax.scan(lambda s, xx: (step(p, s, xx), None), state, x)[0]
-        new = tuple(jnp.clip(v, -CAP, CAP) for v in new)
-        return new, state
-    return jax.lax.scan(seg, state, xs)
+def _row_plan(lr):
+    """Rows ordered by the segments they need, and per segment how many rows a segment runs.
+
+    A step at rate 0 leaves the loss where it is (the state of SGD and of blocks unchanged, heavy
+    ball's P unchanged), so a row needs the segments up to its last nonzero rate: a short horizon
+    padded to a long one's steps (zero rates) is done early. Rows are sorted by that need (stable), so
+    those still running form a tail of the order; a segment runs the shortest tail of length
+    rows // s (s in ROW_SHARES) that holds them, or none. Returns (order (B,), branch (segments,)), the
+    branch indexing :func:`_tail_sizes`."""
+    steps, rows = lr.shape
+    last = jnp.max(jnp.where(lr != 0, jnp.arange(1, steps + 1)[:, None], 0), axis=0)
+    need = (last + SEGMENT - 1) // SEGMENT
+    order = jnp.argsort(need, stable=True)
+    running = rows - jnp.searchsorted(need[order], jnp.arange(steps // SEGMENT), side="right")
+    sizes = jnp.asarray(_tail_sizes(rows))
+    return order, jnp.sum(sizes >= running[:, None], axis=1) - 1
+
+
+def _unsorted(v, order):
+    """Rows (leading axis) of ``v``, in :func:`_row_plan`'s ``order``, put back in the callers' order."""
+    return jnp.zeros_like(v).at[order].set(v)
+
+
+def _tail_sizes(rows):
+    """Tail lengths a segment may run, longest first, then 0 (the segment skipped): never below
+    MIN_TAIL rows (XLA:CPU sums a product of one or two rows in another order)."""
+    return sorted({max(rows // s, min(rows, MIN_TAIL)) for s in ROW_SHARES}, reverse=True) + [0]
+
+
+def _final_state(p, state, xs, step, branch, cap=CAP, keep=True):
+    """Scan the segments of xs from ``state`` (rows in :func:`_row_plan`'s order), each on the tail of
+    rows it needs, states clipped to +-``cap`` after each segment (None: not clipped); returns the final
+    state and, with ``keep``, the state before every segment (the checkpoints; else None)."""
+    rows = state[0].shape[0]
+
+    def on_tail(size):
+        def run(state, x):
+            if size == 0:
+                return state
+            cut = rows - size
+            tail = jax.lax.scan(lambda s, xx: (step(p, s, xx), None), tuple(v[cut:] for v in state),
+                                tuple(v[:, cut:] for v in x))[0]
+            if cap is not None:
+                tail = tuple(jnp.clip(v, -cap, cap) for v in tail)
+            return tuple(jnp.concatenate([v[:cut], t]) for v, t in zip(state, tail))
+        return run
+
+    branches = [on_tail(size) for size in _tail_sizes(rows)]
+
+    def seg(state, inp):
+        x, k = inp
+        return jax.lax.switch(k, branches, state, x), state if keep else None
+    return jax.lax.scan(seg, state, (xs, branch))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def log_final_loss(p: Params, recursion: str, xs):
-    """log L_T for rows of per-step (per-block) inputs xs ((T, B) arrays, T a multiple of SEGMENT)."""
+    """log L_T for rows of per-step (per-block) inputs xs ((T, B) arrays, T a multiple of SEGMENT).
+    Each row runs the segments up to its last nonzero rate (:func:`_row_plan`): the same values as
+    scanning every row to T, bit for bit, and the same SGD gradients; the heavy-ball and block
+    gradients (JAX's transpose of the step) move by ~1e-13 relative, as XLA sums a product's rows in
+    another order when a segment runs fewer of them."""
     return _log_final_loss_fwd(p, recursion, xs)[0]
 
 
 def _log_final_loss_fwd(p, recursion, xs):
-    state, checkpoints = _final_state(p, initial_state(p, xs[0].shape[1], recursion), _segments(xs), STEPS[recursion])
-    loss = _loss(p, state[0])
-    return jnp.log(loss), (p, xs, checkpoints, loss)
+    order, branch = _row_plan(xs[0])
+    ordered = tuple(v[:, order] for v in xs)
+    state, checkpoints = _final_state(p, initial_state(p, xs[0].shape[1], recursion), _segments(ordered),
+                                      STEPS[recursion], branch)
+    loss = _unsorted(_loss(p, state[0]), order)
+    return jnp.log(loss), (p, ordered, checkpoints, loss, order, branch)
 
 
 def _log_final_loss_bwd(recursion, res, g):
-    p, xs, checkpoints, loss = res
+    p, xs, checkpoints, loss, order, branch = res
     step, back = STEPS[recursion], _back(recursion)
+    rows = xs[0].shape[1]
     cot = tuple(jnp.zeros_like(v[0]) for v in checkpoints)
-    cot = (p.lam_w * (g / loss)[:, None],) + cot[1:]
+    cot = (p.lam_w * (g / loss)[order][:, None],) + cot[1:]
+
+    def on_tail(size):
+        def run(cot, start, x):
+            zeros = tuple(jnp.zeros_like(v) for v in x)
+            if size == 0:
+                return cot, zeros
+            cut = rows - size
+            x_tail = tuple(v[:, cut:] for v in x)
+            states = jax.lax.scan(lambda s, xx: (step(p, s, xx), s), tuple(v[cut:] for v in start), x_tail)[1]
+            c_tail, d_tail = jax.lax.scan(lambda c, inp: back(p, c, *inp), tuple(v[cut:] for v in cot),
+                                          (states, x_tail), reverse=True)
+            cot = tuple(jnp.concatenate([v[:cut], t]) for v, t in zip(cot, c_tail))
+            return cot, tuple(z.at[:, cut:].set(d) for z, d in zip(zeros, d_tail))
+        return run
+
+    branches = [on_tail(size) for size in _tail_sizes(rows)]
 
     def seg(cot, inp):
-        start, x = inp
-        states = jax.lax.scan(lambda s, xx: (step(p, s, xx), s), start, x)[1]
-        return jax.lax.scan(lambda c, inp: back(p, c, *inp), cot, (states, x), reverse=True)
+        start, x, k = inp
+        return jax.lax.switch(k, branches, cot, start, x)
 
-    _, d_xs = jax.lax.scan(seg, cot, (tuple(checkpoints), _segments(xs)), reverse=True)
-    d_xs = tuple(jnp.nan_to_num(d.reshape(xs[0].shape)) for d in d_xs)
+    _, d_xs = jax.lax.scan(seg, cot, (tuple(checkpoints), _segments(xs), branch), reverse=True)
+    inverse = jnp.argsort(order)
+    d_xs = tuple(jnp.nan_to_num(d.reshape(xs[0].shape))[:, inverse] for d in d_xs)
     zero = jax.tree_util.tree_map(jnp.zeros_like, p)
     return zero, d_xs
 
@@ -307,14 +382,15 @@ def fourth_moment_step(p: Params, state, x):
 
 @jax.jit
 def _second_moments_of_loss(p: Params, xs):
-    def body(state, x):
-        return fourth_moment_step(p, state, x), None
-
+    """(E L_T, E L_T^2) of rows of per-step inputs xs ((T, B) arrays, T a multiple of SEGMENT), each row
+    run to the segment of its last nonzero rate (:func:`_row_plan`; a step at rate 0 is the identity)."""
     rows = xs[0].shape[1]
+    order, branch = _row_plan(xs[0])
     c = jnp.broadcast_to(p.c0, (rows, p.c0.shape[0]))
     d = c[:, :, None] * c[:, None, :]
-    (c, d), _ = jax.lax.scan(body, (c, d), xs)
-    return c @ p.lam, jnp.einsum("bkl,k,l->b", d, p.lam, p.lam)
+    (c, d), _ = _final_state(p, (c, d), _segments(tuple(v[:, order] for v in xs)), fourth_moment_step, branch,
+                             cap=None, keep=False)
+    return _unsorted(c @ p.lam, order), _unsorted(jnp.einsum("bkl,k,l->b", d, p.lam, p.lam), order)
 
 
 def loss_moments(lam, c0, noise_var, lr, batch=None):
@@ -331,5 +407,7 @@ def loss_moments(lam, c0, noise_var, lr, batch=None):
         raise ValueError("batch: per-step batch sizes >= 1")
     shape, (lr_f, batch_f) = _flat_inputs(lr, [batch])
     dtype = jnp.result_type(float)
+    pad = -lr_f.shape[0] % SEGMENT                 # zero rates: the identity
+    lr_f, batch_f = np.pad(lr_f, ((0, pad), (0, 0))), np.pad(batch_f, ((0, pad), (0, 0)), constant_values=1.0)
     mean, second = _second_moments_of_loss(p, (jnp.asarray(lr_f, dtype), jnp.asarray(batch_f, dtype)))
     return np.asarray(mean).reshape(shape[:-1]), np.asarray(second).reshape(shape[:-1])

@@ -44,7 +44,8 @@ class Problem:
 
     ``resolution`` None: one block per step (exact); a number: :func:`.recursion.time_blocks`. Blocks
     are padded to a common count B (a multiple of the adjoint's segment, at least ``n_blocks``) with
-    empty blocks (exact: zero-rate steps), the identity. ``batch_size``: one number, or one per horizon.
+    empty blocks (exact: zero-rate steps), the identity, which the scans skip segment by segment
+    (:func:`.recursion.log_final_loss`: a horizon costs its own steps). ``batch_size``: one number, or one per horizon.
     The horizons and batch sizes are data to the compiled evaluators: one program per (H, B).
     """
 
@@ -229,12 +230,13 @@ def _coordinates(x):
 
 def _rates_of_code(code, x, horizons, t):
     """(H, G, B) rates of the family FAMILY_KINDS[code] (traced) for x (H, G, N_COORDINATES), horizons
-    (H,) and block steps t (H, B): every family's rates, the one asked for selected."""
+    (H,) and block steps t (H, B): a branch per family, only the one asked for computed."""
     def one(kind, xh, T, th):
         return family_rates(kind, xh[:, :len(FAMILIES[kind].grid)], T, th)
 
-    tables = [jax.vmap(functools.partial(one, kind))(x, horizons, t) for kind in FAMILY_KINDS]
-    return jnp.select([code == i for i in range(len(FAMILY_KINDS))], tables)
+    def table(kind):
+        return lambda: jax.vmap(functools.partial(one, kind))(x, horizons, t)
+    return jax.lax.switch(code, [table(kind) for kind in FAMILY_KINDS])
 
 
 @functools.partial(jax.jit, static_argnames=("exact",))
