@@ -135,3 +135,16 @@ def test_optimal_schedule_is_no_worse_than_any_constant_or_polynomial(found, nam
     lr = np.asarray(res["lr"][0][:T], float)
     assert res["loss"][0] == pytest.approx(final_loss(point, lr[None])[0], rel=1e-9)
     assert res["loss"][0] <= best * (1 + 1e-3), (res["loss"][0], best)
+
+
+def test_a_start_in_an_earlier_starts_state_is_its_twin():
+    """The pattern search scans a start once per state: a start at the same point, width and incumbent
+    loss as an earlier start of its horizon is that start's twin (copied, not scanned); any difference
+    (a coordinate, the width, the loss) makes it its own."""
+    import importlib
+    search = importlib.import_module("lrsweep.families.schedules.theory.search")
+    x = np.array([[[1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [1.0, 2.5]],
+                  [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    width = np.array([[0.5, 0.5, 0.25, 0.5], [1.0, 1.0, 1.0, 1.0]])
+    best = np.array([[3.0, 3.0, 3.0, 3.0], [np.inf, 2.0, np.inf, 2.0]])
+    np.testing.assert_array_equal(search._first_twin(x, width, best), [[0, 0, 2, 3], [0, 1, 0, 1]])

@@ -93,23 +93,27 @@ class Problem:
                                                              self.n_blocks)).reshape(rows, -1)
         return xs + (sizes.T,), "blocks"
 
-    def family_losses(self, kind, x):
+    def family_losses(self, kind, x, active=None):
         """L_T (H, G) of family candidates x (H, G, p) in search coordinates, in row chunks of at most
-        MAX_ROWS, padded to a multiple of 8 candidates (one compiled shape per family and search phase)."""
+        MAX_ROWS, padded to a multiple of 8 candidates (one compiled shape per family and search phase).
+        ``active`` (H, G) bool: the candidates to evaluate (default all); the others are not scanned (their
+        rates are zeroed: :func:`.recursion.log_final_loss` skips them) and get an infinite loss."""
         x = _coordinates(x)
         n_h, n_g = x.shape[:2]
+        on = np.ones((n_h, n_g)) if active is None else np.asarray(active, float)
         per = max(1, min(CHUNK, 1 << ((MAX_ROWS // n_h).bit_length() - 1)))
         out = []
         for start in range(0, n_g, per):
-            part = x[:, start:start + per]
+            part, part_on = x[:, start:start + per], on[:, start:start + per]
             g = part.shape[1]
             part = np.concatenate([part, np.repeat(part[:, -1:], per - g, axis=1)], axis=1)
+            part_on = np.concatenate([part_on, np.repeat(part_on[:, -1:], per - g, axis=1)], axis=1)
             logs = _family_log_losses(self.p, FAMILY_KINDS.index(kind), jnp.asarray(part, self.t.dtype),
                                       self.horizons_data, self.t, self.mask, self.sizes, self.batch_data,
-                                      exact=self.exact)
+                                      jnp.asarray(part_on, self.t.dtype), exact=self.exact)
             out.append(np.asarray(logs, np.float64)[:, :g])
         losses = np.exp(np.concatenate(out, axis=1))
-        return np.where(np.isfinite(losses), losses, np.inf)
+        return np.where(np.isfinite(losses) & (on > 0), losses, np.inf)
 
     def curves(self, lr, batch=None, momentum=None):
         """(H, B+1) losses at the block edges of (H, B) tables."""
@@ -240,11 +244,12 @@ def _rates_of_code(code, x, horizons, t):
 
 
 @functools.partial(jax.jit, static_argnames=("exact",))
-def _family_log_losses(model, code, x, horizons, t, mask, sizes, batch, *, exact):
+def _family_log_losses(model, code, x, horizons, t, mask, sizes, batch, on, *, exact):
     """log L_T (H, G) of candidates x (H, G, N_COORDINATES) of family FAMILY_KINDS[code]: the family's rates
-    at the blocks' steps, then the scan. The family, the horizons (H,) and the batch sizes (H,) are data."""
+    at the blocks' steps (times ``on`` (H, G): 1, or 0 for a candidate not to scan), then the scan. The
+    family, the horizons (H,) and the batch sizes (H,) are data."""
     n_h, n_g = x.shape[:2]
-    lr = _rates_of_code(code, x, horizons, t) * mask[:, None, :]
+    lr = _rates_of_code(code, x, horizons, t) * mask[:, None, :] * on[:, :, None]
     lr = lr.reshape(n_h * n_g, -1).T
     xs = (lr, jnp.broadcast_to(batch[:, None, None], (n_h, n_g, lr.shape[0])).reshape(n_h * n_g, -1).T)
     if not exact:
@@ -276,6 +281,15 @@ def _pattern(p):
     return np.stack([g.ravel() for g in np.meshgrid(*([axis] * p), indexing="ij")], axis=1)
 
 
+def _first_twin(x, width, best):
+    """(H, S) index of the first start of each horizon in the same state as start s: point x (H, S, p),
+    width and incumbent loss (H, S) (s itself where none before it is)."""
+    same = np.all(x[:, :, None, :] == x[:, None, :, :], axis=-1)
+    for v in (width, best):
+        same &= v[:, :, None] == v[:, None, :]
+    return np.argmax(same, axis=2)
+
+
 def _search_box(problem, kind, lower, upper, starts=3, min_width=1e-3, max_rounds=40):
     """Coarse grid on each horizon's box (lower, upper: (H, p)), then a pattern search from the ``starts``
     best grid points: a step of one grid cell, shrunk whenever no point of the pattern beats the
@@ -293,15 +307,21 @@ def _search_box(problem, kind, lower, upper, starts=3, min_width=1e-3, max_round
     for _ in range(max_rounds):
         if np.all(width < min_width):
             break
+        # a start in the same state as an earlier one moves as that one does: not scanned, copied
+        twin = _first_twin(x, width, best)
         cand = x[:, :, None, :] + width[..., None, None] * cell * offsets[None, None]
         cand = np.clip(cand, lower[:, None, None], upper[:, None, None])
-        loss = problem.family_losses(kind, cand.reshape(n_h, -1, cand.shape[-1])).reshape(cand.shape[:3])
+        active = np.broadcast_to((twin == np.arange(twin.shape[1]))[..., None], cand.shape[:3])
+        loss = problem.family_losses(kind, cand.reshape(n_h, -1, cand.shape[-1]),
+                                     active.reshape(n_h, -1)).reshape(cand.shape[:3])
         idx = np.argmin(loss, axis=2)
         new = np.take_along_axis(loss, idx[..., None], axis=2)[..., 0]
         pick = new < best
         best = np.where(pick, new, best)
         x = np.where(pick[..., None], np.take_along_axis(cand, idx[..., None, None], axis=2)[:, :, 0], x)
         width = np.where(pick, width, width * PATTERNS[len(fam.grid)][1])
+        x, best, width = (np.take_along_axis(v, twin.reshape(twin.shape + (1,) * (v.ndim - 2)), axis=1)
+                          for v in (x, best, width))
     top = np.argmin(best, axis=1)
     return x[np.arange(n_h), top], best[np.arange(n_h), top]
 
