@@ -241,8 +241,12 @@ def _set_mem_fraction(fraction: float | None) -> None:
         return
     if not 0.0 < fraction <= 1.0:
         raise config_lib.ConfigError("--mem-fraction", f"must be in (0, 1], got {fraction:g}")
-    from jax._src import xla_bridge
-    if xla_bridge.backends_are_initialized():
+    try:  # private: a jax release may move it; then the variable is set and read if the backend is still to start
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:
+        def backends_are_initialized():
+            return False
+    if backends_are_initialized():
         raise config_lib.ConfigError("--mem-fraction", "JAX's backend already started in this process; "
                                                        "set XLA_PYTHON_CLIENT_MEM_FRACTION before it starts")
     os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{fraction:g}"

@@ -13,8 +13,18 @@ set -u
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-${OUT:-results/device_check-$(date +%Y%m%d-%H%M%S)}}"
 mkdir -p "$OUT_DIR"
-PY="${PYTHON:-python}"
-export LRSWEEP_CACHE_DIR="${LRSWEEP_CACHE_DIR:-$OUT_DIR/jax-cache}"
+# The interpreter: $PYTHON, else the first of python3, python that imports jax (a GPU image may have jax, optax,
+# flax, orbax-checkpoint, pandas and pyarrow in its python3 and lrsweep not installed: the checkout goes on PYTHONPATH).
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for candidate in python3 python; do
+    if "$candidate" -c "import jax" 2>/dev/null; then PY=$candidate; break; fi
+  done
+fi
+[ -n "$PY" ] || { echo "device_check: no python3 or python here imports jax; set PYTHON" >&2; exit 1; }
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# The compile cache lies outside OUT: OUT holds only the six text files (a lent machine sends back at most 8).
+export LRSWEEP_CACHE_DIR="${LRSWEEP_CACHE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/lrsweep-device-check-cache.XXXXXX")}"
 # GPU sizes: h = 64 (the >= 20x over the per-student loop target, 1,000+ students) to h = 1024 (%peak of
 # matmul); the scaling grid at h = 32, 100 steps. Quick: each script's own --quick sizes.
 # SGD and catapult at h = 64 (features N = 64 for SGD) with >= 10^4 students (the >= 100x target).
@@ -38,7 +48,15 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
-  "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())"; } 2>&1 | tee "$OUT_DIR/device.txt"
+  "$PY" -c "import sys, jax, numpy, pandas, pyarrow, optax, flax, orbax.checkpoint, lrsweep
+print('python', sys.version.split()[0], '| jax', jax.__version__, '| numpy', numpy.__version__, '| pandas',
+      pandas.__version__, '| pyarrow', pyarrow.__version__, '| optax', optax.__version__, '| lrsweep from',
+      lrsweep.__file__)
+print('devices', jax.devices())"; } 2>&1 | tee "$OUT_DIR/device.txt"
+if ! grep -q "^devices" "$OUT_DIR/device.txt"; then
+  echo "device_check: the preflight import failed (above); nothing was benchmarked" >&2
+  exit 1
+fi
 
 step bench_engine 150 "$PY" scripts/bench_engine.py "${ENGINE[@]}"
 step bench_poly 60 "$PY" scripts/bench_poly.py "${POLY[@]}"

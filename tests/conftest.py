@@ -15,8 +15,23 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # XLA:CPU's fusion emitters (MLIR) take ~35% longer to compile this suite's programs than its older
 # LLVM IR emitters, which compute the same to the last bits or so (x64: <= 3e-15 relative, against
 # 5e-14 for the switch above). LRSWEEP_TEST_FUSION_EMITTERS=1 keeps the users' emitters.
+# XLA aborts the process on a flag it does not know (jaxlib 0.11 and later have no LLVM IR emitters and no
+# flag), so a child process tries it first; the answer goes into the environment the workers inherit.
+_NO_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _xla_knows(flag: str) -> bool:
+    import subprocess
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip(), JAX_PLATFORMS="cpu")
+    probe = "import jax; jax.devices()"
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0
+
+
 if os.environ.get("LRSWEEP_TEST_FUSION_EMITTERS", "0") != "1" and "fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false").strip()
+    if _xla_knows(_NO_EMITTERS):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _NO_EMITTERS).strip()
+    else:
+        os.environ["LRSWEEP_TEST_FUSION_EMITTERS"] = "1"  # this XLA has only the fusion emitters
 
 import jax
 
@@ -60,6 +75,9 @@ def _emitters_switch(get_compile_options):
 
 try:  # JAX's internal hook; without it, `optimized` tests keep the LLVM IR emitters (slower to run, same results)
     import inspect
+
+    if _NO_EMITTERS not in os.environ.get("XLA_FLAGS", ""):
+        raise ImportError("the fusion emitters are on already: nothing to switch")
 
     from jax._src import compiler as _jax_compiler
     if "env_options_overrides" in inspect.signature(_jax_compiler.get_compile_options).parameters:

@@ -82,8 +82,11 @@ class _Listening:
 
     def __exit__(self, *exc) -> None:
         from jax._src import monitoring as _monitoring  # the public module has no unregister
-        for unregister, fn in ((_monitoring.unregister_event_listener, self.stats._on_event),
-                               (_monitoring.unregister_event_duration_listener, self.stats._on_duration)):
+        for name, fn in (("unregister_event_listener", self.stats._on_event),
+                         ("unregister_event_duration_listener", self.stats._on_duration)):
+            unregister = getattr(_monitoring, name, None)  # private: a jax release may move it
+            if unregister is None:
+                continue  # the listener stays: it only counts, and this run's stats are already read
             try:
                 unregister(fn)
             except (AssertionError, ValueError):  # already gone (e.g. cleared by another library)

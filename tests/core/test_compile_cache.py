@@ -70,3 +70,21 @@ def test_repeated_and_resumed_sweeps_compile_nothing(tmp_path):
     stats = compile_stats(out / "cached" / "crashed")
     assert set(stats["compiled_names"]) <= UNCACHEABLE, stats
     assert stats["cache_hits"] >= 1
+
+
+def test_listening_ends_cleanly_where_jax_has_no_unregister(monkeypatch):
+    """The unregister functions are private to jax (``jax._src.monitoring``) and a release may move them:
+    leaving the listening context must not raise then, and the counts taken inside stay."""
+    import jax
+    import jax.numpy as jnp
+    from jax._src import monitoring
+    from lrsweep.core.compilestats import CompileStats
+    monkeypatch.delattr(monitoring, "unregister_event_listener")
+    monkeypatch.delattr(monitoring, "unregister_event_duration_listener")
+    stats = CompileStats()
+    with stats.listening():
+        jax.jit(lambda v: v * 3.0 + 1.0)(jnp.arange(7.0)).block_until_ready()  # a program no test compiles
+    assert stats.programs >= 1
+    monkeypatch.undo()  # then take the listeners off, as the context would have
+    monitoring.unregister_event_listener(stats._on_event)
+    monitoring.unregister_event_duration_listener(stats._on_duration)

@@ -111,7 +111,9 @@ def test_killed_run_is_dead_and_two_concurrent_resumes_store_each_student_once(t
     cfg_path = tmp_path / "trust.yaml"
     cfg_path.write_text(yaml.safe_dump(CFG, sort_keys=False))  # student ids follow axis order
     out = tmp_path / "out"
-    first = slow_cli("run", cfg_path, "--out", out, "--quiet", "--chunk-size", "2")
+    # the clean run's chunk shape: float32 numbers are a function of it (lrsweep.core.engine), and the
+    # comparison below is bit for bit (chunks of 2 matched chunks of 4 on jaxlib 0.10's emitters, not on 0.11's)
+    first = slow_cli("run", cfg_path, "--out", out, "--quiet", "--chunk-size", "4")
     assert wait_for(lambda: len(list(out.rglob("*.students.parquet"))) >= 2), first.communicate()
     (run,) = [p.parent for p in out.rglob("meta.json")]
     # alive: ls says running and names the writer

@@ -195,6 +195,18 @@ def test_mem_fraction_and_distributed_need_a_backend_not_yet_started(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_mem_fraction_is_set_where_jax_cannot_say_whether_its_backend_started(monkeypatch):
+    """Whether the backend started is private to jax (``jax._src.xla_bridge``); where a release has moved it,
+    --mem-fraction sets the variable (read if the backend is still to start) instead of failing."""
+    import jax
+    from lrsweep import cli
+    jax.devices()  # this process's backend has started: jax's own answer would refuse
+    monkeypatch.setitem(sys.modules, "jax._src.xla_bridge", None)  # its import now fails
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    cli._set_mem_fraction(0.25)
+    assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.25"
+
+
 def test_merge_names_the_shards_that_own_missing_students_and_needs_no_empty_shard(tmp_path):
     """2 students in 5 shards: only shards 2 and 4 have one. Merge names shard 4 alone while its
     student is missing, and merges once it ran: the empty shards 0, 1, 3 never ran."""
