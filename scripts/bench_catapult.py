@@ -154,9 +154,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="CPU sizes (about a minute)")
     ap.add_argument("--cpu", action="store_true", help="mid sizes for a 2-core CPU: the GPU sizes' width "
                                                         "(m = 256) and steps on 8 x 64 students")
-    ap.add_argument("--only", choices=["all", "curvature", "catapult-curvature", "heads"], default="all",
+    ap.add_argument("--only", choices=["all", "curvature", "catapult-curvature", "heads", "all-but-heads"],
+                    default="all",
                     help="curvature: only the curvature lines (catapult grid and body_sharpness); "
-                         "catapult-curvature: only the catapult grid's; heads: only seed 002's head-rule lines")
+                         "catapult-curvature: only the catapult grid's; heads: only seed 002's head-rule lines; "
+                         "all-but-heads: every line but those (scripts/device_check.sh runs the heads as a step of their own)")
     ap.add_argument("--compare-matfree", action="store_true",
                     help="also time the curvature lines with matfree's Lanczos (before issue 26)")
     ap.add_argument("--seeds", type=int, default=None, help="default 16 (quick 4)")
@@ -234,7 +236,8 @@ def main() -> None:
           f"bisection's); the dense grid at the engine's measured rate: {dense_s:.1f} s plus its compile")
     assert math.isfinite(t_boundary)
 
-    head_lines(seeds, rates, a.head_width, head_steps, a.max_memory)
+    if a.only != "all-but-heads":
+        head_lines(seeds, rates, a.head_width, head_steps, a.max_memory)
 
 
 if __name__ == "__main__":

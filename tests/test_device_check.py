@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "device_check.sh"
-STEPS = ("bench_engine", "bench_poly", "bench_scaling", "bench_sgd", "bench_catapult")
+STEPS = ("bench_sgd", "bench_heads", "bench_catapult", "bench_engine", "bench_poly", "bench_scaling")
+SCRIPT_OF = {"bench_heads": "bench_catapult"}
 
 # Answers the preflight (-c CODE) as the real one does when lrsweep imports, and otherwise prints its
 # arguments and the environment a benchmark would see.
@@ -44,12 +45,18 @@ def test_every_step_runs_at_gpu_sizes_from_the_checkout_and_out_holds_only_the_t
     assert sorted(p.name for p in out.iterdir()) == sorted(["device.txt", *(f"{s}.txt" for s in STEPS)])
     for step in STEPS:
         text = (out / f"{step}.txt").read_text()
-        assert f"ran scripts/{step}.py" in text and f"== {step}: exit 0" in text, text
+        assert f"ran scripts/{SCRIPT_OF.get(step, step)}.py" in text and f"== {step}: exit 0" in text, text
         cache = text.split("cache=")[1].split(" |")[0]
         assert cache and not Path(cache).resolve().is_relative_to(out.resolve())
         assert text.split("path=")[1].splitlines()[0].split(":")[0] == str(ROOT)  # lrsweep from the checkout
     assert "--students 16384" in (out / "bench_sgd.txt").read_text()  # GPU sizes, not --quick
     assert "--quick" not in (out / "bench_catapult.txt").read_text()
+    # seed 002's head rules run once, in a step of their own (a slow curvature step cannot cut them off)
+    assert "--only heads" in (out / "bench_heads.txt").read_text()
+    assert "--only all-but-heads" in (out / "bench_catapult.txt").read_text()
+    # the never-measured families first, in this order
+    log = done.stdout
+    assert [log.index(f"== {s} (limit") for s in STEPS] == sorted(log.index(f"== {s} (limit") for s in STEPS)
 
 
 def test_stops_before_any_benchmark_when_lrsweep_does_not_import(tmp_path):
